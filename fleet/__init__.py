@@ -1,0 +1,1 @@
+"""Drives real agents, a real server and a broker together: the demo and the fleet simulator."""

@@ -1,0 +1,5 @@
+import sys
+
+from fleetlearn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Build-time model zoo: torch definitions exported to ONNX training artifacts."""

@@ -1,0 +1,1 @@
+"""The aggregation server. Imports protocol and transport; never agent."""
