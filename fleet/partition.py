@@ -47,7 +47,7 @@ def digits_dataset(seed: int = 0, test_fraction: float = 0.2, image: bool = Fals
     if image:
         x = x.reshape(-1, 1, 8, 8)
     order = np.random.default_rng(seed).permutation(len(y))
-    n_test = int(round(len(y) * test_fraction))
+    n_test = round(len(y) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     return Dataset(x[train], y[train], x[test], y[test], 10)
 
