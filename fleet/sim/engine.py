@@ -1,0 +1,333 @@
+"""One simulated run: a fleet, a server strategy, a codec, a virtual clock.
+
+Scheduling (the only thing that differs between sync and async; the maths is the server's):
+  async (FedAsync, FedBuff): keep `concurrency` devices training; when one finishes or drops, start
+      another eligible idle device chosen uniformly at random. Each starts from the current model.
+  sync (FedAvg): each round selects `concurrency` devices (the cohort plus over-selection) from the
+      current model; the strategy closes the round at `round_size` arrivals or at its deadline.
+      Devices still training when a round closes are told to stop (their work is discarded, no
+      uplink bytes). A round left with nobody training selects again.
+
+A session: download the model (bytes / downlink), train (samples * s_per_sample), upload (real
+message bytes / uplink). It dies if the device drops out (probability `dropout_p`, at a uniform
+point of download+training) or its eligibility window closes first. Training itself is real and
+runs lazily when the virtual training ends, from the model version the device downloaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from fleet.sim.events import EventKind, EventQueue
+from fleet.sim.profiles import DeviceProfile
+from fleet.sim.server_side import SimServer
+from fleet.sim.training import LocalBudget, LocalTrainer
+from fleet.sim.uplink import Uplink
+
+__all__ = ["Mode", "Point", "RunConfig", "RunResult", "run_simulation"]
+
+
+class Mode(Enum):
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    label: str
+    mode: Mode
+    concurrency: int  # devices training at once (async) / selected per round (sync)
+    duration_s: float  # virtual
+    eval_every_s: float = 300.0  # virtual; evaluation is the costly wall-clock part
+    budget: LocalBudget = field(default_factory=LocalBudget)
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    t: float  # virtual seconds
+    uplink_bytes: int
+    accuracy: float
+    version: int
+    accepted: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    label: str
+    curve: tuple[Point, ...]
+    accepted: int
+    rejected: dict[str, int]
+    counts: dict[str, int]  # sessions, dropouts, ineligible, aborted, ...
+    uplink_bytes: int
+    downlink_bytes: int
+    wall_s: float
+    wall_train_s: float
+    wall_eval_s: float
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.curve[-1].accuracy
+
+
+@dataclass(slots=True)
+class _Session:
+    token: int
+    device: int
+    base_model: np.ndarray  # (n,) float32: the model the device downloaded (never mutated)
+    base_version: int
+    samples: np.ndarray  # indices into the training set
+    payload: bytes = b""
+    residual: np.ndarray | None = None
+
+
+class _Pool:
+    """Eligible idle devices: O(1) add/remove and a uniform random pick, deterministic order."""
+
+    def __init__(self) -> None:
+        self._items: list[int] = []
+        self._pos: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, d: int) -> None:
+        if d not in self._pos:
+            self._pos[d] = len(self._items)
+            self._items.append(d)
+
+    def discard(self, d: int) -> None:
+        i = self._pos.pop(d, None)
+        if i is not None:
+            last = self._items.pop()
+            if last != d:
+                self._items[i] = last
+                self._pos[last] = i
+
+    def pick(self, rng: np.random.Generator) -> int:
+        d = self._items[int(rng.integers(len(self._items)))]
+        self.discard(d)
+        return d
+
+
+class _Run:
+    def __init__(
+        self,
+        config: RunConfig,
+        fleet: list[DeviceProfile],
+        slices: list[np.ndarray],
+        data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        trainer: LocalTrainer,
+        server: SimServer,
+        uplink: Uplink,
+    ) -> None:
+        self.c, self.fleet, self.slices, self.trainer = config, fleet, slices, trainer
+        self.x, self.y, self.x_test, self.y_test = data
+        self.server, self.uplink = server, uplink
+        self.q = EventQueue()
+        self.rng = np.random.default_rng([config.seed, 0xF1EE7])
+        self.pool = _Pool()
+        self.available = np.zeros(len(fleet), bool)
+        self.busy: dict[int, _Session] = {}
+        self.seq = np.zeros(len(fleet), np.int64)
+        self.tokens = 0
+        self.round_id = 0
+        self.counts: Counter[str] = Counter()
+        self.uplink_bytes = self.downlink_bytes = 0
+        self.model_bytes = int(server.model.size) * 4 + 256  # an offer: float32 weights + header
+        self.curve: list[Point] = []
+        self.wall_train = self.wall_eval = 0.0
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        for p in self.fleet:
+            for start, end in p.windows.intervals:
+                self.q.push(start, EventKind.WINDOW_OPEN, p.index)
+                self.q.push(end, EventKind.WINDOW_CLOSE, p.index)
+        self.q.push(0.0, EventKind.EVAL)
+        if self.c.mode is Mode.SYNC:
+            self.q.push(0.0, EventKind.DEADLINE, payload=-1)  # opens round 0 after t=0 windows
+        handlers = {
+            EventKind.WINDOW_OPEN: self._window_open,
+            EventKind.WINDOW_CLOSE: self._window_close,
+            EventKind.COMPUTE_DONE: self._compute_done,
+            EventKind.ARRIVE: self._arrive,
+            EventKind.DROP: self._drop,
+            EventKind.DEADLINE: self._deadline,
+            EventKind.EVAL: self._eval,
+        }
+        while self.q and self.q.peek_time() <= self.c.duration_s:
+            ev = self.q.pop()
+            handlers[ev.kind](ev.device, ev.payload)
+        if not self.curve or self.curve[-1].t < self.c.duration_s:
+            self.q.now = self.c.duration_s
+            self._record()
+
+    def _record(self) -> None:
+        t0 = time.perf_counter()
+        acc = self.trainer.accuracy(self.server.model, self.x_test, self.y_test)
+        self.wall_eval += time.perf_counter() - t0
+        s = self.server
+        self.curve.append(Point(self.q.now, self.uplink_bytes, acc, s.version, s.accepted))
+
+    def _eval(self, _device: int, _payload: object) -> None:
+        self._record()
+        self.q.push(self.q.now + self.c.eval_every_s, EventKind.EVAL)
+
+    # --- availability ----------------------------------------------------------------------
+
+    def _window_open(self, d: int, _payload: object) -> None:
+        self.available[d] = True
+        if d not in self.busy:
+            self.pool.add(d)
+        self._fill()
+
+    def _window_close(self, d: int, _payload: object) -> None:
+        self.available[d] = False
+        self.pool.discard(d)
+        if d in self.busy:
+            self.counts["ineligible"] += 1  # unplugged/busy: training stops at the next step
+            self._end_session(d)
+            self._fill()
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def _start(self, d: int) -> None:
+        p, now = self.fleet[d], self.q.now
+        idx = self.slices[d]
+        if len(idx) > self.c.budget.max_samples:
+            idx = np.sort(self.rng.choice(idx, self.c.budget.max_samples, replace=False))
+        self.tokens += 1
+        s = _Session(self.tokens, d, self.server.model, self.server.version, idx)
+        self.busy[d] = s
+        self.counts["sessions"] += 1
+        self.downlink_bytes += self.model_bytes
+        busy_s = self.model_bytes / p.downlink_bps + len(idx) * self.c.budget.epochs * p.s_per_sample
+        if self.rng.random() < p.dropout_p:
+            self.q.push(now + self.rng.uniform(0.0, busy_s), EventKind.DROP, d, s.token)
+        else:
+            self.q.push(now + busy_s, EventKind.COMPUTE_DONE, d, s.token)
+
+    def _current(self, d: int, token: object) -> _Session | None:
+        s = self.busy.get(d)
+        return s if s is not None and s.token == token else None
+
+    def _end_session(self, d: int) -> None:
+        del self.busy[d]
+        if self.available[d]:
+            self.pool.add(d)
+
+    def _compute_done(self, d: int, token: object) -> None:
+        s = self._current(d, token)
+        if s is None:
+            return
+        t0 = time.perf_counter()
+        x, y = self.x[s.samples], self.y[s.samples]
+        seed = int(self.rng.integers(1 << 31))
+        weights, steps = self.trainer.local_update(s.base_model, x, y, self.c.budget, seed)
+        delta = weights - s.base_model  # (n,) float32
+        self.wall_train += time.perf_counter() - t0
+        self.seq[d] += 1
+        s.payload, s.residual = self.uplink.encode(
+            d, _device_id(d), int(self.seq[d]), s.base_version, len(s.samples), steps, delta
+        )
+        self.q.push(
+            self.q.now + len(s.payload) / self.fleet[d].uplink_bps, EventKind.ARRIVE, d, token
+        )
+
+    def _arrive(self, d: int, token: object) -> None:
+        s = self._current(d, token)
+        if s is None:
+            return
+        self.uplink_bytes += len(s.payload)
+        self.uplink.delivered(d, s.residual)
+        self._end_session(d)
+        stepped = self.server.receive(_device_id(d), s.payload, self.q.now)
+        if stepped and self.c.mode is Mode.SYNC:
+            self._open_round()
+        self._fill()
+
+    def _drop(self, d: int, token: object) -> None:
+        if self._current(d, token) is not None:
+            self.counts["dropouts"] += 1
+            self._end_session(d)
+            self._fill()
+
+    # --- scheduling ------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        if self.c.mode is Mode.ASYNC:
+            while len(self.busy) < self.c.concurrency and self.pool:
+                self._start(self.pool.pick(self.rng))
+        elif self.round_id > 0 and not self.busy and self.pool and not self.server.strategy.pending:
+            # A round with nobody training and nothing received (all dropped, or nobody was
+            # eligible when it opened): select again for the same round.
+            self.counts["reselections"] += 1
+            self._select()
+
+    def _select(self) -> None:
+        for _ in range(min(self.c.concurrency, len(self.pool))):
+            self._start(self.pool.pick(self.rng))
+
+    def _open_round(self) -> None:
+        for d in list(self.busy):  # the round closed: stragglers of the old round stop
+            self.counts["aborted"] += 1
+            self._end_session(d)
+        self.round_id += 1
+        self.server.tick(self.q.now)  # starts the strategy's round clock
+        deadline = getattr(self.server.strategy, "deadline_s", None)
+        if deadline is not None:
+            self.q.push(self.q.now + float(deadline), EventKind.DEADLINE, payload=self.round_id)
+        self._select()
+
+    def _deadline(self, _device: int, round_id: object) -> None:
+        if round_id == -1:
+            self._open_round()
+            return
+        if round_id != self.round_id:
+            return
+        if self.server.tick(self.q.now):
+            self._open_round()
+        else:
+            self._fill()
+
+
+def _device_id(d: int) -> str:
+    return f"sim-{d:05d}"
+
+
+def run_simulation(
+    config: RunConfig,
+    fleet: list[DeviceProfile],
+    slices: list[np.ndarray],
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    trainer: LocalTrainer,
+    server: SimServer,
+    uplink: Uplink,
+) -> RunResult:
+    """Run one strategy on one fleet for `config.duration_s` virtual seconds."""
+    if len(slices) != len(fleet):
+        raise ValueError(f"{len(slices)} data slices for {len(fleet)} devices")
+    if config.concurrency < 1 or not config.duration_s > 0:
+        raise ValueError("concurrency must be >= 1 and duration_s > 0")
+    t0 = time.perf_counter()
+    r = _Run(config, fleet, slices, data, trainer, server, uplink)
+    r.run()
+    return RunResult(
+        label=config.label,
+        curve=tuple(r.curve),
+        accepted=server.accepted,
+        rejected=dict(server.rejected),
+        counts=dict(r.counts),
+        uplink_bytes=r.uplink_bytes,
+        downlink_bytes=r.downlink_bytes,
+        wall_s=time.perf_counter() - t0,
+        wall_train_s=r.wall_train,
+        wall_eval_s=r.wall_eval,
+    )

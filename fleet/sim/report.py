@@ -1,0 +1,114 @@
+"""What a simulation shows: time and uplink bytes to a target accuracy, as ratios to sync FedAvg.
+
+The target defaults to 95% of the best final accuracy any synchronous FedAvg run reached on the
+same fleet, data and seed. Reaching it is read off the evaluation points (every `eval_every_s`
+virtual seconds), so times are resolved to that granularity.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.sim.engine import RunResult
+
+__all__ = ["Reached", "default_target", "plot_runs", "reached", "summarise", "write_report"]
+
+TARGET_FRACTION = 0.95
+
+
+@dataclass(frozen=True)
+class Reached:
+    time_s: float | None  # virtual seconds to the target; None = never reached
+    uplink_bytes: int | None
+
+
+def reached(run: RunResult, target: float) -> Reached:
+    for p in run.curve:
+        if p.accuracy >= target:
+            return Reached(p.t, p.uplink_bytes)
+    return Reached(None, None)
+
+
+def default_target(baselines: Sequence[RunResult]) -> float:
+    if not baselines:
+        raise ValueError("the default target needs at least one sync FedAvg run")
+    return TARGET_FRACTION * max(r.final_accuracy for r in baselines)
+
+
+def _ratio(base: float | None, ours: float | None) -> float | None:
+    if base is None or ours is None or ours <= 0:
+        return None
+    return base / ours
+
+
+def summarise(runs: Sequence[RunResult], baseline: RunResult, target: float) -> dict[str, Any]:
+    """Per run: time/bytes to target, ratios to the baseline, final accuracy, wall cost."""
+    base = reached(baseline, target)
+    out: dict[str, Any] = {}
+    for r in runs:
+        got = reached(r, target)
+        out[r.label] = {
+            "time_to_target_s": got.time_s,
+            "uplink_bytes_to_target": got.uplink_bytes,
+            "speedup_vs_fedavg": _ratio(base.time_s, got.time_s),
+            "bytes_reduction_vs_fedavg": _ratio(
+                None if base.uplink_bytes is None else float(base.uplink_bytes),
+                None if got.uplink_bytes is None else float(got.uplink_bytes),
+            ),
+            "final_accuracy": r.final_accuracy,
+            "updates_accepted": r.accepted,
+            "server_steps": r.curve[-1].version,
+            "uplink_bytes_total": r.uplink_bytes,
+            "rejected": r.rejected,
+            "counts": r.counts,
+            "sim_wall_s": r.wall_s,
+            "wall_train_s": r.wall_train_s,
+            "wall_eval_s": r.wall_eval_s,
+        }
+    return out
+
+
+def write_report(path: Path, meta: dict[str, Any], runs: Sequence[RunResult], summary: Any) -> None:
+    doc = {
+        **meta,
+        "summary": summary,
+        "curves": {r.label: [asdict(p) for p in r.curve] for r in runs},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+
+
+def plot_runs(out_dir: Path, runs: Sequence[RunResult], target: float, title: str) -> list[Path]:
+    """accuracy_vs_time.png and accuracy_vs_bytes.png, one line per strategy (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, xlabel, fname, scale in (
+        ("t", "virtual time (hours)", "accuracy_vs_time.png", 1 / 3600),
+        ("uplink_bytes", "total uplink bytes (MB)", "accuracy_vs_bytes.png", 1e-6),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in runs:
+            xs = [getattr(p, key) * scale for p in r.curve]
+            ax.plot(xs, [p.accuracy for p in r.curve], label=r.label, linewidth=1.4)
+        ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label=f"target {target:.3f}")
+        if key == "uplink_bytes":
+            ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,71 @@
+"""The server half of the simulation: production admission + a production strategy object.
+
+No MQTT and no durable log, but the same bytes in (`Admission.admit`), the same maths
+(`Strategy.apply` / `tick`), the same version rules. Every strategy call can be recorded, so a
+test can replay them into a fresh production object and compare models bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocol.errors import ProtocolError, RejectedUpdate
+from server.admission import Admission
+from server.strategies.base import AdmittedUpdate, StepResult, Strategy
+
+__all__ = ["Call", "SimServer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One strategy call as the simulator made it: ("apply", update) or ("tick", now)."""
+
+    op: str
+    update: AdmittedUpdate | None = None
+    now: float = 0.0
+
+
+class SimServer:
+    def __init__(
+        self, strategy: Strategy, admission: Admission, initial: np.ndarray, record: bool = False
+    ) -> None:
+        self.strategy = strategy
+        self.admission = admission
+        self.model = np.asarray(initial, np.float32).copy()  # (n,) float32, never mutated in place
+        self.version = 0
+        self.sequences: dict[str, tuple[int, str]] = {}
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+        self.calls: list[Call] | None = [] if record else None
+
+    def receive(self, device_id: str, payload: bytes, now: float) -> bool:
+        """Admit and apply one update, then let time pass; True when the model stepped."""
+        try:
+            admitted = self.admission.admit(
+                device_id,
+                payload,
+                version=self.version,
+                sequences=self.sequences,
+                strategy=self.strategy,
+            )
+        except (ProtocolError, RejectedUpdate) as exc:
+            self.rejected[exc.reason.value] += 1
+            return False
+        self.sequences[device_id] = (admitted.update.seq, admitted.digest)
+        self.accepted += 1
+        if self.calls is not None:
+            self.calls.append(Call("apply", admitted.update))
+        stepped = self._take(self.strategy.apply(self.model, self.version, admitted.update))
+        return self.tick(now) or stepped
+
+    def tick(self, now: float) -> bool:
+        if self.calls is not None:
+            self.calls.append(Call("tick", now=now))
+        return self._take(self.strategy.tick(self.model, self.version, now))
+
+    def _take(self, result: StepResult) -> bool:
+        self.model, self.version = result.model, result.version
+        return result.stepped
