@@ -18,7 +18,14 @@ from typing import Any
 
 from protocol.errors import ConfigError
 
-__all__ = ["STALENESS_FUNCTIONS", "StalenessFn", "constant", "hinge", "make_staleness", "polynomial"]
+__all__ = [
+    "STALENESS_FUNCTIONS",
+    "StalenessFn",
+    "constant",
+    "hinge",
+    "make_staleness",
+    "polynomial",
+]
 
 StalenessFn = Callable[[int], float]
 
@@ -63,7 +70,11 @@ def make_staleness(name: str, params: Mapping[str, Any] | None = None) -> Stalen
     for key, value in (params or {}).items():
         if key not in allowed:
             raise ConfigError(f"staleness.{key}: not a parameter of {name!r} ({sorted(allowed)})")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"staleness.{key}: must be a finite number, got {value!r}")
         if value < 0:
             raise ConfigError(f"staleness.{key}: must be >= 0, got {value!r}")

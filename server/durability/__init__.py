@@ -1,6 +1,11 @@
 """Durable state: the append-only update log and atomic checkpoints."""
 
-from server.durability.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from server.durability.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from server.durability.log import LogPosition, TailReport, UpdateLog, fsync_dir, read_from
 
 __all__ = [

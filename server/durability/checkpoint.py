@@ -43,7 +43,10 @@ def _pack_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.name not in _ARRAY_DTYPES or value.ndim != 1:
             raise ValueError(f"cannot checkpoint array of {value.dtype} shape {value.shape}")
-        return {"__nd__": value.dtype.name, "data": value.astype(value.dtype.newbyteorder("<")).tobytes()}
+        return {
+            "__nd__": value.dtype.name,
+            "data": value.astype(value.dtype.newbyteorder("<")).tobytes(),
+        }
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise ValueError(f"cannot checkpoint value of type {type(value).__name__}")
@@ -127,8 +130,12 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
     }
     sequences: dict[str, tuple[int, str]] = {}
     for device, entry in _get(doc, "sequences", dict, path).items():
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
-                and isinstance(entry[1], str)):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], int)
+            and isinstance(entry[1], str)
+        ):
             raise DataError(f"{path}: bad sequence entry for {device!r}")
         sequences[str(device)] = (entry[0], entry[1])
     log = _get(doc, "log", list, path)

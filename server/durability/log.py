@@ -157,7 +157,9 @@ class UpdateLog:
             self._fd = -1
 
 
-def read_from(folder: Path, start: LogPosition) -> tuple[list[bytes], LogPosition, TailReport | None]:
+def read_from(
+    folder: Path, start: LogPosition
+) -> tuple[list[bytes], LogPosition, TailReport | None]:
     """Every good record after `start`, the position after the last one, and any bad tail.
 
     A bad tail in the newest segment is truncated (fsynced) and reported; anywhere else it is a
@@ -172,7 +174,9 @@ def read_from(folder: Path, start: LogPosition) -> tuple[list[bytes], LogPositio
         data = path.read_bytes()
         offset = start.offset if segment == start.segment else 0
         if offset > len(data):
-            raise DataError(f"{path}: checkpoint points at offset {offset} past its end {len(data)}")
+            raise DataError(
+                f"{path}: checkpoint points at offset {offset} past its end {len(data)}"
+            )
         end = LogPosition(segment, offset)
         for at, item in _scan(data[offset:]):
             if isinstance(item, bytes):
@@ -186,7 +190,10 @@ def read_from(folder: Path, start: LogPosition) -> tuple[list[bytes], LogPositio
             _log.error(
                 "update log %s: %s at offset %d; truncating %d bytes that were never "
                 "acknowledged (not applied)",
-                path, item, bad_at, len(data) - bad_at,
+                path,
+                item,
+                bad_at,
+                len(data) - bad_at,
             )
             with open(path, "r+b") as f:
                 f.truncate(bad_at)

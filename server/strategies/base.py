@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["AdmittedUpdate", "StateDict", "StepResult", "Strategy", "as_array"]
 
-# Values are numpy arrays (flat, float32/float64) or JSON-like scalars; the checkpoint serialises them.
+# Values: flat float32/float64 numpy arrays or JSON-like scalars (the checkpoint stores them).
 StateDict = dict[str, Any]
 
 
@@ -48,7 +48,9 @@ class StepResult:
     stepped: bool  # True when the model changed and the version advanced by one
 
 
-def as_array(state: StateDict, key: str, dtype: type[np.generic], n: int | None = None) -> np.ndarray:
+def as_array(
+    state: StateDict, key: str, dtype: type[np.generic], n: int | None = None
+) -> np.ndarray:
     """Fetch an array from a loaded state dict, checking dtype and (optionally) length."""
     value = state[key]
     if not isinstance(value, np.ndarray) or value.dtype != dtype or value.ndim != 1:
