@@ -1,0 +1,145 @@
+"""Build a whole experiment: data slices, one fleet, the trainer, and one run per strategy/codec.
+
+Every strategy of an experiment sees the same fleet (profiles, availability), the same data
+partition and the same seed; only the server strategy and the codec differ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fleet.sim.engine import Mode, RunConfig, RunResult, run_simulation
+from fleet.sim.profiles import DeviceProfile
+from fleet.sim.server_side import SimServer
+from fleet.sim.training import LocalBudget, LocalTrainer
+from fleet.sim.uplink import Uplink, codec_label
+from protocol import codecs
+from protocol.errors import ConfigError
+from protocol.manifest import Manifest
+from server.admission import Admission, AdmissionLimits
+from server.strategies import Strategy, make_strategy
+
+__all__ = ["Experiment", "StrategySpec", "build_strategy", "parse_strategy", "run_one"]
+
+_STALENESS = ("constant", "polynomial", "hinge")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str  # fedavg | fedasync | fedbuff
+    staleness: str = "constant"  # fedasync / fedbuff
+    buffer_size: int = 10  # fedbuff K
+    codec: dict[str, Any] = field(default_factory=lambda: {"name": "float32"})
+
+    @property
+    def mode(self) -> Mode:
+        return Mode.SYNC if self.name == "fedavg" else Mode.ASYNC
+
+    @property
+    def label(self) -> str:
+        base = {
+            "fedavg": "fedavg",
+            "fedasync": f"fedasync-{self.staleness}",
+            "fedbuff": f"fedbuff-K{self.buffer_size}-{self.staleness}",
+        }[self.name]
+        return f"{base}/{codec_label(codecs.validate_spec(self.codec))}"
+
+
+def parse_strategy(text: str, codec: dict[str, Any] | None = None) -> StrategySpec:
+    """'fedavg', 'fedasync[:STALENESS]', 'fedbuff[:K[:STALENESS]]'."""
+    parts = text.strip().split(":")
+    name, rest = parts[0], parts[1:]
+    c = codec or {"name": "float32"}
+    try:
+        if name == "fedavg" and not rest:
+            return StrategySpec("fedavg", codec=c)
+        if name == "fedasync" and len(rest) <= 1:
+            st = rest[0] if rest else "polynomial"
+            if st in _STALENESS:
+                return StrategySpec("fedasync", staleness=st, codec=c)
+        if name == "fedbuff" and len(rest) <= 2:
+            k = int(rest[0]) if rest else 10
+            st = rest[1] if len(rest) > 1 else "polynomial"
+            if k >= 1 and st in _STALENESS:
+                return StrategySpec("fedbuff", staleness=st, buffer_size=k, codec=c)
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"--strategy {text!r}: expected fedavg, fedasync[:{'|'.join(_STALENESS)}]"
+        " or fedbuff[:K[:staleness]]"
+    )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Knobs shared by every run of one comparison."""
+
+    concurrency: int = 100  # devices training at once (async) / selected per round (sync)
+    over_selection: float = 0.3  # sync: select 30% more than the round needs (Bonawitz et al.)
+    deadline_s: float = 120.0  # sync round deadline (virtual seconds)
+    fedasync_alpha: float = 0.6
+    fedbuff_lr: float = 1.0
+    max_staleness: int | None = None  # None: every update counts, weighted by staleness
+    duration_s: float = 4 * 3600.0
+    eval_every_s: float = 300.0
+    budget: LocalBudget = field(default_factory=LocalBudget)
+
+    @property
+    def round_size(self) -> int:
+        return max(1, math.floor(self.concurrency / (1.0 + self.over_selection)))
+
+
+def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
+    """A production strategy object from the server's own factory."""
+    if spec.name == "fedavg":
+        params: dict[str, Any] = {
+            "round_size": exp.round_size,
+            "deadline_s": exp.deadline_s,
+            "min_updates": 1,
+        }
+        return make_strategy("fedavg", params)
+    staleness: dict[str, Any] = {"function": spec.staleness}
+    if spec.name == "fedasync":
+        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha}, staleness)
+    params = {"buffer_size": spec.buffer_size, "server_lr": exp.fedbuff_lr}
+    return make_strategy("fedbuff", params, staleness)
+
+
+def run_one(
+    spec: StrategySpec,
+    exp: Experiment,
+    *,
+    manifest: Manifest,
+    initial: np.ndarray,
+    fleet: list[DeviceProfile],
+    slices: list[np.ndarray],
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    trainer: LocalTrainer,
+    seed: int,
+    record: bool = False,
+    strategy_factory: Callable[[StrategySpec, Experiment], Strategy] = build_strategy,
+) -> tuple[RunResult, SimServer]:
+    strategy = strategy_factory(spec, exp)
+    limits = AdmissionLimits(max_staleness=exp.max_staleness)
+    server = SimServer(strategy, Admission(manifest, limits), initial, record=record)
+    config = RunConfig(
+        label=spec.label,
+        mode=spec.mode,
+        concurrency=exp.concurrency,
+        duration_s=exp.duration_s,
+        eval_every_s=exp.eval_every_s,
+        budget=exp.budget,
+        seed=seed,
+    )
+    uplink = Uplink(manifest, spec.codec)
+    return run_simulation(config, fleet, slices, data, trainer, server, uplink), server
+
+
+def specs_for(strategies: Sequence[str], codec_specs: Sequence[dict[str, Any]]) -> list[StrategySpec]:
+    """Every strategy with every codec (the codec is an axis)."""
+    return [parse_strategy(s, c) for s in strategies for c in codec_specs]
