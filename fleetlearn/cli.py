@@ -20,6 +20,7 @@ from protocol.errors import FleetlearnError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("fleetlearn.keys_cli", "create an Ed25519 fleet key pair for signing model offers"),
     "export": ("models.export_cli", "write a zoo model's ONNX Runtime training artifacts"),
+    "simulate": ("fleet.sim.cli", "compare server strategies and codecs on a simulated fleet"),
 }
 
 

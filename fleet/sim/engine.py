@@ -162,7 +162,7 @@ class _Run:
             EventKind.DEADLINE: self._deadline,
             EventKind.EVAL: self._eval,
         }
-        while self.q and self.q.peek_time() <= self.c.duration_s:
+        while self.q and self.q.peek_time() < self.c.duration_s:
             ev = self.q.pop()
             handlers[ev.kind](ev.device, ev.payload)
         if not self.curve or self.curve[-1].t < self.c.duration_s:
@@ -208,7 +208,9 @@ class _Run:
         self.busy[d] = s
         self.counts["sessions"] += 1
         self.downlink_bytes += self.model_bytes
-        busy_s = self.model_bytes / p.downlink_bps + len(idx) * self.c.budget.epochs * p.s_per_sample
+        busy_s = (
+            self.model_bytes / p.downlink_bps + len(idx) * self.c.budget.epochs * p.s_per_sample
+        )
         if self.rng.random() < p.dropout_p:
             self.q.push(now + self.rng.uniform(0.0, busy_s), EventKind.DROP, d, s.token)
         else:

@@ -8,7 +8,7 @@ virtual seconds), so times are resolved to that granularity.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,11 +72,13 @@ def summarise(runs: Sequence[RunResult], baseline: RunResult, target: float) -> 
     return out
 
 
-def write_report(path: Path, meta: dict[str, Any], runs: Sequence[RunResult], summary: Any) -> None:
-    doc = {
-        **meta,
-        "summary": summary,
-        "curves": {r.label: [asdict(p) for p in r.curve] for r in runs},
+def write_report(
+    path: Path, meta: dict[str, Any], curves: Mapping[str, Sequence[RunResult]]
+) -> None:
+    """`meta` plus every run's accuracy curve, keyed by seed then label."""
+    doc = dict(meta)
+    doc["curves"] = {
+        seed: {r.label: [asdict(p) for p in r.curve] for r in runs} for seed, runs in curves.items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
@@ -89,6 +91,7 @@ def plot_runs(out_dir: Path, runs: Sequence[RunResult], target: float, title: st
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for key, xlabel, fname, scale in (
         ("t", "virtual time (hours)", "accuracy_vs_time.png", 1 / 3600),
@@ -98,7 +101,9 @@ def plot_runs(out_dir: Path, runs: Sequence[RunResult], target: float, title: st
         for r in runs:
             xs = [getattr(p, key) * scale for p in r.curve]
             ax.plot(xs, [p.accuracy for p in r.curve], label=r.label, linewidth=1.4)
-        ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label=f"target {target:.3f}")
+        ax.axhline(
+            target, color="grey", linestyle="--", linewidth=0.8, label=f"target {target:.3f}"
+        )
         if key == "uplink_bytes":
             ax.set_xscale("symlog", linthresh=0.01)
         ax.set_xlabel(xlabel)

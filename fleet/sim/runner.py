@@ -140,6 +140,8 @@ def run_one(
     return run_simulation(config, fleet, slices, data, trainer, server, uplink), server
 
 
-def specs_for(strategies: Sequence[str], codec_specs: Sequence[dict[str, Any]]) -> list[StrategySpec]:
+def specs_for(
+    strategies: Sequence[str], codec_specs: Sequence[dict[str, Any]]
+) -> list[StrategySpec]:
     """Every strategy with every codec (the codec is an axis)."""
     return [parse_strategy(s, c) for s in strategies for c in codec_specs]

@@ -1,0 +1,107 @@
+"""`fleetlearn simulate`: compare server strategies and codecs on a simulated fleet (virtual time).
+
+Every strategy runs on the same fleet, data partition and seed; training is real (the production
+ONNX Runtime backend, one shared trainer), time is virtual. Writes OUT/report.json and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from fleet.sim.compare import compare
+from fleet.sim.profiles import Availability, FleetConfig
+from fleet.sim.runner import Experiment, specs_for
+from fleet.sim.training import LocalBudget
+from fleet.sim.world import Setup
+from protocol import codecs
+from protocol.errors import ConfigError
+
+__all__ = ["add_arguments", "parse_duration", "run"]
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '4h', '1.5d' -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"duration {text!r}: expected a positive number with s/m/h/d")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    a(
+        "--strategy",
+        action="append",
+        help="fedavg | fedasync[:constant|polynomial|hinge] | fedbuff[:K[:staleness]];"
+        " repeat (default: fedavg, fedasync:polynomial, fedbuff:10:polynomial)",
+    )
+    a("--codec", action="append", help="e.g. float32, int8, topk:0.05+int8; repeat (an axis)")
+    a("--alpha", type=float, default=0.3, help="Dirichlet non-IID alpha (default 0.3)")
+    a("--seed", type=int, action="append", help="repeat for several seeds (default 0)")
+    a("--data", type=Path, help="device folders with train.npz plus test.npz (else digits)")
+    a("--trace", type=Path, help="availability CSV device,start,end (virtual seconds)")
+    a("--artifacts", type=Path, help="exported model folder (default: export the digits MLP)")
+    a("--duration", default="2h", help="virtual duration, e.g. 90m, 4h (default 2h)")
+    a("--target", type=float, help="target accuracy (default: 95%% of best FedAvg final)")
+    a("--out", type=Path, default=Path("sim-out"), help="output folder (default sim-out)")
+    a("--concurrency", type=int, default=50, help="devices training at once / per round")
+    a("--over-selection", type=float, default=0.3, help="FedAvg over-selection (default 0.3)")
+    a("--deadline", default="120s", help="FedAvg round deadline (virtual, default 120s)")
+    a("--eval-every", default="60s", help="evaluate every this much virtual time")
+    a("--stragglers", type=float, default=0.15, help="straggler fraction (10x slower)")
+    a("--dropout", type=float, default=0.05, help="chance a session dies mid-training")
+    a("--availability", choices=[x.value for x in Availability], default="daily")
+    a("--local-samples", type=int, default=32, help="samples per local session (default 32)")
+    a("--batch-size", type=int, default=8)
+    a("--lr", type=float, default=0.01, help="local learning rate when exporting the model")
+    a("--fedbuff-lr", type=float, default=1.0, help="FedBuff server learning rate")
+    a("--fedasync-alpha", type=float, default=0.6, help="FedAsync mixing rate")
+    a("--max-staleness", type=int, help="reject updates staler than this (default: none)")
+
+
+def run(args: argparse.Namespace) -> int:
+    codec_specs = [codecs.parse_codec_arg(c) for c in (args.codec or ["float32"])]
+    strategies = args.strategy or ["fedavg", "fedasync:polynomial", "fedbuff:10:polynomial"]
+    specs = specs_for(strategies, codec_specs)
+    try:
+        fleet = FleetConfig(
+            straggler_fraction=args.stragglers,
+            dropout_p=args.dropout,
+            availability=Availability(args.availability),
+        )
+        budget = LocalBudget(max_samples=args.local_samples, batch_size=args.batch_size)
+        exp = Experiment(
+            concurrency=args.concurrency,
+            over_selection=args.over_selection,
+            deadline_s=parse_duration(args.deadline),
+            fedasync_alpha=args.fedasync_alpha,
+            fedbuff_lr=args.fedbuff_lr,
+            max_staleness=args.max_staleness,
+            duration_s=parse_duration(args.duration),
+            eval_every_s=parse_duration(args.eval_every),
+            budget=budget,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from exc
+    if args.concurrency < 1 or args.devices < 1:
+        raise ConfigError("--devices and --concurrency must be >= 1")
+    setup = Setup(
+        devices=args.devices,
+        alpha=args.alpha,
+        data_dir=args.data,
+        trace=args.trace,
+        fleet=fleet,
+        artifacts=args.artifacts,
+        learning_rate=args.lr,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = compare(specs, exp, setup, args.seed or [0], args.out, args.target, progress=print)
+    print(json.dumps(report["aggregate"], indent=1))
+    print(f"wrote {args.out / 'report.json'} and plots under {args.out}/seed*/")
+    return 0
