@@ -106,6 +106,7 @@ def plot_runs(out_dir: Path, runs: Sequence[RunResult], target: float, title: st
         )
         if key == "uplink_bytes":
             ax.set_xscale("symlog", linthresh=0.01)
+            ax.set_xlim(left=0.0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("held-out accuracy")
         ax.set_title(title)

@@ -1,0 +1,212 @@
+"""Fleet-scale benchmark: async staleness-weighted aggregation (+ compression) vs sync FedAvg.
+
+1,000 simulated devices, scikit-learn digits split non-IID (Dirichlet alpha 0.3), 15% stragglers
+10x slower, lognormal speeds and bandwidths, daily availability, 5% mid-session drop-outs, three
+seeds. Real ORT training, virtual time. Compares, on identical fleets/data/seeds:
+    fedavg (sync, over-selection 30%, deadline)       float32           <- the baseline
+    fedasync (polynomial staleness)                   float32 and BEST_CODEC
+    fedbuff K=10 (polynomial staleness)               float32 and BEST_CODEC
+Time to target and uplink bytes to target (target: 95% of sync FedAvg's final accuracy per seed)
+as ratios to FedAvg; then how the simulator's wall cost scales with the fleet.
+
+    /work/main/.venv/bin/python benchmarks/fleet.py [--quick] [--no-scaling]
+
+Writes benchmarks/results/fleet.json (and the full report with curves and plots under
+benchmarks/results/fleet/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fleet.sim.compare import compare  # noqa: E402
+from fleet.sim.engine import Mode  # noqa: E402
+from fleet.sim.profiles import FleetConfig  # noqa: E402
+from fleet.sim.runner import Experiment, parse_strategy  # noqa: E402
+from fleet.sim.world import Setup  # noqa: E402
+
+BEST_CODEC = {"name": "topk", "fraction": 0.05, "values": {"name": "int8", "chunk": 256}}
+STRATEGIES = ("fedavg", "fedasync:polynomial", "fedbuff:10:polynomial")
+ANCHORS = {
+    "fedbuff_paper_speedup": 3.3,
+    "papaya_speedup": 5.0,
+    "goal_speedup": 5.0,
+    "goal_bytes_reduction": 30.0,
+}
+KEYS = (
+    "time_to_target_s",
+    "uplink_bytes_to_target",
+    "speedup_vs_fedavg",
+    "bytes_reduction_vs_fedavg",
+    "final_accuracy",
+    "sim_wall_s",
+    "seeds_reaching_target",
+)
+
+
+def _specs() -> list[Any]:
+    specs = [parse_strategy(s) for s in STRATEGIES]
+    specs += [
+        parse_strategy(s, BEST_CODEC) for s in STRATEGIES if parse_strategy(s).mode is Mode.ASYNC
+    ]
+    return specs
+
+
+def _fmt(v: Any, kind: str) -> str:
+    if v is None:
+        return "-"
+    if kind == "t":
+        return f"{v / 60:.1f} min"
+    if kind == "b":
+        return f"{v / 1e6:.2f} MB"
+    if kind == "x":
+        return f"{v:.2f}x"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _export(work: Path) -> Path:
+    from models.export import export_artifacts
+
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated (FACTS.md), by design
+        warnings.simplefilter("ignore", DeprecationWarning)
+        export_artifacts(
+            "mlp", (64,), 10, work / "mlp", seed=0, learning_rate=Setup().learning_rate
+        )
+    return work / "mlp"
+
+
+def _scaling(setup: Setup, sizes: list[int], minutes: float, work: Path) -> dict[str, Any]:
+    """FedBuff K=10 float32 for `minutes` virtual minutes, concurrency 5% of the fleet."""
+    points = []
+    for n in sizes:
+        exp = Experiment(concurrency=max(10, n // 20), duration_s=minutes * 60, eval_every_s=600)
+        t0 = time.perf_counter()
+        rep = compare(
+            [parse_strategy("fedbuff:10:polynomial")],
+            exp,
+            Setup(devices=n, alpha=setup.alpha, fleet=setup.fleet, artifacts=setup.artifacts),
+            [0],
+            work / f"scaling-{n}",
+            target=0.5,
+            progress=lambda _m: None,
+        )
+        wall = time.perf_counter() - t0
+        run = next(iter(rep["per_seed"]["0"]["runs"].values()))
+        points.append(
+            {
+                "devices": n,
+                "concurrency": exp.concurrency,
+                "virtual_minutes": minutes,
+                "updates": run["updates_accepted"],
+                "sessions": run["counts"].get("sessions", 0),
+                "wall_s": wall,
+                "run_wall_s": run["sim_wall_s"],
+                "train_wall_s": run["wall_train_s"],
+                "updates_per_wall_s": run["updates_accepted"] / run["sim_wall_s"],
+            }
+        )
+        print(f"scaling: {points[-1]}", flush=True)
+    # wall ~ a + b * devices (updates grow with concurrency = 5% of devices): fit, extrapolate
+    xs = [p["devices"] for p in points]
+    ys = [p["run_wall_s"] for p in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    a = my - b * mx
+    per_hour = 60.0 / minutes  # the same fleet for one virtual hour costs this many times more
+    largest = int((600.0 / per_hour - a) / b) if b > 0 else None
+    return {
+        "points": points,
+        "fit_wall_s": {"intercept": a, "per_device": b, "virtual_minutes": minutes},
+        "largest_fleet_1_virtual_hour_in_10_min_wall": largest,
+        "largest_fleet_is": "extrapolated (linear fit of measured points; not run at that size)",
+        "definition": "FedBuff K=10 float32, concurrency 5% of devices, 1 virtual hour",
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one seed, 30 virtual minutes")
+    ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--artifacts", type=Path, help="exported mlp (default: export it)")
+    ap.add_argument("--hours", type=float, default=1.5, help="virtual hours per run")
+    ns = ap.parse_args()
+    seeds = [0] if ns.quick else [0, 1, 2]
+    hours = 0.5 if ns.quick else ns.hours
+    work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    out = work / "report"
+    art = ns.artifacts or _export(work)
+    setup = Setup(devices=1000, alpha=0.3, fleet=FleetConfig(straggler_fraction=0.15),
+                  artifacts=art)  # fmt: skip
+    exp = Experiment(concurrency=50, duration_s=hours * 3600, eval_every_s=60)
+    t0 = time.perf_counter()
+    report = compare(_specs(), exp, setup, seeds, out, progress=lambda m: print(m, flush=True))
+    main_wall = time.perf_counter() - t0
+    agg = report["aggregate"]
+    results = {label: {k: row[k] for k in KEYS} for label, row in agg.items()}
+    for label, row in results.items():
+        row["per_seed"] = {
+            s: {k: report["per_seed"][s]["runs"][label][k] for k in KEYS[:-1]}
+            for s in report["per_seed"]
+        }
+    doc: dict[str, Any] = {
+        "devices": report["devices"],
+        "seeds": seeds,
+        "sim_wall_s": main_wall,
+        "targets": {s: report["per_seed"][s]["target"] for s in report["per_seed"]},
+        "results": results,
+        "anchors": ANCHORS,
+        "config": {
+            "alpha": 0.3,
+            "stragglers": "15% of devices 10x slower; lognormal(0, 0.6) speeds",
+            "distinct_data_slices": report["distinct_data_slices"],
+            "virtual_hours": hours,
+            "concurrency": exp.concurrency,
+            "fedavg_round_size": exp.round_size,
+            "best_codec": BEST_CODEC,
+            "experiment": report["experiment"],
+            "trainer": report["trainer"],
+            "model": f"{report['model']} ({report['num_params']} params)",
+        },
+    }
+    if not ns.no_scaling and not ns.quick:
+        doc["scaling"] = _scaling(setup, [1000, 4000, 16000], minutes=20, work=work)
+    doc["total_wall_s"] = time.perf_counter() - t0
+    path = ROOT / "benchmarks/results/fleet.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    plots = ROOT / "benchmarks/results/fleet"
+    plots.mkdir(exist_ok=True)
+    for png in (out / "seed0").glob("*.png"):  # seed 0's plots; the full report stays in work
+        shutil.copy(png, plots / png.name)
+    head = ("run", "time->target", "bytes->target", "speedup", "bytes red.", "final acc", "wall")
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for label, r in results.items():
+        cells = (
+            label,
+            _fmt(r["time_to_target_s"], "t"),
+            _fmt(r["uplink_bytes_to_target"], "b"),
+            _fmt(r["speedup_vs_fedavg"], "x"),
+            _fmt(r["bytes_reduction_vs_fedavg"], "x"),
+            _fmt(r["final_accuracy"], ""),
+            f"{r['sim_wall_s']:.1f} s",
+        )
+        print("| " + " | ".join(cells) + " |")
+    print(f"\n{doc['devices']} devices, seeds {seeds}, means over seeds; targets {doc['targets']}")
+    print(f"simulation wall {main_wall:.0f} s; wrote {path}, plots in {plots}, report in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
