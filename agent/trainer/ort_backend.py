@@ -38,6 +38,9 @@ __all__ = ["OrtTrainer"]
 
 class OrtTrainer:
     name = "onnxruntime"
+    _module: Any  # onnxruntime.training.api.Module (rebuilt by _build_module)
+    _state: Any  # its CheckpointState, kept alive alongside
+    _optimized: bool  # whether the current module carries optimizer state
 
     def __init__(self, artifacts: Artifacts, threads: int = 0) -> None:
         """`threads`: ORT intra-op threads; 0 lets ORT use every core."""
@@ -53,9 +56,7 @@ class OrtTrainer:
             self._options.intra_op_num_threads = threads
             self._options.inter_op_num_threads = 1
         self._api = api
-        self._module: Any = None
-        self._optimized = False  # whether the current module carries optimizer state
-        self._build_module()
+        self._build_module()  # sets self._module, self._state, self._optimized
         size = self._module.get_parameters_size(trainable_only=False)
         if size != self.manifest.num_params:
             raise DataError(

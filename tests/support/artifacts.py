@@ -33,7 +33,7 @@ def _cache_root() -> Path:
 
 
 @functools.cache
-def _export(
+def _export(  # noqa: PLR0917  (private; functools.cache keys on the positional tuple)
     model: str,
     input_shape: tuple[int, ...],
     classes: int,
@@ -44,10 +44,8 @@ def _export(
 ) -> Path:
     from models.export import DEFAULT_LEARNING_RATE, export_artifacts  # torch: test side only
 
-    key = "-".join(
-        [model, "x".join(map(str, input_shape)), str(classes), str(seed), optimizer]
-        + [str(learning_rate), "x".join(map(str, hidden or ()))]
-    )
+    shape, widths = "x".join(map(str, input_shape)), "x".join(map(str, hidden or ()))
+    key = f"{model}-{shape}-{classes}-{seed}-{optimizer}-{learning_rate}-{widths}"
     out = _cache_root() / key
     export_artifacts(
         model,

@@ -15,17 +15,16 @@ def _good() -> dict[str, np.ndarray]:
     return {"x": x, "y": np.array([0, 1, 2, 1, 0], np.int64)}
 
 
-def _write(folder: Path, name: str = "train.npz", **arrays: np.ndarray) -> Path:
+def _write(folder: Path, arrays: dict[str, np.ndarray], name: str = "train.npz") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / name, **arrays)  # type: ignore[arg-type]
-    return folder
 
 
 def test_loads_train_and_optional_test(tmp_path: Path) -> None:
-    _write(tmp_path, **_good())
+    _write(tmp_path, _good())
     data = load_device_data(tmp_path, MANIFEST)
     assert data.train_x.shape == (5, 1, 2, 2) and data.test_x is None and data.test_y is None
-    _write(tmp_path, "test.npz", **_good())
+    _write(tmp_path, _good(), "test.npz")
     data = load_device_data(tmp_path, MANIFEST)
     assert data.test_y is not None and data.test_y.tolist() == [0, 1, 2, 1, 0]
 
@@ -66,7 +65,7 @@ INF_X[0, 0, 0, 0] = np.inf
 def test_bad_arrays_name_the_file_and_problem(
     tmp_path: Path, arrays: dict[str, np.ndarray], message: str
 ) -> None:
-    _write(tmp_path, **arrays)
+    _write(tmp_path, arrays)
     with pytest.raises(DataError) as err:
         load_device_data(tmp_path, MANIFEST)
     assert str(tmp_path / "train.npz") in str(err.value)
@@ -74,8 +73,8 @@ def test_bad_arrays_name_the_file_and_problem(
 
 
 def test_bad_test_file_is_named(tmp_path: Path) -> None:
-    _write(tmp_path, **_good())
-    _write(tmp_path, "test.npz", **_bad(y=np.array([9, 1, 2, 1, 0], np.int64)))
+    _write(tmp_path, _good())
+    _write(tmp_path, _bad(y=np.array([9, 1, 2, 1, 0], np.int64)), "test.npz")
     with pytest.raises(DataError, match=r"test\.npz: labels"):
         load_device_data(tmp_path, MANIFEST)
 
@@ -90,6 +89,6 @@ def test_missing_or_garbage_files(tmp_path: Path) -> None:
 
 def test_pickled_object_arrays_are_never_loaded(tmp_path: Path) -> None:
     y = np.array([0, 1, 2, 1, 0], dtype=object)  # an object array is stored pickled
-    _write(tmp_path, x=X, y=y)
-    with pytest.raises(DataError, match="not a readable .npz of plain arrays"):
+    _write(tmp_path, {"x": X, "y": y})
+    with pytest.raises(DataError, match=r"not a readable \.npz of plain arrays"):
         load_device_data(tmp_path, MANIFEST)
