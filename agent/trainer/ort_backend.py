@@ -108,7 +108,8 @@ class OrtTrainer:
         lr = self.manifest.learning_rate
         optimizer.set_learning_rate(lr)
         mu = config.prox_mu
-        base = self.get_weights() if mu > 0 else None  # (num_params,) the offer's weights
+        initial = self.get_weights()  # (num_params,) the offer's weights
+        base = initial if mu > 0 else None
         shrink = np.float32(1.0 / (1.0 + lr * mu))
         self._module.train()
         steps = samples = 0
@@ -121,6 +122,11 @@ class OrtTrainer:
                 stopped = True
                 break
             loss, _logits = self._module(x[idx], y[idx])  # (), (b, classes)
+            if not math.isfinite(float(loss)):  # diverged: never hand NaN weights onwards
+                self.set_weights(initial)
+                raise DataError(
+                    f"training diverged: loss {float(loss)} at step {steps + 1}; weights restored"
+                )
             optimizer.step()
             self._module.lazy_reset_grad()
             if base is not None:

@@ -117,3 +117,13 @@ def test_bad_inputs_are_refused() -> None:
         trainer.train(x.reshape(-1, 1, 8, 8), y, TrainConfig())
     with pytest.raises(ConfigError):
         load_trainer(exported_artifacts(), backend="torch")
+
+
+def test_divergence_raises_and_restores_the_weights() -> None:
+    trainer = load_trainer(exported_artifacts())
+    x, y, _, _ = digits_arrays()
+    huge = np.full(trainer.manifest.num_params, 1e30, np.float32)  # logits overflow to inf
+    trainer.set_weights(huge)
+    with pytest.raises(DataError, match="diverged"):
+        trainer.train(x, y, TrainConfig(steps=5))
+    np.testing.assert_array_equal(trainer.get_weights(), huge)
