@@ -127,6 +127,8 @@ class MqttLink:
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect cleanly (no last will) and end the network thread."""
         self._stop.set()
+        if self._connected.is_set():
+            self._client.disconnect()  # paho is thread-safe here; it also wakes the loop at once
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
