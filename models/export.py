@@ -145,7 +145,7 @@ def _check_initial_weights(tmp: Path, flat: np.ndarray) -> None:
         raise RuntimeError("initial weights in manifest order differ from ORT's buffer")
 
 
-def export_artifacts(  # noqa: PLR0917  (positional order pinned in INTERFACES.md)
+def export_artifacts(
     model: str,
     input_shape: tuple[int, ...],
     num_classes: int,

@@ -33,7 +33,7 @@ def _cache_root() -> Path:
 
 
 @functools.cache
-def _export(  # noqa: PLR0917  (private; functools.cache keys on the positional tuple)
+def _export(
     model: str,
     input_shape: tuple[int, ...],
     classes: int,
