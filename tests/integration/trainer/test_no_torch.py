@@ -46,3 +46,27 @@ def test_training_in_a_fresh_process_never_imports_torch() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "steps 8 backend onnxruntime" in proc.stdout
     assert "loaded []" in proc.stdout
+
+
+def test_export_still_works_after_the_torch_free_import(tmp_path: Path) -> None:
+    """Test processes may load the agent's shim first and export afterwards: same bytes."""
+    folder = exported_artifacts()
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from agent.trainer import load_trainer\n"
+        "load_trainer(Path(sys.argv[1]))\n"
+        "from models.export import export_artifacts\n"
+        "print(export_artifacts('mlp', (64,), 10, Path(sys.argv[2])).digest)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script, str(folder), str(tmp_path / "again")],
+        cwd=REPO,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = (folder / "manifest.json").read_bytes()
+    assert (tmp_path / "again" / "manifest.json").read_bytes() == expected
