@@ -60,7 +60,9 @@ class FedAvg(Strategy):
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
         if self._sum is None:
             self._sum = np.zeros(model.shape[0], np.float64)
-        self._sum += float(update.num_samples) * update.delta.astype(np.float64)
+        # float32 product (exact for n < 2**24 up to one rounding), float64 accumulation; the
+        # same arithmetic as FedBuff's, so the two agree bit for bit where they should
+        self._sum += update.delta * np.float32(update.num_samples)
         self._samples += update.num_samples
         self._count += 1
         if self._count >= self.round_size:

@@ -55,7 +55,8 @@ class FedBuff(Strategy):
         w = float(update.num_samples) if self.sample_weighted else 1.0
         if self._sum is None:
             self._sum = np.zeros(model.shape[0], np.float64)
-        self._sum += (self.staleness(tau) * w) * update.delta.astype(np.float64)
+        # float32 product, float64 accumulation: no (n,) float64 temporary per update
+        self._sum += update.delta * np.float32(self.staleness(tau) * w)
         self._weight += w
         self._count += 1
         if self._count >= self.buffer_size:
