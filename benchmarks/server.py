@@ -56,8 +56,16 @@ def payloads(m: Manifest, codec: str, count: int, seed: int = 0) -> list[tuple[s
     for i in range(count):
         delta = (rng.standard_t(3, m.num_params) * 1e-3).astype(np.float32)  # (n,) heavy-tailed
         device = f"dev-{i % DEVICES:03d}"
-        msg = ClientUpdate(m.model_id, 0, device, i // DEVICES + 1, 32, 10,
-                           encode_vector(delta, spec), {"loss": 0.5})
+        msg = ClientUpdate(
+            m.model_id,
+            0,
+            device,
+            i // DEVICES + 1,
+            32,
+            10,
+            encode_vector(delta, spec),
+            {"loss": 0.5},
+        )
         out.append((device, encode_update(msg)))
     return out
 
@@ -73,7 +81,8 @@ def limits() -> AdmissionLimits:
 def ingest(m: Manifest, items: list[tuple[str, bytes]]) -> float:
     """Updates/s through admission + aggregation, no durability (state kept like the core does)."""
     admission, strat = Admission(m, limits()), strategy()
-    model, version, seqs = np.zeros(m.num_params, np.float32), 0, {}
+    model, version = np.zeros(m.num_params, np.float32), 0
+    seqs: dict[str, tuple[int, str]] = {}
     start = time.perf_counter()
     for device, payload in items:
         a = admission.admit(device, payload, version=version, sequences=seqs, strategy=strat)
@@ -98,8 +107,14 @@ def floor(items: list[tuple[str, bytes]]) -> float:
 def durable(m: Manifest, items: list[tuple[str, bytes]], batch: int | None) -> float:
     """Updates/s through ServerCore with its log: fsync per update (batch None) or per batch."""
     with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
-        core = ServerCore(m, np.zeros(m.num_params, np.float32), strategy(), Path(tmp),
-                          limits(), checkpoint_every=10**9)
+        core = ServerCore(
+            m,
+            np.zeros(m.num_params, np.float32),
+            strategy(),
+            Path(tmp),
+            limits(),
+            checkpoint_every=10**9,
+        )
         core.recover()
         start = time.perf_counter()
         if batch is None:
@@ -116,7 +131,7 @@ def durable(m: Manifest, items: list[tuple[str, bytes]], batch: int | None) -> f
 
 
 def best(fn: Any, *args: Any, repeats: int = 3) -> float:
-    return max(fn(*args) for _ in range(repeats))
+    return float(max(fn(*args) for _ in range(repeats)))
 
 
 def main() -> int:
@@ -135,8 +150,12 @@ def main() -> int:
             ours, base = best(ingest, m, items), best(floor, items)
             payload_bytes = int(np.mean([len(p) for _, p in items]))
             entry = {
-                "params": n, "codec": codec, "payload_bytes": payload_bytes, "updates": count,
-                "updates_per_s": round(ours, 1), "floor_updates_per_s": round(base, 1),
+                "params": n,
+                "codec": codec,
+                "payload_bytes": payload_bytes,
+                "updates": count,
+                "updates_per_s": round(ours, 1),
+                "floor_updates_per_s": round(base, 1),
                 "fraction_of_floor": round(ours / base, 5),
             }
             results.setdefault(size_name, {})[codec_name] = entry
@@ -145,7 +164,9 @@ def main() -> int:
     m = manifest(SIZES["100k"])
     items = payloads(m, CODECS["int8"], args.updates, seed=1)
     dur = {
-        "params": m.num_params, "codec": CODECS["int8"], "updates": len(items),
+        "params": m.num_params,
+        "codec": CODECS["int8"],
+        "updates": len(items),
         "no_log_updates_per_s": round(best(ingest, m, items), 1),
         "fsync_per_update_updates_per_s": round(best(durable, m, items, None), 1),
         f"fsync_per_{BATCH}_updates_per_s": round(best(durable, m, items, BATCH), 1),
@@ -153,8 +174,9 @@ def main() -> int:
 
     print(f"{'model':>6} {'codec':>14} {'bytes':>9} {'updates/s':>10} {'floor/s':>11} {'ratio':>8}")
     for size_name, codec_name, nbytes, ours, base, ratio in rows:
-        print(f"{size_name:>6} {codec_name:>14} {nbytes:>9} {ours:>10.1f} {base:>11.1f} "
-              f"{ratio:>8.5f}")
+        print(
+            f"{size_name:>6} {codec_name:>14} {nbytes:>9} {ours:>10.1f} {base:>11.1f} {ratio:>8.5f}"
+        )
     print(f"\ndurability (100k params, int8, {len(items)} updates):")
     for key, value in dur.items():
         if key.endswith("per_s"):
@@ -162,9 +184,12 @@ def main() -> int:
 
     doc = {
         "meta": {
-            "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "numpy": np.__version__,
-            "strategy": "fedbuff K=10, polynomial a=0.5", "admission": "max_norm=10 (clip)",
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "numpy": np.__version__,
+            "strategy": "fedbuff K=10, polynomial a=0.5",
+            "admission": "max_norm=10 (clip)",
             "floor": "numpy copy of a buffer the size of the update payload",
             "timing": "best of 3",
         },

@@ -65,7 +65,11 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
 
 class Evaluator:
     def __init__(
-        self, inference_model: Path, manifest: Manifest, x: np.ndarray, y: np.ndarray,
+        self,
+        inference_model: Path,
+        manifest: Manifest,
+        x: np.ndarray,
+        y: np.ndarray,
         batch_size: int = 512,
     ) -> None:
         self.model_bytes = inference_model.read_bytes()
@@ -87,10 +91,12 @@ class Evaluator:
     def evaluate(self, weights: np.ndarray, version: int) -> EvalResult:
         session = self._session(weights)
         input_name = session.get_inputs()[0].name
-        logits = np.concatenate([
-            session.run(None, {input_name: self.x[i : i + self.batch_size]})[0]
-            for i in range(0, len(self.x), self.batch_size)
-        ]).astype(np.float64)  # (N, classes)
+        logits = np.concatenate(
+            [
+                session.run(None, {input_name: self.x[i : i + self.batch_size]})[0]
+                for i in range(0, len(self.x), self.batch_size)
+            ]
+        ).astype(np.float64)  # (N, classes)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         loss = float(-log_probs[np.arange(len(self.y)), self.y].mean())

@@ -1,4 +1,4 @@
-"""Small real inputs for server tests: a manifest, and ClientUpdate bytes through the real codecs."""
+"""Small real inputs for server tests: a manifest and ClientUpdate bytes via the real codecs."""
 
 from __future__ import annotations
 

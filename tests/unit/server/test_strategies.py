@@ -19,7 +19,9 @@ from server.strategies import (
 )
 
 
-def upd(delta: list[float], base: int = 0, n: int = 1, dev: str = "d", seq: int = 1) -> AdmittedUpdate:
+def upd(
+    delta: list[float], base: int = 0, n: int = 1, dev: str = "d", seq: int = 1
+) -> AdmittedUpdate:
     return AdmittedUpdate(dev, seq, base, n, np.array(delta, np.float32))
 
 
