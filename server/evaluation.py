@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from protocol.errors import DataError
 from protocol.manifest import Manifest
@@ -77,11 +77,13 @@ class Evaluator:
         self.x, self.y = x, y
         self.batch_size = batch_size
 
-    def _session(self, weights: np.ndarray) -> ort.InferenceSession:
+    def _session(self, weights: np.ndarray) -> Any:
+        import onnxruntime as ort  # only servers that evaluate pay for it (and its log setup)
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # evaluation must not starve the ingest thread
         opts.log_severity_level = 3
-        self._values = []  # the OrtValues must outlive the session that borrows them
+        self._values: list[Any] = []  # the OrtValues must outlive the session that borrows them
         for name, tensor in self.manifest.split(weights).items():
             value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(tensor))
             self._values.append(value)

@@ -77,8 +77,16 @@ def test_update_over_mqtt_is_acked_published_and_evaluated(tmp_path: Path) -> No
             trainer.set_weights(base)
             result = trainer.train(x_train, y_train, TrainConfig(epochs=5, batch_size=32))
             delta = result.weights - base
-            update = ClientUpdate(manifest.model_id, 0, "dev-1", 1, len(y_train), result.steps,
-                                  encode_vector(delta, {"name": "int8"}), {})
+            update = ClientUpdate(
+                manifest.model_id,
+                0,
+                "dev-1",
+                1,
+                len(y_train),
+                result.steps,
+                encode_vector(delta, {"name": "int8"}),
+                {},
+            )
             device.publish(update_topic(FLEET, "dev-1"), encode_update(update), qos=1)
             ack = decode_ack(_next(inbox, ack_topic(FLEET, "dev-1")))
             assert ack.accepted and ack.reason is Reason.OK and ack.server_version == 1
@@ -87,7 +95,9 @@ def test_update_over_mqtt_is_acked_published_and_evaluated(tmp_path: Path) -> No
             verify_offer(offer1, public)
             assert offer1.version == 1 and offer1.weights.codec["name"] == "float16"
             deadline = time.monotonic() + 20
-            while (app.last_eval is None or app.last_eval.version < 1) and time.monotonic() < deadline:
+            while (
+                app.last_eval is None or app.last_eval.version < 1
+            ) and time.monotonic() < deadline:
                 time.sleep(0.05)
             after = app.last_eval
             assert after is not None and after.version == 1
@@ -95,11 +105,65 @@ def test_update_over_mqtt_is_acked_published_and_evaluated(tmp_path: Path) -> No
             assert 0.8 < after.macro_f1 <= 1.0
 
             # a replay of the same seq with other content is refused with its reason
-            replay = ClientUpdate(manifest.model_id, 1, "dev-1", 1, 5, 1,
-                                  encode_vector(np.zeros_like(delta), {"name": "int8"}), {})
+            replay = ClientUpdate(
+                manifest.model_id,
+                1,
+                "dev-1",
+                1,
+                5,
+                1,
+                encode_vector(np.zeros_like(delta), {"name": "int8"}),
+                {},
+            )
             device.publish(update_topic(FLEET, "dev-1"), encode_update(replay), qos=1)
             nack = decode_ack(_next(inbox, ack_topic(FLEET, "dev-1")))
             assert not nack.accepted and nack.reason is Reason.REPLAY
         finally:
             device.stop()
             app.stop()
+
+
+def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    artifacts = exported_artifacts("mlp", (64,), 10)
+    manifest = decode_manifest((artifacts / "manifest.json").read_bytes())
+    key, _ = write_key(tmp_path)
+    with EmbeddedBroker() as broker:
+        (tmp_path / "server.toml").write_text(
+            f'fleet = "{FLEET}"\nartifacts = "{artifacts}"\nsigning_key = "{key}"\n'
+            f'state_dir = "state"\n[broker]\nurl = "{broker.url}"\nprotocol = "v311"\n'
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetlearn",
+                "server",
+                "--config",
+                str(tmp_path / "server.toml"),
+            ],
+            cwd=root,
+            env=dict(os.environ, PYTHONPATH=str(root)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        device = MqttLink(BrokerConfig(url=broker.url, client_id="watcher", protocol="v311"))
+        device.start()
+        try:
+            device.subscribe(global_model_topic(FLEET, manifest.model_id), 1)
+            offer = decode_offer(
+                _next(device.incoming(), global_model_topic(FLEET, manifest.model_id))
+            )
+            assert offer.version == 0
+        finally:
+            device.stop()
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "server up" in out

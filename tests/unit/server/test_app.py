@@ -37,7 +37,9 @@ class FakeLink:
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         self.subscriptions.append(topic_filter)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> PublishHandle:
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> PublishHandle:
         self.published.append((topic, payload, qos, retain))
         return PublishHandle(topic, payload, qos, retain)
 
@@ -82,8 +84,8 @@ def _wait(cond: object, timeout: float = 10.0) -> None:
 def test_acks_offers_and_throttle(running: tuple[ServerApp, FakeLink]) -> None:
     app, link = running
     manifest = app.core.manifest
-    offers = link.on(global_model_topic(FLEET, manifest.model_id))
-    assert len(offers) == 1 and decode_offer(offers[0]).version == 0  # published on start
+    initial = link.on(global_model_topic(FLEET, manifest.model_id))
+    assert len(initial) == 1 and decode_offer(initial[0]).version == 0  # published on start
     for seq in (1, 2, 3):
         payload = update_bytes(manifest, np.full(6, seq, np.float32), seq=seq, base=seq - 1)
         link.queue.put(IncomingMessage(update_topic(FLEET, "dev-1"), payload, False))
@@ -196,3 +198,10 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
     assert config.staleness == {"function": "hinge", "a": 2, "b": 3}
     assert config.admission.max_staleness is None and config.admission.max_norm == 5.0
     assert config.state_dir == tmp_path / "s" and config.metrics is None
+
+
+def test_example_config_parses() -> None:
+    example = Path(__file__).resolve().parents[3] / "server" / "example.toml"
+    config = load_config(example)
+    assert config.strategy == "fedbuff" and config.staleness == {"function": "polynomial", "a": 0.5}
+    assert config.metrics is not None and config.metrics.address == "127.0.0.1"
