@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from protocol.errors import ProtocolError, Reason
+from protocol.manifest import Manifest, ParamSpec, decode_manifest, encode_manifest
+
+MANIFEST = Manifest(
+    "mlp",
+    (ParamSpec("fc1.weight", (4, 3)), ParamSpec("fc1.bias", (4,)), ParamSpec("fc2.bias", (2,))),
+    "input",
+    (3,),
+    2,
+    files={"training_model.onnx": "ab" * 32},
+)
+
+
+def test_num_params_and_split_follow_the_flat_order() -> None:
+    assert MANIFEST.num_params == 12 + 4 + 2
+    flat = np.arange(18, dtype=np.float32)
+    parts = MANIFEST.split(flat)
+    np.testing.assert_array_equal(parts["fc1.weight"], flat[:12].reshape(4, 3))
+    np.testing.assert_array_equal(parts["fc2.bias"], [16, 17])
+    np.testing.assert_array_equal(MANIFEST.flatten(parts), flat)
+
+
+def test_round_trip_keeps_the_digest() -> None:
+    decoded = decode_manifest(encode_manifest(MANIFEST))
+    assert decoded == MANIFEST
+    assert decoded.model_id == MANIFEST.digest
+    assert len(MANIFEST.digest) == 64
+
+
+def test_digest_changes_with_any_field() -> None:
+    other = Manifest(MANIFEST.model_name, MANIFEST.params, "input", (3,), 3, files=MANIFEST.files)
+    assert other.digest != MANIFEST.digest
+
+
+def _doc(**changes: object) -> bytes:
+    doc = json.loads(encode_manifest(MANIFEST))
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"{", Reason.MALFORMED),
+        (b"[]", Reason.MALFORMED),
+        (_doc(schema=2), Reason.SCHEMA),
+        (_doc(digest="0" * 64), Reason.UNKNOWN_MODEL),
+        (_doc(params=[{"name": "w", "shape": [2, -1], "dtype": "float32"}]), Reason.SHAPE),
+        (_doc(params=[{"name": "w", "shape": [2], "dtype": "float64"}]), Reason.DTYPE),
+        (_doc(num_classes="2"), Reason.FIELD),
+        (b" " * (2 << 20), Reason.OVERSIZE),
+    ],
+)
+def test_bad_manifests_are_refused(data: bytes, reason: Reason) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_manifest(data)
+    assert info.value.reason is reason
+
+
+def test_flat_vectors_of_the_wrong_shape_or_dtype_are_refused() -> None:
+    with pytest.raises(ProtocolError) as info:
+        MANIFEST.check_flat(np.zeros(17, np.float32))
+    assert info.value.reason is Reason.SHAPE
+    with pytest.raises(ProtocolError) as info:
+        MANIFEST.check_flat(np.zeros(18, np.float64))
+    assert info.value.reason is Reason.DTYPE
