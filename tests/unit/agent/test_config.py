@@ -15,9 +15,14 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def base() -> dict[str, Any]:
     return {
-        "device_id": "dev-1", "fleet": "home", "model_id": "abc123",
-        "data_dir": "data", "artifacts_dir": "/abs/artifacts", "state_dir": "state",
-        "fleet_public_key": "keys/fleet.pub", "broker": {"url": "mqtt://127.0.0.1:1883"},
+        "device_id": "dev-1",
+        "fleet": "home",
+        "model_id": "abc123",
+        "data_dir": "data",
+        "artifacts_dir": "/abs/artifacts",
+        "state_dir": "state",
+        "fleet_public_key": "keys/fleet.pub",
+        "broker": {"url": "mqtt://127.0.0.1:1883"},
     }
 
 
@@ -50,14 +55,29 @@ def test_steps_override_epochs(tmp_path: Path) -> None:
         ({"fleet": 3}, "fleet: expected a string, got int"),
         ({"broker": {"url": "http://x"}}, "broker.url: must start with mqtt:// or mqtts://"),
         ({"broker": {}}, "broker.url: required key is missing"),
-        ({"broker": {"url": "mqtt://h:1", "password": "p"}}, "broker.password: a password needs a username"),
-        ({"broker": {"url": "mqtt://h:1", "cert_file": "c"}}, "broker.cert_file: cert_file and key_file go together"),
-        ({"policy": {"min_battery_percent": 150}}, "policy.min_battery_percent: 150.0 is outside [0, 100]"),
-        ({"policy": {"require_charging": "yes"}}, "policy.require_charging: expected true or false, got str"),
+        (
+            {"broker": {"url": "mqtt://h:1", "password": "p"}},
+            "broker.password: a password needs a username",
+        ),
+        (
+            {"broker": {"url": "mqtt://h:1", "cert_file": "c"}},
+            "broker.cert_file: cert_file and key_file go together",
+        ),
+        (
+            {"policy": {"min_battery_percent": 150}},
+            "policy.min_battery_percent: 150.0 is outside [0, 100]",
+        ),
+        (
+            {"policy": {"require_charging": "yes"}},
+            "policy.require_charging: expected true or false, got str",
+        ),
         ({"policy": {"max_cpu": 10}}, "policy.max_cpu: unknown key (typo?)"),
         ({"training": {"batch_size": 0}}, "training.batch_size: 0 must be >= 1"),
         ({"training": {"epochs": True}}, "training.epochs: expected an integer, got a boolean"),
-        ({"training": {"partial_work": "maybe"}}, "training.partial_work: must be 'send' or 'discard'"),
+        (
+            {"training": {"partial_work": "maybe"}},
+            "training.partial_work: must be 'send' or 'discard'",
+        ),
         ({"training": {"codec": "nope"}}, "training.codec: "),
         ({"trainer_backend": "torch"}, "trainer_backend: must be 'onnxruntime'"),
         ({"personal": {"enabled": 1}}, "personal.enabled: expected true or false, got int"),

@@ -9,22 +9,37 @@ from agent.config import PolicyLimits
 from agent.policy import Decision, Why, decide
 
 LIMITS = PolicyLimits(
-    min_battery_percent=50, battery_margin=5, require_charging=True,
-    no_battery_counts_as_charging=True, max_cpu_percent=30, cpu_margin=10,
-    max_temperature_c=70, temperature_margin=5, allow_metered=False,
+    min_battery_percent=50,
+    battery_margin=5,
+    require_charging=True,
+    no_battery_counts_as_charging=True,
+    max_cpu_percent=30,
+    cpu_margin=10,
+    max_temperature_c=70,
+    temperature_margin=5,
+    allow_metered=False,
 )
 OK = Decision(True, Why.OK, "idle and powered")
 
 
-def c(battery: float | None = 80.0, charging: bool = True, cpu: float = 5.0,
-      temp: float | None = 45.0, metered: bool = False) -> Conditions:
+def c(
+    battery: float | None = 80.0,
+    charging: bool = True,
+    cpu: float = 5.0,
+    temp: float | None = 45.0,
+    metered: bool = False,
+) -> Conditions:
     return Conditions(battery, charging, cpu, temp, metered)
 
 
 # Fresh decisions (no previous one): the margins apply.
 TABLE = [
     ("idle, charging, full", c(), OK),
-    ("battery low while charging", c(battery=30), Decision(False, Why.BATTERY_LOW, "battery 30% < 55%")),
+    (
+        "battery low while charging",
+        c(battery=30),
+        Decision(False, Why.BATTERY_LOW, "battery 30% < 55%"),
+    ),
     ("unplugged", c(charging=False), Decision(False, Why.UNPLUGGED, "not charging")),
     ("busy", c(cpu=75), Decision(False, Why.BUSY, "cpu 75% > 20%")),
     ("hot", c(temp=80), Decision(False, Why.HOT, "temperature 80C > 65C")),
@@ -32,8 +47,16 @@ TABLE = [
     ("no battery, mains hub", c(battery=None, charging=False), OK),
     ("no temperature sensor", c(temp=None), OK),
     # Order: metered is reported before power, power before battery, battery before heat.
-    ("metered and unplugged", c(metered=True, charging=False), Decision(False, Why.METERED, "network is metered")),
-    ("unplugged and low", c(charging=False, battery=10), Decision(False, Why.UNPLUGGED, "not charging")),
+    (
+        "metered and unplugged",
+        c(metered=True, charging=False),
+        Decision(False, Why.METERED, "network is metered"),
+    ),
+    (
+        "unplugged and low",
+        c(charging=False, battery=10),
+        Decision(False, Why.UNPLUGGED, "not charging"),
+    ),
     ("low and hot", c(battery=10, temp=90), Decision(False, Why.BATTERY_LOW, "battery 10% < 55%")),
     ("hot and busy", c(temp=90, cpu=90), Decision(False, Why.HOT, "temperature 90C > 65C")),
     ("battery exactly at limit+margin", c(battery=55), OK),
@@ -41,7 +64,9 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("conditions", "expected"), [(t[1], t[2]) for t in TABLE], ids=[t[0] for t in TABLE])
+@pytest.mark.parametrize(
+    ("conditions", "expected"), [(t[1], t[2]) for t in TABLE], ids=[t[0] for t in TABLE]
+)
 def test_decision_table(conditions: Conditions, expected: Decision) -> None:
     assert decide(conditions, LIMITS, None) == expected
 
