@@ -111,6 +111,10 @@ class AgentRuntime:
         self._update_topic = update_topic(config.fleet, config.device_id)
         self._status_topic = status_topic(config.fleet, config.device_id)
         self._partial_rule = (tr.partial_work, tr.partial_min_fraction)
+        # Counters for logs, --report and the benchmark.
+        self.acked = 0  # updates the server acknowledged (delivered)
+        self.round_seconds: list[float] = []  # wall time of each committed round
+        self.bytes_published = 0  # update payload bytes handed to the link, re-sends included
 
     @property
     def state(self) -> AgentState:
@@ -207,6 +211,7 @@ class AgentRuntime:
             return
         if ack.accepted or ack.reason is Reason.REPLAY:  # a replay: the server already has it
             if self.store.delivered(ack.seq):
+                self.acked += 1
                 _log.info("update seq %d acknowledged (server v%d)", ack.seq, ack.server_version)
         elif ack.reason in _RETRY:
             _log.warning("update seq %d: server says %s; will re-send", ack.seq, ack.reason.value)
@@ -251,6 +256,7 @@ class AgentRuntime:
             self.store.dropped(seq)
             return
         self._sent_at[seq] = self.clock()
+        self.bytes_published += len(payload)
         _log.info("%s update seq %d (%d bytes)", "re-sent" if resend else "sent", seq, len(payload))
 
     # -- training ---------------------------------------------------------------------------
@@ -297,6 +303,7 @@ class AgentRuntime:
     def _train_round(self) -> None:
         assert self.offer is not None and self.base is not None
         offer, base, tr = self.offer, self.base, self.config.training
+        t0 = time.perf_counter()
         mu = offer.fedprox_mu if offer.fedprox_mu > 0 else tr.fedprox_mu  # the offer overrides
         cfg = TrainConfig(
             epochs=tr.epochs,
@@ -313,6 +320,7 @@ class AgentRuntime:
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))
             return
         self._commit_update(offer, base, result)
+        self.round_seconds.append(time.perf_counter() - t0)
         if self.models is not None and self.config.personal.enabled and not result.stopped_early:
             self._save_model(ModelKind.PERSONAL, result.weights, offer.version)
         self.machine.to(AgentState.UPLOADING, "update in outbox")
