@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def serve(agent: Agent, max_rounds: int | None, started: float) -> dict[str, Any
     agent.link.start()
     if not agent.link.wait_connected(30.0):  # start-up time counts until the link is up
         _log.warning("broker not reachable yet; will keep trying (store and forward)")
-    ready = time.monotonic()
+    ready = time.time()
     try:
         rt.run(lambda: stop.is_set() or (max_rounds is not None and rt.acked >= max_rounds))
     finally:
@@ -122,14 +123,21 @@ def serve(agent: Agent, max_rounds: int | None, started: float) -> dict[str, Any
     return {
         "backend": agent.backend,
         "startup_s": ready - started,
+        "torch_loaded": "torch" in sys.modules,  # must stay False for the agent (FACTS.md)
         "round_s": rt.round_seconds,
         "rounds": rt.acked,
         "bytes_published": rt.bytes_published,
     }
 
 
+def _process_start() -> float:
+    import psutil
+
+    return float(psutil.Process().create_time())  # wall clock: interpreter start counts too
+
+
 def run(args: argparse.Namespace) -> int:
-    started = time.monotonic()
+    started = _process_start()
     config = load_config(args.config)
     try:
         agent = build_agent(config)
