@@ -15,7 +15,9 @@ def test_onnxruntime_found_here() -> None:
 
 def test_aarch64_without_training_api_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend, "_training_api_present", lambda: False)
-    with pytest.raises(ConfigError, match="no onnxruntime-training wheel for Linux aarch64") as info:
+    with pytest.raises(
+        ConfigError, match="no onnxruntime-training wheel for Linux aarch64"
+    ) as info:
         backend.choose_backend("onnxruntime", machine="aarch64")
     assert "--enable_training_apis" in str(info.value)
 

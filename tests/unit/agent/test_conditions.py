@@ -56,7 +56,10 @@ def test_linux_source_reads_and_caches(tmp_path: Path) -> None:
     )
     first = src.read()
     assert (first.battery_percent, first.charging, first.temperature_c, first.metered) == (
-        90.0, True, 50.0, False,
+        90.0,
+        True,
+        50.0,
+        False,
     )
     assert 0.0 <= first.cpu_percent <= 100.0
     metered.touch()

@@ -21,8 +21,10 @@ MANIFEST = Manifest("lin", (ParamSpec("w", (4, 3)), ParamSpec("b", (3,))), "x", 
 def template(path: Path, float_data: bool = False) -> Path:
     """x @ w + b with w, b as initializers (one stored as float_data, like some exporters)."""
     w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
-    b = helper.make_tensor("b", TensorProto.FLOAT, [3], [0.0, 0.0, 0.0]) if float_data else (
-        numpy_helper.from_array(np.zeros(3, np.float32), "b")
+    b = (
+        helper.make_tensor("b", TensorProto.FLOAT, [3], [0.0, 0.0, 0.0])
+        if float_data
+        else (numpy_helper.from_array(np.zeros(3, np.float32), "b"))
     )
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
@@ -39,7 +41,9 @@ def template(path: Path, float_data: bool = False) -> Path:
 
 @pytest.mark.parametrize("float_data", [False, True])
 def test_saved_model_runs_with_new_weights(tmp_path: Path, float_data: bool) -> None:
-    models = PersonalModels(tmp_path / "models", template(tmp_path / "inf.onnx", float_data), MANIFEST)
+    models = PersonalModels(
+        tmp_path / "models", template(tmp_path / "inf.onnx", float_data), MANIFEST
+    )
     flat = np.arange(MANIFEST.num_params, dtype=np.float32) / 10  # (15,) float32
     path = models.save(ModelKind.PERSONAL, flat, version=4, accuracy=0.75, test_samples=20)
     x = np.array([[1, 0, 0, 0], [0, 1, 1, 0]], np.float32)

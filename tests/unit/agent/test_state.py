@@ -9,8 +9,18 @@ S = AgentState
 
 def test_normal_life() -> None:
     m = StateMachine()
-    path = [S.WAITING_FOR_MODEL, S.WAITING_FOR_CONDITIONS, S.TRAINING, S.UPLOADING, S.IDLE,
-            S.WAITING_FOR_CONDITIONS, S.TRAINING, S.WAITING_FOR_CONDITIONS, S.IDLE, S.STOPPED]
+    path = [
+        S.WAITING_FOR_MODEL,
+        S.WAITING_FOR_CONDITIONS,
+        S.TRAINING,
+        S.UPLOADING,
+        S.IDLE,
+        S.WAITING_FOR_CONDITIONS,
+        S.TRAINING,
+        S.WAITING_FOR_CONDITIONS,
+        S.IDLE,
+        S.STOPPED,
+    ]
     for dst in path:
         assert m.to(dst)
     assert m.state is S.STOPPED
@@ -19,8 +29,14 @@ def test_normal_life() -> None:
 
 @pytest.mark.parametrize(
     ("src", "dst"),
-    [(S.STARTING, S.TRAINING), (S.IDLE, S.TRAINING), (S.WAITING_FOR_MODEL, S.TRAINING),
-     (S.UPLOADING, S.TRAINING), (S.IDLE, S.UPLOADING), (S.STOPPED, S.IDLE)],
+    [
+        (S.STARTING, S.TRAINING),
+        (S.IDLE, S.TRAINING),
+        (S.WAITING_FOR_MODEL, S.TRAINING),
+        (S.UPLOADING, S.TRAINING),
+        (S.IDLE, S.UPLOADING),
+        (S.STOPPED, S.IDLE),
+    ],
 )
 def test_forbidden(src: AgentState, dst: AgentState) -> None:
     assert not StateMachine.allowed(src, dst)
