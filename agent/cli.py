@@ -88,22 +88,48 @@ def build_agent(
     b = config.broker
     link = MqttLink(
         BrokerConfig(
-            url=b.url, client_id=config.device_id, username=b.username, password=b.password,
-            ca_file=b.ca_file, cert_file=b.cert_file, key_file=b.key_file,
-            keepalive=b.keepalive, protocol=b.protocol, max_packet_size=b.max_packet_size,
+            url=b.url,
+            client_id=config.device_id,
+            username=b.username,
+            password=b.password,
+            ca_file=b.ca_file,
+            cert_file=b.cert_file,
+            key_file=b.key_file,
+            keepalive=b.keepalive,
+            protocol=b.protocol,
+            max_packet_size=b.max_packet_size,
         ),
-        will=(status_topic(config.fleet, config.device_id), offline_status(config.device_id),
-              True),
+        will=(status_topic(config.fleet, config.device_id), offline_status(config.device_id), True),
     )
-    models = PersonalModels(config.state_dir / "models", artifacts.path("inference.onnx"),
-                            manifest)
+    models = PersonalModels(config.state_dir / "models", artifacts.path("inference.onnx"), manifest)
     runtime = AgentRuntime(
-        config, manifest, link=link, trainer=trainer,
-        train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
-        conditions=conditions or LinuxConditions(config.conditions), fleet_key=key,
+        config,
+        manifest,
+        link=link,
+        trainer=trainer,
+        train_x=data.train_x,
+        train_y=data.train_y,
+        test_x=data.test_x,
+        test_y=data.test_y,
+        conditions=conditions or LinuxConditions(config.conditions),
+        fleet_key=key,
         models=models,
     )
     return Agent(runtime, link, trainer.name)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM, not ru_maxrss: ru_maxrss survives exec, so a
+    child forked from a big parent would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB -> MiB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def serve(agent: Agent, max_rounds: int | None, started: float) -> dict[str, Any]:
@@ -127,6 +153,7 @@ def serve(agent: Agent, max_rounds: int | None, started: float) -> dict[str, Any
         "round_s": rt.round_seconds,
         "rounds": rt.acked,
         "bytes_published": rt.bytes_published,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -115,6 +115,7 @@ class AgentRuntime:
         self.acked = 0  # updates the server acknowledged (delivered)
         self.round_seconds: list[float] = []  # wall time of each committed round
         self.bytes_published = 0  # update payload bytes handed to the link, re-sends included
+        self._should_exit: Callable[[], bool] = lambda: False
 
     @property
     def state(self) -> AgentState:
@@ -144,6 +145,7 @@ class AgentRuntime:
             )
 
     def run(self, should_exit: Callable[[], bool]) -> None:
+        self._should_exit = should_exit
         self.start()
         try:
             while not should_exit():
@@ -155,7 +157,8 @@ class AgentRuntime:
         """One turn: wait up to `timeout` for messages, handle them, then act."""
         self._drain(timeout)
         self._resend_if_due()
-        self._maybe_train()
+        if not self._should_exit():  # e.g. the last acked round of --max-rounds: no new round
+            self._maybe_train()
         self._publish_status()
 
     # -- messages ---------------------------------------------------------------------------

@@ -44,16 +44,33 @@ def write_agent_files(
     from agent.artifacts import load_artifacts
 
     model_id = load_artifacts(artifacts).manifest.model_id
-    settings = {"steps": 20, "batch_size": 32, "codec": "int8", "check_interval_s": 0.05,
-                "ack_timeout_s": 3.0, "min_retrain_interval_s": 3600} | training
+    settings = {
+        "steps": 20,
+        "batch_size": 32,
+        "codec": "int8",
+        "check_interval_s": 0.05,
+        "ack_timeout_s": 3.0,
+        "min_retrain_interval_s": 3600,
+    } | training
     lines = [
-        f'device_id = "{DEVICE}"', f'fleet = "{FLEET}"', f'model_id = "{model_id}"',
-        'data_dir = "data"', f'artifacts_dir = "{artifacts}"', 'state_dir = "state"',
+        f'device_id = "{DEVICE}"',
+        f'fleet = "{FLEET}"',
+        f'model_id = "{model_id}"',
+        'data_dir = "data"',
+        f'artifacts_dir = "{artifacts}"',
+        'state_dir = "state"',
         'fleet_public_key = "fleet.pub"',
-        "[broker]", f'url = "mqtt://127.0.0.1:{port}"', "keepalive = 5",
-        "[policy]", "max_cpu_percent = 100", "max_temperature_c = 150",
-        "[conditions]", 'power_supply_dir = "power"', 'thermal_dir = "thermal"',
-        "[training]", *(f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()),
+        "[broker]",
+        f'url = "mqtt://127.0.0.1:{port}"',
+        "keepalive = 5",
+        "[policy]",
+        "max_cpu_percent = 100",
+        "max_temperature_c = 150",
+        "[conditions]",
+        'power_supply_dir = "power"',
+        'thermal_dir = "thermal"',
+        "[training]",
+        *(f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()),
     ]
     config = tmp / "agent.toml"
     config.write_text("\n".join(lines) + "\n")
@@ -64,7 +81,10 @@ def start_agent(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
         [sys.executable, "-m", "fleetlearn", "agent", "--config", str(config), *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -75,15 +95,22 @@ class TestServer:
 
     def __init__(self, port: int, model_id: str, key: Ed25519PrivateKey) -> None:
         self.model_id, self.key = model_id, key
-        self.link = MqttLink(BrokerConfig(url=f"mqtt://127.0.0.1:{port}", client_id="test-server",
-                                          backoff_initial=0.2, backoff_max=1.0))
+        self.link = MqttLink(
+            BrokerConfig(
+                url=f"mqtt://127.0.0.1:{port}",
+                client_id="test-server",
+                backoff_initial=0.2,
+                backoff_max=1.0,
+            )
+        )
         self.link.subscribe(update_topic(FLEET, DEVICE), qos=1)
         self.link.start()
         assert self.link.wait_connected(10), "test server could not reach the broker"
 
     def offer(self, version: int, weights: np.ndarray, digest: str) -> None:
-        offer = ModelOffer(self.model_id, version, digest, encode_vector(weights, {"name": "float32"}),
-                           time.time())
+        offer = ModelOffer(
+            self.model_id, version, digest, encode_vector(weights, {"name": "float32"}), time.time()
+        )
         payload = encode_offer(sign_offer(offer, self.key))
         self.link.publish(global_model_topic(FLEET, self.model_id), payload, 1, True).wait(10)
 

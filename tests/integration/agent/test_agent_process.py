@@ -21,7 +21,7 @@ from tests.integration.agent.harness import (
     write_agent_files,
 )
 from tests.support.artifacts import digits_arrays, exported_artifacts
-from tests.support.mosquitto import running_mosquitto
+from tests.support.mosquitto import MosquittoHandle, running_mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +40,11 @@ def wait_for(cond: object, timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, TestServer, object]]:
+def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, TestServer, MosquittoHandle]]:
     artifacts = exported_artifacts()
     x, y, _, _ = digits_arrays()
     with running_mosquitto(tmp_path / "broker") as broker:
+        assert broker.port is not None
         config, key = write_agent_files(tmp_path, broker.port, artifacts, x[:400], y[:400])
         arts = load_artifacts(artifacts)
         server = TestServer(broker.port, arts.manifest.model_id, key)
@@ -55,7 +56,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, TestServer, object]]:
 
 
 def test_sigkill_before_ack_resends_same_sequence(
-    setup: tuple[Path, Path, TestServer, object],
+    setup: tuple[Path, Path, TestServer, MosquittoHandle],
 ) -> None:
     tmp, config, server, _ = setup
     agent = start_agent(config)
@@ -89,17 +90,17 @@ def test_sigkill_before_ack_resends_same_sequence(
 
 
 def test_broker_restart_while_update_pending(
-    setup: tuple[Path, Path, TestServer, object],
+    setup: tuple[Path, Path, TestServer, MosquittoHandle],
 ) -> None:
     tmp, config, server, broker = setup
     report = tmp / "report.json"
     agent = start_agent(config, "--max-rounds", "1", "--report", str(report))
     try:
         _, first = server.next_update(timeout=60)
-        broker.stop()  # type: ignore[attr-defined]
+        broker.stop()
         time.sleep(1.0)
         assert outbox(tmp) == [str(first.seq)]  # still pending during the outage
-        broker.restart()  # type: ignore[attr-defined]
+        broker.start()
         _, again = server.next_update(timeout=60)  # re-sent after the agent reconnected
         assert again.seq == first.seq
         server.ack(again.seq)
