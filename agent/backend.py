@@ -37,9 +37,7 @@ def _training_api_present() -> bool:
         return False
     from pathlib import Path
 
-    return any(
-        (Path(loc) / "training" / "api").is_dir() for loc in spec.submodule_search_locations
-    )
+    return any((Path(loc) / "training" / "api").is_dir() for loc in spec.submodule_search_locations)
 
 
 def choose_backend(requested: str, machine: str | None = None) -> BackendChoice:
