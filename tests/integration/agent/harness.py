@@ -16,14 +16,16 @@ from protocol.errors import Reason
 from protocol.messages import (
     Ack,
     ClientUpdate,
+    DeviceStatus,
     ModelOffer,
+    decode_status,
     decode_update,
     encode_ack,
     encode_offer,
     encode_vector,
 )
 from protocol.signing import generate_keypair, public_key_to_pem, sign_offer
-from protocol.topics import ack_topic, global_model_topic, update_topic
+from protocol.topics import ack_topic, global_model_topic, status_topic, update_topic
 from transport import BrokerConfig, MqttLink
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -104,6 +106,8 @@ class TestServer:
             )
         )
         self.link.subscribe(update_topic(FLEET, DEVICE), qos=1)
+        self.link.subscribe(status_topic(FLEET, DEVICE), qos=1)
+        self.statuses: list[DeviceStatus] = []
         self.link.start()
         assert self.link.wait_connected(10), "test server could not reach the broker"
 
@@ -124,8 +128,28 @@ class TestServer:
                 msg = self.link.incoming().get(timeout=left)
             except queue.Empty:
                 continue
-            if msg.topic == update_topic(FLEET, DEVICE):
+            if msg.topic == status_topic(FLEET, DEVICE):
+                self.statuses.append(decode_status(msg.payload))
+            elif msg.topic == update_topic(FLEET, DEVICE):
                 return msg.payload, decode_update(msg.payload)
+
+    def wait_status(self, online: bool, timeout: float) -> DeviceStatus:
+        """The next status with this `online` flag (the last will says offline)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for status in self.statuses:
+                if status.online == online:
+                    self.statuses.clear()
+                    return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no status with online={online} within {timeout} s")
+            try:
+                msg = self.link.incoming().get(timeout=left)
+            except queue.Empty:
+                continue
+            if msg.topic == status_topic(FLEET, DEVICE):
+                self.statuses.append(decode_status(msg.payload))
 
     def ack(self, seq: int, accepted: bool = True, reason: Reason = Reason.OK) -> None:
         payload = encode_ack(Ack(DEVICE, seq, accepted, reason, 1))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from agent.artifacts import load_artifacts
+
 from protocol.messages import decode_vector
 from tests.integration.agent.harness import (
     TestServer,
@@ -65,6 +65,8 @@ def test_sigkill_before_ack_resends_same_sequence(
         assert outbox(tmp) == [str(first.seq)]  # written before it was published
         os.kill(agent.pid, signal.SIGKILL)  # between outbox write and ack
         agent.wait(10)
+        # The broker publishes the last will: the retained status says offline.
+        assert server.wait_status(online=False, timeout=30).state == "offline"
     finally:
         out = stop(agent)
     assert outbox(tmp) == [str(first.seq)], out
