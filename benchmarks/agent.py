@@ -319,7 +319,7 @@ def main() -> int:
         results: dict[str, list[dict[str, Any]]] = {"onnxruntime": [], "torch": []}
         with broker(tmp) as (port, broker_name):
             for rep in range(args.repeats):
-                for variant in results:  # interleaved: drift on a shared machine hits both
+                for variant, runs in results.items():  # interleaved: machine drift hits both
                     run_dir = tmp / f"{variant}-{rep}"
                     (run_dir / "data").mkdir(parents=True)
                     np.savez(run_dir / "data" / "train.npz", x=x, y=y)
@@ -330,9 +330,7 @@ def main() -> int:
                     server = Server(port, artifacts, key)
                     server.start()
                     try:
-                        results[variant].append(
-                            _run_one(variant, config, args.rounds, run_dir / "report.json")
-                        )
+                        runs.append(_run_one(variant, config, args.rounds, run_dir / "report.json"))
                     finally:
                         server.close()
     keys = ("peak_rss_mb", "startup_s", "first_round_s", "round_s", "bytes_published")
