@@ -34,9 +34,18 @@ FLEET = "itest"
 
 
 def write_agent_files(
-    tmp: Path, port: int, artifacts: Path, x: np.ndarray, y: np.ndarray, **training: object
+    tmp: Path,
+    broker: int | dict[str, str],
+    artifacts: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    **training: object,
 ) -> tuple[Path, Ed25519PrivateKey]:
-    """Config, fleet key, data folder and empty fake sysfs (a mains-powered box)."""
+    """Config, fleet key, data folder and empty fake sysfs (a mains-powered box).
+    `broker`: a plain port on 127.0.0.1, or the [broker] table's keys (TLS, credentials)."""
+    broker_table = (
+        {"url": f"mqtt://127.0.0.1:{broker}"} if isinstance(broker, int) else dict(broker)
+    )
     key, pub = generate_keypair()
     (tmp / "fleet.pub").write_bytes(public_key_to_pem(pub))
     (tmp / "data").mkdir()
@@ -63,7 +72,7 @@ def write_agent_files(
         'state_dir = "state"',
         'fleet_public_key = "fleet.pub"',
         "[broker]",
-        f'url = "mqtt://127.0.0.1:{port}"',
+        *(f'{k} = "{v}"' for k, v in broker_table.items()),
         "keepalive = 5",
         "[policy]",
         "max_cpu_percent = 100",
@@ -95,16 +104,16 @@ class TestServer:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, port: int, model_id: str, key: Ed25519PrivateKey) -> None:
+    def __init__(self, broker: int | BrokerConfig, model_id: str, key: Ed25519PrivateKey) -> None:
         self.model_id, self.key = model_id, key
-        self.link = MqttLink(
-            BrokerConfig(
-                url=f"mqtt://127.0.0.1:{port}",
+        if isinstance(broker, int):
+            broker = BrokerConfig(
+                url=f"mqtt://127.0.0.1:{broker}",
                 client_id="test-server",
                 backoff_initial=0.2,
                 backoff_max=1.0,
             )
-        )
+        self.link = MqttLink(broker)
         self.link.subscribe(update_topic(FLEET, DEVICE), qos=1)
         self.link.subscribe(status_topic(FLEET, DEVICE), qos=1)
         self.statuses: list[DeviceStatus] = []
