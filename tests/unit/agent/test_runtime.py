@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.conditions import FakeConditions
+from agent.conditions import Conditions, FakeConditions
 from agent.runtime import AgentRuntime
 from agent.state import AgentState
 from protocol.errors import Reason
@@ -268,3 +268,43 @@ def test_status_published_retained_with_state(tmp_path: Path) -> None:
     last = decode_status(statuses[-1].payload)
     assert (last.state, last.model_version, last.online) == ("waiting_for_conditions", 3, True)
     assert last.reason.startswith("unplugged") and last.conditions["charging"] is False
+
+
+class FlipAfter(FakeConditions):
+    """Unplugs itself on the n-th read: the trainer asks between steps."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.set(battery_percent=90.0, charging=True)
+        self.n = n
+
+    def read(self) -> Conditions:
+        if self.reads + 1 >= self.n:
+            self.set(charging=False)
+        return super().read()
+
+
+def test_with_the_trainer_teams_fake_trainer(tmp_path: Path) -> None:
+    """The shared FakeTrainer (agent/trainer/fake.py) stops at the step boundary too."""
+    from agent.trainer import FakeTrainer
+
+    cond = FlipAfter(n=6)  # read 1: the pre-round decision; reads 2..: one per step
+    link, clock = FakeLink(), Clock()
+    agent = AgentRuntime(
+        make_config(tmp_path, steps=50, partial_min_fraction=0.0),
+        MANIFEST,
+        link=link,
+        trainer=FakeTrainer(MANIFEST, step_delta=0.5),
+        train_x=np.zeros((40, 4), np.float32),
+        train_y=np.zeros(40, np.int64),
+        conditions=cond,
+        fleet_key=PUB,
+        clock=clock,
+    )
+    agent.start()
+    link.deliver(OFFER_TOPIC, offer_bytes(sign_offer(make_offer(1), KEY)))
+    agent.poll(0)
+    (update,) = [decode_update(p) for p in link.on("/update")]
+    # Reads 2..5 allowed 4 steps; read 6 unplugged before step 5.
+    assert update.local_steps == 4 and update.metrics["partial"] == 1.0
+    np.testing.assert_allclose(decode_vector(update.delta, MANIFEST), 2.0, rtol=1e-6)
