@@ -33,14 +33,12 @@ from agent.policy import Decision, decide
 from agent.state import AgentState, StateMachine
 from agent.store import StateStore
 from agent.trainer import TrainConfig, Trainer, TrainResult
+from agent.update import build_update
 from protocol import codecs
-from protocol.error_feedback import compress_with_feedback
 from protocol.errors import FleetlearnError, ProtocolError, Reason
 from protocol.manifest import Manifest
 from protocol.messages import (
-    ClientUpdate,
     DeviceStatus,
-    EncodedVector,
     ModelOffer,
     decode_ack,
     decode_offer,
@@ -345,42 +343,18 @@ class AgentRuntime:
         return keep
 
     def _commit_update(self, offer: ModelOffer, base: np.ndarray, result: TrainResult) -> None:
-        delta = (result.weights - base).astype(np.float32)  # (n_params,) float32
         residual_before = self.store.residual()  # (n_params,) float32
-        payload, residual_after = compress_with_feedback(delta, residual_before, self.codec)
         seq = self.store.next_sequence()
-        update = ClientUpdate(
-            model_id=offer.model_id,
-            base_version=offer.version,
-            device_id=self.config.device_id,
-            seq=seq,
-            num_samples=max(1, min(result.samples, len(self.train_y))),
-            local_steps=result.steps,
-            delta=EncodedVector(dict(self.codec), payload, int(delta.size)),
-            metrics={
-                "loss": float(result.mean_loss),
-                "train_s": float(result.seconds),
-                "partial": float(result.stopped_early),
-            },
-        )
+        update, residual_after = build_update(
+            offer=offer, base=base, result=result, residual=residual_before, codec=self.codec,
+            device_id=self.config.device_id, seq=seq, num_local=len(self.train_y),
+        )  # fmt: skip
         data = encode_update(update)
-        self.store.commit(
-            seq,
-            offer.version,
-            data,
-            residual_before,
-            residual_after.astype(np.float32),
-            self.clock(),
-        )
+        self.store.commit(seq, offer.version, data, residual_before, residual_after, self.clock())
         _log.info(
             "round on v%d: %d steps, loss %.4f, %.2fs; update seq %d (%d bytes) in outbox",
-            offer.version,
-            result.steps,
-            result.mean_loss,
-            result.seconds,
-            seq,
-            len(data),
-        )
+            offer.version, result.steps, result.mean_loss, result.seconds, seq, len(data),
+        )  # fmt: skip
 
     def _save_model(self, kind: ModelKind, weights: np.ndarray, version: int) -> None:
         assert self.models is not None
