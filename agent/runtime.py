@@ -210,14 +210,25 @@ class AgentRuntime:
         if ack.device_id != self.config.device_id:
             _log.warning("ignoring ack for device %s", ack.device_id)
             return
-        if ack.accepted or ack.reason is Reason.REPLAY:  # a replay: the server already has it
+        if ack.accepted:  # (a byte-identical redelivery is acked as accepted, never re-applied)
             if self.store.delivered(ack.seq):
                 self.acked += 1
                 _log.info("update seq %d acknowledged (server v%d)", ack.seq, ack.server_version)
         elif ack.reason in _RETRY:
             _log.warning("update seq %d: server says %s; will re-send", ack.seq, ack.reason.value)
-            self._sent_at[ack.seq] = self.clock()
+            self._sent_at[ack.seq] = self.clock()  # re-sent after ack_timeout_s
+            return
         elif self.store.dropped(ack.seq):
+            if ack.reason is Reason.REPLAY:
+                # The server applied higher sequence numbers from us: this state folder was
+                # restored or the device re-flashed. Jump past them (wall-clock ms is far above
+                # any count a device reaches) instead of being refused round after round.
+                jumped = self.store.skip_sequence_to(int(self.clock() * 1000))
+                _log.error(
+                    "server already applied newer updates from this device; "
+                    "next sequence number is now %d",
+                    jumped,
+                )
             level = logging.WARNING if ack.reason is Reason.STALE else logging.ERROR
             _log.log(
                 level,

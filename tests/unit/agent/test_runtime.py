@@ -308,3 +308,27 @@ def test_with_the_trainer_teams_fake_trainer(tmp_path: Path) -> None:
     # Reads 2..5 allowed 4 steps; read 6 unplugged before step 5.
     assert update.local_steps == 4 and update.metrics["partial"] == 1.0
     np.testing.assert_allclose(decode_vector(update.delta, MANIFEST), 2.0, rtol=1e-6)
+
+
+def test_replay_rejection_drops_and_jumps_sequence(tmp_path: Path) -> None:
+    r = rig(tmp_path)  # a re-flashed device: fresh state, but the server knows seq up to 57
+    r.offer(1)
+    r.agent.poll(0)
+    r.ack(1, accepted=False, reason=Reason.REPLAY)
+    r.agent.poll(0)
+    assert r.agent.store.pending() == []
+    r.offer(2)
+    r.agent.poll(0)
+    assert [u.seq for u in r.updates()] == [1, int(r.clock.now * 1000)]
+
+
+def test_internal_error_keeps_update_for_resend(tmp_path: Path) -> None:
+    r = rig(tmp_path, ack_timeout_s=5.0)
+    r.offer(1)
+    r.agent.poll(0)
+    r.ack(1, accepted=False, reason=Reason.INTERNAL)
+    r.agent.poll(0)
+    assert [e.seq for e in r.agent.store.pending()] == [1]
+    r.clock.now += 5.0
+    r.agent.poll(0)
+    assert [u.seq for u in r.updates()] == [1, 1]  # re-sent, same sequence
