@@ -244,6 +244,7 @@ fleet_public_key = "fleet.pub"
 url = "mqtt://127.0.0.1:{port}"
 [policy]
 max_cpu_percent = 100
+cpu_margin = 0
 max_temperature_c = 150
 [conditions]
 power_supply_dir = "power"

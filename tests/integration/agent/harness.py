@@ -76,6 +76,7 @@ def write_agent_files(
         "keepalive = 5",
         "[policy]",
         "max_cpu_percent = 100",
+        "cpu_margin = 0",  # a loaded CI machine must not hold the round back
         "max_temperature_c = 150",
         "[conditions]",
         'power_supply_dir = "power"',
