@@ -51,6 +51,7 @@ class TorchTrainer:
 
     def __init__(self, artifacts_dir: Path, threads: int = 1) -> None:
         import torch
+
         from agent.artifacts import load_artifacts
         from models.zoo import build_model
 
@@ -303,7 +304,6 @@ def main() -> int:
 
     from agent.artifacts import load_artifacts
     from models.export import export_artifacts
-
     from protocol.signing import generate_keypair, public_key_to_pem
 
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp_s:

@@ -7,6 +7,7 @@ import queue
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,7 @@ class TestServer:
         self.link.subscribe(update_topic(FLEET, DEVICE), qos=1)
         self.link.subscribe(status_topic(FLEET, DEVICE), qos=1)
         self.statuses: list[DeviceStatus] = []
+        self.updates: list[tuple[bytes, ClientUpdate]] = []
         self.link.start()
         assert self.link.wait_connected(10), "test server could not reach the broker"
 
@@ -128,12 +130,13 @@ class TestServer:
         payload = encode_offer(sign_offer(offer, self.key))
         self.link.publish(global_model_topic(FLEET, self.model_id), payload, 1, True).wait(10)
 
-    def next_update(self, timeout: float) -> tuple[bytes, ClientUpdate]:
+    def _pump(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        """Sort incoming messages into `updates` / `statuses` until `done()` or the timeout."""
         deadline = time.monotonic() + timeout
-        while True:
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no update within {timeout} s")
+                raise AssertionError(f"no {what} within {timeout} s")
             try:
                 msg = self.link.incoming().get(timeout=left)
             except queue.Empty:
@@ -141,25 +144,25 @@ class TestServer:
             if msg.topic == status_topic(FLEET, DEVICE):
                 self.statuses.append(decode_status(msg.payload))
             elif msg.topic == update_topic(FLEET, DEVICE):
-                return msg.payload, decode_update(msg.payload)
+                self.updates.append((msg.payload, decode_update(msg.payload)))
+
+    def forget(self, settle: float = 0.5) -> None:
+        """Drop everything received so far (after `settle` s for in-flight messages)."""
+        time.sleep(settle)
+        self._pump(lambda: self.link.incoming().empty(), 1.0, "quiet")
+        self.updates.clear()
+        self.statuses.clear()
+
+    def next_update(self, timeout: float) -> tuple[bytes, ClientUpdate]:
+        self._pump(lambda: bool(self.updates), timeout, "update")
+        return self.updates.pop(0)
 
     def wait_status(self, online: bool, timeout: float) -> DeviceStatus:
-        """The next status with this `online` flag (the last will says offline)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for status in self.statuses:
-                if status.online == online:
-                    self.statuses.clear()
-                    return status
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no status with online={online} within {timeout} s")
-            try:
-                msg = self.link.incoming().get(timeout=left)
-            except queue.Empty:
-                continue
-            if msg.topic == status_topic(FLEET, DEVICE):
-                self.statuses.append(decode_status(msg.payload))
+        """The first status with this `online` flag (the last will says offline)."""
+        self._pump(lambda: any(st.online == online for st in self.statuses), timeout, "status")
+        found = next(st for st in self.statuses if st.online == online)
+        self.statuses.clear()
+        return found
 
     def ack(self, seq: int, accepted: bool = True, reason: Reason = Reason.OK) -> None:
         payload = encode_ack(Ack(DEVICE, seq, accepted, reason, 1))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from agent.artifacts import load_artifacts
 
+from agent.artifacts import load_artifacts
 from protocol.messages import decode_vector
 from tests.integration.agent.harness import (
     TestServer,
@@ -75,6 +75,7 @@ def test_sigkill_before_ack_resends_same_sequence(
     manifest = load_artifacts(exported_artifacts()).manifest
     assert np.abs(decode_vector(first.delta, manifest)).max() > 0
 
+    server.forget()  # whatever the killed process sent must not count as the re-send
     report = tmp / "report.json"
     agent = start_agent(config, "--max-rounds", "1", "--report", str(report))
     try:
