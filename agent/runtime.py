@@ -123,13 +123,9 @@ class AgentRuntime:
     def start(self) -> None:
         self.link.subscribe(self._offer_topic, qos=1)
         self.link.subscribe(self._ack_topic, qos=1)
-        pending = self.store.pending()
+        pending = self.store.pending_seqs()
         if pending:
-            _log.info(
-                "outbox holds %d update(s) from before: seq %s",
-                len(pending),
-                [e.seq for e in pending],
-            )
+            _log.info("outbox holds %d update(s) from before: seq %s", len(pending), pending)
             self.machine.to(AgentState.UPLOADING, "outbox not empty")
         else:
             self.machine.to(AgentState.WAITING_FOR_MODEL, "no global model yet")
@@ -241,7 +237,7 @@ class AgentRuntime:
             _log.debug("ack for seq %d which is not pending", ack.seq)
             return
         self._sent_at.pop(ack.seq, None)
-        if not self.store.pending() and self.state is AgentState.UPLOADING:
+        if not self.store.pending_seqs() and self.state is AgentState.UPLOADING:
             self.machine.to(
                 AgentState.IDLE if self.offer else AgentState.WAITING_FOR_MODEL, "outbox empty"
             )
@@ -255,10 +251,10 @@ class AgentRuntime:
             return
         now = self.clock()
         timeout = self.config.training.ack_timeout_s
-        for entry in self.store.pending():
-            sent = self._sent_at.get(entry.seq)
+        for seq in self.store.pending_seqs():  # payloads are read only when (re-)sent
+            sent = self._sent_at.get(seq)
             if reconnected or sent is None or now - sent >= timeout:
-                self._publish_update(entry.seq, entry.payload, resend=sent is not None)
+                self._publish_update(seq, self.store.entry(seq).payload, resend=sent is not None)
 
     def _publish_update(self, seq: int, payload: bytes, *, resend: bool) -> None:
         try:
@@ -289,7 +285,7 @@ class AgentRuntime:
         return self.clock() - last >= self.config.training.min_retrain_interval_s
 
     def _maybe_train(self) -> None:
-        if self.store.pending():
+        if self.store.pending_seqs():
             self.machine.to(AgentState.UPLOADING, "waiting for ack")
             return
         if self.offer is None:

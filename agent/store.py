@@ -114,6 +114,10 @@ class StateStore:
         return np.zeros(self.num_params, np.float32)
 
     # -- outbox -----------------------------------------------------------------------------
+    def pending_seqs(self) -> list[int]:
+        """Sequence numbers in the outbox, oldest first (a directory listing, no file reads)."""
+        return self._pending_seqs()
+
     def _pending_seqs(self) -> list[int]:
         return sorted(int(p.name) for p in self.outbox_dir.iterdir() if p.name.isdigit())
 
@@ -151,23 +155,22 @@ class StateStore:
 
     def pending(self) -> list[OutboxEntry]:
         """Committed, unacknowledged updates, oldest first."""
-        out = []
-        for seq in self._pending_seqs():
-            folder = self.outbox_dir / str(seq)
-            meta = _read_json(folder / "meta.json")
-            update = folder / "update.bin"
-            if update.stat().st_size > _MAX_UPDATE_FILE:
-                raise DataError(f"{update}: larger than {_MAX_UPDATE_FILE} bytes")
-            created = meta.get("created_at")
-            out.append(
-                OutboxEntry(
-                    seq=_int_field(meta, "seq", folder / "meta.json"),
-                    base_version=_int_field(meta, "base_version", folder / "meta.json"),
-                    created_at=float(created) if isinstance(created, int | float) else 0.0,
-                    payload=update.read_bytes(),
-                )
-            )
-        return out
+        return [self.entry(seq) for seq in self._pending_seqs()]
+
+    def entry(self, seq: int) -> OutboxEntry:
+        """One outbox entry, read and checked."""
+        folder = self.outbox_dir / str(seq)
+        meta = _read_json(folder / "meta.json")
+        update = folder / "update.bin"
+        if update.stat().st_size > _MAX_UPDATE_FILE:
+            raise DataError(f"{update}: larger than {_MAX_UPDATE_FILE} bytes")
+        created = meta.get("created_at")
+        return OutboxEntry(
+            seq=_int_field(meta, "seq", folder / "meta.json"),
+            base_version=_int_field(meta, "base_version", folder / "meta.json"),
+            created_at=float(created) if isinstance(created, int | float) else 0.0,
+            payload=update.read_bytes(),
+        )
 
     def _remove(self, seq: int, residual_file: str) -> bool:
         folder = self.outbox_dir / str(seq)
