@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from agent.artifacts import load_artifacts
 
+from agent.artifacts import load_artifacts
 from agent.personal import ModelKind, PersonalModels
 from agent.trainer import TrainConfig, load_trainer
 from tests.support.artifacts import digits_arrays, exported_artifacts
