@@ -1,0 +1,188 @@
+"""Admission control: every check an update passes before it may touch the model.
+
+Cheapest first (STYLE #5); each refusal raises ProtocolError or RejectedUpdate with a Reason that
+is counted in metrics and sent back in the Ack:
+
+    1. size                         OVERSIZE
+    2. msgpack, schema, fields      MALFORMED, SCHEMA, FIELD, BAD_DEVICE_ID   (decode_update)
+    3. payload device == topic's    DEVICE_MISMATCH
+    4. model id == manifest digest  UNKNOWN_MODEL
+    5. sequence number              REPLAY  (seq <= last applied; an identical redelivery of the
+                                             last applied update is a duplicate, not a refusal)
+    6. sample count                 SAMPLES (<= 0 or above the cap)
+    7. base version                 FUTURE, STALE (tau > max_staleness, or the strategy's rule)
+    8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE           (decode_vector)
+    9. L2 norm                      NORM (reject), or scale the delta down to the bound (clip)
+
+Admission reads the server's state (version, sequence table) but never changes it: the core
+records an update's sequence number only once the update is in the durable log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from protocol.errors import ProtocolError, Reason, RejectedUpdate
+from protocol.manifest import Manifest
+from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, ClientUpdate, decode_update, decode_vector
+from server.strategies.base import AdmittedUpdate, Strategy
+
+__all__ = [
+    "Admission",
+    "AdmissionLimits",
+    "Admitted",
+    "DuplicateUpdate",
+    "NormAction",
+    "SequenceTable",
+    "decode_admitted",
+    "payload_digest",
+    "scale_delta",
+]
+
+# device id -> (last applied seq, digest of that update's payload)
+SequenceTable = Mapping[str, tuple[int, str]]
+
+
+class NormAction(StrEnum):
+    CLIP = "clip"  # scale the delta down to max_norm (robust aggregation, keeps the work)
+    REJECT = "reject"  # refuse it with Reason.NORM
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_samples: int = 1_000_000  # one device's local data set; more is implausible on an edge box
+    max_norm: float | None = None  # L2 bound of a delta; None = unbounded
+    norm_action: NormAction = NormAction.CLIP
+    max_staleness: int | None = 50  # tau above this is STALE; None = any (still weighted)
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes <= 0 or self.max_samples <= 0:
+            raise ValueError("max_message_bytes and max_samples must be > 0")
+        if self.max_norm is not None and not (math.isfinite(self.max_norm) and self.max_norm > 0):
+            raise ValueError("max_norm must be a positive finite number")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            raise ValueError("max_staleness must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    update: AdmittedUpdate  # what the strategy receives (delta already clipped)
+    message: ClientUpdate
+    staleness: int  # tau at admission
+    scale: float  # norm clip factor applied to the delta; 1.0 = untouched
+    digest: str  # payload digest, recorded in the sequence table
+
+
+class DuplicateUpdate(RejectedUpdate):
+    """The update last applied for this device arrived again, byte for byte (e.g. a QoS 1
+    redelivery after the server crashed before its Ack): acknowledged, never applied twice."""
+
+    def __init__(self, device_id: str, seq: int) -> None:
+        super().__init__(Reason.REPLAY, f"duplicate of applied update {device_id}#{seq}")
+        self.device_id = device_id
+        self.seq = seq
+
+
+def payload_digest(payload: bytes) -> str:
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
+    """The one place a clip factor is applied, so log replay reproduces it bit for bit."""
+    if scale == 1.0:
+        return delta
+    return delta * np.float32(scale)  # (n,) float32
+
+
+def decode_admitted(message: ClientUpdate, manifest: Manifest, scale: float) -> AdmittedUpdate:
+    """Decode a logged, already admitted update (recovery path: no checks but the decoder's)."""
+    delta = scale_delta(decode_vector(message.delta, manifest), scale)
+    return AdmittedUpdate(
+        message.device_id, message.seq, message.base_version, message.num_samples, delta
+    )
+
+
+class Admission:
+    def __init__(self, manifest: Manifest, limits: AdmissionLimits) -> None:
+        self.manifest = manifest
+        self.limits = limits
+        self._model_id = manifest.model_id
+
+    def decode(self, payload: bytes) -> ClientUpdate:
+        """Steps 1-2: size, then msgpack structure, schema and field types."""
+        if len(payload) > self.limits.max_message_bytes:
+            raise ProtocolError(
+                Reason.OVERSIZE,
+                f"update is {len(payload)} bytes > limit {self.limits.max_message_bytes}",
+            )
+        return decode_update(payload, self.limits.max_message_bytes)
+
+    def check(
+        self,
+        topic_device_id: str,
+        msg: ClientUpdate,
+        payload: bytes,
+        *,
+        version: int,
+        sequences: SequenceTable,
+        strategy: Strategy,
+    ) -> Admitted:
+        """Steps 3-9 on a decoded message (`payload` are its bytes, for the digest)."""
+        lim = self.limits
+        if msg.device_id != topic_device_id:
+            raise RejectedUpdate(
+                Reason.DEVICE_MISMATCH,
+                f"payload device {msg.device_id!r} published on {topic_device_id!r}'s topic",
+            )
+        if msg.model_id != self._model_id:
+            raise RejectedUpdate(Reason.UNKNOWN_MODEL, f"model {msg.model_id[:16]}... not served")
+        last = sequences.get(msg.device_id)
+        if last is not None and msg.seq <= last[0]:
+            if msg.seq == last[0] and payload_digest(payload) == last[1]:
+                raise DuplicateUpdate(msg.device_id, msg.seq)
+            raise RejectedUpdate(Reason.REPLAY, f"seq {msg.seq} <= last applied {last[0]}")
+        if not 0 < msg.num_samples <= lim.max_samples:
+            raise RejectedUpdate(
+                Reason.SAMPLES, f"num_samples {msg.num_samples} outside 1..{lim.max_samples}"
+            )
+        if msg.base_version > version:
+            raise RejectedUpdate(
+                Reason.FUTURE, f"base version {msg.base_version} > server version {version}"
+            )
+        tau = version - msg.base_version
+        if lim.max_staleness is not None and tau > lim.max_staleness:
+            raise RejectedUpdate(Reason.STALE, f"staleness {tau} > max {lim.max_staleness}")
+        strategy.check(version, msg.base_version)
+        delta = decode_vector(msg.delta, self.manifest)  # (n,) float32, finite
+        scale = 1.0
+        if lim.max_norm is not None:
+            norm = float(np.linalg.norm(delta))
+            if norm > lim.max_norm:
+                if lim.norm_action is NormAction.REJECT:
+                    raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
+                scale = lim.max_norm / norm
+                delta = scale_delta(delta, scale)
+        update = AdmittedUpdate(msg.device_id, msg.seq, msg.base_version, msg.num_samples, delta)
+        return Admitted(update, msg, tau, scale, payload_digest(payload))
+
+    def admit(
+        self,
+        topic_device_id: str,
+        payload: bytes,
+        *,
+        version: int,
+        sequences: SequenceTable,
+        strategy: Strategy,
+    ) -> Admitted:
+        """All checks, bytes in. Raises ProtocolError / RejectedUpdate (DuplicateUpdate)."""
+        msg = self.decode(payload)
+        return self.check(
+            topic_device_id, msg, payload, version=version, sequences=sequences, strategy=strategy
+        )

@@ -1,0 +1,292 @@
+"""The durable aggregation core: admit -> log -> apply -> (sync) -> ack. No MQTT, no clock reads.
+
+`ServerCore` owns the global model, its version, the strategy, the per-device sequence table and
+the update log. The service loop (`server/app.py`) feeds it payloads from MQTT; the crash-test
+driver and the benchmark feed it directly.
+
+Write path for a batch of updates (a batch of one when fsync is per update):
+
+    for each payload:  admit (reads state) -> append log record -> apply -> record seq
+    commit():          fsync the log            <- only now may Acks be sent and the model published
+
+Applying before the fsync is safe because nothing leaves the process until `commit` returns: a
+crash before it loses exactly the records that were never acknowledged. A tick that takes a step
+(FedAvg's deadline) is logged as its own record so replay reproduces it.
+
+Recovery: load the checkpoint (or start from the initial weights at version 0), replay every log
+record after its position through the same strategy code, truncate a torn tail (reported, never
+applied). Replays are idempotent: a record's (device, seq) lands in the sequence table with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+from protocol.errors import DataError, FleetlearnError, ProtocolError, Reason, RejectedUpdate
+from protocol.manifest import Manifest
+from protocol.messages import Ack, decode_update
+from server.admission import Admission, AdmissionLimits, DuplicateUpdate, decode_admitted
+from server.durability import (
+    Checkpoint,
+    LogPosition,
+    TailReport,
+    UpdateLog,
+    load_checkpoint,
+    read_from,
+    save_checkpoint,
+)
+from server.faults import fault_point
+from server.strategies.base import Strategy
+
+__all__ = ["Outcome", "RecoveryReport", "ServerCore"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one incoming update; `ack` goes to `device_id`'s ack topic after commit."""
+
+    device_id: str
+    ack: Ack
+    staleness: int | None = None  # tau of an accepted update
+    stepped: bool = False  # the model version advanced
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    from_checkpoint: bool
+    checkpoint_version: int
+    replayed: int  # log records applied after the checkpoint
+    version: int
+    tail: TailReport | None
+
+
+@dataclass
+class _Counters:
+    since_checkpoint: int = 0
+    applied: int = 0
+
+
+class ServerCore:
+    def __init__(
+        self,
+        manifest: Manifest,
+        initial_weights: np.ndarray,
+        strategy: Strategy,
+        state_dir: Path,
+        limits: AdmissionLimits | None = None,
+        *,
+        checkpoint_every: int = 200,  # log records between checkpoints (bounds replay time)
+        keep_log: bool = False,  # keep checkpointed segments (tests inspect the full history)
+    ) -> None:
+        manifest.check_flat(initial_weights)
+        self.manifest = manifest
+        self.strategy = strategy
+        self.state_dir = state_dir
+        self.admission = Admission(manifest, limits or AdmissionLimits())
+        self.checkpoint_every = checkpoint_every
+        self.keep_log = keep_log
+        self._model = initial_weights.copy()  # (n,) float32
+        self._version = 0
+        self._sequences: dict[str, tuple[int, str]] = {}
+        self._log: UpdateLog | None = None
+        self._counters = _Counters()
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> np.ndarray:
+        """The global model including uncommitted updates; publish only after `commit`."""
+        return self._model
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def sequences(self) -> dict[str, tuple[int, str]]:
+        return dict(self._sequences)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    # --- recovery ---------------------------------------------------------------------------
+
+    def recover(self) -> RecoveryReport:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = load_checkpoint(self.state_dir)
+        start = LogPosition(1, 0)
+        if ckpt is not None:
+            if ckpt.model_id != self.manifest.model_id:
+                raise DataError(
+                    f"{self.state_dir}: state belongs to model {ckpt.model_id[:16]}…, "
+                    f"not {self.manifest.model_id[:16]}… (use a fresh state folder)"
+                )
+            if ckpt.strategy_name != self.strategy.name:
+                raise DataError(
+                    f"{self.state_dir}: state was written by strategy {ckpt.strategy_name!r}, "
+                    f"configured {self.strategy.name!r} (use a fresh state folder)"
+                )
+            self.manifest.check_flat(ckpt.model)
+            self._model, self._version = ckpt.model.copy(), ckpt.version
+            self.strategy.load_state_dict(ckpt.strategy_state)
+            self._sequences = dict(ckpt.sequences)
+            start = ckpt.log_position
+        records, _end, tail = read_from(self.log_dir, start)
+        for raw in records:
+            self._replay(raw)
+        self._log = UpdateLog(self.log_dir)
+        report = RecoveryReport(
+            ckpt is not None, ckpt.version if ckpt else 0, len(records), self._version, tail
+        )
+        _log.info(
+            "recovered: checkpoint version %d + %d log records -> version %d%s",
+            report.checkpoint_version,
+            report.replayed,
+            report.version,
+            f" (dropped torn tail: {tail.why})" if tail else "",
+        )
+        if ckpt is None or records:
+            self.checkpoint()
+        return report
+
+    def _replay(self, raw: bytes) -> None:
+        try:
+            rec = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            kind, version = rec["k"], rec["v"]
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise DataError(f"{self.log_dir}: undecodable log record: {exc}") from exc
+        if version != self._version:
+            raise DataError(
+                f"{self.log_dir}: record for version {version} met state at {self._version}"
+            )
+        if kind == "t":
+            result = self.strategy.flush(self._model, self._version)
+        elif kind == "u":
+            try:
+                msg = decode_update(rec["payload"])
+                update = decode_admitted(msg, self.manifest, float(rec["scale"]))
+            except (ProtocolError, KeyError) as exc:
+                raise DataError(f"{self.log_dir}: logged update no longer decodes: {exc}") from exc
+            result = self.strategy.apply(self._model, self._version, update)
+            self._sequences[msg.device_id] = (msg.seq, str(rec["digest"]))
+            self._note_applied(msg.device_id, msg.seq)
+        else:
+            raise DataError(f"{self.log_dir}: unknown log record kind {kind!r}")
+        self._model, self._version = result.model, result.version
+
+    # --- write path -------------------------------------------------------------------------
+
+    def submit(self, device_id: str, payload: bytes) -> Outcome:
+        """Admit, log (not yet synced) and apply one update. Ack only after `commit()`."""
+        log = self._require_log()
+        version = self._version
+        try:
+            msg = self.admission.decode(payload)
+        except ProtocolError as exc:  # undecodable: the device's seq is unknown, Ack with 0
+            return Outcome(
+                device_id, Ack(device_id, 0, False, exc.reason, version, exc.detail[:500])
+            )
+        try:
+            admitted = self.admission.check(
+                device_id,
+                msg,
+                payload,
+                version=version,
+                sequences=self._sequences,
+                strategy=self.strategy,
+            )
+        except DuplicateUpdate as dup:
+            ack = Ack(device_id, dup.seq, True, Reason.OK, version, dup.detail)
+            return Outcome(device_id, ack)
+        except (ProtocolError, RejectedUpdate) as exc:
+            ack = Ack(device_id, msg.seq, False, exc.reason, version, exc.detail[:500])
+            return Outcome(device_id, ack)
+        msg = admitted.message
+        record = {
+            "k": "u",
+            "v": version,
+            "dev": msg.device_id,
+            "seq": msg.seq,
+            "scale": admitted.scale,
+            "digest": admitted.digest,
+            "payload": payload,
+        }
+        log.append(msgpack.packb(record, use_bin_type=True))
+        result = self.strategy.apply(self._model, version, admitted.update)
+        self._model, self._version = result.model, result.version
+        self._sequences[msg.device_id] = (msg.seq, admitted.digest)
+        self._note_applied(msg.device_id, msg.seq)
+        fault_point("core.applied")
+        ack = Ack(device_id, msg.seq, True, Reason.OK, self._version)
+        return Outcome(device_id, ack, staleness=admitted.staleness, stepped=result.stepped)
+
+    def tick(self, now: float) -> bool:
+        """Let time-driven strategies step (FedAvg deadline); a step is logged. Commit after."""
+        log = self._require_log()
+        version = self._version
+        # Deterministic, and a step is logged before anything can observe it (replayed via flush).
+        result = self.strategy.tick(self._model, version, now)
+        if result.stepped:
+            log.append(msgpack.packb({"k": "t", "v": version}, use_bin_type=True))
+            self._model, self._version = result.model, result.version
+        return result.stepped
+
+    def commit(self) -> None:
+        """Make everything submitted durable. After this, Acks may go out."""
+        log = self._require_log()
+        log.sync()
+
+    def handle(self, device_id: str, payload: bytes) -> Outcome:
+        """submit + commit: the fsync-per-update path."""
+        outcome = self.submit(device_id, payload)
+        self.commit()
+        return outcome
+
+    def maybe_checkpoint(self) -> bool:
+        if self._counters.since_checkpoint >= self.checkpoint_every:
+            self.checkpoint()
+            return True
+        return False
+
+    def checkpoint(self) -> None:
+        """Sync the log, start a new segment, atomically save the state, drop old segments."""
+        log = self._require_log()
+        position = log.rotate()
+        save_checkpoint(
+            self.state_dir,
+            Checkpoint(
+                model_id=self.manifest.model_id,
+                version=self._version,
+                model=self._model,
+                strategy_name=self.strategy.name,
+                strategy_state=self.strategy.state_dict(),
+                sequences=dict(self._sequences),
+                log_position=position,
+            ),
+        )
+        if not self.keep_log:
+            log.remove_before(position.segment)
+        self._counters.since_checkpoint = 0
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _note_applied(self, device_id: str, seq: int) -> None:
+        self._counters.applied += 1
+        self._counters.since_checkpoint += 1
+        del device_id, seq
+
+    def _require_log(self) -> UpdateLog:
+        if self._log is None:
+            raise FleetlearnError("ServerCore: call recover() before submitting updates")
+        return self._log

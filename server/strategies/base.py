@@ -1,0 +1,93 @@
+"""The strategy interface: a few hooks; the numbers live in plain functions in each module.
+
+A strategy folds admitted updates into a flat float32 model vector (manifest order). It is pure of
+its inputs plus its own state: no I/O, no clock reads (time is passed to `tick`), no randomness. The
+server drives it from its one worker thread, and the fleet simulator drives the same objects
+without MQTT. Recovery replays the durable log through the same hooks, so determinism is a
+correctness property, not a nicety.
+
+    check(version, base_version)        strategy-specific admission (FedAvg: current round only)
+    apply(model, version, update)       -> StepResult   one admitted update
+    tick(model, version, now)           -> StepResult   time passes (FedAvg's round deadline)
+    flush(model, version)               -> StepResult   force the pending step (replay of a tick)
+    state_dict() / load_state_dict(s)                   buffers and momentum for checkpoints
+
+A `StepResult` with `stepped=True` carries a new model and `version + 1`; otherwise the model and
+version are returned unchanged.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["AdmittedUpdate", "StateDict", "StepResult", "Strategy", "as_array"]
+
+# Values: flat float32/float64 numpy arrays or JSON-like scalars (the checkpoint stores them).
+StateDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedUpdate:
+    """An update that passed admission control: decoded, finite, norm-bounded."""
+
+    device_id: str
+    seq: int
+    base_version: int
+    num_samples: int
+    delta: np.ndarray  # (n,) float32, local weights - base weights
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    model: np.ndarray  # (n,) float32
+    version: int
+    stepped: bool  # True when the model changed and the version advanced by one
+
+
+def as_array(
+    state: StateDict, key: str, dtype: type[np.generic], n: int | None = None
+) -> np.ndarray:
+    """Fetch an array from a loaded state dict, checking dtype and (optionally) length."""
+    value = state[key]
+    if not isinstance(value, np.ndarray) or value.dtype != dtype or value.ndim != 1:
+        raise ValueError(f"strategy state {key!r}: expected a flat {np.dtype(dtype)} array")
+    if n is not None and value.shape != (n,):
+        raise ValueError(f"strategy state {key!r}: length {value.shape[0]} != {n}")
+    return value.copy()
+
+
+class Strategy(ABC):
+    """Folds admitted updates into the global model. See the module docstring for the hooks."""
+
+    name: ClassVar[str]
+    fedprox_mu: float = 0.0  # hint sent to devices in the ModelOffer (FedProx); 0 = plain local SGD
+
+    def check(self, version: int, base_version: int) -> None:  # noqa: B027 - optional hook
+        """Raise RejectedUpdate if this strategy refuses an update on `base_version` now."""
+
+    @abstractmethod
+    def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult: ...
+
+    def tick(self, model: np.ndarray, version: int, now: float) -> StepResult:
+        """Time passed (seconds, any monotonic origin). Default: nothing time-driven."""
+        del now
+        return StepResult(model, version, stepped=False)
+
+    def flush(self, model: np.ndarray, version: int) -> StepResult:
+        """Take the pending step now, if anything is pending. Default: nothing is ever pending."""
+        return StepResult(model, version, stepped=False)
+
+    @property
+    def pending(self) -> int:
+        """Updates received but not yet folded into the model (buffer size)."""
+        return 0
+
+    @abstractmethod
+    def state_dict(self) -> StateDict: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: StateDict) -> None: ...

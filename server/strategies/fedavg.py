@@ -1,0 +1,98 @@
+"""FedAvg / FedProx (McMahan et al. 2017; Li et al. 2020): the synchronous baseline.
+
+Versions advance in rounds. A round accepts only updates trained on the current version (anything
+else is STALE: its round is over), and closes when `round_size` updates arrived, or at the deadline
+with at least `min_updates` of them:
+
+    x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float64 accumulator)
+
+FedProx is FedAvg plus a proximal term on the devices: `fedprox_mu` travels in the ModelOffer.
+The round clock starts at the first `tick` after a round opens; time is passed in, never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol.errors import Reason, RejectedUpdate
+from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy, as_array
+
+__all__ = ["FedAvg"]
+
+
+@dataclass
+class FedAvg(Strategy):
+    round_size: int = 10  # M: updates that close a round early
+    deadline_s: float = 60.0  # a round closes after this long if >= min_updates arrived
+    min_updates: int = 1
+    fedprox_mu: float = 0.0
+
+    _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float64
+    _samples: int = field(default=0, init=False, repr=False)
+    _count: int = field(default=0, init=False, repr=False)
+    _round_started: float | None = field(default=None, init=False, repr=False)
+
+    name = "fedavg"
+
+    def __post_init__(self) -> None:
+        if self.round_size < 1 or not 1 <= self.min_updates <= self.round_size:
+            raise ValueError("need round_size >= 1 and 1 <= min_updates <= round_size")
+        if not self.deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
+        if self.fedprox_mu < 0:
+            raise ValueError(f"fedprox_mu must be >= 0, got {self.fedprox_mu}")
+
+    @property
+    def pending(self) -> int:
+        return self._count
+
+    def check(self, version: int, base_version: int) -> None:
+        if base_version < version:
+            raise RejectedUpdate(
+                Reason.STALE, f"round for version {base_version} is closed (now {version})"
+            )
+
+    def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult:
+        self.check(version, update.base_version)  # the server checked too; the simulator may not
+        if update.num_samples <= 0:
+            raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
+        if self._sum is None:
+            self._sum = np.zeros(model.shape[0], np.float64)
+        self._sum += float(update.num_samples) * update.delta.astype(np.float64)
+        self._samples += update.num_samples
+        self._count += 1
+        if self._count >= self.round_size:
+            return self.flush(model, version)
+        return StepResult(model, version, stepped=False)
+
+    def tick(self, model: np.ndarray, version: int, now: float) -> StepResult:
+        if self._round_started is None:
+            self._round_started = now
+            return StepResult(model, version, stepped=False)
+        if now - self._round_started >= self.deadline_s and self._count >= self.min_updates:
+            return self.flush(model, version)
+        return StepResult(model, version, stepped=False)
+
+    def flush(self, model: np.ndarray, version: int) -> StepResult:
+        if self._count == 0 or self._sum is None:
+            return StepResult(model, version, stepped=False)
+        mean = self._sum / self._samples  # (n,) float64; _samples > 0 (each update has n_i > 0)
+        new = (model.astype(np.float64) + mean).astype(np.float32)
+        self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
+        return StepResult(new, version + 1, stepped=True)
+
+    def state_dict(self) -> StateDict:
+        # The round clock is not saved: monotonic time does not survive a restart, so a
+        # recovered server starts the open round's deadline afresh.
+        state: StateDict = {"samples": self._samples, "count": self._count}
+        if self._sum is not None:
+            state["sum"] = self._sum.copy()
+        return state
+
+    def load_state_dict(self, state: StateDict) -> None:
+        self._samples = int(state.get("samples", 0))
+        self._count = int(state.get("count", 0))
+        self._round_started = None
+        self._sum = as_array(state, "sum", np.float64) if "sum" in state else None
