@@ -24,12 +24,13 @@ Choices (and why):
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import logging
 import math
 import os
-import tempfile
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def _onnx_bytes(model: torch.nn.Module, sample: torch.Tensor, training: bool) ->
     torch.onnx.export(
         model,
         (sample,),
-        buf,
+        buf,  # type: ignore[arg-type]  # a file-like object works and keeps bytes in memory
         input_names=[INPUT_NAME],
         output_names=[_OUTPUT_NAME],
         dynamic_axes={INPUT_NAME: {0: "batch"}, _OUTPUT_NAME: {0: "batch"}},
@@ -93,12 +94,14 @@ def _onnx_bytes(model: torch.nn.Module, sample: torch.Tensor, training: bool) ->
 def _measure_flat_order(
     tmp: Path, names: list[str], shapes: dict[str, tuple[int, ...]]
 ) -> list[str]:
-    """Parameter names in ORT's contiguous buffer order, found by writing 0..n-1 and reading back."""
+    """Parameter names in ORT's contiguous buffer order: write 0..n-1, read each one back."""
     state = CheckpointState.load_checkpoint(str(tmp / "checkpoint"))
     module = Module(str(tmp / TRAINING_MODEL), state, str(tmp / EVAL_MODEL))
     n = module.get_parameters_size(trainable_only=False)
     if n != sum(math.prod(s) for s in shapes.values()):
-        raise RuntimeError(f"ORT holds {n} parameters, torch {sum(map(math.prod, shapes.values()))}")
+        raise RuntimeError(
+            f"ORT holds {n} parameters, torch {sum(map(math.prod, shapes.values()))}"
+        )
     probe = np.arange(n, dtype=np.float32)  # exact in float32 up to 2**24 parameters
     if n >= 1 << 24:
         raise RuntimeError("model too large for the exact order probe")
@@ -130,7 +133,7 @@ def _check_initial_weights(tmp: Path, flat: np.ndarray) -> None:
         raise RuntimeError("initial weights in manifest order differ from ORT's buffer")
 
 
-def export_artifacts(
+def export_artifacts(  # noqa: PLR0917  (positional order pinned in INTERFACES.md)
     model: str,
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -204,7 +207,7 @@ def export_artifacts(
             "hidden": list(hidden) if hidden is not None else None,
             "opset": _OPSET,
             "checkpoint": "nominal",
-            "onnx": onnx.__version__,
+            "onnx": importlib.metadata.version("onnx"),
             "onnxruntime": onnxruntime.__version__,
             "torch": torch.__version__,
         },

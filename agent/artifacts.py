@@ -1,0 +1,87 @@
+"""Read an artifacts folder on the device: manifest, file hashes, initial weights.
+
+Files are untrusted until their sha256 matches the manifest; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from protocol.artifacts import (
+    ARTIFACT_FILES,
+    INITIAL_WEIGHTS,
+    MANIFEST_FILE,
+    MAX_ARTIFACT_BYTES,
+    verify_file,
+)
+from protocol.errors import DataError, ProtocolError
+from protocol.manifest import Manifest, decode_manifest
+
+__all__ = ["Artifacts", "load_artifacts"]
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    dir: Path
+    manifest: Manifest
+    initial_weights: np.ndarray  # (num_params,) float32, manifest order
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+
+def _read(path: Path, limit: int) -> bytes:
+    """Size first (stat), then the bytes."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise DataError(f"{path}: {size} bytes is more than the {limit} allowed")
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: missing from the artifacts folder") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
+def _load_weights(path: Path, data: bytes, manifest: Manifest) -> np.ndarray:
+    try:
+        # allow_pickle=False: a .npy with object arrays would run code on load.
+        flat = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a plain .npy array: {exc}") from exc
+    if not isinstance(flat, np.ndarray) or flat.dtype != np.float32:
+        raise DataError(f"{path}: dtype {getattr(flat, 'dtype', None)} is not float32")
+    if flat.shape != (manifest.num_params,):
+        raise DataError(f"{path}: shape {flat.shape} != ({manifest.num_params},)")
+    if not np.isfinite(flat).all():
+        raise DataError(f"{path}: NaN or infinity in the initial weights")
+    return flat
+
+
+def load_artifacts(dir: Path) -> Artifacts:
+    """Read and verify `dir`: manifest valid, every listed file present with the right sha256."""
+    dir = Path(dir)
+    manifest_path = dir / MANIFEST_FILE
+    try:
+        manifest = decode_manifest(_read(manifest_path, 1 << 20))
+    except ProtocolError as exc:
+        raise DataError(f"{manifest_path}: {exc}") from exc
+    missing = [name for name in ARTIFACT_FILES if name not in manifest.files]
+    if missing:
+        raise DataError(f"{manifest_path}: files {missing} not listed")
+    weights: np.ndarray | None = None
+    for name in ARTIFACT_FILES:
+        path = dir / name
+        data = _read(path, MAX_ARTIFACT_BYTES)
+        try:
+            verify_file(manifest, name, data)
+        except ProtocolError as exc:
+            raise DataError(f"{path}: {exc}") from exc
+        if name == INITIAL_WEIGHTS:  # parse the verified bytes, not a second read
+            weights = _load_weights(path, data, manifest)
+    assert weights is not None  # INITIAL_WEIGHTS is in ARTIFACT_FILES
+    return Artifacts(dir=dir, manifest=manifest, initial_weights=weights)

@@ -1,0 +1,94 @@
+"""The trainer backend interface: what the agent needs from any on-device training engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from protocol.errors import ConfigError, DataError
+from protocol.manifest import Manifest
+
+__all__ = ["EvalResult", "TrainConfig", "TrainResult", "Trainer", "check_arrays", "never_stop"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A local training budget.
+
+    `steps` set: exactly that many optimizer steps (reshuffling each pass), `epochs` ignored.
+    `steps` None: `epochs` full passes over the data. The last batch of a pass may be short.
+    """
+
+    epochs: int | None = 1  # one pass: the usual FedAvg local budget
+    steps: int | None = None
+    batch_size: int = 32  # fits every zoo model in a Pi-class device's cache
+    prox_mu: float = 0.0  # FedProx proximal coefficient; 0 is plain local training
+    seed: int = 0  # batch order; same seed + same data -> same batches
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None:
+            raise ConfigError("TrainConfig: set epochs or steps")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"TrainConfig.steps must be >= 0, got {self.steps}")
+        if self.epochs is not None and self.epochs < 0:
+            raise ConfigError(f"TrainConfig.epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
+        if not (self.prox_mu >= 0 and np.isfinite(self.prox_mu)):
+            raise ConfigError(f"TrainConfig.prox_mu must be finite and >= 0, got {self.prox_mu}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: np.ndarray  # (num_params,) float32, manifest order, a copy
+    steps: int
+    samples: int  # samples seen, counting repeats across passes
+    mean_loss: float  # mean of per-step training losses (nan when no step ran)
+    stopped_early: bool  # should_stop() said stop before the budget was spent
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float  # mean cross-entropy per sample
+    accuracy: float
+    macro_f1: float
+    samples: int
+
+
+def never_stop() -> bool:
+    return False
+
+
+class Trainer(Protocol):
+    name: str  # "onnxruntime" | "torch" (benchmark only) | "fake" (tests)
+    manifest: Manifest
+
+    def set_weights(self, flat: np.ndarray) -> None: ...
+
+    def get_weights(self) -> np.ndarray: ...
+
+    def train(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        config: TrainConfig,
+        should_stop: Callable[[], bool] = never_stop,
+    ) -> TrainResult: ...
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> EvalResult: ...
+
+
+def check_arrays(manifest: Manifest, x: np.ndarray, y: np.ndarray) -> None:
+    """x: (n, *input_shape) float32, y: (n,) int64 in [0, num_classes), n >= 1."""
+    if x.dtype != np.float32 or y.dtype != np.int64:
+        raise DataError(f"x must be float32 and y int64, got {x.dtype} and {y.dtype}")
+    if x.shape[1:] != manifest.input_shape or y.shape != (x.shape[0],) or x.shape[0] == 0:
+        raise DataError(
+            f"x {x.shape} / y {y.shape} do not match (n, *{manifest.input_shape}) / (n,), n >= 1"
+        )
+    if int(y.min()) < 0 or int(y.max()) >= manifest.num_classes:
+        raise DataError(f"labels outside [0, {manifest.num_classes - 1}]")
