@@ -77,9 +77,12 @@ def read_power(power_dir: Path) -> tuple[float | None, bool]:
                 capacities.append(float(cap))
             if _read_text(entry / "status") in ("Charging", "Full"):
                 charging = True
-        elif kind is not None and (kind in ("Mains", "USB") or kind.startswith("USB")):
-            if _read_text(entry / "online") == "1":
-                charging = True
+        elif (
+            kind is not None
+            and (kind == "Mains" or kind.startswith("USB"))
+            and _read_text(entry / "online") == "1"
+        ):
+            charging = True
     return (min(capacities) if capacities else None), charging
 
 

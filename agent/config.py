@@ -141,7 +141,7 @@ class _Table:
             raise ConfigError(f"{self.name(key)}: required key is missing")
         return self._doc[key]
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         if required:
             self.required(key)
         value = self._get(key, (str,), "a string")
@@ -149,7 +149,7 @@ class _Table:
             raise ConfigError(f"{self.name(key)}: must not be empty")
         return default if value is None else str(value)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, (bool,), "true or false")
         return default if value is None else bool(value)
 
@@ -162,7 +162,7 @@ class _Table:
             raise ConfigError(f"{self.name(key)}: {out} is outside [{lo}, {hi}]")
         return out
 
-    def int(self, key: str, default: int | None, *, lo: int = 0) -> int | None:
+    def integer(self, key: str, default: int | None, *, lo: int = 0) -> int | None:
         value = self._get(key, (int,), "an integer")
         out = default if value is None else int(value)
         if out is not None and out < lo:
@@ -170,7 +170,7 @@ class _Table:
         return out
 
     def path(self, key: str, *, required: bool = False) -> Path | None:
-        text = self.str(key, required=required)
+        text = self.text(key, required=required)
         if text is None:
             return None
         path = Path(text).expanduser()
@@ -197,11 +197,11 @@ def _checked(key: str, check: Callable[[str], str], value: str) -> str:
 
 
 def _broker(t: _Table) -> BrokerSettings:
-    url = t.str("url", required=True)
+    url = t.text("url", required=True)
     assert url is not None
     if not url.startswith(("mqtt://", "mqtts://")):
         raise ConfigError(f"{t.name('url')}: must start with mqtt:// or mqtts://, got {url!r}")
-    protocol = t.str("protocol", "auto")
+    protocol = t.text("protocol", "auto")
     if protocol not in ("auto", "v5", "v311"):
         raise ConfigError(f"{t.name('protocol')}: must be auto, v5 or v311, got {protocol!r}")
     out = BrokerSettings(
@@ -209,9 +209,9 @@ def _broker(t: _Table) -> BrokerSettings:
         ca_file=t.path("ca_file"),
         cert_file=t.path("cert_file"),
         key_file=t.path("key_file"),
-        username=t.str("username"),
-        password=t.str("password"),
-        keepalive=t.int("keepalive", 30, lo=5) or 30,
+        username=t.text("username"),
+        password=t.text("password"),
+        keepalive=t.integer("keepalive", 30, lo=5) or 30,
         protocol=protocol or "auto",
     )
     if (out.cert_file is None) != (out.key_file is None):
@@ -226,13 +226,13 @@ def _policy(t: _Table) -> PolicyLimits:
     out = PolicyLimits(
         min_battery_percent=t.number("min_battery_percent", 50.0, lo=0, hi=100),
         battery_margin=t.number("battery_margin", 5.0, lo=0, hi=50),
-        require_charging=t.bool("require_charging", True),
-        no_battery_counts_as_charging=t.bool("no_battery_counts_as_charging", True),
+        require_charging=t.flag("require_charging", True),
+        no_battery_counts_as_charging=t.flag("no_battery_counts_as_charging", True),
         max_cpu_percent=t.number("max_cpu_percent", 30.0, lo=0, hi=100),
         cpu_margin=t.number("cpu_margin", 10.0, lo=0, hi=100),
         max_temperature_c=t.number("max_temperature_c", 70.0, lo=-50, hi=150),
         temperature_margin=t.number("temperature_margin", 5.0, lo=0, hi=50),
-        allow_metered=t.bool("allow_metered", False),
+        allow_metered=t.flag("allow_metered", False),
     )
     t.finish()
     return out
@@ -242,7 +242,7 @@ def _conditions(t: _Table) -> ConditionsSettings:
     defaults = ConditionsSettings()
     out = ConditionsSettings(
         cpu_window_s=t.number("cpu_window_s", 5.0, lo=0.1, hi=3600),
-        metered=t.bool("metered", False),
+        metered=t.flag("metered", False),
         metered_file=t.path("metered_file"),
         power_supply_dir=t.path("power_supply_dir") or defaults.power_supply_dir,
         thermal_dir=t.path("thermal_dir") or defaults.thermal_dir,
@@ -254,14 +254,14 @@ def _conditions(t: _Table) -> ConditionsSettings:
 def _training(t: _Table) -> TrainingSettings:
     from protocol.codecs import parse_codec_arg  # the codecs engineer's parser owns the syntax
 
-    codec_text = t.str("codec", "float32") or "float32"
+    codec_text = t.text("codec", "float32") or "float32"
     try:
         codec = parse_codec_arg(codec_text)
     except FleetlearnError as exc:
         raise ConfigError(f"{t.name('codec')}: {exc}") from exc
-    epochs = t.int("epochs", 1, lo=1)
-    steps = t.int("steps", None, lo=1)
-    partial = t.str("partial_work", "send")
+    epochs = t.integer("epochs", 1, lo=1)
+    steps = t.integer("steps", None, lo=1)
+    partial = t.text("partial_work", "send") or "send"
     try:
         partial_work = PartialWork(partial)
     except ValueError:
@@ -271,7 +271,7 @@ def _training(t: _Table) -> TrainingSettings:
     out = TrainingSettings(
         epochs=None if steps is not None else epochs,
         steps=steps,
-        batch_size=t.int("batch_size", 32, lo=1) or 32,
+        batch_size=t.integer("batch_size", 32, lo=1) or 32,
         fedprox_mu=t.number("fedprox_mu", 0.0, lo=0, hi=1e3),
         partial_work=partial_work,
         partial_min_fraction=t.number("partial_min_fraction", 0.25, lo=0, hi=1),
@@ -289,18 +289,18 @@ def _training(t: _Table) -> TrainingSettings:
 def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
     """Validate a parsed TOML document. Raises ConfigError naming the key."""
     t = _Table(doc, "", base_dir)
-    device_id = _checked("device_id", validate_device_id, t.str("device_id", required=True) or "")
-    fleet = _checked("fleet", validate_fleet, t.str("fleet", required=True) or "")
-    model_id = _checked("model_id", validate_model_id, t.str("model_id", required=True) or "")
+    device_id = _checked("device_id", validate_device_id, t.text("device_id", required=True) or "")
+    fleet = _checked("fleet", validate_fleet, t.text("fleet", required=True) or "")
+    model_id = _checked("model_id", validate_model_id, t.text("model_id", required=True) or "")
     paths = {
         key: t.path(key, required=True)
         for key in ("data_dir", "artifacts_dir", "state_dir", "fleet_public_key")
     }
-    backend = t.str("trainer_backend", "onnxruntime") or "onnxruntime"
+    backend = t.text("trainer_backend", "onnxruntime") or "onnxruntime"
     if backend not in ("onnxruntime", "fake"):
         raise ConfigError(f"trainer_backend: must be 'onnxruntime' (or 'fake'), got {backend!r}")
     personal_t = t.table("personal")
-    personal = PersonalSettings(enabled=personal_t.bool("enabled", False))
+    personal = PersonalSettings(enabled=personal_t.flag("enabled", False))
     personal_t.finish()
     cfg = AgentConfig(
         device_id=device_id,

@@ -58,4 +58,4 @@ def load_npy(path: Path, length: int) -> np.ndarray:
         raise DataError(f"{path}: expected float32 ({length},), got {vec.dtype} {vec.shape}")
     if not np.isfinite(vec).all():
         raise DataError(f"{path}: contains NaN or infinity")
-    return vec
+    return np.asarray(vec, dtype=np.float32)

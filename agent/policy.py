@@ -52,9 +52,7 @@ def decide(conditions: Conditions, limits: PolicyLimits, previous: Decision | No
     if c.battery_percent is not None:
         need = lim.min_battery_percent + (0.0 if keep else lim.battery_margin)
         if c.battery_percent < need:
-            return Decision(
-                False, Why.BATTERY_LOW, f"battery {c.battery_percent:g}% < {need:g}%"
-            )
+            return Decision(False, Why.BATTERY_LOW, f"battery {c.battery_percent:g}% < {need:g}%")
     if c.temperature_c is not None:
         ceiling = lim.max_temperature_c - (0.0 if keep else lim.temperature_margin)
         if c.temperature_c > ceiling:

@@ -122,8 +122,11 @@ class AgentRuntime:
         self.link.subscribe(self._ack_topic, qos=1)
         pending = self.store.pending()
         if pending:
-            _log.info("outbox holds %d update(s) from before: seq %s", len(pending),
-                      [e.seq for e in pending])
+            _log.info(
+                "outbox holds %d update(s) from before: seq %s",
+                len(pending),
+                [e.seq for e in pending],
+            )
             self.machine.to(AgentState.UPLOADING, "outbox not empty")
         else:
             self.machine.to(AgentState.WAITING_FOR_MODEL, "no global model yet")
@@ -132,8 +135,9 @@ class AgentRuntime:
     def stop(self) -> None:
         self.machine.to(AgentState.STOPPED, "shutting down")
         if self.link.connected:
-            self.link.publish(self._status_topic, offline_status(self.config.device_id,
-                                                                 self.clock), 1, True)
+            self.link.publish(
+                self._status_topic, offline_status(self.config.device_id, self.clock), 1, True
+            )
 
     def run(self, should_exit: Callable[[], bool]) -> None:
         self.start()
@@ -179,13 +183,16 @@ class AgentRuntime:
         offer = decode_offer(payload)
         verify_offer(offer, self.fleet_key)  # before touching the weights: cheap, and decisive
         if offer.model_id != self.config.model_id or offer.manifest_digest != self.manifest.digest:
-            _log.warning("ignoring offer v%d: model %s / manifest %s is not ours", offer.version,
-                         offer.model_id[:16], offer.manifest_digest[:16])
+            _log.warning(
+                "ignoring offer v%d: model %s / manifest %s is not ours",
+                offer.version,
+                offer.model_id[:16],
+                offer.manifest_digest[:16],
+            )
             return
         if self.offer is not None and offer.version <= self.offer.version:
             what = "duplicate" if offer.version == self.offer.version else "older"
-            _log.info("ignoring offer v%d: %s (have v%d)", offer.version, what,
-                      self.offer.version)
+            _log.info("ignoring offer v%d: %s (have v%d)", offer.version, what, self.offer.version)
             return
         base = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
         self.offer, self.base = offer, base
@@ -206,15 +213,21 @@ class AgentRuntime:
             self._sent_at[ack.seq] = self.clock()
         elif self.store.dropped(ack.seq):
             level = logging.WARNING if ack.reason is Reason.STALE else logging.ERROR
-            _log.log(level, "update seq %d rejected (%s: %s): dropped; residual restored to "
-                     "before it", ack.seq, ack.reason.value, ack.detail)
+            _log.log(
+                level,
+                "update seq %d rejected (%s: %s): dropped; residual restored to before it",
+                ack.seq,
+                ack.reason.value,
+                ack.detail,
+            )
         else:
             _log.debug("ack for seq %d which is not pending", ack.seq)
             return
         self._sent_at.pop(ack.seq, None)
         if not self.store.pending() and self.state is AgentState.UPLOADING:
-            self.machine.to(AgentState.IDLE if self.offer else AgentState.WAITING_FOR_MODEL,
-                            "outbox empty")
+            self.machine.to(
+                AgentState.IDLE if self.offer else AgentState.WAITING_FOR_MODEL, "outbox empty"
+            )
 
     # -- store and forward ------------------------------------------------------------------
     def _resend_if_due(self) -> None:
@@ -238,8 +251,7 @@ class AgentRuntime:
             self.store.dropped(seq)
             return
         self._sent_at[seq] = self.clock()
-        _log.info("%s update seq %d (%d bytes)", "re-sent" if resend else "sent", seq,
-                  len(payload))
+        _log.info("%s update seq %d (%d bytes)", "re-sent" if resend else "sent", seq, len(payload))
 
     # -- training ---------------------------------------------------------------------------
     def _read_decision(self) -> Decision:
@@ -286,11 +298,17 @@ class AgentRuntime:
         assert self.offer is not None and self.base is not None
         offer, base, tr = self.offer, self.base, self.config.training
         mu = offer.fedprox_mu if offer.fedprox_mu > 0 else tr.fedprox_mu  # the offer overrides
-        cfg = TrainConfig(epochs=tr.epochs, steps=tr.steps, batch_size=tr.batch_size,
-                          prox_mu=mu, seed=offer.version)
+        cfg = TrainConfig(
+            epochs=tr.epochs,
+            steps=tr.steps,
+            batch_size=tr.batch_size,
+            prox_mu=mu,
+            seed=offer.version,
+        )
         self.trainer.set_weights(base)
-        result = self.trainer.train(self.train_x, self.train_y, cfg,
-                                    lambda: not self._read_decision().eligible)
+        result = self.trainer.train(
+            self.train_x, self.train_y, cfg, lambda: not self._read_decision().eligible
+        )
         if result.stopped_early and not self._keep_partial(result):
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))
             return
@@ -303,11 +321,16 @@ class AgentRuntime:
     def _keep_partial(self, result: TrainResult) -> bool:
         rule, fraction = self._partial_rule
         planned = self._planned_steps()
-        keep = (rule is PartialWork.SEND and result.steps > 0
-                and result.steps >= fraction * planned)
-        _log.info("round stopped early after %d/%d steps (%s): %s (partial_work=%s, "
-                  "min fraction %g)", result.steps, planned, self.decision,
-                  "sending it" if keep else "discarded", rule.value, fraction)
+        keep = rule is PartialWork.SEND and result.steps > 0 and result.steps >= fraction * planned
+        _log.info(
+            "round stopped early after %d/%d steps (%s): %s (partial_work=%s, min fraction %g)",
+            result.steps,
+            planned,
+            self.decision,
+            "sending it" if keep else "discarded",
+            rule.value,
+            fraction,
+        )
         return keep
 
     def _commit_update(self, offer: ModelOffer, base: np.ndarray, result: TrainResult) -> None:
@@ -323,14 +346,30 @@ class AgentRuntime:
             num_samples=max(1, min(result.samples, len(self.train_y))),
             local_steps=result.steps,
             delta=EncodedVector(dict(self.codec), payload, int(delta.size)),
-            metrics={"loss": float(result.mean_loss), "train_s": float(result.seconds),
-                     "partial": float(result.stopped_early)},
+            metrics={
+                "loss": float(result.mean_loss),
+                "train_s": float(result.seconds),
+                "partial": float(result.stopped_early),
+            },
         )
         data = encode_update(update)
-        self.store.commit(seq, offer.version, data, residual_before,
-                          residual_after.astype(np.float32), self.clock())
-        _log.info("round on v%d: %d steps, loss %.4f, %.2fs; update seq %d (%d bytes) in outbox",
-                  offer.version, result.steps, result.mean_loss, result.seconds, seq, len(data))
+        self.store.commit(
+            seq,
+            offer.version,
+            data,
+            residual_before,
+            residual_after.astype(np.float32),
+            self.clock(),
+        )
+        _log.info(
+            "round on v%d: %d steps, loss %.4f, %.2fs; update seq %d (%d bytes) in outbox",
+            offer.version,
+            result.steps,
+            result.mean_loss,
+            result.seconds,
+            seq,
+            len(data),
+        )
 
     def _save_model(self, kind: ModelKind, weights: np.ndarray, version: int) -> None:
         assert self.models is not None
@@ -340,13 +379,18 @@ class AgentRuntime:
             ev = self.trainer.evaluate(self.test_x, self.test_y)
             accuracy, samples = float(ev.accuracy), ev.samples
         try:
-            self.models.save(kind, weights, version=version, accuracy=accuracy,
-                             test_samples=samples)
+            self.models.save(
+                kind, weights, version=version, accuracy=accuracy, test_samples=samples
+            )
         except (FleetlearnError, OSError) as exc:  # the apps' copy must never stop training
             _log.error("could not write the %s model: %s", kind.value, exc)
             return
-        _log.info("%s model v%d saved (accuracy %s)", kind.value, version,
-                  "n/a" if accuracy is None else f"{accuracy:.3f}")
+        _log.info(
+            "%s model v%d saved (accuracy %s)",
+            kind.value,
+            version,
+            "n/a" if accuracy is None else f"{accuracy:.3f}",
+        )
 
     # -- observability ----------------------------------------------------------------------
     def _publish_status(self, force: bool = False) -> None:

@@ -87,9 +87,11 @@ class StateStore:
     # -- sequence numbers -------------------------------------------------------------------
     def next_sequence(self) -> int:
         """Allocate the next sequence number; it is durable before it is returned."""
-        stored = _int_field(_read_json(self._seq_path), "next", self._seq_path) if (
-            self._seq_path.exists()
-        ) else 1
+        stored = (
+            _int_field(_read_json(self._seq_path), "next", self._seq_path)
+            if (self._seq_path.exists())
+            else 1
+        )
         pending = [e.seq for e in self.pending()]
         seq = max([stored, *(s + 1 for s in pending)])
         atomic_write_json(self._seq_path, {"next": seq + 1})
@@ -137,7 +139,9 @@ class StateStore:
         fsync_dir(tmp)
         os.rename(tmp, self.outbox_dir / str(seq))
         fsync_dir(self.outbox_dir)
-        atomic_write_json(self._progress_path, {"trained_version": base_version, "trained_at": created_at})
+        atomic_write_json(
+            self._progress_path, {"trained_version": base_version, "trained_at": created_at}
+        )
 
     def pending(self) -> list[OutboxEntry]:
         """Committed, unacknowledged updates, oldest first."""

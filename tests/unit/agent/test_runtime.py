@@ -17,7 +17,14 @@ from protocol.errors import Reason
 from protocol.messages import Ack, decode_update, decode_vector, encode_ack
 from protocol.signing import generate_keypair, sign_offer
 from protocol.topics import ack_topic, global_model_topic
-from tests.unit.agent.fakes import MANIFEST, FakeLink, StepTrainer, make_config, make_offer, offer_bytes
+from tests.unit.agent.fakes import (
+    MANIFEST,
+    FakeLink,
+    StepTrainer,
+    make_config,
+    make_offer,
+    offer_bytes,
+)
 
 KEY, PUB = generate_keypair()
 OFFER_TOPIC = global_model_topic("home", MANIFEST.model_id)
@@ -46,6 +53,9 @@ class Rig:
     def ack(self, seq: int, accepted: bool = True, reason: Reason = Reason.OK) -> None:
         self.link.deliver(ACK_TOPIC, encode_ack(Ack("dev-1", seq, accepted, reason, 1)))
 
+    def state(self) -> AgentState:
+        return self.agent.state
+
     def updates(self) -> list[Any]:
         return [decode_update(p) for p in self.link.on("/update")]
 
@@ -58,8 +68,15 @@ def rig(tmp_path: Path, link: FakeLink | None = None, **training: Any) -> Rig:
     x = np.zeros((40, 4), np.float32)
     y = np.zeros(40, np.int64)
     agent = AgentRuntime(
-        make_config(tmp_path, **training), MANIFEST, link=link, trainer=trainer,
-        train_x=x, train_y=y, conditions=cond, fleet_key=PUB, clock=clock,
+        make_config(tmp_path, **training),
+        MANIFEST,
+        link=link,
+        trainer=trainer,
+        train_x=x,
+        train_y=y,
+        conditions=cond,
+        fleet_key=PUB,
+        clock=clock,
     )
     agent.start()
     return Rig(agent, link, trainer, cond, clock)
@@ -67,18 +84,18 @@ def rig(tmp_path: Path, link: FakeLink | None = None, **training: Any) -> Rig:
 
 def test_trains_only_when_idle_and_charging(tmp_path: Path) -> None:
     r = rig(tmp_path)
-    assert r.agent.state is AgentState.WAITING_FOR_MODEL
+    assert r.state() is AgentState.WAITING_FOR_MODEL
     r.cond.set(cpu_percent=90.0)  # busy
     r.offer(1)
     r.agent.poll(0)
-    assert r.trainer.rounds == [] and r.agent.state is AgentState.WAITING_FOR_CONDITIONS
+    assert r.trainer.rounds == [] and r.state() is AgentState.WAITING_FOR_CONDITIONS
     assert r.agent.decision is not None and r.agent.decision.reason.value == "busy"
     r.cond.set(cpu_percent=1.0, charging=False, battery_percent=90.0)  # idle, unplugged
     r.agent.poll(0)
     assert r.trainer.rounds == [] and r.agent.decision.reason.value == "unplugged"
     r.cond.set(charging=True)  # idle and charging
     r.agent.poll(0)
-    assert len(r.trainer.rounds) == 1 and r.agent.state is AgentState.UPLOADING
+    assert len(r.trainer.rounds) == 1 and r.state() is AgentState.UPLOADING
     (update,) = r.updates()
     assert (update.seq, update.base_version, update.local_steps) == (1, 1, 10)
     # 10 steps of +0.01 from the zero base; float32 codec is exact.
@@ -95,7 +112,7 @@ def test_unplugging_mid_training_stops_within_one_step(tmp_path: Path) -> None:
     # 3 of 10 planned steps >= partial_min_fraction 0.25: the partial round is sent (rule 'send').
     (update,) = r.updates()
     assert update.local_steps == 3 and update.metrics["partial"] == 1.0
-    assert r.agent.state is AgentState.UPLOADING
+    assert r.state() is AgentState.UPLOADING
 
 
 def test_partial_round_discarded_by_rule(tmp_path: Path) -> None:
@@ -105,7 +122,7 @@ def test_partial_round_discarded_by_rule(tmp_path: Path) -> None:
     r.agent.poll(0)
     r.trainer.on_step = lambda i: None
     assert r.trainer.stopped_at == [6] and r.updates() == []
-    assert r.agent.state is AgentState.WAITING_FOR_CONDITIONS
+    assert r.state() is AgentState.WAITING_FOR_CONDITIONS
     assert r.agent.decision is not None and r.agent.decision.reason.value == "hot"
     r.cond.set(temperature_c=68.0)  # below the 70 C limit but not below 70 - 5: still hot
     r.agent.poll(0)
@@ -129,8 +146,7 @@ def test_below_min_fraction_partial_round_discarded(tmp_path: Path) -> None:
     [
         (lambda: make_offer(1), "unsigned"),
         (lambda: sign_offer(make_offer(1), generate_keypair()[0]), "does not verify"),
-        (lambda: dataclasses.replace(sign_offer(make_offer(1), KEY), version=7),
-         "does not verify"),
+        (lambda: dataclasses.replace(sign_offer(make_offer(1), KEY), version=7), "does not verify"),
     ],
     ids=["unsigned", "wrong-key", "tampered"],
 )
@@ -142,11 +158,13 @@ def test_bad_offers_ignored_with_log_line(
     r.link.deliver(OFFER_TOPIC, offer_bytes(make()))
     r.agent.poll(0)
     assert r.agent.offer is None and r.trainer.rounds == []
-    assert r.agent.state is AgentState.WAITING_FOR_MODEL
+    assert r.state() is AgentState.WAITING_FOR_MODEL
     assert any("ignoring message" in m and expected in m for m in caplog.messages)
 
 
-def test_duplicate_and_older_offers_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_duplicate_and_older_offers_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="agent")
     r = rig(tmp_path, min_retrain_interval_s=1e9)
     r.offer(2)
@@ -176,7 +194,7 @@ def test_ack_clears_outbox_and_next_version_trains(tmp_path: Path) -> None:
     assert len(r.agent.store.pending()) == 1
     r.ack(1)
     r.agent.poll(0)
-    assert r.agent.store.pending() == [] and r.agent.state is AgentState.IDLE
+    assert r.agent.store.pending() == [] and r.state() is AgentState.IDLE
     r.clock.now += 99.0
     r.agent.poll(0)
     assert len(r.trainer.rounds) == 1  # same version, interval not passed
@@ -197,7 +215,7 @@ def test_resends_same_sequence_after_reconnect_and_restart(tmp_path: Path) -> No
     assert r.link.on("/update") == first * 2  # byte-identical re-send
     # Restart: a new runtime on the same state folder re-sends the same bytes at start.
     r2 = rig(tmp_path)
-    assert r2.agent.state is AgentState.UPLOADING and r2.link.on("/update") == first
+    assert r2.state() is AgentState.UPLOADING and r2.link.on("/update") == first
     r2.ack(1)
     r2.offer(2)
     r2.agent.poll(0)
