@@ -58,8 +58,11 @@ def cached_artifacts(
         "--out",
         str(tmp),
     ]
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(_repo_root()),
-                                                                      os.environ.get("PYTHONPATH")]))}
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(_repo_root()), os.environ.get("PYTHONPATH")])
+        )
+    }
     try:
         # subprocess.run kills and reaps the child if we are interrupted (Ctrl-C) meanwhile.
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

@@ -93,9 +93,7 @@ class Progress:
     """`with Progress(...) as p: p.update(snapshot)`. Live panel on a TTY; else a line every
     `line_every_s` seconds (and on every new version when that is rarer)."""
 
-    def __init__(
-        self, title: str, file: IO[str] | None = None, line_every_s: float = 5.0
-    ) -> None:
+    def __init__(self, title: str, file: IO[str] | None = None, line_every_s: float = 5.0) -> None:
         self.console = Console(file=file, highlight=False)
         self._title = title
         self._live: Live | None = None

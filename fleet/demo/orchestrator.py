@@ -52,8 +52,13 @@ def _uplink(agents: list[AgentHandle]) -> int:
     return sum(a.counters().uplink_bytes for a in agents)
 
 
-def _apply_dropouts(agents: list[AgentHandle], lives: tuple[DeviceLife, ...], t: float,
-                    online: list[bool], dropouts: Counter[str]) -> None:
+def _apply_dropouts(
+    agents: list[AgentHandle],
+    lives: tuple[DeviceLife, ...],
+    t: float,
+    online: list[bool],
+    dropouts: Counter[str],
+) -> None:
     for i, (agent, life) in enumerate(zip(agents, lives, strict=True)):
         want = life.state_at(t).online
         if want != online[i]:
@@ -63,8 +68,9 @@ def _apply_dropouts(agents: list[AgentHandle], lives: tuple[DeviceLife, ...], t:
                 dropouts[agent.device_id] += 1
 
 
-def _snapshot(spec: RunSpec, t: float, server: ServerHandle, agents: list[AgentHandle],
-              watch: _Watch) -> FleetSnapshot:
+def _snapshot(
+    spec: RunSpec, t: float, server: ServerHandle, agents: list[AgentHandle], watch: _Watch
+) -> FleetSnapshot:
     last = watch.timeline[-1] if watch.timeline else None
     return FleetSnapshot(
         t_s=t,

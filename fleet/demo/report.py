@@ -141,7 +141,7 @@ class RunReport:
         return out
 
 
-def _problems(doc: Any, where: str) -> list[str]:  # noqa: PLR0912 (one flat list of checks)
+def _problems(doc: Any, where: str) -> list[str]:
     if not isinstance(doc, dict):
         return [f"{where}: not a JSON object"]
     bad = [f"{where}: missing key {k!r}" for k in REQUIRED_KEYS if k not in doc]
