@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--broker",
         default=None,
         metavar="URL",
-        help="mqtt[s]://host:port of an external broker (default: embedded, free 127.0.0.1 port)",
+        help="mqtt[s]://host:port of an external broker; "
+        "without it an embedded broker on a free 127.0.0.1 port",
     )
     parser.add_argument("--broker-username", default=None, help="for --broker")
     parser.add_argument("--broker-password", default=None, help="for --broker")
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="device folders with train.npz, plus DIR/test.npz (default: digits, split non-IID)",
+        help="device folders with train.npz, plus DIR/test.npz; without it digits, split non-IID",
     )
     parser.add_argument(
         "--model",
@@ -68,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target-accuracy", type=_fraction, default=0.9, help="stop early when reached"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="report folder (default: a fresh runs/demo-*)"
+        "--out", type=Path, default=None, help="report folder; without it a fresh runs/demo-*"
     )
     parser.add_argument("--seed", type=int, default=0, help="data split and device lives")
     parser.add_argument(

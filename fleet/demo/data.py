@@ -45,10 +45,13 @@ def _read_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: expected an .npz with arrays x and y ({exc})") from exc
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
         raise DataError(f"{path}: x must be (n, ...) and y (n,), n > 0; got {x.shape}, {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or int(y.min()) < 0:
-        raise DataError(f"{path}: y must hold integer class labels >= 0")
-    if not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)):
-        raise DataError(f"{path}: x must be finite floats")
+    # The agent's loader (agent/data.py) insists on these dtypes; say so before any agent starts.
+    if y.dtype != np.int64 or int(y.min()) < 0:
+        raise DataError(f"{path}: y must be int64 class labels >= 0, got {y.dtype}")
+    if x.dtype != np.float32:
+        raise DataError(f"{path}: x must be float32, got {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: x must be finite (found NaN or infinity)")
     return x, y
 
 

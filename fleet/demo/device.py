@@ -150,6 +150,7 @@ class SlowTrainer:
     def __init__(self, inner: Trainer, step_delay_s: float) -> None:
         self._inner = inner
         self.step_delay_s = step_delay_s
+        self.interrupt = threading.Event()  # set at shutdown: end the round at the next step
         self.name = inner.name
         self.manifest: Manifest = inner.manifest
 
@@ -167,7 +168,8 @@ class SlowTrainer:
         should_stop: Callable[[], bool] = never_stop,
     ) -> TrainResult:
         def slowed() -> bool:
-            time.sleep(self.step_delay_s)  # asked once per step boundary
+            if self.interrupt.wait(self.step_delay_s):  # asked once per step boundary
+                return True
             return should_stop()
 
         return self._inner.train(x, y, config, slowed)
@@ -239,6 +241,8 @@ class DemoDevice:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._exit.set()
+        if isinstance(self.runtime.trainer, SlowTrainer):
+            self.runtime.trainer.interrupt.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():

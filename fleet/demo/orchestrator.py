@@ -86,6 +86,17 @@ def _snapshot(
     )
 
 
+def _record(server: ServerHandle, agents: list[AgentHandle], watch: _Watch, t: float) -> None:
+    """Turn the server's new evaluations into timeline points stamped with time and bytes."""
+    evals = server.evaluations()
+    for e in evals[watch.seen_evals :]:
+        watch.timeline.append(
+            EvalPoint(round(t, 2), e.version, e.accuracy, e.macro_f1, _uplink(agents))
+        )
+        watch.best = max(watch.best, e.accuracy)
+    watch.seen_evals = len(evals)
+
+
 def run_fleet(
     spec: RunSpec,
     setup: FleetSetup,
@@ -102,46 +113,42 @@ def run_fleet(
     bound_port: int | None = None
     teardown = Teardown()
     try:
-        broker = parts.start_broker(spec.broker_url)
-        teardown.add("broker", broker.stop)
-        bound_port = broker.port
-        server = parts.start_server(setup, broker.url)
-        teardown.add("server", server.stop)
-        start = clock()
-        setup = replace(setup, start=start)  # device lives count from the moment agents start
-        for i in range(len(setup.device_folders)):
-            agent = parts.start_agent(setup, i, broker.url)
-            teardown.add(f"agent {agent.device_id}", agent.stop)
-            agents.append(agent)
-        online = [True] * len(agents)
-        with progress:
-            while True:
-                t = clock() - start
-                _apply_dropouts(agents, setup.lives, t, online, dropouts)
-                evals = server.evaluations()
-                for e in evals[watch.seen_evals :]:
-                    watch.timeline.append(
-                        EvalPoint(round(t, 2), e.version, e.accuracy, e.macro_f1, _uplink(agents))
-                    )
-                    watch.best = max(watch.best, e.accuracy)
-                watch.seen_evals = len(evals)
-                progress.update(_snapshot(spec, t, server, agents, watch))
-                if watch.best >= spec.target_accuracy:
-                    stopped_by = "target"
-                    break
-                if t >= spec.duration_s:
-                    break
-                time.sleep(spec.tick_s)
-    except KeyboardInterrupt:
-        stopped_by = "interrupted"
-        progress.console.print("[yellow]interrupted: stopping the fleet ...[/]")
-    # Read the counters before stopping: a stopped part may forget them.
-    accepted = server.accepted() if server else 0
-    rejected = dict(server.rejected()) if server else {}
-    counters = {a.device_id: a.counters() for a in agents}
-    failed = teardown.close()
-    if failed:
-        _log.warning("could not stop cleanly: %s", ", ".join(failed))
+        try:
+            broker = parts.start_broker(spec.broker_url)
+            teardown.add("broker", broker.stop)
+            bound_port = broker.port
+            server = parts.start_server(setup, broker.url)
+            teardown.add("server", server.stop)
+            start = clock()
+            setup = replace(setup, start=start)  # device lives count from when agents start
+            for i in range(len(setup.device_folders)):
+                agent = parts.start_agent(setup, i, broker.url)
+                teardown.add(f"agent {agent.device_id}", agent.stop)
+                agents.append(agent)
+            online = [True] * len(agents)
+            with progress:
+                while True:
+                    t = clock() - start
+                    _apply_dropouts(agents, setup.lives, t, online, dropouts)
+                    _record(server, agents, watch, t)
+                    progress.update(_snapshot(spec, t, server, agents, watch))
+                    if watch.best >= spec.target_accuracy:
+                        stopped_by = "target"
+                        break
+                    if t >= spec.duration_s:
+                        break
+                    time.sleep(spec.tick_s)
+        except KeyboardInterrupt:
+            stopped_by = "interrupted"
+            progress.console.print("[yellow]interrupted: stopping the fleet ...[/]")
+        # Read the counters before stopping: a stopped part may forget them.
+        accepted = server.accepted() if server else 0
+        rejected = dict(server.rejected()) if server else {}
+        counters = {a.device_id: a.counters() for a in agents}
+    finally:
+        failed = teardown.close()
+        if failed:
+            _log.warning("could not stop cleanly: %s", ", ".join(failed))
     if bound_port is not None and not wait_port_free(bound_port):
         _log.warning("port %d is still bound after the broker stopped", bound_port)
     if stopped_by == "interrupted" and not watch.timeline:

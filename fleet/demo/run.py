@@ -149,7 +149,14 @@ def _summary(console: Console, report: RunReport, report_path: Path, plot_path: 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
     console = console or Console(highlight=False)
     if options.quiet_logs:
-        for name in ("agent", "server", "transport", "amqtt", "fleet.embedded_broker"):
+        for name in (
+            "agent",
+            "server",
+            "transport",
+            "amqtt",
+            "transitions",
+            "fleet.embedded_broker",
+        ):
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         parse_codec_arg(options.codec)
