@@ -61,9 +61,9 @@ def _divide(x: F32, s: F32, chunk: int) -> F32:
     n, full = x.size, x.size // chunk
     safe = np.where(s == 0, np.float32(1), s)  # an all-zero chunk has s = 0: x / 1 = 0
     out = np.empty(n, dtype=np.float32)  # (n,)
-    out[: full * chunk].reshape(full, chunk)[:] = x[: full * chunk].reshape(full, chunk) / safe[
-        :full, None
-    ]
+    out[: full * chunk].reshape(full, chunk)[:] = (
+        x[: full * chunk].reshape(full, chunk) / safe[:full, None]
+    )
     if full * chunk < n:
         out[full * chunk :] = x[full * chunk :] / safe[full]
     return out
@@ -73,9 +73,9 @@ def _multiply(q: I8, s: F32, chunk: int) -> F32:
     n, full = q.size, q.size // chunk
     out = np.empty(n, dtype=np.float32)  # (n,)
     qf = q.astype(np.float32)
-    out[: full * chunk].reshape(full, chunk)[:] = qf[: full * chunk].reshape(full, chunk) * s[
-        :full, None
-    ]
+    out[: full * chunk].reshape(full, chunk)[:] = (
+        qf[: full * chunk].reshape(full, chunk) * s[:full, None]
+    )
     if full * chunk < n:
         out[full * chunk :] = qf[full * chunk :] * s[full]
     return out

@@ -24,8 +24,6 @@ __all__ = ["VALUE_CODECS", "ValueCodec"]
 
 
 class ValueCodec(Protocol):
-    name: str
-
     @classmethod
     def size(cls, spec: Mapping[str, Any], n: int) -> int: ...
 
@@ -33,7 +31,9 @@ class ValueCodec(Protocol):
     def encode(cls, x: npt.NDArray[np.float32], spec: Mapping[str, Any]) -> bytes: ...
 
     @classmethod
-    def decode(cls, buf: memoryview, spec: Mapping[str, Any], n: int) -> npt.NDArray[np.float32]: ...
+    def decode(
+        cls, buf: memoryview, spec: Mapping[str, Any], n: int
+    ) -> npt.NDArray[np.float32]: ...
 
 
 VALUE_CODECS: dict[str, type[ValueCodec]] = {

@@ -44,7 +44,7 @@ F32 = npt.NDArray[np.float32]
 
 
 def uses_float16(spec: dict[str, Any]) -> bool:
-    return spec["name"] == "float16" or spec.get("values", {}).get("name") == "float16"
+    return "float16" in (spec["name"], spec.get("values", {}).get("name"))
 
 
 def inner_payload(payload: bytes, spec: dict[str, Any]) -> bytes:

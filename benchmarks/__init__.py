@@ -1,0 +1,1 @@
+"""Benchmarks: each runs as `python benchmarks/<name>.py`, writes results/<name>.json."""
