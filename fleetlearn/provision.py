@@ -193,10 +193,12 @@ def issue_server_cert(ca: CaFiles, out_dir: Path, hosts: Sequence[str]) -> tuple
     return cert_path, key_path
 
 
-def issue_client_cert(ca: CaFiles, name: str, out_dir: Path) -> tuple[Path, Path]:
+def issue_client_cert(
+    ca: CaFiles, name: str, out_dir: Path, stem: str = "device"
+) -> tuple[Path, Path]:
     """A client certificate whose CN is the MQTT username (`use_identity_as_username`)."""
     cert_pem, key_pem, serial = _issue(ca, name, [], server=False)
-    cert_path, key_path = out_dir / "device.crt", out_dir / "device.key"
+    cert_path, key_path = out_dir / f"{stem}.crt", out_dir / f"{stem}.key"
     write_private(cert_path, cert_pem, 0o644)
     write_private(key_path, key_pem)
     issued = _read_issued(ca)

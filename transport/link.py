@@ -42,6 +42,25 @@ _UNSUPPORTED_PROTOCOL = 132  # v5 CONNACK reason "Unsupported protocol version"
 _LOOP_TIMEOUT = 0.2  # seconds one paho loop() may block; bounds how fast stop() is noticed
 
 
+class _Client(mqtt.Client):
+    """paho's Client, minus a socket leak: paho 2.2 drops the SSLSocket unclosed when the TLS
+    handshake fails (bad CA, no client certificate, plain listener). Our context always checks
+    host names, so the wrap below is paho's own minus its no-SNI fallback."""
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        assert self._ssl_context is not None
+        ssl_sock = self._ssl_context.wrap_socket(
+            tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
+        )
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
 class MqttLink:
     def __init__(
         self, config: BrokerConfig, *, will: tuple[str, bytes, bool] | None = None
@@ -166,7 +185,7 @@ class MqttLink:
         kwargs: dict[str, Any] = {}
         if not self._v5:
             kwargs["clean_session"] = cfg.clean_start
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
@@ -304,9 +323,13 @@ class MqttLink:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected and not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        if was_connected:
             self.last_error = f"connection to {self._endpoint} lost: {reason}"
-            _log.warning("%s", self.last_error)
+        elif not self._connack_seen:  # e.g. TLS 1.3: a missing client cert is refused after
+            self.last_error = f"connection to {self._endpoint} failed before CONNACK: {reason}"
+        _log.warning("%s", self.last_error)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
