@@ -239,10 +239,13 @@ class DemoDevice:
             downlink_bytes=self.link.downlink_bytes,
         )
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def request_stop(self) -> None:
         self._exit.set()
         if isinstance(self.runtime.trainer, SlowTrainer):
             self.runtime.trainer.interrupt.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():

@@ -104,7 +104,9 @@ class AgentHandle(Protocol):
 
     def set_online(self, online: bool) -> None: ...  # a dropout takes the MQTT link away
 
-    def stop(self) -> None: ...
+    def request_stop(self) -> None: ...  # ask to stop, do not wait: the fleet stops in parallel
+
+    def stop(self) -> None: ...  # stop and wait
 
 
 class Parts(Protocol):

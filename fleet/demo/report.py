@@ -14,7 +14,7 @@ Top-level keys (issue 7; every one always present):
                                                   updates_accepted, updates_rejected, ...}]
 
 plus context: schema, strategy, codec, model, num_params, target_accuracy, duration_s,
-stopped_by, timeline ([{t_s, version, accuracy, macro_f1, uplink_bytes}]) and, with --compare,
+stopped_by, broker_url, timeline ([{t_s, version, accuracy, macro_f1, uplink_bytes}]) and, with --compare,
 `compare`: {strategy name: a full report of the same keys} for the other run(s).
 """
 
@@ -99,6 +99,7 @@ class RunReport:
     update_payload_bytes: int  # sum over every update sent (incl. re-sends), for the mean
     updates_sent: int
     devices: tuple[DeviceParticipation, ...]
+    broker_url: str = ""
     compare: Mapping[str, RunReport] = field(default_factory=dict)
 
     @property
@@ -133,6 +134,7 @@ class RunReport:
             "target_accuracy": self.target_accuracy,
             "duration_s": round(self.duration_s, 2),
             "stopped_by": self.stopped_by,
+            "broker_url": self.broker_url,
             "updates_sent": self.updates_sent,
             "timeline": [asdict(p) for p in self.timeline],
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -157,7 +158,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             "transitions",
             "fleet.embedded_broker",
         ):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         parse_codec_arg(options.codec)
     except FleetlearnError as exc:
@@ -168,23 +169,22 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     data: DemoData
     if options.data is not None:
         data = scan_data_dir(options.data)
-        source = f"{options.data} ({len(data.device_folders)} device folders)"
+        source = f"data {options.data}"
     else:
+        shutil.rmtree(out / "data", ignore_errors=True)  # ours: a re-used --out starts clean
         data = prepare_digits(out / "data", options.devices, options.alpha, options.seed)
-        source = f"scikit-learn digits, Dirichlet alpha {options.alpha} over {options.devices}"
+        source = f"digits split non-IID (Dirichlet alpha {options.alpha})"
     model = options.model or model_for_shape(data.input_shape)
     with console.status(f"exporting {model} for input {data.input_shape} (cached after once)"):
-        artifacts_dir, exported = cached_artifacts(
-            model, data.input_shape, data.num_classes, seed=options.seed
-        )
+        # Initial weights are fixed (seed 0): --seed varies the fleet, not the model.
+        artifacts_dir, exported = cached_artifacts(model, data.input_shape, data.num_classes)
     manifest = load_artifacts(artifacts_dir).manifest
     console.print(
-        f"[bold]fleetlearn demo[/]: {len(data.device_folders)} devices, data {source}\n"
+        f"[bold]fleetlearn demo[/]: {len(data.device_folders)} devices, {source}\n"
         f"model {model} {data.input_shape} -> {data.num_classes} classes, "
-        f"{manifest.num_params} parameters ({'exported' if exported else 'cached'}: "
-        f"{artifacts_dir})\n"
-        f"broker {options.broker or 'embedded (amqtt, MQTT 3.1.1)'}, codec {options.codec}, "
-        f"target {options.target_accuracy:.0%} or {options.duration_s:.0f} s"
+        f"{manifest.num_params:,} parameters ({'exported' if exported else 'cached'})\n"
+        f"broker {options.broker or 'embedded amqtt (MQTT 3.1.1)'}, codec {options.codec}, "
+        f"stop at {options.target_accuracy:.0%} or {options.duration_s:.0f} s"
     )
     ids = [f"dev-{i:03d}" for i in range(len(data.device_folders))]
     lives = tuple(draw_fleet_life(ids, options.seed))
@@ -193,6 +193,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     interrupted = False
     for strategy in strategies:
         run_dir = out / f"run-{strategy}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # server state of an earlier run: not ours now
         _write_keys(run_dir / "keys")
         setup = FleetSetup(
             run_dir=run_dir,

@@ -86,6 +86,9 @@ class FakeAgent:
     def set_online(self, online: bool) -> None:
         self.online_calls.append(online)
 
+    def request_stop(self) -> None:
+        self.world.log.append(f"request {self.device_id}")
+
     def stop(self) -> None:
         self.world.log.append(f"stop {self.device_id}")
 
@@ -152,7 +155,7 @@ def test_stops_at_target_and_tears_down_in_reverse(world: World, tmp_path: Path)
     assert report.stopped_by == "target"
     assert [p.accuracy for p in report.timeline] == [0.2, 0.5, 0.85, 0.93]
     assert report.time_to_target_s == 4.0
-    assert world.log == ["stop b", "stop a", "stop server", "stop broker"]
+    assert world.log == ["request a", "request b", "stop b", "stop a", "stop server", "stop broker"]
     doc = report.to_json()
     assert doc["updates_accepted"] == 8 and doc["updates_rejected"] == {"stale": 1}
     assert doc["uplink_bytes"] == 700 and doc["bytes_per_update"] == 100
@@ -195,7 +198,7 @@ def test_ctrl_c_still_stops_everything(
         clock=world.clock,
     )
     assert report.stopped_by == "interrupted"
-    assert world.log == ["stop b", "stop a", "stop server", "stop broker"]
+    assert world.log[2:] == ["stop b", "stop a", "stop server", "stop broker"]
 
 
 def test_a_failing_start_stops_what_already_started(world: World, tmp_path: Path) -> None:
@@ -213,4 +216,4 @@ def test_a_failing_start_stops_what_already_started(world: World, tmp_path: Path
             Progress("t", file=io.StringIO()),
             clock=world.clock,
         )
-    assert world.log == ["stop a", "stop server", "stop broker"]
+    assert world.log == ["request a", "stop a", "stop server", "stop broker"]
