@@ -14,8 +14,8 @@ Top-level keys (issue 7; every one always present):
                                                   updates_accepted, updates_rejected, ...}]
 
 plus context: schema, strategy, codec, model, num_params, target_accuracy, duration_s,
-stopped_by, broker_url, timeline ([{t_s, version, accuracy, macro_f1, uplink_bytes}]) and, with --compare,
-`compare`: {strategy name: a full report of the same keys} for the other run(s).
+stopped_by, broker_url, timeline ([{t_s, version, accuracy, macro_f1, uplink_bytes}]) and,
+with --compare, `compare`: {strategy name: a full report of the same keys} for the other run(s).
 """
 
 from __future__ import annotations
