@@ -45,6 +45,8 @@ class MqttLinkLike(Protocol):
 
     def incoming(self) -> queue.Queue[Any]: ...
 
+    def wait_connected(self, timeout: float) -> bool: ...
+
     @property
     def connected(self) -> bool: ...
 
@@ -138,6 +140,10 @@ class DemoLink:
     def incoming(self) -> queue.Queue[Any]:
         return self._inbox
 
+    def wait_connected(self, timeout: float) -> bool:
+        link = self._link
+        return link is not None and link.wait_connected(timeout)
+
     @property
     def connected(self) -> bool:
         link = self._link
@@ -196,9 +202,15 @@ class DemoDevice:
     def device_id(self) -> str:
         return self.runtime.config.device_id
 
-    def start(self) -> None:
+    def start(self, connect_timeout: float = 5.0) -> None:
         self.link.start()
         self._thread.start()
+        # One device at a time: amqtt 0.12.1 iterates its subscription table while a client
+        # connects, and a SUBSCRIBE from another client arriving then kills that connection
+        # ("dictionary changed size during iteration"). Waiting costs ~20 ms per device.
+        if not self.link.wait_connected(connect_timeout):
+            _log.warning("agent %s: no broker connection yet; it keeps trying", self.device_id)
+        time.sleep(0.02)  # its SUBSCRIBEs follow the CONNACK: let them land first
 
     def _run(self) -> None:
         try:

@@ -59,13 +59,14 @@ class LifeParams:
     horizon_s: float = 600.0  # schedules cover this much demo time; after it devices stay calm
     slow_fraction: float = 0.2  # share of devices that are old, slow boards
     slow_factor: tuple[float, float] = (5.0, 10.0)  # slow boards take 5-10x longer per step
-    unplugged_every_s: float = 60.0  # mean gap between unplugged windows
-    unplugged_s: tuple[float, float] = (8.0, 25.0)
-    busy_every_s: float = 45.0
-    busy_s: tuple[float, float] = (3.0, 10.0)
+    unplugged_every_s: float = 30.0  # mean gap between unplugged windows
+    unplugged_s: tuple[float, float] = (5.0, 20.0)
+    busy_every_s: float = 20.0
+    busy_s: tuple[float, float] = (2.0, 8.0)
     dropout_fraction: float = 0.3  # share of devices that lose their link at least once
-    offline_s: tuple[float, float] = (8.0, 20.0)
-    calm_start_s: float = 5.0  # no windows in the first seconds: let every device join cleanly
+    dropout_every_s: float = 30.0
+    offline_s: tuple[float, float] = (4.0, 12.0)
+    calm_start_s: float = 2.0  # no windows in the first seconds: let every device join cleanly
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def draw_fleet_life(
             windows += _windows(
                 rng,
                 WindowKind.OFFLINE,
-                p.horizon_s / 4,
+                p.dropout_every_s,
                 p.offline_s,
                 p.calm_start_s * 2,
                 p.horizon_s,
