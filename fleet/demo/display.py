@@ -33,6 +33,7 @@ class FleetSnapshot:
     accepted: int
     rejected: Mapping[str, int]
     uplink_bytes: int
+    downlink_bytes: int = 0
     devices: Mapping[str, int] = field(default_factory=dict)  # category -> count, e.g. training
 
 
@@ -79,7 +80,10 @@ def _panel(s: FleetSnapshot, title: str) -> Panel:
     grid.add_row("accuracy", acc)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected.items())) or "0"
     grid.add_row("updates", f"[green]{s.accepted} accepted[/]   rejected: {rejected}")
-    grid.add_row("uplink", format_bytes(s.uplink_bytes))
+    grid.add_row(
+        "traffic",
+        f"uplink {format_bytes(s.uplink_bytes)}   downlink {format_bytes(s.downlink_bytes)}",
+    )
     devices = Text()
     for name, style in _DEVICE_STYLES.items():
         if s.devices.get(name):

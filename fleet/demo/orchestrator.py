@@ -82,6 +82,7 @@ def _snapshot(
         accepted=server.accepted(),
         rejected=dict(server.rejected()),
         uplink_bytes=_uplink(agents),
+        downlink_bytes=sum(a.counters().downlink_bytes for a in agents),
         devices=dict(Counter(a.activity().value for a in agents)),
     )
 
