@@ -38,6 +38,8 @@ class EmbeddedBroker:
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
+    protocol = "v311"  # amqtt refuses MQTT v5: give BrokerConfig(protocol=broker.protocol)
+
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"

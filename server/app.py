@@ -3,7 +3,7 @@
     link callbacks ──enqueue──> incoming queue ──> one worker thread:
         take 1 message (or up to batch_max in group-commit mode)
         ServerCore.submit each (decode -> admit -> log append -> apply)
-        tick (FedAvg deadline) -> commit (fsync) -> Acks (QoS 1) -> maybe publish -> maybe checkpoint
+        tick (FedAvg deadline) -> commit (fsync) -> Acks (QoS 1) -> publish? -> checkpoint?
 
 Only the worker touches the core, so there are no locks around the model. On start the server
 recovers its state folder and publishes the current model (retained, signed). Offers are throttled:
@@ -90,8 +90,12 @@ class ServerApp:
             raise FleetlearnError(f"signing_key {config.signing_key}: {exc}") from exc
         strategy = make_strategy(config.strategy, config.strategy_params, config.staleness or None)
         self.core = ServerCore(
-            manifest, self._artifacts.initial_weights, strategy, config.state_dir,
-            config.admission, checkpoint_every=config.durability.checkpoint_every,
+            manifest,
+            self._artifacts.initial_weights,
+            strategy,
+            config.state_dir,
+            config.admission,
+            checkpoint_every=config.durability.checkpoint_every,
         )
         self.metrics = ServerMetrics()
         self.metrics_port: int | None = None
@@ -121,8 +125,9 @@ class ServerApp:
             self.metrics_port = self.metrics.serve(
                 self.config.metrics.address, self.config.metrics.port
             )
-            _log.info("metrics on http://%s:%d/metrics", self.config.metrics.address,
-                      self.metrics_port)
+            _log.info(
+                "metrics on http://%s:%d/metrics", self.config.metrics.address, self.metrics_port
+            )
         self._link.start()
         fleet = self.config.fleet
         group = self.config.shared_group
@@ -134,7 +139,9 @@ class ServerApp:
         self._thread.start()
         _log.info(
             "server up: model %s… version %d, strategy %s, fsync %s",
-            self.core.manifest.model_id[:12], self.core.version, self.core.strategy.name,
+            self.core.manifest.model_id[:12],
+            self.core.version,
+            self.core.strategy.name,
             self.config.durability.fsync.value,
         )
 
@@ -152,7 +159,9 @@ class ServerApp:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -162,13 +171,19 @@ class ServerApp:
     def status(self) -> ServerStatus:
         with self._lock:
             published = self._published[0] if self._published else -1
-            return ServerStatus(self._committed_version, published, self.metrics.counts(),
-                                self._last_eval, self.core.strategy.pending)
+            return ServerStatus(
+                self._committed_version,
+                published,
+                self.metrics.counts(),
+                self._last_eval,
+                self.core.strategy.pending,
+            )
 
     def published_model(self) -> tuple[int, np.ndarray] | None:
         with self._lock:
-            return None if self._published is None else (self._published[0],
-                                                         self._published[1].copy())
+            return (
+                None if self._published is None else (self._published[0], self._published[1].copy())
+            )
 
     @property
     def last_eval(self) -> EvalResult | None:
@@ -192,7 +207,8 @@ class ServerApp:
         incoming = self._link.incoming()
         batch_max = (
             self.config.durability.batch_max
-            if self.config.durability.fsync is FsyncMode.BATCH else 1
+            if self.config.durability.fsync is FsyncMode.BATCH
+            else 1
         )
         try:
             while not self._stop.is_set():
@@ -223,8 +239,9 @@ class ServerApp:
         self.core.tick(now)
         self.core.commit()  # durable from here on: Acks and offers may leave
         for outcome in outcomes:
-            self._link.publish(ack_topic(self.config.fleet, outcome.device_id),
-                               encode_ack(outcome.ack), qos=1)
+            self._link.publish(
+                ack_topic(self.config.fleet, outcome.device_id), encode_ack(outcome.ack), qos=1
+            )
             if outcome.ack.accepted:
                 self.metrics.count_accepted(outcome.staleness)
             else:
@@ -273,8 +290,9 @@ class ServerApp:
             created_at=time.time(),
             fedprox_mu=float(self.core.strategy.fedprox_mu),
         )
-        self._link.publish(self._topic, encode_offer(sign_offer(offer, self._key)), qos=1,
-                           retain=True)
+        self._link.publish(
+            self._topic, encode_offer(sign_offer(offer, self._key)), qos=1, retain=True
+        )
         with self._lock:
             self._published = (version, model)
         self._published_at = now
@@ -288,8 +306,13 @@ class ServerApp:
             m.eval_f1.set(result.macro_f1)
             m.eval_loss.set(result.loss)
             m.eval_version.set(version)
-            _log.info("eval v%d: accuracy %.4f macro-F1 %.4f loss %.4f", version,
-                      result.accuracy, result.macro_f1, result.loss)
+            _log.info(
+                "eval v%d: accuracy %.4f macro-F1 %.4f loss %.4f",
+                version,
+                result.accuracy,
+                result.macro_f1,
+                result.loss,
+            )
 
 
 def reason_counts(app: ServerApp) -> dict[Reason, int]:

@@ -1,8 +1,8 @@
 """Read what the server needs from an artifacts folder, checking each file against the manifest.
 
-    manifest.json        -> Manifest (model id = its digest)
-    initial_weights.npy  -> (num_params,) float32; sha256 checked, loaded with allow_pickle=False
-    inference.onnx       -> path, for evaluation (sha256 checked when read)
+manifest.json        -> Manifest (model id = its digest)
+initial_weights.npy  -> (num_params,) float32; sha256 checked, loaded with allow_pickle=False
+inference.onnx       -> path, for evaluation (sha256 checked when read)
 """
 
 from __future__ import annotations

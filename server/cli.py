@@ -8,9 +8,6 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from server.app import ServerApp
-from server.config import load_config
-
 __all__ = ["add_arguments", "run"]
 
 
@@ -19,6 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, after fleetlearn.cli configured logging: importing onnxruntime calls
+    # logging.basicConfig() (onnxruntime/tools/logger.py), which would otherwise win.
+    from server.app import ServerApp
+    from server.config import load_config
+
     config = load_config(args.config)
     app = ServerApp(config)
     stop = threading.Event()

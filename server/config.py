@@ -135,8 +135,20 @@ def _path(base: Path, value: object, key: str) -> Path:
 
 def _broker(doc: dict[str, Any], base: Path) -> tuple[BrokerConfig, str]:
     w = "broker."
-    keys = {"url", "client_id", "username", "password", "password_file", "ca_file", "cert_file",
-            "key_file", "protocol", "keepalive", "max_packet_size", "shared_group"}
+    keys = {
+        "url",
+        "client_id",
+        "username",
+        "password",
+        "password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "protocol",
+        "keepalive",
+        "max_packet_size",
+        "shared_group",
+    }
     _unknown(doc, keys, w)
     password = doc.get("password")
     if "password_file" in doc:
@@ -147,8 +159,10 @@ def _broker(doc: dict[str, Any], base: Path) -> tuple[BrokerConfig, str]:
             password = pw_path.read_text().strip()
         except OSError as exc:
             raise ConfigError(f"broker.password_file: cannot read {pw_path}: {exc}") from exc
-    files = {k: _path(base, doc[k], w + k) if k in doc else None
-             for k in ("ca_file", "cert_file", "key_file")}
+    files = {
+        k: _path(base, doc[k], w + k) if k in doc else None
+        for k in ("ca_file", "cert_file", "key_file")
+    }
     for key in ("username", "protocol"):
         if key in doc and not isinstance(doc[key], str):
             raise ConfigError(f"broker.{key}: must be a string")
@@ -173,8 +187,9 @@ def _broker(doc: dict[str, Any], base: Path) -> tuple[BrokerConfig, str]:
 
 def _admission(doc: dict[str, Any]) -> AdmissionLimits:
     w = "admission."
-    _unknown(doc, {"max_message_bytes", "max_samples", "max_norm", "norm_action",
-                   "max_staleness"}, w)
+    _unknown(
+        doc, {"max_message_bytes", "max_samples", "max_norm", "norm_action", "max_staleness"}, w
+    )
     action = doc.get("norm_action", "clip")
     try:
         norm_action = NormAction(action)
@@ -182,8 +197,9 @@ def _admission(doc: dict[str, Any]) -> AdmissionLimits:
         raise ConfigError(f"admission.norm_action: 'clip' or 'reject', got {action!r}") from None
     staleness = doc.get("max_staleness", 50)
     if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < -1:
-        raise ConfigError(f"admission.max_staleness: integer >= 0 (or -1 = unbounded), "
-                          f"got {staleness!r}")
+        raise ConfigError(
+            f"admission.max_staleness: integer >= 0 (or -1 = unbounded), got {staleness!r}"
+        )
     return AdmissionLimits(
         max_message_bytes=_int(doc, "max_message_bytes", w, DEFAULT_MAX_MESSAGE_BYTES, 1024),
         max_samples=_int(doc, "max_samples", w, 1_000_000, 1),
@@ -197,8 +213,19 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     """Validate a parsed TOML document; relative paths resolve against `base_dir`."""
     from server.strategies import make_strategy  # validates strategy params early
 
-    top = {"fleet", "artifacts", "signing_key", "state_dir", "test_data", "broker", "strategy",
-           "admission", "publish", "durability", "metrics"}
+    top = {
+        "fleet",
+        "artifacts",
+        "signing_key",
+        "state_dir",
+        "test_data",
+        "broker",
+        "strategy",
+        "admission",
+        "publish",
+        "durability",
+        "metrics",
+    }
     _unknown(doc, top, "")
     fleet = _str(doc, "fleet", "")
     try:
@@ -230,7 +257,9 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     try:
         fsync = FsyncMode(dur.get("fsync", "always"))
     except ValueError:
-        raise ConfigError(f"durability.fsync: 'always' or 'batch', got {dur.get('fsync')!r}") from None
+        raise ConfigError(
+            f"durability.fsync: 'always' or 'batch', got {dur.get('fsync')!r}"
+        ) from None
     durability = DurabilityConfig(
         fsync,
         _int(dur, "batch_max", "durability.", 64, 1),
@@ -240,8 +269,9 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     if "metrics" in doc:
         m = _table(doc, "metrics")
         _unknown(m, {"address", "port"}, "metrics.")
-        metrics = MetricsConfig(_str(m, "address", "metrics.", "127.0.0.1"),
-                                _int(m, "port", "metrics.", 9100, 0))
+        metrics = MetricsConfig(
+            _str(m, "address", "metrics.", "127.0.0.1"), _int(m, "port", "metrics.", 9100, 0)
+        )
     return ServerConfig(
         fleet=fleet,
         artifacts=_path(base_dir, doc.get("artifacts"), "artifacts"),

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from protocol.errors import DataError
 from protocol.manifest import Manifest
@@ -65,7 +65,11 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
 
 class Evaluator:
     def __init__(
-        self, inference_model: Path, manifest: Manifest, x: np.ndarray, y: np.ndarray,
+        self,
+        inference_model: Path,
+        manifest: Manifest,
+        x: np.ndarray,
+        y: np.ndarray,
         batch_size: int = 512,
     ) -> None:
         self.model_bytes = inference_model.read_bytes()
@@ -73,11 +77,13 @@ class Evaluator:
         self.x, self.y = x, y
         self.batch_size = batch_size
 
-    def _session(self, weights: np.ndarray) -> ort.InferenceSession:
+    def _session(self, weights: np.ndarray) -> Any:
+        import onnxruntime as ort  # only servers that evaluate pay for it (and its log setup)
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # evaluation must not starve the ingest thread
         opts.log_severity_level = 3
-        self._values = []  # the OrtValues must outlive the session that borrows them
+        self._values: list[Any] = []  # the OrtValues must outlive the session that borrows them
         for name, tensor in self.manifest.split(weights).items():
             value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(tensor))
             self._values.append(value)
@@ -87,10 +93,12 @@ class Evaluator:
     def evaluate(self, weights: np.ndarray, version: int) -> EvalResult:
         session = self._session(weights)
         input_name = session.get_inputs()[0].name
-        logits = np.concatenate([
-            session.run(None, {input_name: self.x[i : i + self.batch_size]})[0]
-            for i in range(0, len(self.x), self.batch_size)
-        ]).astype(np.float64)  # (N, classes)
+        logits = np.concatenate(
+            [
+                session.run(None, {input_name: self.x[i : i + self.batch_size]})[0]
+                for i in range(0, len(self.x), self.batch_size)
+            ]
+        ).astype(np.float64)  # (N, classes)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         loss = float(-log_probs[np.arange(len(self.y)), self.y].mean())

@@ -1,12 +1,12 @@
 """Prometheus metrics for the server, on a private registry (several servers may share a process).
 
-    fleetlearn_updates_accepted_total                 counter
-    fleetlearn_updates_rejected_total{reason}         counter, reason = protocol Reason value
-    fleetlearn_update_staleness                       histogram of tau for accepted updates
-    fleetlearn_model_version                          gauge
-    fleetlearn_ingest_seconds                         histogram: receive -> Ack sent (incl. fsync)
-    fleetlearn_eval_accuracy / _macro_f1 / _loss      gauges, last evaluation of the global model
-    fleetlearn_eval_version                           gauge, the version last evaluated
+fleetlearn_updates_accepted_total                 counter
+fleetlearn_updates_rejected_total{reason}         counter, reason = protocol Reason value
+fleetlearn_update_staleness                       histogram of tau for accepted updates
+fleetlearn_model_version                          gauge
+fleetlearn_ingest_seconds                         histogram: receive -> Ack sent (incl. fsync)
+fleetlearn_eval_accuracy / _macro_f1 / _loss      gauges, last evaluation of the global model
+fleetlearn_eval_version                           gauge, the version last evaluated
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ class ServerMetrics:
             "fleetlearn_updates_rejected", "Updates refused, by reason", ["reason"], registry=r
         )
         self.staleness = Histogram(
-            "fleetlearn_update_staleness", "tau of accepted updates", buckets=_STALENESS_BUCKETS,
+            "fleetlearn_update_staleness",
+            "tau of accepted updates",
+            buckets=_STALENESS_BUCKETS,
             registry=r,
         )
         self.version = Gauge("fleetlearn_model_version", "Global model version", registry=r)
         self.ingest = Histogram(
-            "fleetlearn_ingest_seconds", "Update receive to Ack", buckets=_LATENCY_BUCKETS,
+            "fleetlearn_ingest_seconds",
+            "Update receive to Ack",
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.eval_accuracy = Gauge("fleetlearn_eval_accuracy", "Last eval accuracy", registry=r)

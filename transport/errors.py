@@ -7,7 +7,7 @@ from protocol.errors import FleetlearnError, ProtocolError, Reason
 __all__ = ["OversizeMessage", "PublishRefused"]
 
 
-class OversizeMessage(ProtocolError):  # noqa: N818 (name pinned in INTERFACES.md)
+class OversizeMessage(ProtocolError):
     """A publish larger than the broker accepts, refused before anything is sent.
 
     Sending it would make the broker drop the connection and paho re-send it forever (FACTS.md).
@@ -24,7 +24,7 @@ class OversizeMessage(ProtocolError):  # noqa: N818 (name pinned in INTERFACES.m
         self.limit = limit
 
 
-class PublishRefused(FleetlearnError):  # noqa: N818 (reads as what happened)
+class PublishRefused(FleetlearnError):
     """The broker answered a QoS 1 publish with a failure reason code (MQTT v5 PUBACK),
     e.g. 135 'Not authorized' when the ACL forbids the topic. MQTT 3.1.1 has no such answer:
     a forbidden publish is acknowledged and silently dropped."""

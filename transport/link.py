@@ -127,6 +127,8 @@ class MqttLink:
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect cleanly (no last will) and end the network thread."""
         self._stop.set()
+        if self._connected.is_set():
+            self._client.disconnect()  # paho is thread-safe here; it also wakes the loop at once
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -203,6 +205,10 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        # Without a write callback paho writes to the socket from whichever thread publishes; with
+        # TLS, a write racing the network thread's read corrupts the session ("bad record mac").
+        # A no-op callback makes publish only queue and wake the network thread, which writes.
+        client.on_socket_register_write = _queue_only
         return client
 
     def _connect(self, client: mqtt.Client) -> None:
@@ -349,6 +355,10 @@ class MqttLink:
                 self._early[mid] = result
         if handle is not None:
             handle._complete(*result)
+
+
+def _queue_only(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho's register-write hook: nothing to do, the network thread's loop() does the writing."""
 
 
 def _tls_context(cfg: BrokerConfig) -> ssl.SSLContext:

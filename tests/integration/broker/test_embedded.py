@@ -21,3 +21,12 @@ def test_auto_falls_back_to_311_and_keeps_messages_published_before_connecting()
             assert pub.protocol == "3.1.1"
             assert handle.wait(10)
             assert wait_for(sub.incoming(), "fl/x/device/d1/update").payload == b"early"
+
+
+def test_fixture_broker_round_trip_on_311(embedded_broker: EmbeddedBroker) -> None:
+    cfg = BrokerConfig(embedded_broker.url, "dev-1", protocol=embedded_broker.protocol)
+    with link(cfg, "fl/x/model/+/global") as dev:
+        assert dev.protocol == "3.1.1"
+        dev.publish("fl/x/model/m/global", b"offer", retain=True).wait(5)
+        msg = wait_for(dev.incoming(), "fl/x/model/m/global")
+        assert (msg.payload, msg.retained) == (b"offer", False)  # live delivery, not retained copy

@@ -42,8 +42,13 @@ def make_core(state: Path, mode: str) -> ServerCore:
     from server.admission import AdmissionLimits
 
     core = ServerCore(
-        MANIFEST, np.zeros(N_PARAMS, np.float32), strategy(mode), state,
-        AdmissionLimits(max_staleness=None), checkpoint_every=4, keep_log=True,
+        MANIFEST,
+        np.zeros(N_PARAMS, np.float32),
+        strategy(mode),
+        state,
+        AdmissionLimits(max_staleness=None),
+        checkpoint_every=4,
+        keep_log=True,
     )
     core.recover()
     return core
@@ -76,10 +81,17 @@ def dump(state: Path, mode: str) -> None:
             assert clean.handle(device, payload).ack.accepted
         replay_model, replay_version = clean.model.tolist(), clean.version
         clean.close()
-    print(json.dumps({
-        "version": core.version, "model": core.model.tolist(), "applied": applied,
-        "replay_model": replay_model, "replay_version": replay_version,
-    }))
+    print(
+        json.dumps(
+            {
+                "version": core.version,
+                "model": core.model.tolist(),
+                "applied": applied,
+                "replay_model": replay_model,
+                "replay_version": replay_version,
+            }
+        )
+    )
     core.close()
 
 

@@ -50,7 +50,8 @@ def _refused(core: ServerCore, payload: bytes, reason: Reason, topic_device: str
 def _raw(**overrides: object) -> bytes:
     doc = msgpack.unpackb(update_bytes(M, ONES), raw=False)
     doc.update(overrides)
-    return msgpack.packb({k: v for k, v in doc.items() if v is not None}, use_bin_type=True)
+    out: bytes = msgpack.packb({k: v for k, v in doc.items() if v is not None}, use_bin_type=True)
+    return out
 
 
 def test_accepts_good_update(core: ServerCore) -> None:
@@ -129,13 +130,17 @@ def test_fedavg_old_round_is_stale(tmp_path: Path) -> None:
 
 
 def test_codec_unknown(core: ServerCore) -> None:
-    _refused(core, _raw(delta={"codec": {"name": "float64"}, "data": b"\0" * 48, "length": 6}),
-             Reason.CODEC)
+    _refused(
+        core,
+        _raw(delta={"codec": {"name": "float64"}, "data": b"\0" * 48, "length": 6}),
+        Reason.CODEC,
+    )
 
 
 def test_codec_inconsistent_payload(core: ServerCore) -> None:
-    _refused(core, _raw(delta={"codec": {"name": "int8"}, "data": b"\0" * 3, "length": 6}),
-             Reason.CODEC)
+    _refused(
+        core, _raw(delta={"codec": {"name": "int8"}, "data": b"\0" * 3, "length": 6}), Reason.CODEC
+    )
 
 
 def test_shape(core: ServerCore) -> None:
@@ -144,8 +149,9 @@ def test_shape(core: ServerCore) -> None:
 
 def test_non_finite(core: ServerCore) -> None:
     bad = np.array([1, np.nan, 0, 0, 0, 0], np.float32).tobytes()
-    msg = ClientUpdate(M.model_id, 0, "dev-1", 1, 10, 1,
-                       EncodedVector({"name": "float32"}, bad, 6), {})
+    msg = ClientUpdate(
+        M.model_id, 0, "dev-1", 1, 10, 1, EncodedVector({"name": "float32"}, bad, 6), {}
+    )
     _refused(core, encode_update(msg), Reason.NON_FINITE)
 
 

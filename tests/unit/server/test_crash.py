@@ -36,7 +36,11 @@ def _start(state: Path, mode: str, fault: str | None) -> subprocess.Popen[str]:
         env[FAULT_ENV] = fault
     return subprocess.Popen(
         [sys.executable, "-m", "tests.unit.server.crash_driver", "serve", str(state), mode],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
     )
 
 
@@ -89,8 +93,14 @@ def _trial(tmp: Path, trial: int) -> dict[str, Any]:
                 device = DEVICES[index % len(DEVICES)]
                 seqs[device] += 1
                 base = max(0, seen_version - rng.randint(0, 2))
-                payload = update_bytes(MANIFEST, _delta(index, mode), device=device,
-                                       seq=seqs[device], base=base, samples=1 + index % 5)
+                payload = update_bytes(
+                    MANIFEST,
+                    _delta(index, mode),
+                    device=device,
+                    seq=seqs[device],
+                    base=base,
+                    samples=1 + index % 5,
+                )
                 outbox.append((index, device, seqs[device], payload))
                 index += 1
             i, device, seq, payload = outbox[0]
@@ -123,8 +133,12 @@ def _trial(tmp: Path, trial: int) -> dict[str, Any]:
         fault = f"{rng.choice(POINTS)}:{rng.randint(1, 8)}" if rng.random() < 0.4 else None
     out = subprocess.run(
         [sys.executable, "-m", "tests.unit.server.crash_driver", "dump", str(state), mode],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        check=True,
+        timeout=60,
     )
     result: dict[str, Any] = json.loads(out.stdout)
     applied = [tuple(x) for x in result["applied"]]
@@ -144,6 +158,8 @@ def _trial(tmp: Path, trial: int) -> dict[str, Any]:
 def test_sigkill_at_random_points_keeps_exactly_once(tmp_path: Path) -> None:
     stats = [_trial(tmp_path, t) for t in range(TRIALS)]
     total_kills = sum(s["kills"] for s in stats)
-    print(f"crash test: {TRIALS} trials, {total_kills} SIGKILLs, "
-          f"{sum(s['applied'] for s in stats)} updates applied exactly once")
+    print(
+        f"crash test: {TRIALS} trials, {total_kills} SIGKILLs, "
+        f"{sum(s['applied'] for s in stats)} updates applied exactly once"
+    )
     assert total_kills >= TRIALS  # every trial was killed at least once
