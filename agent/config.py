@@ -49,6 +49,7 @@ class BrokerSettings:
     password: str | None = None
     keepalive: int = 30  # seconds; the broker declares us dead (last will) after 1.5x this
     protocol: str = "auto"  # "auto" | "v5" | "v311"
+    max_packet_size: int | None = None  # the broker's limit; oversize updates are never sent
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class TrainingSettings:
     check_interval_s: float = 5.0  # how often the idle loop re-reads device conditions
     ack_timeout_s: float = 60.0  # re-send a pending update if no Ack arrived within this
     status_interval_s: float = 300.0  # re-publish the retained status at least this often
+    threads: int = 1  # ORT intra-op threads; 1 keeps a background job off the other cores
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ def _broker(t: _Table) -> BrokerSettings:
         password=t.text("password"),
         keepalive=t.integer("keepalive", 30, lo=5) or 30,
         protocol=protocol or "auto",
+        max_packet_size=t.integer("max_packet_size", None, lo=1024),
     )
     if (out.cert_file is None) != (out.key_file is None):
         raise ConfigError(f"{t.name('cert_file')}: cert_file and key_file go together")
@@ -281,6 +284,7 @@ def _training(t: _Table) -> TrainingSettings:
         check_interval_s=t.number("check_interval_s", 5.0, lo=0.01, hi=3600),
         ack_timeout_s=t.number("ack_timeout_s", 60.0, lo=0.1),
         status_interval_s=t.number("status_interval_s", 300.0, lo=1),
+        threads=t.integer("threads", 1, lo=0) or 0,
     )
     t.finish()
     return out

@@ -33,14 +33,12 @@ from agent.policy import Decision, decide
 from agent.state import AgentState, StateMachine
 from agent.store import StateStore
 from agent.trainer import TrainConfig, Trainer, TrainResult
+from agent.update import build_update
 from protocol import codecs
-from protocol.error_feedback import compress_with_feedback
 from protocol.errors import FleetlearnError, ProtocolError, Reason
 from protocol.manifest import Manifest
 from protocol.messages import (
-    ClientUpdate,
     DeviceStatus,
-    EncodedVector,
     ModelOffer,
     decode_ack,
     decode_offer,
@@ -111,6 +109,11 @@ class AgentRuntime:
         self._update_topic = update_topic(config.fleet, config.device_id)
         self._status_topic = status_topic(config.fleet, config.device_id)
         self._partial_rule = (tr.partial_work, tr.partial_min_fraction)
+        # Counters for logs, --report and the benchmark.
+        self.acked = 0  # updates the server acknowledged (delivered)
+        self.round_seconds: list[float] = []  # wall time of each committed round
+        self.bytes_published = 0  # update payload bytes handed to the link, re-sends included
+        self._should_exit: Callable[[], bool] = lambda: False
 
     @property
     def state(self) -> AgentState:
@@ -140,6 +143,7 @@ class AgentRuntime:
             )
 
     def run(self, should_exit: Callable[[], bool]) -> None:
+        self._should_exit = should_exit
         self.start()
         try:
             while not should_exit():
@@ -151,7 +155,8 @@ class AgentRuntime:
         """One turn: wait up to `timeout` for messages, handle them, then act."""
         self._drain(timeout)
         self._resend_if_due()
-        self._maybe_train()
+        if not self._should_exit():  # e.g. the last acked round of --max-rounds: no new round
+            self._maybe_train()
         self._publish_status()
 
     # -- messages ---------------------------------------------------------------------------
@@ -205,13 +210,25 @@ class AgentRuntime:
         if ack.device_id != self.config.device_id:
             _log.warning("ignoring ack for device %s", ack.device_id)
             return
-        if ack.accepted or ack.reason is Reason.REPLAY:  # a replay: the server already has it
+        if ack.accepted:  # (a byte-identical redelivery is acked as accepted, never re-applied)
             if self.store.delivered(ack.seq):
+                self.acked += 1
                 _log.info("update seq %d acknowledged (server v%d)", ack.seq, ack.server_version)
         elif ack.reason in _RETRY:
             _log.warning("update seq %d: server says %s; will re-send", ack.seq, ack.reason.value)
-            self._sent_at[ack.seq] = self.clock()
+            self._sent_at[ack.seq] = self.clock()  # re-sent after ack_timeout_s
+            return
         elif self.store.dropped(ack.seq):
+            if ack.reason is Reason.REPLAY:
+                # The server applied higher sequence numbers from us: this state folder was
+                # restored or the device re-flashed. Jump past them (wall-clock ms is far above
+                # any count a device reaches) instead of being refused round after round.
+                jumped = self.store.skip_sequence_to(int(self.clock() * 1000))
+                _log.error(
+                    "server already applied newer updates from this device; "
+                    "next sequence number is now %d",
+                    jumped,
+                )
             level = logging.WARNING if ack.reason is Reason.STALE else logging.ERROR
             _log.log(
                 level,
@@ -251,6 +268,7 @@ class AgentRuntime:
             self.store.dropped(seq)
             return
         self._sent_at[seq] = self.clock()
+        self.bytes_published += len(payload)
         _log.info("%s update seq %d (%d bytes)", "re-sent" if resend else "sent", seq, len(payload))
 
     # -- training ---------------------------------------------------------------------------
@@ -297,6 +315,7 @@ class AgentRuntime:
     def _train_round(self) -> None:
         assert self.offer is not None and self.base is not None
         offer, base, tr = self.offer, self.base, self.config.training
+        t0 = time.perf_counter()
         mu = offer.fedprox_mu if offer.fedprox_mu > 0 else tr.fedprox_mu  # the offer overrides
         cfg = TrainConfig(
             epochs=tr.epochs,
@@ -313,6 +332,7 @@ class AgentRuntime:
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))
             return
         self._commit_update(offer, base, result)
+        self.round_seconds.append(time.perf_counter() - t0)
         if self.models is not None and self.config.personal.enabled and not result.stopped_early:
             self._save_model(ModelKind.PERSONAL, result.weights, offer.version)
         self.machine.to(AgentState.UPLOADING, "update in outbox")
@@ -334,42 +354,18 @@ class AgentRuntime:
         return keep
 
     def _commit_update(self, offer: ModelOffer, base: np.ndarray, result: TrainResult) -> None:
-        delta = (result.weights - base).astype(np.float32)  # (n_params,) float32
         residual_before = self.store.residual()  # (n_params,) float32
-        payload, residual_after = compress_with_feedback(delta, residual_before, self.codec)
         seq = self.store.next_sequence()
-        update = ClientUpdate(
-            model_id=offer.model_id,
-            base_version=offer.version,
-            device_id=self.config.device_id,
-            seq=seq,
-            num_samples=max(1, min(result.samples, len(self.train_y))),
-            local_steps=result.steps,
-            delta=EncodedVector(dict(self.codec), payload, int(delta.size)),
-            metrics={
-                "loss": float(result.mean_loss),
-                "train_s": float(result.seconds),
-                "partial": float(result.stopped_early),
-            },
-        )
+        update, residual_after = build_update(
+            offer=offer, base=base, result=result, residual=residual_before, codec=self.codec,
+            device_id=self.config.device_id, seq=seq, num_local=len(self.train_y),
+        )  # fmt: skip
         data = encode_update(update)
-        self.store.commit(
-            seq,
-            offer.version,
-            data,
-            residual_before,
-            residual_after.astype(np.float32),
-            self.clock(),
-        )
+        self.store.commit(seq, offer.version, data, residual_before, residual_after, self.clock())
         _log.info(
             "round on v%d: %d steps, loss %.4f, %.2fs; update seq %d (%d bytes) in outbox",
-            offer.version,
-            result.steps,
-            result.mean_loss,
-            result.seconds,
-            seq,
-            len(data),
-        )
+            offer.version, result.steps, result.mean_loss, result.seconds, seq, len(data),
+        )  # fmt: skip
 
     def _save_model(self, kind: ModelKind, weights: np.ndarray, version: int) -> None:
         assert self.models is not None

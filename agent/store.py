@@ -13,7 +13,7 @@ Residual rule (coherent across crashes, acks and rejections): the *current* resi
 newest outbox entry's ``residual_after`` if one is pending, else ``residual.npy``. Writing an
 update and its residual is therefore one atomic rename; a crash at any instant leaves either
 both or neither.
-- Delivered (Ack accepted, or rejected as a replay = the server already has it): the entry's
+- Delivered (Ack accepted; the server acks a byte-identical redelivery as accepted): the entry's
   ``residual_after`` becomes ``residual.npy``, then the entry is removed.
 - Dropped (rejected as stale or otherwise refused for good): ``residual_before`` becomes
   ``residual.npy``. The residual means "compression error owed on work the server applied"; the
@@ -87,15 +87,21 @@ class StateStore:
     # -- sequence numbers -------------------------------------------------------------------
     def next_sequence(self) -> int:
         """Allocate the next sequence number; it is durable before it is returned."""
-        stored = (
-            _int_field(_read_json(self._seq_path), "next", self._seq_path)
-            if (self._seq_path.exists())
-            else 1
-        )
-        pending = [e.seq for e in self.pending()]
-        seq = max([stored, *(s + 1 for s in pending)])
+        seq = max([self._stored_next(), *(s + 1 for s in self._pending_seqs())])
         atomic_write_json(self._seq_path, {"next": seq + 1})
         return seq
+
+    def _stored_next(self) -> int:
+        if not self._seq_path.exists():
+            return 1
+        return _int_field(_read_json(self._seq_path), "next", self._seq_path)
+
+    def skip_sequence_to(self, floor: int) -> int:
+        """Make the next sequence number at least `floor` (after a REPLAY refusal); returns it."""
+        stored = self._stored_next()
+        nxt = max(stored, floor)
+        atomic_write_json(self._seq_path, {"next": nxt})
+        return nxt
 
     # -- residual ---------------------------------------------------------------------------
     def residual(self) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.conditions import Conditions
 from agent.config import PolicyLimits
@@ -110,3 +112,25 @@ def test_hysteresis_temperature_and_cpu() -> None:
     assert prev.eligible
     assert decide(c(cpu=29), LIMITS, prev).eligible
     assert decide(c(cpu=31), LIMITS, prev).reason is Why.BUSY
+
+
+_cond = st.builds(
+    Conditions,
+    st.one_of(st.none(), st.floats(0, 100)),
+    st.booleans(),
+    st.floats(0, 100),
+    st.one_of(st.none(), st.floats(-20, 120)),
+    st.booleans(),
+)
+
+
+@given(_cond)
+def test_property_hysteresis_only_ever_helps_an_eligible_device(cond: Conditions) -> None:
+    fresh = decide(cond, LIMITS, None)
+    # A device that was not eligible is judged exactly like a fresh one (margins apply) ...
+    assert decide(cond, LIMITS, Decision(False, Why.BUSY)) == fresh
+    # ... and one that was eligible is judged by looser limits: it can only stay eligible longer.
+    if fresh.eligible:
+        assert decide(cond, LIMITS, OK).eligible
+    # The reason is OK exactly when eligible.
+    assert fresh.eligible == (fresh.reason is Why.OK)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.conditions import FakeConditions
+from agent.conditions import Conditions, FakeConditions
 from agent.runtime import AgentRuntime
 from agent.state import AgentState
 from protocol.errors import Reason
@@ -268,3 +268,67 @@ def test_status_published_retained_with_state(tmp_path: Path) -> None:
     last = decode_status(statuses[-1].payload)
     assert (last.state, last.model_version, last.online) == ("waiting_for_conditions", 3, True)
     assert last.reason.startswith("unplugged") and last.conditions["charging"] is False
+
+
+class FlipAfter(FakeConditions):
+    """Unplugs itself on the n-th read: the trainer asks between steps."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.set(battery_percent=90.0, charging=True)
+        self.n = n
+
+    def read(self) -> Conditions:
+        if self.reads + 1 >= self.n:
+            self.set(charging=False)
+        return super().read()
+
+
+def test_with_the_trainer_teams_fake_trainer(tmp_path: Path) -> None:
+    """The shared FakeTrainer (agent/trainer/fake.py) stops at the step boundary too."""
+    from agent.trainer import FakeTrainer
+
+    cond = FlipAfter(n=6)  # read 1: the pre-round decision; reads 2..: one per step
+    link, clock = FakeLink(), Clock()
+    agent = AgentRuntime(
+        make_config(tmp_path, steps=50, partial_min_fraction=0.0),
+        MANIFEST,
+        link=link,
+        trainer=FakeTrainer(MANIFEST, step_delta=0.5),
+        train_x=np.zeros((40, 4), np.float32),
+        train_y=np.zeros(40, np.int64),
+        conditions=cond,
+        fleet_key=PUB,
+        clock=clock,
+    )
+    agent.start()
+    link.deliver(OFFER_TOPIC, offer_bytes(sign_offer(make_offer(1), KEY)))
+    agent.poll(0)
+    (update,) = [decode_update(p) for p in link.on("/update")]
+    # Reads 2..5 allowed 4 steps; read 6 unplugged before step 5.
+    assert update.local_steps == 4 and update.metrics["partial"] == 1.0
+    np.testing.assert_allclose(decode_vector(update.delta, MANIFEST), 2.0, rtol=1e-6)
+
+
+def test_replay_rejection_drops_and_jumps_sequence(tmp_path: Path) -> None:
+    r = rig(tmp_path)  # a re-flashed device: fresh state, but the server knows seq up to 57
+    r.offer(1)
+    r.agent.poll(0)
+    r.ack(1, accepted=False, reason=Reason.REPLAY)
+    r.agent.poll(0)
+    assert r.agent.store.pending() == []
+    r.offer(2)
+    r.agent.poll(0)
+    assert [u.seq for u in r.updates()] == [1, int(r.clock.now * 1000)]
+
+
+def test_internal_error_keeps_update_for_resend(tmp_path: Path) -> None:
+    r = rig(tmp_path, ack_timeout_s=5.0)
+    r.offer(1)
+    r.agent.poll(0)
+    r.ack(1, accepted=False, reason=Reason.INTERNAL)
+    r.agent.poll(0)
+    assert [e.seq for e in r.agent.store.pending()] == [1]
+    r.clock.now += 5.0
+    r.agent.poll(0)
+    assert [u.seq for u in r.updates()] == [1, 1]  # re-sent, same sequence
