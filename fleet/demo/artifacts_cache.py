@@ -9,6 +9,7 @@ half-written cache entry.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -16,10 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from protocol.errors import DataError
+from agent.artifacts import load_artifacts
+from protocol.errors import DataError, FleetlearnError
 
 __all__ = ["cache_root", "cached_artifacts"]
 
+log = logging.getLogger(__name__)
 _COMPLETE = "manifest.json"  # written last by the exporter; its presence marks a finished export
 
 
@@ -39,7 +42,13 @@ def cached_artifacts(
     shape = "x".join(str(d) for d in input_shape)
     folder = cache_root() / "artifacts" / f"{model}-{shape}-c{num_classes}-s{seed}"
     if (folder / _COMPLETE).is_file():
-        return folder, False
+        try:
+            load_artifacts(folder)  # hashes and manifest checked: a damaged cache is re-made
+        except FleetlearnError as exc:
+            log.warning("cached artifacts %s unusable (%s): exporting again", folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            return folder, False
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     cmd = [
