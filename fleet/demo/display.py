@@ -97,7 +97,7 @@ class Progress:
     """`with Progress(...) as p: p.update(snapshot)`. Live panel on a TTY; else a line every
     `line_every_s` seconds (and on every new version when that is rarer)."""
 
-    def __init__(self, title: str, file: IO[str] | None = None, line_every_s: float = 5.0) -> None:
+    def __init__(self, title: str, file: IO[str] | None = None, line_every_s: float = 2.0) -> None:
         self.console = Console(file=file, highlight=False)
         self._title = title
         self._live: Live | None = None
@@ -119,7 +119,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last_line >= self._line_every_s:
             self._last_line = now
-            self.console.print(_line(snapshot))
+            self.console.print(_line(snapshot), soft_wrap=True)  # one line per update, unwrapped
 
     def __exit__(
         self,
@@ -131,4 +131,4 @@ class Progress:
             self._live.__exit__(exc_type, exc, tb)
             self._live = None
         elif self.last is not None:
-            self.console.print(_line(self.last))  # the final state, always shown once
+            self.console.print(_line(self.last), soft_wrap=True)  # the final state, shown once
