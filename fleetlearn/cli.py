@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # onnxruntime calls basicConfig() on import; ours wins
     )
     module = _load(SUBCOMMANDS[args.command][0])
     try:

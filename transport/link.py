@@ -84,7 +84,6 @@ class MqttLink:
         self._settled = config.protocol != ProtocolChoice.AUTO
         self._fallback = False
         self._connack_seen = False
-        self._resubscribe = False
         self._broker_max: int | None = None
         self._backoff = Backoff(config.backoff_initial, config.backoff_max)
         self.last_error: str | None = None  # why the last connect failed or the link dropped
@@ -270,12 +269,6 @@ class MqttLink:
                 _log.warning("%s", self.last_error)
                 client.disconnect()  # paho closes the socket once DISCONNECT is written
                 break
-            if self._resubscribe and rc == mqtt.MQTT_ERR_SUCCESS:
-                self._resubscribe = False
-                with self._lock:
-                    subs = list(self._subscriptions.items())
-                if subs:
-                    client.subscribe(subs)
         if self._stop.is_set() and self._connected.is_set():
             client.disconnect()  # clean: the broker discards the last will
             for _ in range(5):
@@ -313,7 +306,14 @@ class MqttLink:
         self._broker_max = int(announced) if announced is not None else None
         self.connect_count += 1
         self._backoff.reset()
-        self._resubscribe = True
+        # Subscribe here, inside the CONNACK handler: paho re-sends the messages queued while
+        # offline only after this callback, so the broker sees our SUBSCRIBE first. Otherwise a
+        # server's first offer can reach a device, whose reply arrives before the server's
+        # subscription exists and is dropped (seen: PUBACK rc16 "no matching subscribers").
+        with self._lock:
+            subs = list(self._subscriptions.items())
+        if subs:
+            client.subscribe(subs)
         self._state = LinkState.CONNECTED
         self._connected.set()
         _log.info(
