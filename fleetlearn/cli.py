@@ -23,7 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("models.export_cli", "write a zoo model's ONNX Runtime training artifacts"),
     "broker": ("fleetlearn.provision_cli", "fleet CA, certificates, ACL; enrol/revoke devices"),
     "server": ("server.cli", "run the aggregation server (asynchronous, durable, signed offers)"),
-    "demo": ("fleet.demo.cli", "run a live fleet of real agents, server and broker, in one command"),
+    "demo": (
+        "fleet.demo.cli",
+        "run a live fleet of real agents, server and broker, in one command",
+    ),
 }
 
 
