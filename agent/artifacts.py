@@ -79,8 +79,8 @@ def load_artifacts(dir: Path) -> Artifacts:
         data = _read(path, MAX_ARTIFACT_BYTES)
         try:
             verify_file(manifest, name, data)
-        except ProtocolError as exc:
-            raise DataError(f"{path}: {exc}") from exc
+        except ProtocolError as exc:  # its message names the file
+            raise DataError(f"{dir}: {exc}") from exc
         if name == INITIAL_WEIGHTS:  # parse the verified bytes, not a second read
             weights = _load_weights(path, data, manifest)
     assert weights is not None  # INITIAL_WEIGHTS is in ARTIFACT_FILES

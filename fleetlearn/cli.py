@@ -19,7 +19,14 @@ from protocol.errors import FleetlearnError
 # name -> (module, one-line help). Adding a subcommand is one line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("fleetlearn.keys_cli", "create an Ed25519 fleet key pair for signing model offers"),
+    "agent": ("agent.cli", "run the device agent: train when idle and charging, send deltas"),
     "export": ("models.export_cli", "write a zoo model's ONNX Runtime training artifacts"),
+    "broker": ("fleetlearn.provision_cli", "fleet CA, certificates, ACL; enrol/revoke devices"),
+    "server": ("server.cli", "run the aggregation server (asynchronous, durable, signed offers)"),
+    "demo": (
+        "fleet.demo.cli",
+        "run a live fleet of real agents, server and broker, in one command",
+    ),
     "simulate": ("fleet.sim.cli", "compare server strategies and codecs on a simulated fleet"),
 }
 
@@ -52,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # onnxruntime calls basicConfig() on import; ours wins
     )
     module = _load(SUBCOMMANDS[args.command][0])
     try:

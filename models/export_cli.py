@@ -13,8 +13,8 @@ __all__ = ["add_arguments", "parse_shape", "run"]
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'64' -> (64,); '1,8,8' or '1x8x8' -> (1, 8, 8)."""
-    parts = [p for p in re.split(r"[,x\s]+", text.strip()) if p]
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+    parts = re.split(r"[,x]", text.strip())
+    if not re.fullmatch(r"\d+([,x]\d+)*", text.strip()) or any(int(p) == 0 for p in parts):
         raise ConfigError(f"--input-shape: expected positive sizes like 64 or 1,8,8, got {text!r}")
     return tuple(int(p) for p in parts)
 

@@ -30,16 +30,18 @@ def compress_with_feedback(
 ) -> tuple[bytes, F32]:
     """(n,) float32 delta and residual (None = zeros) -> (payload, new residual (n,) float32)."""
     d = np.asarray(delta)
-    if d.ndim != 1 or d.dtype != np.float32:
-        raise ProtocolError(Reason.SHAPE, f"delta must be (n,) float32, got {d.shape} {d.dtype}")
+    if d.ndim != 1:
+        raise ProtocolError(Reason.SHAPE, f"delta must be a flat vector, got shape {d.shape}")
+    if d.dtype != np.float32:
+        raise ProtocolError(Reason.DTYPE, f"delta must be float32, got {d.dtype}")
     if residual is None:
         corrected = d.copy()
     else:
         r = np.asarray(residual)
-        if r.shape != d.shape or r.dtype != np.float32:
-            raise ProtocolError(
-                Reason.SHAPE, f"residual {r.shape} {r.dtype} does not match delta {d.shape}"
-            )
+        if r.shape != d.shape:
+            raise ProtocolError(Reason.SHAPE, f"residual {r.shape} does not match delta {d.shape}")
+        if r.dtype != np.float32:
+            raise ProtocolError(Reason.DTYPE, f"residual must be float32, got {r.dtype}")
         with np.errstate(over="ignore"):  # overflow to inf is refused by encode below
             corrected = d + r  # (n,) float32
     payload = encode(corrected, spec)

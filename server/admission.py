@@ -20,8 +20,8 @@ records an update's sequence number only once the update is in the durable log.
 
 from __future__ import annotations
 
-import hashlib
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -91,7 +91,10 @@ class DuplicateUpdate(RejectedUpdate):
 
 
 def payload_digest(payload: bytes) -> str:
-    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+    """Tells an identical redelivery from a different update with the same seq. Not a security
+    check (a forged match earns only an Ack, never a second apply), so CRC32 + length suffices;
+    blake2b cost 20% of ingest time at 100k parameters."""
+    return f"{len(payload):x}-{zlib.crc32(payload):08x}"
 
 
 def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:

@@ -77,7 +77,12 @@ class Trainer(Protocol):
         y: np.ndarray,
         config: TrainConfig,
         should_stop: Callable[[], bool] = never_stop,
-    ) -> TrainResult: ...
+    ) -> TrainResult:
+        """Train from the current weights; should_stop() is checked before every step.
+
+        Raises DataError for bad arrays, or if the loss turns non-finite (weights restored).
+        """
+        ...
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> EvalResult: ...
 

@@ -38,6 +38,9 @@ __all__ = ["OrtTrainer"]
 
 class OrtTrainer:
     name = "onnxruntime"
+    _module: Any  # onnxruntime.training.api.Module (rebuilt by _build_module)
+    _state: Any  # its CheckpointState, kept alive alongside
+    _optimized: bool  # whether the current module carries optimizer state
 
     def __init__(self, artifacts: Artifacts, threads: int = 0) -> None:
         """`threads`: ORT intra-op threads; 0 lets ORT use every core."""
@@ -53,9 +56,7 @@ class OrtTrainer:
             self._options.intra_op_num_threads = threads
             self._options.inter_op_num_threads = 1
         self._api = api
-        self._module: Any = None
-        self._optimized = False  # whether the current module carries optimizer state
-        self._build_module()
+        self._build_module()  # sets self._module, self._state, self._optimized
         size = self._module.get_parameters_size(trainable_only=False)
         if size != self.manifest.num_params:
             raise DataError(
@@ -107,7 +108,8 @@ class OrtTrainer:
         lr = self.manifest.learning_rate
         optimizer.set_learning_rate(lr)
         mu = config.prox_mu
-        base = self.get_weights() if mu > 0 else None  # (num_params,) the offer's weights
+        initial = self.get_weights()  # (num_params,) the offer's weights
+        base = initial if mu > 0 else None
         shrink = np.float32(1.0 / (1.0 + lr * mu))
         self._module.train()
         steps = samples = 0
@@ -120,6 +122,11 @@ class OrtTrainer:
                 stopped = True
                 break
             loss, _logits = self._module(x[idx], y[idx])  # (), (b, classes)
+            if not math.isfinite(float(loss)):  # diverged: never hand NaN weights onwards
+                self.set_weights(initial)
+                raise DataError(
+                    f"training diverged: loss {float(loss)} at step {steps + 1}; weights restored"
+                )
             optimizer.step()
             self._module.lazy_reset_grad()
             if base is not None:

@@ -5,9 +5,19 @@
     decode(data, spec, length) -> ndarray    (length,) float32; ProtocolError on any inconsistency
     parse_codec_arg(text) -> dict            CLI/TOML shorthand ("int8:128", "topk:0.01+int8+zlib")
 
+Binary layouts (little-endian, no header: spec and length travel beside the payload;
+m = ceil(n / chunk); details and error bounds in each module's docstring):
+
+    float32   n x <f4                                      exact
+    float16   n x <f2                                      |err| <= max(|x| 2**-11, 2**-25)
+    int8      m x <f4 scale | n x int8 (-127..127)         |err| <= scale / 2 per chunk
+    int4      m x <f4 scale | ceil(n/2) bytes, 2 nibbles   |err| <= scale / 2 per chunk
+              (q + 8, low nibble first, pad nibble 8)
+    topk      k LEB128 index gaps | k values (value codec) dropped -> 0, kept -> value bound
+    +zlib     zlib stream of any of the above              lossless; inflation bounded
+
 One module per concept: `spec` (validation, shorthand), `floats` (float32, float16),
 `quantized` (int8, int4), `topk`, `varint` (index coding), `lossless` (zlib), `api` (dispatch).
-Each module's docstring states its binary layout and error bound.
 """
 
 from protocol.codecs.api import MAX_LENGTH, decode, encode, payload_size_range

@@ -61,13 +61,17 @@ def encode(vec: np.ndarray[Any, Any], spec: Mapping[str, Any]) -> bytes:
 
 
 def decode(data: bytes, spec: Mapping[str, Any], length: int) -> F32:
-    """Untrusted payload -> (length,) float32, finite. ProtocolError on any inconsistency."""
+    """Untrusted payload -> (length,) float32, finite. ProtocolError on any inconsistency.
+
+    `length` is the caller's number (the manifest's num_params), not the payload's: the output
+    is allocated from it, after the payload size has been checked against it.
+    """
     norm = validate_spec(spec)
     n = _check_length(length)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(Reason.CODEC, f"payload must be bytes, got {type(data).__name__}")
     lo, hi = payload_size_range(norm, n)
-    raw = decompress(bytes(data), norm["lossless"], hi)
+    raw = decompress(data if isinstance(data, bytes) else bytes(data), norm["lossless"], hi)
     if not lo <= len(raw) <= hi:
         want = f"{lo}" if lo == hi else f"{lo}..{hi}"
         raise ProtocolError(

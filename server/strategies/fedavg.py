@@ -4,7 +4,7 @@ Versions advance in rounds. A round accepts only updates trained on the current 
 else is STALE: its round is over), and closes when `round_size` updates arrived, or at the deadline
 with at least `min_updates` of them:
 
-    x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float64 accumulator)
+    x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float32)
 
 FedProx is FedAvg plus a proximal term on the devices: `fedprox_mu` travels in the ModelOffer.
 The round clock starts at the first `tick` after a round opens; time is passed in, never read.
@@ -29,7 +29,7 @@ class FedAvg(Strategy):
     min_updates: int = 1
     fedprox_mu: float = 0.0
 
-    _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float64
+    _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _samples: int = field(default=0, init=False, repr=False)
     _count: int = field(default=0, init=False, repr=False)
     _round_started: float | None = field(default=None, init=False, repr=False)
@@ -59,8 +59,9 @@ class FedAvg(Strategy):
         if update.num_samples <= 0:
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
         if self._sum is None:
-            self._sum = np.zeros(model.shape[0], np.float64)
-        self._sum += float(update.num_samples) * update.delta.astype(np.float64)
+            self._sum = np.zeros(model.shape[0], np.float32)
+        # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
+        self._sum += update.delta * np.float32(update.num_samples)
         self._samples += update.num_samples
         self._count += 1
         if self._count >= self.round_size:
@@ -78,8 +79,8 @@ class FedAvg(Strategy):
     def flush(self, model: np.ndarray, version: int) -> StepResult:
         if self._count == 0 or self._sum is None:
             return StepResult(model, version, stepped=False)
-        mean = self._sum / self._samples  # (n,) float64; _samples > 0 (each update has n_i > 0)
-        new = (model.astype(np.float64) + mean).astype(np.float32)
+        mean = self._sum / np.float32(self._samples)  # (n,) float32; _samples > 0
+        new = model + mean  # (n,) float32
         self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
         return StepResult(new, version + 1, stepped=True)
 
@@ -95,4 +96,4 @@ class FedAvg(Strategy):
         self._samples = int(state.get("samples", 0))
         self._count = int(state.get("count", 0))
         self._round_started = None
-        self._sum = as_array(state, "sum", np.float64) if "sum" in state else None
+        self._sum = as_array(state, "sum", np.float32) if "sum" in state else None

@@ -68,12 +68,21 @@ def test_residual_is_added_before_encoding() -> None:
     assert residual.tolist() == [1.0, 0.0]
 
 
-def test_mismatched_residual_is_refused() -> None:
-    d = np.zeros(4, dtype=np.float32)
-    for bad in (np.zeros(5, dtype=np.float32), np.zeros(4, dtype=np.float64)):
-        with pytest.raises(ProtocolError) as info:
-            compress_with_feedback(d, bad, {"name": "int8"})
-        assert info.value.reason is Reason.SHAPE
+@pytest.mark.parametrize(
+    ("delta", "residual", "reason"),
+    [
+        (np.zeros(4, np.float32), np.zeros(5, np.float32), Reason.SHAPE),
+        (np.zeros(4, np.float32), np.zeros(4, np.float64), Reason.DTYPE),
+        (np.zeros((2, 2), np.float32), None, Reason.SHAPE),
+        (np.zeros(4, np.float64), None, Reason.DTYPE),
+    ],
+)
+def test_mismatched_inputs_are_refused(
+    delta: np.ndarray[Any, Any], residual: np.ndarray[Any, Any] | None, reason: Reason
+) -> None:
+    with pytest.raises(ProtocolError) as info:
+        compress_with_feedback(delta, residual, {"name": "int8"})
+    assert info.value.reason is reason
 
 
 def test_overflowing_correction_is_refused_as_non_finite() -> None:

@@ -38,7 +38,9 @@ def test_signed_offer_verifies_after_the_wire() -> None:
             o, weights=dataclasses.replace(o.weights, data=b"\x00" * len(o.weights.data))
         ),
         lambda o: dataclasses.replace(o, signature=b""),
-        lambda o: dataclasses.replace(o, signature=o.signature[:-1] + b"\x00"),
+        lambda o: dataclasses.replace(
+            o, signature=o.signature[:-1] + bytes([o.signature[-1] ^ 0xFF])
+        ),
     ],
 )
 def test_tampered_or_unsigned_offers_are_refused(tamper: object) -> None:

@@ -1,11 +1,11 @@
-import math
+from functools import partial
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.errors import ConfigError
-from server.staleness import constant, hinge, make_staleness, polynomial
+from server.staleness import StalenessFn, constant, hinge, make_staleness, polynomial
 
 
 def test_constant_is_one() -> None:
@@ -33,10 +33,13 @@ def test_negative_tau_refused() -> None:
 
 
 @given(st.integers(0, 10_000), st.floats(0, 4), st.floats(0, 20), st.floats(0, 50))
-def test_weights_in_unit_interval_and_non_increasing(tau: int, a: float, ha: float, hb: float) -> None:
-    for fn in (lambda t: polynomial(t, a), lambda t: hinge(t, ha, hb)):
+def test_weights_in_unit_interval_and_non_increasing(
+    tau: int, a: float, ha: float, hb: float
+) -> None:
+    fns: list[StalenessFn] = [partial(polynomial, a=a), partial(hinge, a=ha, b=hb)]
+    for fn in fns:
         w, w_next = fn(tau), fn(tau + 1)
-        assert 0.0 < w <= 1.0 or (w == 0.0 and math.isclose(w, 0.0))
+        assert 0.0 <= w <= 1.0  # 0 only by float underflow at huge tau and a
         assert w_next <= w
 
 

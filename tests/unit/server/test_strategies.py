@@ -19,7 +19,9 @@ from server.strategies import (
 )
 
 
-def upd(delta: list[float], base: int = 0, n: int = 1, dev: str = "d", seq: int = 1) -> AdmittedUpdate:
+def upd(
+    delta: list[float], base: int = 0, n: int = 1, dev: str = "d", seq: int = 1
+) -> AdmittedUpdate:
     return AdmittedUpdate(dev, seq, base, n, np.array(delta, np.float32))
 
 
@@ -182,7 +184,8 @@ def test_fedbuff_fresh_k_equals_n_is_fedavg(deltas: list[list[float]], samples: 
         model.astype(np.float64)
         + np.average(np.array(deltas, np.float32).astype(np.float64), axis=0, weights=samples[:n])
     ).astype(np.float32)
-    np.testing.assert_allclose(ra.model, expected, rtol=1e-6, atol=1e-5)
+    # float32 accumulation vs a float64 reference: a few float32 ulps of the largest partial sum
+    np.testing.assert_allclose(ra.model, expected, rtol=1e-5, atol=1e-4)
 
 
 @settings(max_examples=60, deadline=None)

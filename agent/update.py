@@ -1,0 +1,51 @@
+"""One round's result -> one ClientUpdate: delta, error feedback, compression. Pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agent.trainer import TrainResult
+from protocol.error_feedback import compress_with_feedback
+from protocol.messages import ClientUpdate, EncodedVector, ModelOffer
+
+__all__ = ["build_update"]
+
+
+def build_update(
+    *,
+    offer: ModelOffer,
+    base: np.ndarray,
+    result: TrainResult,
+    residual: np.ndarray,
+    codec: Mapping[str, Any],
+    device_id: str,
+    seq: int,
+    num_local: int,
+) -> tuple[ClientUpdate, np.ndarray]:
+    """Returns the update and the residual left after compressing it.
+
+    base, result.weights, residual: (n_params,) float32. ``delta = trained - base``; what the
+    codec drops of ``delta + residual`` becomes the new residual (error feedback).
+    ``num_samples`` is the number of distinct local examples the round saw (a partial round saw
+    fewer), never more than the device holds: the server weights by it.
+    """
+    delta = (result.weights - base).astype(np.float32)  # (n_params,) float32
+    payload, residual_after = compress_with_feedback(delta, residual, codec)
+    update = ClientUpdate(
+        model_id=offer.model_id,
+        base_version=offer.version,
+        device_id=device_id,
+        seq=seq,
+        num_samples=max(1, min(result.samples, num_local)),
+        local_steps=result.steps,
+        delta=EncodedVector(dict(codec), payload, int(delta.size)),
+        metrics={
+            "loss": float(result.mean_loss),
+            "train_s": float(result.seconds),
+            "partial": float(result.stopped_early),
+        },
+    )
+    return update, np.asarray(residual_after, dtype=np.float32)

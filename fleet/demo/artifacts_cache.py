@@ -1,0 +1,87 @@
+"""Export a zoo model once and keep it: later demos start without importing torch.
+
+The cache folder is `$FLEETLEARN_CACHE` or `~/.cache/fleetlearn`, one sub-folder per
+(model, input shape, classes, seed). The export runs `fleetlearn export` in a child process (torch
+stays out of the demo process, whose memory goes to twenty ONNX Runtime trainers) into a temp
+folder that is renamed into place only when complete, so an interrupted export leaves no
+half-written cache entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from agent.artifacts import load_artifacts
+from protocol.errors import DataError, FleetlearnError
+
+__all__ = ["cache_root", "cached_artifacts"]
+
+log = logging.getLogger(__name__)
+_COMPLETE = "manifest.json"  # written last by the exporter; its presence marks a finished export
+
+
+def cache_root() -> Path:
+    env = os.environ.get("FLEETLEARN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "fleetlearn"
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def cached_artifacts(
+    model: str, input_shape: tuple[int, ...], num_classes: int, seed: int = 0
+) -> tuple[Path, bool]:
+    """(artifacts folder, True if it was exported just now)."""
+    shape = "x".join(str(d) for d in input_shape)
+    folder = cache_root() / "artifacts" / f"{model}-{shape}-c{num_classes}-s{seed}"
+    if (folder / _COMPLETE).is_file():
+        try:
+            load_artifacts(folder)  # hashes and manifest checked: a damaged cache is re-made
+        except FleetlearnError as exc:
+            log.warning("cached artifacts %s unusable (%s): exporting again", folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            return folder, False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    cmd = [
+        sys.executable,
+        "-m",
+        "fleetlearn",
+        "export",
+        "--model",
+        model,
+        "--input-shape",
+        ",".join(str(d) for d in input_shape),
+        "--classes",
+        str(num_classes),
+        "--seed",
+        str(seed),
+        "--out",
+        str(tmp),
+    ]
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(_repo_root()), os.environ.get("PYTHONPATH")])
+        )
+    }
+    try:
+        # subprocess.run kills and reaps the child if we are interrupted (Ctrl-C) meanwhile.
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise DataError(f"exporting {model} {input_shape} failed:\n{done.stderr[-2000:]}")
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another demo finished the same export first: use theirs
+            if not (folder / _COMPLETE).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder, True

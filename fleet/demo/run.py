@@ -1,0 +1,236 @@
+"""The whole demo: data, model, keys, one or two fleet runs, report.json, accuracy.png, summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.artifacts import load_artifacts
+from fleet.demo.artifacts_cache import cached_artifacts
+from fleet.demo.data import DemoData, model_for_shape, prepare_digits, scan_data_dir
+from fleet.demo.display import Progress, format_bytes
+from fleet.demo.life import draw_fleet_life
+from fleet.demo.orchestrator import RunSpec, run_fleet
+from fleet.demo.parts import AgentHandle, BrokerHandle, FleetSetup, ServerHandle
+from fleet.demo.plot import PLOT_NAME, plot_accuracy
+from fleet.demo.real_parts import AgentTuning, RealAgents, start_broker
+from fleet.demo.report import RunReport, write_report
+from fleet.demo.server_part import ServerTuning, start_server
+from protocol.codecs import parse_codec_arg
+from protocol.errors import ConfigError, FleetlearnError
+from protocol.signing import generate_keypair, private_key_to_pem, public_key_to_pem
+
+__all__ = ["DemoOptions", "DemoResult", "run_demo"]
+
+FLEET = "demo"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    devices: int = 20
+    strategy: str = "fedasync"
+    codec: str = "int8"
+    broker: str | None = None
+    broker_username: str | None = None
+    broker_password: str | None = None
+    broker_ca: Path | None = None
+    data: Path | None = None
+    model: str | None = None
+    alpha: float = 0.5
+    duration_s: float = 180.0
+    target_accuracy: float = 0.9
+    out: Path | None = None
+    seed: int = 0
+    compare: bool = False
+    agent_tuning: AgentTuning = field(default_factory=AgentTuning)
+    server_tuning: ServerTuning = field(default_factory=ServerTuning)
+    quiet_logs: bool = True  # agents log every round; the live display is the demo's voice
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    report: RunReport
+    out_dir: Path
+    report_path: Path
+    plot_path: Path
+    interrupted: bool
+
+
+class _Parts:
+    def __init__(self, options: DemoOptions, strategy: str) -> None:
+        extra: dict[str, Any] = {}
+        if options.broker_username:
+            extra["username"] = options.broker_username
+            extra["password"] = options.broker_password
+        if options.broker_ca:
+            extra["ca_file"] = options.broker_ca
+        self._agents = RealAgents(options.agent_tuning, options.broker is None, extra)
+        self._options = options
+        self._strategy = strategy
+        self._extra = extra
+
+    def start_broker(self, url: str | None) -> BrokerHandle:
+        return start_broker(url)
+
+    def start_server(self, setup: FleetSetup, broker_url: str) -> ServerHandle:
+        return start_server(
+            setup,
+            broker_url,
+            self._options.server_tuning,
+            self._options.broker is None,
+            self._extra,
+        )
+
+    def start_agent(self, setup: FleetSetup, index: int, broker_url: str) -> AgentHandle:
+        return self._agents.start_agent(setup, index, broker_url)
+
+
+def _fresh_out() -> Path:
+    return Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+
+
+def _write_keys(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    key, public = generate_keypair()
+    fd = os.open(folder / "fleet.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_key_to_pem(key))
+    (folder / "fleet.pub").write_bytes(public_key_to_pem(public))
+
+
+def _summary(console: Console, report: RunReport, report_path: Path, plot_path: Path) -> None:
+    doc = report.to_json()
+    table = Table(title="fleetlearn demo: summary", show_header=True, header_style="bold")
+    table.add_column("")
+    runs = {**{k: v.to_json() for k, v in report.compare.items()}, report.strategy: doc}
+    for name in runs:
+        table.add_column(name, justify="right")
+
+    def row(label: str, fmt: Any) -> None:
+        table.add_row(label, *(fmt(r) for r in runs.values()))
+
+    row("final accuracy", lambda r: f"{r['final_accuracy']:.3f}")
+    row("best accuracy", lambda r: f"{r['best_accuracy']:.3f}")
+    row("macro-F1", lambda r: f"{r['macro_f1']:.3f}")
+    row(
+        f"time to {report.target_accuracy:.0%}",
+        lambda r: "not reached" if r["time_to_target_s"] is None else f"{r['time_to_target_s']} s",
+    )
+    row("model versions", lambda r: str(r["versions"]))
+    row("updates accepted", lambda r: str(r["updates_accepted"]))
+    row(
+        "updates rejected",
+        lambda r: ", ".join(f"{k} {v}" for k, v in r["updates_rejected"].items()) or "0",
+    )
+    row(
+        "bytes / update",
+        lambda r: (
+            f"{format_bytes(r['bytes_per_update'])} "
+            f"(float32 {format_bytes(r['float32_bytes_per_update'])}, "
+            f"{r['float32_bytes_per_update'] / max(r['bytes_per_update'], 1):.1f}x smaller)"
+        ),
+    )
+    row(
+        "uplink / downlink",
+        lambda r: f"{format_bytes(r['uplink_bytes'])} / {format_bytes(r['downlink_bytes'])}",
+    )
+    row("stopped by", lambda r: f"{r['stopped_by']} after {r['duration_s']:.0f} s")
+    console.print(table)
+    console.print(f"report: {report_path}\nplot:   {plot_path}")
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
+    console = console or Console(highlight=False)
+    if options.quiet_logs:
+        for name in (
+            "agent",
+            "server",
+            "transport",
+            "amqtt",
+            "transitions",
+            "fleet.embedded_broker",
+        ):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        parse_codec_arg(options.codec)
+    except FleetlearnError as exc:
+        raise ConfigError(f"--codec {options.codec!r}: {exc}") from exc
+    out = (options.out or _fresh_out()).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    data: DemoData
+    if options.data is not None:
+        data = scan_data_dir(options.data)
+        source = f"data {options.data}"
+    else:
+        shutil.rmtree(out / "data", ignore_errors=True)  # ours: a re-used --out starts clean
+        data = prepare_digits(out / "data", options.devices, options.alpha, options.seed)
+        source = f"digits split non-IID (Dirichlet alpha {options.alpha})"
+    model = options.model or model_for_shape(data.input_shape)
+    with console.status(f"exporting {model} for input {data.input_shape} (cached after once)"):
+        # Initial weights are fixed (seed 0): --seed varies the fleet, not the model.
+        artifacts_dir, exported = cached_artifacts(model, data.input_shape, data.num_classes)
+    manifest = load_artifacts(artifacts_dir).manifest
+    console.print(
+        f"[bold]fleetlearn demo[/]: {len(data.device_folders)} devices, {source}\n"
+        f"model {model} {data.input_shape} -> {data.num_classes} classes, "
+        f"{manifest.num_params:,} parameters ({'exported' if exported else 'cached'})\n"
+        f"broker {options.broker or 'embedded amqtt (MQTT 3.1.1)'}, codec {options.codec}, "
+        f"stop at {options.target_accuracy:.0%} or {options.duration_s:.0f} s"
+    )
+    ids = [f"dev-{i:03d}" for i in range(len(data.device_folders))]
+    lives = tuple(draw_fleet_life(ids, options.seed))
+    strategies = ["fedavg", options.strategy] if options.compare else [options.strategy]
+    reports: list[RunReport] = []
+    interrupted = False
+    for strategy in strategies:
+        run_dir = out / f"run-{strategy}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # server state of an earlier run: not ours now
+        _write_keys(run_dir / "keys")
+        setup = FleetSetup(
+            run_dir=run_dir,
+            artifacts_dir=artifacts_dir,
+            test_file=data.test_file,
+            device_folders=data.device_folders,
+            lives=lives,
+            fleet=FLEET,
+            strategy=strategy,
+            codec=options.codec,
+            seed=options.seed,
+            start=0.0,
+        )
+        spec = RunSpec(
+            strategy=strategy,
+            codec=options.codec,
+            model=model,
+            num_params=manifest.num_params,
+            duration_s=options.duration_s,
+            target_accuracy=options.target_accuracy,
+            broker_url=options.broker,
+        )
+        progress = Progress(f"fleetlearn demo - {strategy}", file=console.file)
+        report = run_fleet(spec, setup, _Parts(options, strategy), progress)
+        reports.append(report)
+        if report.stopped_by == "interrupted":
+            interrupted = True
+            break
+    primary = reports[-1]
+    if len(reports) > 1:
+        primary = replace(primary, compare={r.strategy: r for r in reports[:-1]})
+    report_path = write_report(primary, out)
+    plot_path = plot_accuracy(
+        {f"{r.strategy} ({r.codec})": r.timeline for r in reports},
+        out / PLOT_NAME,
+        target=options.target_accuracy,
+        title=f"fleetlearn demo: {len(ids)} devices, {model}",
+    )
+    _summary(console, primary, report_path, plot_path)
+    return DemoResult(primary, out, report_path, plot_path, interrupted)

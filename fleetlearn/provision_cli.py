@@ -1,0 +1,109 @@
+"""`fleetlearn broker ...`: what an operator runs to set up the broker and enrol devices.
+
+    fleetlearn broker init-ca --fleet home                 # once: the fleet CA
+    fleetlearn broker server-cert --host broker.example.org --host 10.0.0.5
+    fleetlearn broker acl --fleet home                      # broker/acl from protocol/topics.py
+    fleetlearn broker enrol-server                          # the aggregator's cert + password
+    fleetlearn broker enrol-device kitchen-hub-01 --fleet home --url mqtts://broker.example.org:8883
+    fleetlearn broker revoke-device kitchen-hub-01          # CRL + password entry removed
+
+All output goes under --dir (default ./broker-secrets, git-ignored): it holds the CA key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from fleetlearn.provision import CaFiles, init_ca, issue_client_cert, issue_server_cert, revoke
+from fleetlearn.provision_acl import DEFAULT_SERVER_USER, render_acl
+from fleetlearn.provision_enrol import enrol_device, remove_passwords, set_passwords
+from protocol.errors import ConfigError
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir", type=Path, default=Path("broker-secrets"), help="provisioning root"
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = sub.add_parser("init-ca", help="create the fleet CA (key, certificate, empty CRL)")
+    p.add_argument("--fleet", required=True)
+    p.add_argument("--force", action="store_true", help="replace an existing CA (re-enrol all!)")
+    p = sub.add_parser("server-cert", help="the broker's TLS certificate")
+    p.add_argument("--host", action="append", required=True, help="DNS name or IP (repeatable)")
+    p = sub.add_parser("acl", help="write the Mosquitto ACL generated from protocol/topics.py")
+    p.add_argument("--fleet", action="append", required=True, help="repeatable")
+    p.add_argument("--server-user", action="append", help=f"default {DEFAULT_SERVER_USER}")
+    p.add_argument("--out", type=Path, help="default DIR/broker/acl")
+    p = sub.add_parser("enrol-server", help="client certificate and password for an aggregator")
+    p.add_argument("name", nargs="?", default=DEFAULT_SERVER_USER)
+    p = sub.add_parser("enrol-device", help="certificate and/or password + agent.toml for a device")
+    p.add_argument("device_id")
+    p.add_argument("--fleet", required=True)
+    p.add_argument("--url", required=True, help="broker url the device uses (mqtts://...)")
+    p.add_argument("--password", action="store_true", help="also create a password entry")
+    p.add_argument("--no-cert", action="store_true", help="password only (port 8884 listener)")
+    p = sub.add_parser("revoke-device", help="revoke its certificates and delete its password")
+    p.add_argument("device_id")
+
+
+def run(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    ca = CaFiles(root / "ca")
+    broker = root / "broker"
+    if args.action == "init-ca":
+        init_ca(ca.dir, args.fleet, force=args.force)
+        broker.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca.cert, broker / "ca.crt")
+        shutil.copyfile(ca.crl, broker / "crl.pem")
+        print(f"fleet CA in {ca.dir} (keep {ca.key} offline); broker files in {broker}")
+    elif args.action == "server-cert":
+        cert, key = issue_server_cert(ca, broker, args.host)
+        print(f"wrote {cert} and {key} for {', '.join(args.host)}")
+    elif args.action == "acl":
+        out = args.out or broker / "acl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_acl(args.fleet, args.server_user or [DEFAULT_SERVER_USER]))
+        print(f"wrote {out}; reload Mosquitto (SIGHUP) to apply")
+    elif args.action == "enrol-server":
+        out = root / "servers" / args.name
+        cert, _ = issue_client_cert(ca, args.name, out, stem="client")
+        secret = _new_password(broker, args.name)
+        (out / "password").write_text(secret + "\n")
+        (out / "password").chmod(0o600)
+        shutil.copyfile(ca.cert, out / "ca.crt")
+        print(f"aggregator {args.name!r}: {cert} (port 8883) or the password in {out / 'password'}")
+    elif args.action == "enrol-device":
+        bundle = enrol_device(
+            root,
+            args.device_id,
+            fleet=args.fleet,
+            broker_url=args.url,
+            cert=not args.no_cert,
+            password=args.password or args.no_cert,
+        )
+        print(f"device {bundle.device_id!r}: copy {bundle.dir}/ to the device (agent.toml inside)")
+        if bundle.password is not None:
+            print("password entry added: reload Mosquitto (SIGHUP)")
+    elif args.action == "revoke-device":
+        serials = revoke(ca, args.device_id)
+        shutil.copyfile(ca.crl, broker / "crl.pem")
+        removed = remove_passwords(broker / "passwd", [args.device_id])
+        if not serials and not removed:
+            raise ConfigError(f"revoke-device: nothing was issued to {args.device_id!r}")
+        print(
+            f"revoked {len(serials)} certificate(s) and {len(removed)} password entr(y/ies) of "
+            f"{args.device_id!r}; restart Mosquitto to load {broker / 'crl.pem'}"
+        )
+    return 0
+
+
+def _new_password(broker: Path, name: str) -> str:
+    import secrets
+
+    secret = secrets.token_urlsafe(24)
+    set_passwords(broker / "passwd", {name: secret})
+    return secret

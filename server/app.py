@@ -1,0 +1,321 @@
+"""The server service: MQTT in, durable aggregation, Acks and signed model offers out.
+
+    link callbacks ──enqueue──> incoming queue ──> one worker thread:
+        take 1 message (or up to batch_max in group-commit mode)
+        ServerCore.submit each (decode -> admit -> log append -> apply)
+        tick (FedAvg deadline) -> commit (fsync) -> Acks (QoS 1) -> publish? -> checkpoint?
+
+Only the worker touches the core, so there are no locks around the model. On start the server
+recovers its state folder and publishes the current model (retained, signed). Offers are throttled:
+after `publish.every_versions` new versions, or `publish.every_seconds` after any new version.
+
+In-process use (demo, tests):
+
+    app = ServerApp(config); app.start(); ...; app.wait_for_version(5, timeout=30); app.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+import numpy as np
+
+from protocol.errors import FleetlearnError, ProtocolError, Reason
+from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
+from protocol.signing import load_private_key, sign_offer
+from protocol.topics import (
+    DeviceTopicKind,
+    ack_topic,
+    global_model_topic,
+    parse_device_topic,
+    shared_update_subscription,
+    update_subscription,
+)
+from server.artifacts import ServerArtifacts, load_server_artifacts
+from server.config import FsyncMode, ServerConfig
+from server.core import Outcome, ServerCore
+from server.evaluation import EvalResult, Evaluator, load_test_set
+from server.metrics import ServerMetrics
+from server.strategies import make_strategy
+from transport import IncomingMessage, MqttLink, PublishHandle
+
+__all__ = ["LinkLike", "ServerApp", "ServerStatus"]
+
+_log = logging.getLogger(__name__)
+
+
+class LinkLike(Protocol):
+    """The part of transport.MqttLink the server uses (tests pass an in-memory fake)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None: ...
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> PublishHandle: ...
+    def incoming(self) -> queue.Queue[IncomingMessage]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    version: int  # committed (durable) version
+    published_version: int
+    counts: dict[str, int]  # accepted and rejected-by-reason
+    last_eval: EvalResult | None
+    pending: int  # updates buffered in the strategy
+
+
+class ServerApp:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        link: LinkLike | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._artifacts: ServerArtifacts = load_server_artifacts(config.artifacts)
+        manifest = self._artifacts.manifest
+        try:
+            self._key = load_private_key(config.signing_key.read_bytes())
+        except OSError as exc:
+            raise FleetlearnError(f"signing_key {config.signing_key}: {exc}") from exc
+        strategy = make_strategy(config.strategy, config.strategy_params, config.staleness or None)
+        self.core = ServerCore(
+            manifest,
+            self._artifacts.initial_weights,
+            strategy,
+            config.state_dir,
+            config.admission,
+            checkpoint_every=config.durability.checkpoint_every,
+        )
+        self.metrics = ServerMetrics()
+        self.metrics_port: int | None = None
+        self._evaluator: Evaluator | None = None
+        if config.test_data is not None:
+            x, y = load_test_set(config.test_data, manifest)
+            self._evaluator = Evaluator(self._artifacts.inference_model, manifest, x, y)
+        self._link: LinkLike = link or MqttLink(config.broker)
+        self._topic = global_model_topic(config.fleet, manifest.model_id)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the published snapshot and last eval
+        self._published: tuple[int, np.ndarray] | None = None
+        self._published_at = 0.0
+        self._last_eval: EvalResult | None = None
+        self._version_changed = threading.Condition(self._lock)
+        self._committed_version = 0
+        self.error: BaseException | None = None  # set if the worker died
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        report = self.core.recover()
+        self._committed_version = report.version
+        self.metrics.version.set(report.version)
+        if self.config.metrics is not None:
+            self.metrics_port = self.metrics.serve(
+                self.config.metrics.address, self.config.metrics.port
+            )
+            _log.info(
+                "metrics on http://%s:%d/metrics", self.config.metrics.address, self.metrics_port
+            )
+        self._link.start()
+        fleet = self.config.fleet
+        group = self.config.shared_group
+        self._link.subscribe(
+            shared_update_subscription(fleet, group) if group else update_subscription(fleet), 1
+        )
+        self._publish(self._clock())
+        self._thread = threading.Thread(target=self._run, name="fleetlearn-server", daemon=True)
+        self._thread.start()
+        _log.info(
+            "server up: model %s… version %d, strategy %s, fsync %s",
+            self.core.manifest.model_id[:12],
+            self.core.version,
+            self.core.strategy.name,
+            self.config.durability.fsync.value,
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._link.stop()
+        self.core.close()
+        self.metrics.close()
+
+    def __enter__(self) -> ServerApp:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- views for the demo and tests ------------------------------------------------------
+
+    def status(self) -> ServerStatus:
+        with self._lock:
+            published = self._published[0] if self._published else -1
+            return ServerStatus(
+                self._committed_version,
+                published,
+                self.metrics.counts(),
+                self._last_eval,
+                self.core.strategy.pending,
+            )
+
+    def published_model(self) -> tuple[int, np.ndarray] | None:
+        with self._lock:
+            return (
+                None if self._published is None else (self._published[0], self._published[1].copy())
+            )
+
+    @property
+    def last_eval(self) -> EvalResult | None:
+        with self._lock:
+            return self._last_eval
+
+    def wait_for_version(self, version: int, timeout: float) -> bool:
+        """Block until the committed version reaches `version` (True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout
+        with self._version_changed:
+            while self._committed_version < version:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.error is not None:
+                    return False
+                self._version_changed.wait(min(left, 0.5))
+            return True
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        incoming = self._link.incoming()
+        batch_max = (
+            self.config.durability.batch_max
+            if self.config.durability.fsync is FsyncMode.BATCH
+            else 1
+        )
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = [incoming.get(timeout=0.1)]
+                except queue.Empty:
+                    batch = []
+                while batch and len(batch) < batch_max:
+                    try:
+                        batch.append(incoming.get_nowait())
+                    except queue.Empty:
+                        break
+                self._step(batch)
+        except BaseException as exc:  # the state on disk is consistent; stop and say why
+            self.error = exc
+            _log.critical("server worker failed; stopping (state is safe on disk)", exc_info=exc)
+            with self._version_changed:
+                self._version_changed.notify_all()
+
+    def _step(self, batch: list[IncomingMessage]) -> None:
+        started = time.perf_counter()
+        outcomes: list[Outcome] = []
+        for message in batch:
+            outcome = self._submit(message)
+            if outcome is not None:
+                outcomes.append(outcome)
+        now = self._clock()
+        self.core.tick(now)
+        self.core.commit()  # durable from here on: Acks and offers may leave
+        for outcome in outcomes:
+            self._link.publish(
+                ack_topic(self.config.fleet, outcome.device_id), encode_ack(outcome.ack), qos=1
+            )
+            if outcome.ack.accepted:
+                self.metrics.count_accepted(outcome.staleness)
+            else:
+                self.metrics.count_rejected(outcome.ack.reason)
+        if outcomes:
+            elapsed = time.perf_counter() - started
+            for _ in outcomes:
+                self.metrics.ingest.observe(elapsed)
+        with self._version_changed:
+            self._committed_version = self.core.version
+            self._version_changed.notify_all()
+        self.metrics.version.set(self.core.version)
+        self._maybe_publish(now)
+        self.core.maybe_checkpoint()
+
+    def _submit(self, message: IncomingMessage) -> Outcome | None:
+        try:
+            topic = parse_device_topic(message.topic)
+        except ProtocolError as exc:  # no device to answer: count and drop
+            _log.warning("dropping message on %r: %s", message.topic[:120], exc)
+            self.metrics.count_rejected(exc.reason)
+            return None
+        if topic.kind is not DeviceTopicKind.UPDATE or topic.fleet != self.config.fleet:
+            return None
+        return self.core.submit(topic.device_id, message.payload)
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def _maybe_publish(self, now: float) -> None:
+        with self._lock:
+            last = self._published[0] if self._published else -1
+        version = self.core.version
+        if version == last:
+            return
+        pub = self.config.publish
+        if version - last >= pub.every_versions or now - self._published_at >= pub.every_seconds:
+            self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        model, version = self.core.model.copy(), self.core.version  # committed: called after sync
+        offer = ModelOffer(
+            model_id=self.core.manifest.model_id,
+            version=version,
+            manifest_digest=self.core.manifest.digest,
+            weights=encode_vector(model, {"name": self.config.publish.codec}),
+            created_at=time.time(),
+            fedprox_mu=float(self.core.strategy.fedprox_mu),
+        )
+        self._link.publish(
+            self._topic, encode_offer(sign_offer(offer, self._key)), qos=1, retain=True
+        )
+        with self._lock:
+            self._published = (version, model)
+        self._published_at = now
+        _log.info("published model version %d", version)
+        if self._evaluator is not None:
+            result = self._evaluator.evaluate(model, version)
+            with self._lock:
+                self._last_eval = result
+            m = self.metrics
+            m.eval_accuracy.set(result.accuracy)
+            m.eval_f1.set(result.macro_f1)
+            m.eval_loss.set(result.loss)
+            m.eval_version.set(version)
+            _log.info(
+                "eval v%d: accuracy %.4f macro-F1 %.4f loss %.4f",
+                version,
+                result.accuracy,
+                result.macro_f1,
+                result.loss,
+            )
+
+
+def reason_counts(app: ServerApp) -> dict[Reason, int]:
+    """Rejections by Reason (a typed view of `status().counts`)."""
+    counts = app.status().counts
+    return {r: counts[r.value] for r in Reason if r.value in counts}

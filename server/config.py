@@ -1,0 +1,302 @@
+"""`server.toml`: one TOML file (stdlib tomllib), validated on load; errors name the key.
+
+    fleet = "demo"                      # topic namespace
+    artifacts = "artifacts/mlp"         # folder from `fleetlearn export` (manifest, weights, onnx)
+    signing_key = "keys/fleet.key"      # Ed25519 private key (PEM) that signs ModelOffers
+    state_dir = "state/server"          # update log + checkpoints
+    test_data = "data/test.npz"         # optional: x, y for evaluation after each publish
+
+    [broker]   url = "mqtt://127.0.0.1:1883"  client_id = "fleetlearn-server"
+               username = ...  password = ...  password_file = ...  ca_file/cert_file/key_file
+               protocol = "auto" | "v5" | "v311"   shared_group = ""   (v5 shared subscription)
+    [strategy] name = "fedasync" | "fedbuff" | "fedavg" | "fedprox", plus its parameters
+    [strategy.staleness]  function = "constant" | "polynomial" | "hinge", a = ..., b = ...
+    [admission]  max_message_bytes, max_samples, max_norm, norm_action = "clip"|"reject",
+                 max_staleness (-1 = unbounded)
+    [publish]    every_versions = 1, every_seconds = 5.0, codec = "float32" | "float16"
+    [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
+    [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
+
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import ConfigError
+from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES
+from protocol.topics import validate_fleet
+from server.admission import AdmissionLimits, NormAction
+from transport import BrokerConfig
+
+__all__ = [
+    "DurabilityConfig",
+    "FsyncMode",
+    "MetricsConfig",
+    "PublishConfig",
+    "ServerConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class FsyncMode(StrEnum):
+    ALWAYS = "always"  # one fsync per update before its Ack
+    BATCH = "batch"  # group commit: one fsync for the updates queued together, then their Acks
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    every_versions: int = 1  # publish after this many new versions...
+    every_seconds: float = 5.0  # ...or once this long has passed with any new version
+    codec: str = "float32"  # weights on the wire: float32 or float16 (half the bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class DurabilityConfig:
+    fsync: FsyncMode = FsyncMode.ALWAYS
+    batch_max: int = 64  # most updates in one group commit
+    checkpoint_every: int = 200  # log records between checkpoints (bounds recovery replay)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    address: str = "127.0.0.1"
+    port: int = 9100
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    fleet: str
+    artifacts: Path
+    signing_key: Path
+    state_dir: Path
+    broker: BrokerConfig
+    strategy: str = "fedbuff"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    staleness: dict[str, Any] = field(default_factory=dict)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    durability: DurabilityConfig = field(default_factory=DurabilityConfig)
+    metrics: MetricsConfig | None = None
+    test_data: Path | None = None
+    shared_group: str = ""  # "" = plain subscription; else $share/<group>/... (MQTT v5)
+
+
+def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a table")
+    return value
+
+
+def _unknown(doc: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(doc) - allowed)
+    if extra:
+        raise ConfigError(f"{where}{extra[0]}: unknown key (allowed: {sorted(allowed)})")
+
+
+def _str(doc: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = doc.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}{key}: required, a non-empty string")
+    return value
+
+
+def _int(doc: Mapping[str, Any], key: str, where: str, default: int, low: int) -> int:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{where}{key}: must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _float(doc: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}{key}: must be a finite number, got {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{where}{key}: must be > 0, got {value!r}")
+    return float(value)
+
+
+def _path(base: Path, value: object, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: required, a path string")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _broker(doc: dict[str, Any], base: Path) -> tuple[BrokerConfig, str]:
+    w = "broker."
+    keys = {
+        "url",
+        "client_id",
+        "username",
+        "password",
+        "password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "protocol",
+        "keepalive",
+        "max_packet_size",
+        "shared_group",
+    }
+    _unknown(doc, keys, w)
+    password = doc.get("password")
+    if "password_file" in doc:
+        if password is not None:
+            raise ConfigError("broker.password_file: set either password or password_file")
+        pw_path = _path(base, doc["password_file"], "broker.password_file")
+        try:
+            password = pw_path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"broker.password_file: cannot read {pw_path}: {exc}") from exc
+    files = {
+        k: _path(base, doc[k], w + k) if k in doc else None
+        for k in ("ca_file", "cert_file", "key_file")
+    }
+    for key in ("username", "protocol"):
+        if key in doc and not isinstance(doc[key], str):
+            raise ConfigError(f"broker.{key}: must be a string")
+    max_packet = doc.get("max_packet_size")
+    config = BrokerConfig(
+        url=_str(doc, "url", w, "mqtt://127.0.0.1:1883"),
+        client_id=_str(doc, "client_id", w, "fleetlearn-server"),
+        username=doc.get("username"),
+        password=password,
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
+        keepalive=_int(doc, "keepalive", w, 30, 5),
+        max_packet_size=None if max_packet is None else _int(doc, "max_packet_size", w, 0, 1024),
+        protocol=doc.get("protocol", "auto"),
+    )
+    group = doc.get("shared_group", "")
+    if group:
+        validate_fleet(group)
+    return config, str(group)
+
+
+def _admission(doc: dict[str, Any]) -> AdmissionLimits:
+    w = "admission."
+    _unknown(
+        doc, {"max_message_bytes", "max_samples", "max_norm", "norm_action", "max_staleness"}, w
+    )
+    action = doc.get("norm_action", "clip")
+    try:
+        norm_action = NormAction(action)
+    except ValueError:
+        raise ConfigError(f"admission.norm_action: 'clip' or 'reject', got {action!r}") from None
+    staleness = doc.get("max_staleness", 50)
+    if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < -1:
+        raise ConfigError(
+            f"admission.max_staleness: integer >= 0 (or -1 = unbounded), got {staleness!r}"
+        )
+    return AdmissionLimits(
+        max_message_bytes=_int(doc, "max_message_bytes", w, DEFAULT_MAX_MESSAGE_BYTES, 1024),
+        max_samples=_int(doc, "max_samples", w, 1_000_000, 1),
+        max_norm=_float(doc, "max_norm", w, 1.0) if "max_norm" in doc else None,
+        norm_action=norm_action,
+        max_staleness=None if staleness == -1 else staleness,
+    )
+
+
+def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
+    """Validate a parsed TOML document; relative paths resolve against `base_dir`."""
+    from server.strategies import make_strategy  # validates strategy params early
+
+    top = {
+        "fleet",
+        "artifacts",
+        "signing_key",
+        "state_dir",
+        "test_data",
+        "broker",
+        "strategy",
+        "admission",
+        "publish",
+        "durability",
+        "metrics",
+    }
+    _unknown(doc, top, "")
+    fleet = _str(doc, "fleet", "")
+    try:
+        validate_fleet(fleet)
+    except Exception as exc:
+        raise ConfigError(f"fleet: {exc}") from exc
+    broker, group = _broker(_table(doc, "broker"), base_dir)
+
+    strat = dict(_table(doc, "strategy"))
+    name = _str(strat, "name", "strategy.", "fedbuff")
+    strat.pop("name", None)
+    staleness = strat.pop("staleness", {})
+    if not isinstance(staleness, dict):
+        raise ConfigError("strategy.staleness: must be a table")
+    make_strategy(name, strat, staleness or None)
+
+    pub = _table(doc, "publish")
+    _unknown(pub, {"every_versions", "every_seconds", "codec"}, "publish.")
+    codec = pub.get("codec", "float32")
+    if codec not in ("float32", "float16"):
+        raise ConfigError(f"publish.codec: 'float32' or 'float16', got {codec!r}")
+    publish = PublishConfig(
+        _int(pub, "every_versions", "publish.", 1, 1),
+        _float(pub, "every_seconds", "publish.", 5.0),
+        codec,
+    )
+    dur = _table(doc, "durability")
+    _unknown(dur, {"fsync", "batch_max", "checkpoint_every"}, "durability.")
+    try:
+        fsync = FsyncMode(dur.get("fsync", "always"))
+    except ValueError:
+        raise ConfigError(
+            f"durability.fsync: 'always' or 'batch', got {dur.get('fsync')!r}"
+        ) from None
+    durability = DurabilityConfig(
+        fsync,
+        _int(dur, "batch_max", "durability.", 64, 1),
+        _int(dur, "checkpoint_every", "durability.", 200, 1),
+    )
+    metrics = None
+    if "metrics" in doc:
+        m = _table(doc, "metrics")
+        _unknown(m, {"address", "port"}, "metrics.")
+        metrics = MetricsConfig(
+            _str(m, "address", "metrics.", "127.0.0.1"), _int(m, "port", "metrics.", 9100, 0)
+        )
+    return ServerConfig(
+        fleet=fleet,
+        artifacts=_path(base_dir, doc.get("artifacts"), "artifacts"),
+        signing_key=_path(base_dir, doc.get("signing_key"), "signing_key"),
+        state_dir=_path(base_dir, doc.get("state_dir"), "state_dir"),
+        broker=broker,
+        strategy=name,
+        strategy_params=strat,
+        staleness=staleness,
+        admission=_admission(_table(doc, "admission")),
+        publish=publish,
+        durability=durability,
+        metrics=metrics,
+        test_data=_path(base_dir, doc["test_data"], "test_data") if "test_data" in doc else None,
+        shared_group=group,
+    )
+
+
+def load_config(path: Path) -> ServerConfig:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    try:
+        doc = tomllib.loads(data.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(doc, path.parent)

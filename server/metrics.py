@@ -1,0 +1,86 @@
+"""Prometheus metrics for the server, on a private registry (several servers may share a process).
+
+fleetlearn_updates_accepted_total                 counter
+fleetlearn_updates_rejected_total{reason}         counter, reason = protocol Reason value
+fleetlearn_update_staleness                       histogram of tau for accepted updates
+fleetlearn_model_version                          gauge
+fleetlearn_ingest_seconds                         histogram: receive -> Ack sent (incl. fsync)
+fleetlearn_eval_accuracy / _macro_f1 / _loss      gauges, last evaluation of the global model
+fleetlearn_eval_version                           gauge, the version last evaluated
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from protocol.errors import Reason
+
+__all__ = ["ServerMetrics"]
+
+_STALENESS_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class ServerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.accepted = Counter("fleetlearn_updates_accepted", "Updates admitted", registry=r)
+        self.rejected = Counter(
+            "fleetlearn_updates_rejected", "Updates refused, by reason", ["reason"], registry=r
+        )
+        self.staleness = Histogram(
+            "fleetlearn_update_staleness",
+            "tau of accepted updates",
+            buckets=_STALENESS_BUCKETS,
+            registry=r,
+        )
+        self.version = Gauge("fleetlearn_model_version", "Global model version", registry=r)
+        self.ingest = Histogram(
+            "fleetlearn_ingest_seconds",
+            "Update receive to Ack",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.eval_accuracy = Gauge("fleetlearn_eval_accuracy", "Last eval accuracy", registry=r)
+        self.eval_f1 = Gauge("fleetlearn_eval_macro_f1", "Last eval macro-F1", registry=r)
+        self.eval_loss = Gauge("fleetlearn_eval_loss", "Last eval loss", registry=r)
+        self.eval_version = Gauge("fleetlearn_eval_version", "Version last evaluated", registry=r)
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {"accepted": 0}
+        self._server: Any = None
+
+    def count_accepted(self, staleness: int | None) -> None:
+        self.accepted.inc()
+        if staleness is not None:
+            self.staleness.observe(staleness)
+        with self._lock:
+            self._counts["accepted"] += 1
+
+    def count_rejected(self, reason: Reason) -> None:
+        self.rejected.labels(reason=reason.value).inc()
+        with self._lock:
+            self._counts[reason.value] = self._counts.get(reason.value, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        """{"accepted": n, "<reason>": n, ...}: a plain snapshot for the demo and tests."""
+        with self._lock:
+            return dict(self._counts)
+
+    def serve(self, address: str, port: int) -> int:
+        """Start the HTTP endpoint; returns the bound port (pass 0 for a free one)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
