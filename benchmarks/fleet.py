@@ -131,9 +131,42 @@ def _scaling(setup: Setup, sizes: list[int], minutes: float, work: Path) -> dict
         "points": points,
         "fit_wall_s": {"intercept": a, "per_device": b, "virtual_minutes": minutes},
         "largest_fleet_1_virtual_hour_in_10_min_wall": largest,
-        "largest_fleet_is": "extrapolated (linear fit of measured points; not run at that size)",
+        "largest_fleet_is": "EXTRAPOLATED (linear fit of measured points; never run at that size)",
         "definition": "FedBuff K=10 float32, concurrency 5% of devices, 1 virtual hour",
+        "bound": "real ORT training per update (one core); fleet size itself is cheap, see"
+        " fixed_concurrency_measured",
     }
+
+
+def _large_fleets(setup: Setup, sizes: list[int], work: Path) -> list[dict[str, Any]]:
+    """Fleet size at fixed concurrency (50): the cost is per device (profiles, windows, events)
+    plus per update (training), so this shows what the fleet size alone costs."""
+    points = []
+    for n in sizes:
+        exp = Experiment(concurrency=50, duration_s=20 * 60, eval_every_s=600)
+        t0 = time.perf_counter()
+        rep = compare(
+            [parse_strategy("fedbuff:10:polynomial")],
+            exp,
+            Setup(devices=n, alpha=setup.alpha, fleet=setup.fleet, artifacts=setup.artifacts),
+            [0],
+            work / f"large-{n}",
+            target=0.5,
+            progress=lambda _m: None,
+        )
+        run = next(iter(rep["per_seed"]["0"]["runs"].values()))
+        points.append(
+            {
+                "devices": n,
+                "concurrency": 50,
+                "virtual_minutes": 20,
+                "updates": run["updates_accepted"],
+                "total_wall_s": time.perf_counter() - t0,  # fleet + data setup + run
+                "run_wall_s": run["sim_wall_s"],
+            }
+        )
+        print(f"large fleet: {points[-1]}", flush=True)
+    return points
 
 
 def main() -> int:
@@ -183,6 +216,9 @@ def main() -> int:
     }
     if not ns.no_scaling and not ns.quick:
         doc["scaling"] = _scaling(setup, [1000, 4000, 16000], minutes=20, work=work)
+        doc["scaling"]["fixed_concurrency_measured"] = _large_fleets(
+            setup, [100_000, 1_000_000], work
+        )
     doc["total_wall_s"] = time.perf_counter() - t0
     path = ROOT / "benchmarks/results/fleet.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
