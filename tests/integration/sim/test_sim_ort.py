@@ -80,10 +80,13 @@ def test_equal_fleet_gives_fedavg_and_fedbuff_k_cohort_the_same_trajectory(
     assert sync.shape == buff.shape
     assert sync[-1] > 0.6 and buff[-1] > 0.6  # both learned
     assert abs(sync[-1] - buff[-1]) < 0.06
-    assert float(np.mean(np.abs(sync - buff))) < 0.06  # the whole trajectory, within noise
+    # The whole trajectory, within noise (measured: mean |diff| 0.033). FedBuff trails slightly
+    # by design: a freed slot restarts from the current model before the buffer steps, so K-1
+    # of each K updates are one version stale.
+    assert float(np.mean(np.abs(sync - buff))) < 0.06
+    assert abs(float(np.mean(sync)) - float(np.mean(buff))) < 0.04  # area under the curve
 
 
-@pytest.mark.slow
 def test_cli_writes_report_and_plots(artifacts: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
