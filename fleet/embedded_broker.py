@@ -1,5 +1,7 @@
 """An in-process MQTT 3.1.1 broker (amqtt) on a thread, for the one-command demo and unit-level
-tests. Never the production broker: no v5, no ACL, anonymous (FACTS.md).
+tests. Never the production broker: no v5, no ACL, anonymous (FACTS.md). It runs amqtt with
+the fixes in fleet/amqtt_fixes.py (a connect/subscribe race, stray retained messages, sockets
+left open at shutdown).
 
     with EmbeddedBroker() as broker:      # binds 127.0.0.1 on a free port
         url = broker.url                  # "mqtt://127.0.0.1:PORT"
@@ -80,16 +82,14 @@ class EmbeddedBroker:
         self.stop()
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        # asyncio.Runner, like asyncio.run: on exit it cancels and awaits every task still
+        # pending (amqtt's per-connection helpers) before closing the loop
+        with asyncio.Runner() as runner:
+            self._loop = runner.get_loop()
+            runner.run(self._serve())
 
     async def _serve(self) -> None:
-        from amqtt.broker import Broker  # imported here: only the demo/test side needs amqtt
+        from fleet.amqtt_fixes import FixedBroker  # imported here: only demo/tests need amqtt
 
         self._stopping = asyncio.Event()
         config: dict[str, Any] = {
@@ -99,7 +99,7 @@ class EmbeddedBroker:
             },
         }
         try:
-            broker = Broker(config)
+            broker = FixedBroker(config)
             await broker.start()
         except Exception as exc:  # surfaced to start()'s caller
             self._error = exc
@@ -109,3 +109,4 @@ class EmbeddedBroker:
         self._ready.set()
         await self._stopping.wait()
         await broker.shutdown()
+        await broker.close_connections()  # amqtt's shutdown leaves some accepted sockets open

@@ -202,15 +202,9 @@ class DemoDevice:
     def device_id(self) -> str:
         return self.runtime.config.device_id
 
-    def start(self, connect_timeout: float = 5.0) -> None:
-        self.link.start()
+    def start(self) -> None:
+        self.link.start()  # connects in the background; devices need not wait for each other
         self._thread.start()
-        # One device at a time: amqtt 0.12.1 iterates its subscription table while a client
-        # connects, and a SUBSCRIBE from another client arriving then kills that connection
-        # ("dictionary changed size during iteration"). Waiting costs ~20 ms per device.
-        if not self.link.wait_connected(connect_timeout):
-            _log.warning("agent %s: no broker connection yet; it keeps trying", self.device_id)
-        time.sleep(0.02)  # its SUBSCRIBEs follow the CONNACK: let them land first
 
     def _run(self) -> None:
         try:

@@ -20,17 +20,7 @@ from fleet.demo.run import DemoOptions, run_demo
 from fleet.demo.teardown import port_is_free
 from tests.integration.demo.conftest import REPO, read_report
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    # amqtt 0.12.1's shutdown leaves some accepted client sockets to the garbage collector
-    # (ResourceWarning from __del__ after its loop closed). The listening port is freed and the
-    # demo's own threads end: both asserted below.
-    pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <(function (StreamWriter|_SelectorTransport)\.__del__"
-        r"|socket\.socket):pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_short_demo_learns_reports_and_leaves_nothing_behind(
@@ -59,7 +49,7 @@ def test_short_demo_learns_reports_and_leaves_nothing_behind(
         time.sleep(0.1)
     assert not set(threading.enumerate()) - threads_before
     assert not result.interrupted
-    gc.collect()  # amqtt's stray sockets warn here, under this module's filter, not in a later test
+    gc.collect()  # a socket left to the collector would warn here (an error), not in a later test
 
 
 def test_ctrl_c_stops_the_fleet_and_frees_the_port(
