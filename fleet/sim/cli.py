@@ -61,6 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int, default=8)
     a("--lr", type=float, default=0.01, help="local learning rate when exporting the model")
     a("--fedbuff-lr", type=float, default=1.0, help="FedBuff server learning rate")
+    a("--fedbuff-momentum", type=float, default=0.0, help="FedBuff server momentum (0: none)")
+    a(
+        "--session-timeout",
+        type=float,
+        default=3.0,
+        help="async: abort sessions longer than this multiple of the median session time"
+        " (0: never; default 3)",
+    )
     a("--fedasync-alpha", type=float, default=0.6, help="FedAsync mixing rate")
     a("--max-staleness", type=int, help="reject updates staler than this (default: none)")
 
@@ -82,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             deadline_s=parse_duration(args.deadline),
             fedasync_alpha=args.fedasync_alpha,
             fedbuff_lr=args.fedbuff_lr,
+            fedbuff_momentum=args.fedbuff_momentum,
+            async_session_timeout=args.session_timeout or None,
             max_staleness=args.max_staleness,
             duration_s=parse_duration(args.duration),
             eval_every_s=parse_duration(args.eval_every),

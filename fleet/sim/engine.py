@@ -3,6 +3,10 @@
 Scheduling (the only thing that differs between sync and async; the maths is the server's):
   async (FedAsync, FedBuff): keep `concurrency` devices training; when one finishes or drops, start
       another eligible idle device chosen uniformly at random. Each starts from the current model.
+      With `session_timeout` (Papaya, Huba et al. 2022), a session running longer than that
+      multiple of the median session time is aborted and its slot goes to another device; the
+      median is the server's own running estimate over finished (and timed-out) sessions, so
+      this is what a production orchestrator could do, not an oracle on device speeds.
   sync (FedAvg): each round selects `concurrency` devices (the cohort plus over-selection) from the
       current model; the strategy closes the round at `round_size` arrivals or at its deadline.
       Devices still training when a round closes are told to stop (their work is discarded, no
@@ -16,6 +20,7 @@ runs lazily when the virtual training ends, from the model version the device do
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,6 +51,11 @@ class RunConfig:
     eval_every_s: float = 300.0  # virtual; evaluation is the costly wall-clock part
     budget: LocalBudget = field(default_factory=LocalBudget)
     seed: int = 0
+    # async only: abort a session after this multiple of the running median session time
+    # (None: never). Timed-out work is discarded and its uplink bytes never counted, as for the
+    # sync baseline's over-selected stragglers.
+    session_timeout: float | None = None
+    timeout_warmup: int = 20  # finished sessions needed before the median is trusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,7 @@ class _Session:
     base_model: np.ndarray  # (n,) float32: the model the device downloaded (never mutated)
     base_version: int
     samples: np.ndarray  # indices into the training set
+    started: float = 0.0  # virtual time the session started
     payload: bytes = b""
     residual: np.ndarray | None = None
 
@@ -141,6 +152,7 @@ class _Run:
         self.uplink_bytes = self.downlink_bytes = 0
         self.model_bytes = int(server.model.size) * 4 + 256  # an offer: float32 weights + header
         self.curve: list[Point] = []
+        self.durations: list[float] = []  # sorted: finished async sessions (timed-out: censored)
         self.wall_train = self.wall_eval = 0.0
 
     # --- bookkeeping ---------------------------------------------------------------------
@@ -160,6 +172,7 @@ class _Run:
             EventKind.ARRIVE: self._arrive,
             EventKind.DROP: self._drop,
             EventKind.DEADLINE: self._deadline,
+            EventKind.TIMEOUT: self._timeout,
             EventKind.EVAL: self._eval,
         }
         while self.q and self.q.peek_time() < self.c.duration_s:
@@ -204,7 +217,7 @@ class _Run:
         if len(idx) > self.c.budget.max_samples:
             idx = np.sort(self.rng.choice(idx, self.c.budget.max_samples, replace=False))
         self.tokens += 1
-        s = _Session(self.tokens, d, self.server.model, self.server.version, idx)
+        s = _Session(self.tokens, d, self.server.model, self.server.version, idx, now)
         self.busy[d] = s
         self.counts["sessions"] += 1
         self.downlink_bytes += self.model_bytes
@@ -215,6 +228,20 @@ class _Run:
             self.q.push(now + self.rng.uniform(0.0, busy_s), EventKind.DROP, d, s.token)
         else:
             self.q.push(now + busy_s, EventKind.COMPUTE_DONE, d, s.token)
+        limit = self._time_limit()
+        if limit is not None:
+            self.q.push(now + limit, EventKind.TIMEOUT, d, s.token)
+
+    def _time_limit(self) -> float | None:
+        """The async session time limit now: a multiple of the running median, once known."""
+        factor = self.c.session_timeout
+        if self.c.mode is not Mode.ASYNC or factor is None:
+            return None
+        n = len(self.durations)
+        if n < self.c.timeout_warmup:
+            return None
+        median = 0.5 * (self.durations[(n - 1) // 2] + self.durations[n // 2])
+        return factor * median
 
     def _current(self, d: int, token: object) -> _Session | None:
         s = self.busy.get(d)
@@ -249,6 +276,8 @@ class _Run:
             return
         self.uplink_bytes += len(s.payload)
         self.uplink.delivered(d, s.residual)
+        if self.c.mode is Mode.ASYNC:
+            bisect.insort(self.durations, self.q.now - s.started)
         self._end_session(d)
         stepped = self.server.receive(_device_id(d), s.payload, self.q.now)
         if stepped and self.c.mode is Mode.SYNC:
@@ -258,6 +287,16 @@ class _Run:
     def _drop(self, d: int, token: object) -> None:
         if self._current(d, token) is not None:
             self.counts["dropouts"] += 1
+            self._end_session(d)
+            self._fill()
+
+    def _timeout(self, d: int, token: object) -> None:
+        s = self._current(d, token)
+        if s is not None:
+            # Censored at the limit (its true time is longer): with a limit above the median,
+            # this keeps the running median unbiased instead of ratcheting it down.
+            bisect.insort(self.durations, self.q.now - s.started)
+            self.counts["timed_out"] += 1
             self._end_session(d)
             self._fill()
 
@@ -318,6 +357,8 @@ def run_simulation(
         raise ValueError(f"{len(slices)} data slices for {len(fleet)} devices")
     if config.concurrency < 1 or not config.duration_s > 0:
         raise ValueError("concurrency must be >= 1 and duration_s > 0")
+    if config.session_timeout is not None and not config.session_timeout > 1.0:
+        raise ValueError("session_timeout must be > 1 (a multiple of the median session time)")
     t0 = time.perf_counter()
     r = _Run(config, fleet, slices, data, trainer, server, uplink)
     r.run()

@@ -22,6 +22,7 @@ class EventKind(Enum):
     ARRIVE = "arrive"  # its update reached the server
     DROP = "drop"  # it dropped out mid-session
     DEADLINE = "deadline"  # a synchronous round's deadline
+    TIMEOUT = "timeout"  # an asynchronous session ran past its time limit
     EVAL = "eval"  # evaluate the global model on the held-out set
 
 

@@ -84,6 +84,10 @@ class Experiment:
     deadline_s: float = 120.0  # sync round deadline (virtual seconds)
     fedasync_alpha: float = 0.6
     fedbuff_lr: float = 1.0
+    fedbuff_momentum: float = 0.0  # server momentum beta (FedBuff paper, Appendix); 0 disables
+    # async (FedAsync/FedBuff) session time limit, a multiple of the running median session
+    # time (Papaya); None: wait for every session. Sync FedAvg keeps its deadline + abort.
+    async_session_timeout: float | None = 3.0
     max_staleness: int | None = None  # None: every update counts, weighted by staleness
     duration_s: float = 4 * 3600.0
     eval_every_s: float = 300.0
@@ -106,7 +110,11 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
     staleness: dict[str, Any] = {"function": spec.staleness}
     if spec.name == "fedasync":
         return make_strategy("fedasync", {"alpha": exp.fedasync_alpha}, staleness)
-    params = {"buffer_size": spec.buffer_size, "server_lr": exp.fedbuff_lr}
+    params = {
+        "buffer_size": spec.buffer_size,
+        "server_lr": exp.fedbuff_lr,
+        "momentum": exp.fedbuff_momentum,
+    }
     return make_strategy("fedbuff", params, staleness)
 
 
@@ -135,6 +143,7 @@ def run_one(
         eval_every_s=exp.eval_every_s,
         budget=exp.budget,
         seed=seed,
+        session_timeout=exp.async_session_timeout,
     )
     uplink = Uplink(manifest, spec.codec)
     return run_simulation(config, fleet, slices, data, trainer, server, uplink), server

@@ -1,0 +1,97 @@
+"""The small one-seed sweep that chose fleet.py's async defaults (a record, not a benchmark).
+
+Same setup as benchmarks/fleet.py (1,000 devices, digits, alpha 0.3, 15% stragglers 10x slower,
+1.5 virtual hours) on seed 0 ONLY, so the 3-seed benchmark is not tuned on all of its seeds.
+The sync FedAvg baseline is run once with its fixed settings and sets the target; it is not swept
+(and not weakened). Parts:
+    timeout  async session timeout (multiple of the running median session time): none, 2, 3
+    fedbuff  K x (server lr, server momentum)
+    codec    topk fraction x values (int8, int4), with error feedback, on FedAsync
+
+    /work/main/.venv/bin/python benchmarks/fleet_sweep.py {timeout,fedbuff,codec} ...
+
+Writes benchmarks/results/fleet_sweep_<part>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.fleet import _export  # noqa: E402
+from fleet.sim.compare import compare  # noqa: E402
+from fleet.sim.profiles import FleetConfig  # noqa: E402
+from fleet.sim.runner import Experiment, parse_strategy  # noqa: E402
+from fleet.sim.world import Setup  # noqa: E402
+
+BASE = Experiment(concurrency=50, duration_s=1.5 * 3600, eval_every_s=60)
+
+
+def _variants(part: str) -> list[tuple[str, Experiment, str, dict[str, Any] | None]]:
+    out: list[tuple[str, Experiment, str, dict[str, Any] | None]] = []
+    if part == "timeout":
+        for t in (None, 2.0, 3.0):
+            e = dataclasses.replace(BASE, async_session_timeout=t)
+            out += [(f"timeout={t}", e, "fedasync:polynomial", None)]
+            out += [(f"timeout={t}", e, "fedbuff:10:polynomial", None)]
+    elif part == "fedbuff":
+        for k in (5, 10, 20):
+            for lr, mom in ((1.0, 0.0), (2.0, 0.0), (1.0, 0.5), (0.3, 0.9)):
+                e = dataclasses.replace(BASE, fedbuff_lr=lr, fedbuff_momentum=mom)
+                out += [(f"lr={lr} momentum={mom}", e, f"fedbuff:{k}:polynomial", None)]
+    elif part == "codec":
+        for frac in (0.02, 0.05, 0.1):
+            for values in ({"name": "int8", "chunk": 256}, {"name": "int4", "chunk": 64}):
+                codec = {"name": "topk", "fraction": frac, "values": values}
+                out += [("", BASE, "fedasync:polynomial", codec)]
+        out += [("", BASE, "fedasync:polynomial", {"name": "int4", "chunk": 64})]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=("timeout", "fedbuff", "codec"))
+    ns = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix=f"fleet-sweep-{ns.part}-"))
+    art = _export(work)
+    setup = Setup(devices=1000, alpha=0.3, fleet=FleetConfig(straggler_fraction=0.15),
+                  artifacts=art)  # fmt: skip
+    rows = []
+    rep = compare([parse_strategy("fedavg")], BASE, setup, [0], work / "fedavg")
+    run = rep["per_seed"]["0"]["runs"]["fedavg/float32"]
+    target: float = rep["per_seed"]["0"]["target"]
+    fedavg_time, fedavg_bytes = run["time_to_target_s"], run["uplink_bytes_to_target"]
+    print(f"fedavg: target {target:.4f}, {run}", flush=True)
+    for i, (name, exp, strat, codec) in enumerate(_variants(ns.part)):
+        spec = parse_strategy(strat, codec)
+        rep = compare([spec], exp, setup, [0], work / f"v{i}", target, progress=lambda _m: None)
+        r = rep["per_seed"]["0"]["runs"][spec.label]
+        t, b = r["time_to_target_s"], r["uplink_bytes_to_target"]
+        row = {
+            "variant": name,
+            "run": spec.label,
+            "time_to_target_s": t,
+            "speedup_vs_fedavg": fedavg_time / t if t and fedavg_time else None,
+            "bytes_reduction_vs_fedavg": fedavg_bytes / b if b and fedavg_bytes else None,
+            "final_accuracy": r["final_accuracy"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    doc = {"seed": 0, "target": target, "fedavg_time_to_target_s": fedavg_time,
+           "fedavg_bytes_to_target": fedavg_bytes, "rows": rows}  # fmt: skip
+    path = ROOT / f"benchmarks/results/fleet_sweep_{ns.part}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
