@@ -5,7 +5,7 @@ Same setup as benchmarks/fleet.py (1,000 devices, digits, alpha 0.3, 15% straggl
 The sync FedAvg baseline is run once with its fixed settings and sets the target; it is not swept
 (and not weakened). Parts:
     timeout  async session timeout (multiple of the running median session time): none, 2, 3
-    fedbuff  K x (server lr, server momentum)
+    fedbuff  K x (server lr, server momentum); fedbuff-low: server lr 0.5 for K 5, 10
     codec    topk fraction x values (int8, int4), with error feedback, on FedAsync
 
     /work/main/.venv/bin/python benchmarks/fleet_sweep.py {timeout,fedbuff,codec} ...
@@ -44,9 +44,13 @@ def _variants(part: str) -> list[tuple[str, Experiment, str, dict[str, Any] | No
             out += [(f"timeout={t}", e, "fedbuff:10:polynomial", None)]
     elif part == "fedbuff":
         for k in (5, 10, 20):
-            for lr, mom in ((1.0, 0.0), (2.0, 0.0), (1.0, 0.5), (0.3, 0.9)):
+            for lr, mom in ((1.0, 0.0), (2.0, 0.0), (1.0, 0.5)):
                 e = dataclasses.replace(BASE, fedbuff_lr=lr, fedbuff_momentum=mom)
                 out += [(f"lr={lr} momentum={mom}", e, f"fedbuff:{k}:polynomial", None)]
+    elif part == "fedbuff-low":  # after "fedbuff" showed lr 2 and momentum hurt: a smaller lr
+        for k in (5, 10):
+            e = dataclasses.replace(BASE, fedbuff_lr=0.5)
+            out += [("lr=0.5 momentum=0.0", e, f"fedbuff:{k}:polynomial", None)]
     elif part == "codec":
         for frac in (0.02, 0.05, 0.1):
             for values in ({"name": "int8", "chunk": 256}, {"name": "int4", "chunk": 64}):
@@ -58,7 +62,7 @@ def _variants(part: str) -> list[tuple[str, Experiment, str, dict[str, Any] | No
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("timeout", "fedbuff", "codec"))
+    ap.add_argument("part", choices=("timeout", "fedbuff", "fedbuff-low", "codec"))
     ns = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix=f"fleet-sweep-{ns.part}-"))
     art = _export(work)

@@ -65,9 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a(
         "--session-timeout",
         type=float,
-        default=3.0,
+        default=0.0,
         help="async: abort sessions longer than this multiple of the median session time"
-        " (0: never; default 3)",
+        " (0: never, the default)",
     )
     a("--fedasync-alpha", type=float, default=0.6, help="FedAsync mixing rate")
     a("--max-staleness", type=int, help="reject updates staler than this (default: none)")

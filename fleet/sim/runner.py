@@ -87,7 +87,9 @@ class Experiment:
     fedbuff_momentum: float = 0.0  # server momentum beta (FedBuff paper, Appendix); 0 disables
     # async (FedAsync/FedBuff) session time limit, a multiple of the running median session
     # time (Papaya); None: wait for every session. Sync FedAvg keeps its deadline + abort.
-    async_session_timeout: float | None = 3.0
+    # Off by default: on the fleet benchmark (seed 0) 2x and 3x made time-to-target WORSE
+    # (benchmarks/results/fleet_sweep_timeout.json).
+    async_session_timeout: float | None = None
     max_staleness: int | None = None  # None: every update counts, weighted by staleness
     duration_s: float = 4 * 3600.0
     eval_every_s: float = 300.0
