@@ -41,6 +41,7 @@ class OrtTrainer:
     _module: Any  # onnxruntime.training.api.Module (rebuilt by _build_module)
     _state: Any  # its CheckpointState, kept alive alongside
     _optimized: bool  # whether the current module carries optimizer state
+    _eval: tuple[Any, Any] | None  # (eval Module, its CheckpointState), built on first evaluate
 
     def __init__(self, artifacts: Artifacts, threads: int = 0) -> None:
         """`threads`: ORT intra-op threads; 0 lets ORT use every core."""
@@ -56,6 +57,7 @@ class OrtTrainer:
             self._options.intra_op_num_threads = threads
             self._options.inter_op_num_threads = 1
         self._api = api
+        self._eval = None
         self._build_module()  # sets self._module, self._state, self._optimized
         size = self._module.get_parameters_size(trainable_only=False)
         if size != self.manifest.num_params:
@@ -69,12 +71,12 @@ class OrtTrainer:
         """A fresh checkpoint state and module. ORT keeps AdamW moments and the step count in the
         checkpoint state, and a new Optimizer on an old state reuses them, so a clean local round
         needs a new state. The nominal checkpoint holds names and shapes only; weights come after.
+        The training module is built WITHOUT the eval graph (0.8 ms instead of 1.3 ms on the
+        digits MLP, once per train()); evaluation uses a second module built once.
         """
-        checkpoint, training_model, eval_model = self._paths
+        checkpoint, training_model, _eval_model = self._paths
         state = self._api.CheckpointState.load_checkpoint(checkpoint)
-        self._module = self._api.Module(
-            training_model, state, eval_model, session_options=self._options
-        )
+        self._module = self._api.Module(training_model, state, None, session_options=self._options)
         self._state = state  # the module refers to it; keep it alive alongside
         self._optimized = False
 
@@ -145,16 +147,25 @@ class OrtTrainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> EvalResult:
         check_arrays(self.manifest, x, y)
-        self._module.eval()
+        if self._eval is None:
+            checkpoint, training_model, eval_model = self._paths
+            state = self._api.CheckpointState.load_checkpoint(checkpoint)
+            module = self._api.Module(
+                training_model, state, eval_model, session_options=self._options
+            )
+            self._eval = (module, state)  # the module refers to its state: keep both alive
+        module = self._eval[0]
+        weights = self._module.get_contiguous_parameters(trainable_only=False)
+        module.copy_buffer_to_parameters(weights, trainable_only=False)  # a C OrtValue
+        module.eval()
         n = x.shape[0]
         loss_sum = 0.0
         preds = np.empty(n, dtype=np.int64)  # (n,)
         for begin in range(0, n, batch_size):
             xb, yb = x[begin : begin + batch_size], y[begin : begin + batch_size]
-            loss, logits = self._module(np.ascontiguousarray(xb), np.ascontiguousarray(yb))
+            loss, logits = module(np.ascontiguousarray(xb), np.ascontiguousarray(yb))
             loss_sum += float(loss) * len(yb)  # the loss graph averages over the batch
             preds[begin : begin + len(yb)] = np.argmax(logits, axis=1)
-        self._module.train()
         return EvalResult(
             loss=loss_sum / n,
             accuracy=float(np.mean(preds == y)),
