@@ -117,4 +117,5 @@ def proximal_step(
     see agent/trainer/ort_backend.py's docstring.
     """
     shrink = np.float32(1.0 / (1.0 + learning_rate * mu))
-    return anchor + (weights - anchor) * shrink  # (num_params,) float32
+    out: np.ndarray = anchor + (weights - anchor) * shrink  # (num_params,) float32
+    return out
