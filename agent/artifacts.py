@@ -5,7 +5,6 @@ Files are untrusted until their sha256 matches the manifest; nothing is unpickle
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from protocol.artifacts import (
     INITIAL_WEIGHTS,
     MANIFEST_FILE,
     MAX_ARTIFACT_BYTES,
+    decode_initial_weights,
     verify_file,
 )
 from protocol.errors import DataError, ProtocolError
@@ -47,21 +47,6 @@ def _read(path: Path, limit: int) -> bytes:
         raise DataError(f"{path}: cannot read: {exc}") from exc
 
 
-def _load_weights(path: Path, data: bytes, manifest: Manifest) -> np.ndarray:
-    try:
-        # allow_pickle=False: a .npy with object arrays would run code on load.
-        flat = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a plain .npy array: {exc}") from exc
-    if not isinstance(flat, np.ndarray) or flat.dtype != np.float32:
-        raise DataError(f"{path}: dtype {getattr(flat, 'dtype', None)} is not float32")
-    if flat.shape != (manifest.num_params,):
-        raise DataError(f"{path}: shape {flat.shape} != ({manifest.num_params},)")
-    if not np.isfinite(flat).all():
-        raise DataError(f"{path}: NaN or infinity in the initial weights")
-    return flat
-
-
 def load_artifacts(dir: Path) -> Artifacts:
     """Read and verify `dir`: manifest valid, every listed file present with the right sha256."""
     dir = Path(dir)
@@ -79,9 +64,9 @@ def load_artifacts(dir: Path) -> Artifacts:
         data = _read(path, MAX_ARTIFACT_BYTES)
         try:
             verify_file(manifest, name, data)
+            if name == INITIAL_WEIGHTS:  # parse the verified bytes, not a second read
+                weights = decode_initial_weights(manifest, data)
         except ProtocolError as exc:  # its message names the file
             raise DataError(f"{dir}: {exc}") from exc
-        if name == INITIAL_WEIGHTS:  # parse the verified bytes, not a second read
-            weights = _load_weights(path, data, manifest)
     assert weights is not None  # INITIAL_WEIGHTS is in ARTIFACT_FILES
     return Artifacts(dir=dir, manifest=manifest, initial_weights=weights)

@@ -103,12 +103,10 @@ class AgentRuntime:
         self._was_connected = False
         self._status_at = -math.inf
         self._status_key: tuple[str, str, int | None] | None = None
-        tr = config.training
         self._offer_topic = global_model_topic(config.fleet, config.model_id)
         self._ack_topic = ack_topic(config.fleet, config.device_id)
         self._update_topic = update_topic(config.fleet, config.device_id)
         self._status_topic = status_topic(config.fleet, config.device_id)
-        self._partial_rule = (tr.partial_work, tr.partial_min_fraction)
         # Counters for logs, --report and the benchmark.
         self.acked = 0  # updates the server acknowledged (delivered)
         self.round_seconds: list[float] = []  # wall time of each committed round
@@ -335,7 +333,8 @@ class AgentRuntime:
         self._resend_if_due()
 
     def _keep_partial(self, result: TrainResult) -> bool:
-        rule, fraction = self._partial_rule
+        tr = self.config.training
+        rule, fraction = tr.partial_work, tr.partial_min_fraction
         planned = self._planned_steps()
         keep = rule is PartialWork.SEND and result.steps > 0 and result.steps >= fraction * planned
         _log.info(

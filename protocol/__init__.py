@@ -2,3 +2,5 @@
 
 Pure: no I/O, and nothing heavier than numpy, msgpack and cryptography.
 """
+
+__all__: list[str] = []

@@ -7,6 +7,9 @@ of every other file, so the manifest digest (the model id) content-addresses the
 from __future__ import annotations
 
 import hashlib
+import io
+
+import numpy as np
 
 from protocol.errors import ProtocolError, Reason
 from protocol.manifest import Manifest
@@ -21,6 +24,7 @@ __all__ = [
     "MAX_ARTIFACT_BYTES",
     "OPTIMIZER_MODEL",
     "TRAINING_MODEL",
+    "decode_initial_weights",
     "sha256_hex",
     "verify_file",
 ]
@@ -63,3 +67,24 @@ def verify_file(manifest: Manifest, name: str, data: bytes) -> None:
             Reason.UNKNOWN_MODEL,
             f"{name}: sha256 {actual[:16]}... does not match the manifest's {expected[:16]}...",
         )
+
+
+def decode_initial_weights(manifest: Manifest, data: bytes) -> np.ndarray:
+    """The bytes of INITIAL_WEIGHTS -> (num_params,) float32, finite; checked, never unpickled."""
+    try:
+        # allow_pickle=False: a .npy with object arrays would run code on load.
+        flat = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise ProtocolError(
+            Reason.MALFORMED, f"{INITIAL_WEIGHTS}: not a plain .npy array: {exc}"
+        ) from exc
+    if not isinstance(flat, np.ndarray) or flat.dtype != np.float32:
+        dtype = getattr(flat, "dtype", None)
+        raise ProtocolError(Reason.DTYPE, f"{INITIAL_WEIGHTS}: dtype {dtype} is not float32")
+    if flat.shape != (manifest.num_params,):
+        raise ProtocolError(
+            Reason.SHAPE, f"{INITIAL_WEIGHTS}: shape {flat.shape} != ({manifest.num_params},)"
+        )
+    if not np.isfinite(flat).all():
+        raise ProtocolError(Reason.NON_FINITE, f"{INITIAL_WEIGHTS}: NaN or infinity")
+    return flat

@@ -1,1 +1,3 @@
 """The aggregation server. Imports protocol and transport; never agent."""
+
+__all__: list[str] = []

@@ -7,13 +7,18 @@ inference.onnx       -> path, for evaluation (sha256 checked when read)
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from protocol.artifacts import INFERENCE_MODEL, INITIAL_WEIGHTS, MANIFEST_FILE, verify_file
+from protocol.artifacts import (
+    INFERENCE_MODEL,
+    INITIAL_WEIGHTS,
+    MANIFEST_FILE,
+    decode_initial_weights,
+    verify_file,
+)
 from protocol.errors import DataError, ProtocolError
 from protocol.manifest import Manifest, decode_manifest
 
@@ -41,15 +46,7 @@ def load_server_artifacts(folder: Path) -> ServerArtifacts:
         raw = _read(folder, INITIAL_WEIGHTS)
         verify_file(manifest, INITIAL_WEIGHTS, raw)
         verify_file(manifest, INFERENCE_MODEL, _read(folder, INFERENCE_MODEL))
-    except ProtocolError as exc:
+        weights = decode_initial_weights(manifest, raw)
+    except ProtocolError as exc:  # its message names the file
         raise DataError(f"{folder}: {exc}") from exc
-    try:
-        weights = np.load(io.BytesIO(raw), allow_pickle=False)  # never unpickle a file
-    except ValueError as exc:
-        raise DataError(f"{folder / INITIAL_WEIGHTS}: not a numpy array: {exc}") from exc
-    if weights.dtype != np.float32 or weights.shape != (manifest.num_params,):
-        raise DataError(
-            f"{folder / INITIAL_WEIGHTS}: {weights.dtype} {weights.shape}, "
-            f"expected float32 ({manifest.num_params},)"
-        )
     return ServerArtifacts(folder, manifest, weights, folder / INFERENCE_MODEL)

@@ -11,7 +11,15 @@ import numpy as np
 from protocol.errors import ConfigError, DataError
 from protocol.manifest import Manifest
 
-__all__ = ["EvalResult", "TrainConfig", "TrainResult", "Trainer", "check_arrays", "never_stop"]
+__all__ = [
+    "EvalResult",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "check_arrays",
+    "never_stop",
+    "proximal_step",
+]
 
 
 @dataclass(frozen=True)
@@ -97,3 +105,17 @@ def check_arrays(manifest: Manifest, x: np.ndarray, y: np.ndarray) -> None:
         )
     if int(y.min()) < 0 or int(y.max()) >= manifest.num_classes:
         raise DataError(f"labels outside [0, {manifest.num_classes - 1}]")
+
+
+def proximal_step(
+    weights: np.ndarray, anchor: np.ndarray, learning_rate: float, mu: float
+) -> np.ndarray:
+    """FedProx after an optimizer step: w0 + (w - w0) / (1 + lr * mu), a new array.
+
+    The exact proximal operator of (mu / 2) * ||w - w0||^2 at step size lr; it never overshoots
+    the anchor w0 (the offer's weights) for any mu >= 0. Why it is a step and not a loss term:
+    see agent/trainer/ort_backend.py's docstring.
+    """
+    shrink = np.float32(1.0 / (1.0 + learning_rate * mu))
+    out: np.ndarray = anchor + (weights - anchor) * shrink  # (num_params,) float32
+    return out

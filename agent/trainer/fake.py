@@ -15,7 +15,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agent.trainer.base import EvalResult, TrainConfig, TrainResult, check_arrays, never_stop
+from agent.trainer.base import (
+    EvalResult,
+    TrainConfig,
+    TrainResult,
+    check_arrays,
+    never_stop,
+    proximal_step,
+)
 from agent.trainer.batching import macro_f1, plan_batches
 from protocol.errors import ProtocolError, Reason
 from protocol.manifest import Manifest
@@ -78,8 +85,9 @@ class FakeTrainer:
                 time.sleep(self._step_seconds)
             self._weights += self._delta
             if config.prox_mu > 0:  # the same proximal step as the ORT backend
-                shrink = np.float32(1.0 / (1.0 + self.manifest.learning_rate * config.prox_mu))
-                self._weights = base + (self._weights - base) * shrink
+                self._weights = proximal_step(
+                    self._weights, base, self.manifest.learning_rate, config.prox_mu
+                )
             self._total_steps += 1
             loss_sum += 1.0 / (1 + self._total_steps)
             steps += 1

@@ -11,3 +11,5 @@ conditions.py     a life fed to the agent's conditions interface
 report.py         report.json schema, writer, validator; plot.py accuracy.png
 display.py        live progress; teardown.py clean stop and port checks
 """
+
+__all__: list[str] = []

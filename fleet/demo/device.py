@@ -45,8 +45,6 @@ class MqttLinkLike(Protocol):
 
     def incoming(self) -> queue.Queue[Any]: ...
 
-    def wait_connected(self, timeout: float) -> bool: ...
-
     @property
     def connected(self) -> bool: ...
 
@@ -140,10 +138,6 @@ class DemoLink:
     def incoming(self) -> queue.Queue[Any]:
         return self._inbox
 
-    def wait_connected(self, timeout: float) -> bool:
-        link = self._link
-        return link is not None and link.wait_connected(timeout)
-
     @property
     def connected(self) -> bool:
         link = self._link
@@ -173,10 +167,8 @@ class SlowTrainer:
         config: TrainConfig,
         should_stop: Callable[[], bool] = never_stop,
     ) -> TrainResult:
-        def slowed() -> bool:
-            if self.interrupt.wait(self.step_delay_s):  # asked once per step boundary
-                return True
-            return should_stop()
+        def slowed() -> bool:  # asked once per step boundary
+            return self.interrupt.wait(self.step_delay_s) or should_stop()
 
         return self._inner.train(x, y, config, slowed)
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.fsio import atomic_write_bytes
 from protocol.errors import DataError
 
 __all__ = [
@@ -192,12 +192,10 @@ def validate_report(doc: Any, source: str = REPORT_NAME) -> None:
 
 
 def write_report(report: RunReport, out_dir: Path) -> Path:
-    """Validate, then write `out_dir/report.json` atomically (temp file + rename)."""
+    """Validate, then write `out_dir/report.json` atomically (temp file, fsync, rename)."""
     doc = report.to_json()
     validate_report(doc)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / REPORT_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
     return path

@@ -235,8 +235,9 @@ class MosquittoHandle:
         kwargs.update(overrides)
         return BrokerConfig(**kwargs)
 
-    def server_config(self, **overrides: Any) -> BrokerConfig:
-        return self.client_config(DEFAULT_SERVER_USER, **overrides)
+    def server_config(self, name: str = DEFAULT_SERVER_USER, **overrides: Any) -> BrokerConfig:
+        """An aggregator identity's config (`name` must be one of the broker's server_users)."""
+        return self.client_config(name, **overrides)
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -247,14 +248,17 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
-def _provision_prod(pki: Path, fleet: str, devices: Sequence[str]) -> None:
+def _provision_prod(
+    pki: Path, fleet: str, devices: Sequence[str], server_users: Sequence[str]
+) -> None:
     ca = init_ca(pki / "ca", fleet)
     broker = pki / "broker"
     issue_server_cert(ca, broker, ["127.0.0.1", "localhost"])
     shutil.copyfile(ca.cert, broker / "ca.crt")
     shutil.copyfile(ca.crl, broker / "crl.pem")
-    (broker / "acl").write_text(render_acl([fleet]))
-    issue_client_cert(ca, DEFAULT_SERVER_USER, pki / "clients" / DEFAULT_SERVER_USER, "client")
+    (broker / "acl").write_text(render_acl([fleet], server_users))
+    for user in server_users:
+        issue_client_cert(ca, user, pki / "clients" / user, "client")
     for device in devices:
         issue_client_cert(ca, device, pki / "clients" / device, stem="client")
 
@@ -268,12 +272,14 @@ def running_mosquitto(
     devices: Sequence[str] = (),
     password_devices: Sequence[str] = (),
     extra_conf: str = "",
+    server_users: Sequence[str] = (DEFAULT_SERVER_USER,),
 ) -> Iterator[MosquittoHandle]:
     """Start Mosquitto from broker-config/mosquitto.<config>.conf; stop it by PID on exit.
 
     prod: `devices` get client certificates (CN = id); `password_devices` password entries;
-    the aggregator `fleet-server` gets both. `extra_conf` lines are appended (e.g. a lower
-    max_queued_messages for a drop test).
+    each aggregator in `server_users` (default: `fleet-server`) gets both and the ACL's server
+    rights; several of them share updates through a `$share/<group>/...` subscription.
+    `extra_conf` lines are appended (e.g. a lower max_queued_messages for a drop test).
     """
     exe = require_mosquitto()
     work = tmp_path / f"mosquitto-{config}-{os.urandom(3).hex()}"
@@ -287,8 +293,8 @@ def running_mosquitto(
         handle.port = ports[1883] = free_port()
     else:
         handle.pki = work / "pki"
-        _provision_prod(handle.pki, fleet, devices)
-        handle.enrol_many([DEFAULT_SERVER_USER, *password_devices])
+        _provision_prod(handle.pki, fleet, devices, server_users)
+        handle.enrol_many([*server_users, *password_devices])
         handle.tls_port = ports[8883] = free_port()
         handle.password_port = ports[8884] = free_port()
         files_dir = handle.pki / "broker"

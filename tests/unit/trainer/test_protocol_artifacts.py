@@ -1,8 +1,16 @@
 import hashlib
+import io
 
+import numpy as np
 import pytest
 
-from protocol.artifacts import ARTIFACT_FILES, INITIAL_WEIGHTS, MANIFEST_FILE, verify_file
+from protocol.artifacts import (
+    ARTIFACT_FILES,
+    INITIAL_WEIGHTS,
+    MANIFEST_FILE,
+    decode_initial_weights,
+    verify_file,
+)
 from protocol.errors import ProtocolError, Reason
 from protocol.manifest import Manifest, ParamSpec
 
@@ -34,3 +42,32 @@ def test_verify_file_refuses_an_unlisted_name() -> None:
 def test_the_manifest_is_not_among_the_hashed_files() -> None:
     assert MANIFEST_FILE not in ARTIFACT_FILES
     assert len(set(ARTIFACT_FILES)) == 6
+
+
+def _npy(arr: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def test_decode_initial_weights_returns_the_vector() -> None:
+    w = np.arange(6, dtype=np.float32)  # the manifest's (2, 3) parameter, flat
+    np.testing.assert_array_equal(decode_initial_weights(_manifest({}), _npy(w)), w)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not a numpy file", Reason.MALFORMED),
+        (_npy(np.zeros(6, dtype=object), allow_pickle=True), Reason.MALFORMED),  # never unpickled
+        (_npy(np.zeros(6, dtype=np.float64)), Reason.DTYPE),
+        (_npy(np.zeros(5, dtype=np.float32)), Reason.SHAPE),
+        (_npy(np.zeros((2, 3), dtype=np.float32)), Reason.SHAPE),
+        (_npy(np.array([0, 0, 0, 0, 0, np.nan], dtype=np.float32)), Reason.NON_FINITE),
+    ],
+)
+def test_decode_initial_weights_refuses_bad_bytes(data: bytes, reason: Reason) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_initial_weights(_manifest({}), data)
+    assert err.value.reason is reason
+    assert INITIAL_WEIGHTS in str(err.value)
