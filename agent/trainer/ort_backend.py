@@ -27,7 +27,14 @@ import numpy as np
 
 from agent.artifacts import Artifacts
 from agent.trainer._ort_import import import_training_api
-from agent.trainer.base import EvalResult, TrainConfig, TrainResult, check_arrays, never_stop
+from agent.trainer.base import (
+    EvalResult,
+    TrainConfig,
+    TrainResult,
+    check_arrays,
+    never_stop,
+    proximal_step,
+)
 from agent.trainer.batching import macro_f1, plan_batches
 from protocol.artifacts import CHECKPOINT, EVAL_MODEL, OPTIMIZER_MODEL, TRAINING_MODEL
 from protocol.errors import DataError, ProtocolError, Reason
@@ -112,7 +119,6 @@ class OrtTrainer:
         mu = config.prox_mu
         initial = self.get_weights()  # (num_params,) the offer's weights
         base = initial if mu > 0 else None
-        shrink = np.float32(1.0 / (1.0 + lr * mu))
         self._module.train()
         steps = samples = 0
         loss_sum = 0.0
@@ -132,7 +138,7 @@ class OrtTrainer:
             optimizer.step()
             self._module.lazy_reset_grad()
             if base is not None:
-                self.set_weights(base + (self.get_weights() - base) * shrink)
+                self.set_weights(proximal_step(self.get_weights(), base, lr, mu))
             steps += 1
             samples += len(idx)
             loss_sum += float(loss)

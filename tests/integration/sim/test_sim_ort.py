@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.export import export_artifacts
 
     out = tmp_path_factory.mktemp("sim-artifacts") / "mlp"
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated (FACTS.md), by design
-        warnings.simplefilter("ignore", DeprecationWarning)
-        export_artifacts("mlp", (64,), 10, out, seed=0, learning_rate=0.01)
+    export_artifacts("mlp", (64,), 10, out, seed=0, learning_rate=0.01)
     return out
 
 
