@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet.sim.compare import compare  # noqa: E402
+from fleet.sim.compare import SUMMARY_KEYS, compare  # noqa: E402
 from fleet.sim.engine import Mode  # noqa: E402
 from fleet.sim.profiles import FleetConfig  # noqa: E402
 from fleet.sim.runner import Experiment, parse_strategy  # noqa: E402
@@ -61,15 +61,7 @@ ANCHORS = {
     "goal_speedup": 5.0,
     "goal_bytes_reduction": 30.0,
 }
-KEYS = (
-    "time_to_target_s",
-    "uplink_bytes_to_target",
-    "speedup_vs_fedavg",
-    "bytes_reduction_vs_fedavg",
-    "final_accuracy",
-    "sim_wall_s",
-    "seeds_reaching_target",
-)
+KEYS = (*SUMMARY_KEYS, "seeds_reaching_target")  # the last one is not per seed
 
 
 def _specs() -> list[Any]:
@@ -99,23 +91,29 @@ def _export(work: Path) -> Path:
     return work / "mlp"
 
 
+def _fedbuff_run(setup: Setup, devices: int, exp: Experiment, work: Path) -> dict[str, Any]:
+    """One seed-0 FedBuff K=10 float32 run on `devices` devices; its run record."""
+    rep = compare(
+        [parse_strategy("fedbuff:10:polynomial")],
+        exp,
+        Setup(devices=devices, alpha=setup.alpha, fleet=setup.fleet, artifacts=setup.artifacts),
+        [0],
+        work,
+        target=0.5,
+        progress=lambda _m: None,
+    )
+    run: dict[str, Any] = next(iter(rep["per_seed"]["0"]["runs"].values()))
+    return run
+
+
 def _scaling(setup: Setup, sizes: list[int], minutes: float, work: Path) -> dict[str, Any]:
     """FedBuff K=10 float32 for `minutes` virtual minutes, concurrency 5% of the fleet."""
     points = []
     for n in sizes:
         exp = Experiment(concurrency=max(10, n // 20), duration_s=minutes * 60, eval_every_s=600)
         t0 = time.perf_counter()
-        rep = compare(
-            [parse_strategy("fedbuff:10:polynomial")],
-            exp,
-            Setup(devices=n, alpha=setup.alpha, fleet=setup.fleet, artifacts=setup.artifacts),
-            [0],
-            work / f"scaling-{n}",
-            target=0.5,
-            progress=lambda _m: None,
-        )
+        run = _fedbuff_run(setup, n, exp, work / f"scaling-{n}")
         wall = time.perf_counter() - t0
-        run = next(iter(rep["per_seed"]["0"]["runs"].values()))
         points.append(
             {
                 "devices": n,
@@ -158,16 +156,7 @@ def _large_fleets(setup: Setup, sizes: list[int], work: Path) -> list[dict[str, 
     for n in sizes:
         exp = Experiment(concurrency=50, duration_s=20 * 60, eval_every_s=600)
         t0 = time.perf_counter()
-        rep = compare(
-            [parse_strategy("fedbuff:10:polynomial")],
-            exp,
-            Setup(devices=n, alpha=setup.alpha, fleet=setup.fleet, artifacts=setup.artifacts),
-            [0],
-            work / f"large-{n}",
-            target=0.5,
-            progress=lambda _m: None,
-        )
-        run = next(iter(rep["per_seed"]["0"]["runs"].values()))
+        run = _fedbuff_run(setup, n, exp, work / f"large-{n}")
         points.append(
             {
                 "devices": n,
