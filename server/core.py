@@ -175,7 +175,7 @@ class ServerCore:
                 update = decode_admitted(msg, self.manifest, float(rec["scale"]))
             except (ProtocolError, KeyError) as exc:
                 raise DataError(f"{self.log_dir}: logged update no longer decodes: {exc}") from exc
-            result = self.strategy.apply(self._model, self._version, update)
+            result = self.strategy.apply_contribution(self._model, self._version, update)
             self._sequences[msg.device_id] = (msg.seq, str(rec["digest"]))
             self._note_applied(msg.device_id, msg.seq)
         else:
@@ -220,7 +220,7 @@ class ServerCore:
             "payload": payload,
         }
         log.append(msgpack.packb(record, use_bin_type=True))
-        result = self.strategy.apply(self._model, version, admitted.update)
+        result = self.strategy.apply_contribution(self._model, version, admitted.fused)
         self._model, self._version = result.model, result.version
         self._sequences[msg.device_id] = (msg.seq, admitted.digest)
         self._note_applied(msg.device_id, msg.seq)
