@@ -61,7 +61,7 @@ class PublishConfig:
 
 @dataclass(frozen=True, slots=True)
 class DurabilityConfig:
-    fsync: FsyncMode = FsyncMode.ALWAYS
+    fsync: FsyncMode = FsyncMode.BATCH  # group commit: Acks still wait for the fsync (exactly-once)
     batch_max: int = 64  # most updates in one group commit
     checkpoint_every: int = 200  # log records between checkpoints (bounds recovery replay)
 
@@ -255,7 +255,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     dur = _table(doc, "durability")
     _unknown(dur, {"fsync", "batch_max", "checkpoint_every"}, "durability.")
     try:
-        fsync = FsyncMode(dur.get("fsync", "always"))
+        fsync = FsyncMode(dur.get("fsync", "batch"))
     except ValueError:
         raise ConfigError(
             f"durability.fsync: 'always' or 'batch', got {dur.get('fsync')!r}"
