@@ -44,10 +44,10 @@ from protocol.messages import (
     decode_offer,
     decode_vector,
     encode_status,
-    encode_update,
 )
 from protocol.signing import verify_offer
 from protocol.topics import ack_topic, global_model_topic, status_topic, update_topic
+from protocol.update_header import encode_update_compact
 
 __all__ = ["AgentRuntime", "offline_status"]
 
@@ -355,7 +355,7 @@ class AgentRuntime:
             offer=offer, base=base, result=result, residual=residual_before, codec=self.codec,
             device_id=self.config.device_id, seq=seq, num_local=len(self.train_y),
         )  # fmt: skip
-        data = encode_update(update)
+        data = encode_update_compact(update)
         self.store.commit(seq, offer.version, data, residual_before, residual_after, self.clock())
         _log.info(
             "round on v%d: %d steps, loss %.4f, %.2fs; update seq %d (%d bytes) in outbox",

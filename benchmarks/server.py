@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 from protocol import codecs  # noqa: E402
 from protocol.codecs import parse_codec_arg  # noqa: E402
 from protocol.manifest import Manifest, ParamSpec  # noqa: E402
-from protocol.messages import ClientUpdate, decode_update, encode_update, encode_vector  # noqa: E402
+from protocol.messages import ClientUpdate, encode_vector  # noqa: E402
+from protocol.update_header import decode_any_update, encode_update_compact  # noqa: E402
 from server.admission import Admission, AdmissionLimits  # noqa: E402
 from server.core import ServerCore  # noqa: E402
 from server.staleness import make_staleness  # noqa: E402
@@ -76,7 +77,7 @@ def payloads(m: Manifest, codec: str, count: int, seed: int = 0) -> list[tuple[s
             encode_vector(delta, spec),
             {"loss": 0.5},
         )
-        out.append((device, encode_update(msg)))
+        out.append((device, encode_update_compact(msg)))
     return out
 
 
@@ -103,7 +104,7 @@ def ingest(m: Manifest, items: list[tuple[str, bytes]]) -> float:
 
 
 def _codes(m: Manifest, payload: bytes) -> codecs.DecodedParts:
-    msg = decode_update(payload)
+    msg = decode_any_update(payload)
     return codecs.decode_parts(msg.delta.data, msg.delta.codec, m.num_params)
 
 

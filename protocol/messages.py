@@ -57,7 +57,7 @@ class EncodedVector:
     """A flat float32 vector after a codec: the spec travels with the bytes."""
 
     codec: dict[str, Any]
-    data: bytes
+    data: bytes | memoryview  # a memoryview when decoded in place (protocol/update_header.py)
     length: int
 
 

@@ -4,7 +4,8 @@ Cheapest first (STYLE #5); each refusal raises ProtocolError or RejectedUpdate w
 is counted in metrics and sent back in the Ack:
 
     1. size                         OVERSIZE
-    2. msgpack, schema, fields      MALFORMED, SCHEMA, FIELD, BAD_DEVICE_ID   (decode_update)
+    2. msgpack, schema, fields      MALFORMED, SCHEMA, FIELD, BAD_DEVICE_ID   (decode_any_update:
+                                             schema 2 compact header, or schema 1, deprecated)
     3. payload device == topic's    DEVICE_MISMATCH
     4. model id == manifest digest  UNKNOWN_MODEL
     5. sequence number              REPLAY  (seq <= last applied; an identical redelivery of the
@@ -29,7 +30,8 @@ from enum import StrEnum
 from protocol import codecs
 from protocol.errors import ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
-from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, ClientUpdate, EncodedVector, decode_update
+from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, ClientUpdate, EncodedVector
+from protocol.update_header import decode_any_update
 from server.ingest import (
     FusedDelta,
     FusedUpdate,
@@ -134,7 +136,7 @@ class Admission:
                 Reason.OVERSIZE,
                 f"update is {len(payload)} bytes > limit {self.limits.max_message_bytes}",
             )
-        return decode_update(payload, self.limits.max_message_bytes)
+        return decode_any_update(payload, self.limits.max_message_bytes)
 
     def check(
         self,

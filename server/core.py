@@ -29,7 +29,8 @@ import numpy as np
 
 from protocol.errors import DataError, FleetlearnError, ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
-from protocol.messages import Ack, decode_update
+from protocol.messages import Ack
+from protocol.update_header import decode_any_update
 from server.admission import Admission, AdmissionLimits, DuplicateUpdate, decode_admitted
 from server.durability import (
     Checkpoint,
@@ -171,7 +172,7 @@ class ServerCore:
             result = self.strategy.flush(self._model, self._version)
         elif kind == "u":
             try:
-                msg = decode_update(rec["payload"])
+                msg = decode_any_update(rec["payload"])
                 update = decode_admitted(msg, self.manifest, float(rec["scale"]))
             except (ProtocolError, KeyError) as exc:
                 raise DataError(f"{self.log_dir}: logged update no longer decodes: {exc}") from exc

@@ -62,7 +62,7 @@ def encode(vec: np.ndarray[Any, Any], spec: Mapping[str, Any]) -> bytes:
     return compress(payload, norm["lossless"])
 
 
-def decode(data: bytes, spec: Mapping[str, Any], length: int) -> F32:
+def decode(data: bytes | memoryview, spec: Mapping[str, Any], length: int) -> F32:
     """Untrusted payload -> (length,) float32, finite. ProtocolError on any inconsistency.
 
     `length` is the caller's number (the manifest's num_params), not the payload's: the output

@@ -68,7 +68,9 @@ def _config(tmp: Path, **extra: object) -> ServerConfig:
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[ServerApp, FakeLink]]:
     link = FakeLink()
-    app = ServerApp(_config(tmp_path), link=link)
+    # one commit per update, so the publish throttle sees every version (group commit, the
+    # default, may take the three queued updates in one batch)
+    app = ServerApp(_config(tmp_path, durability={"fsync": "always"}), link=link)
     app.start()
     yield app, link
     app.stop()
