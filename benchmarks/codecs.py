@@ -130,7 +130,7 @@ def measure(x: F32, shorthand: str, repeats: int) -> dict[str, Any]:
 
 def message_sizes(x: F32) -> list[dict[str, Any]]:
     """Whole ClientUpdate bytes per codec (header included), schema 2 and schema 1."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for shorthand in MESSAGE_CODECS:
         spec = parse_codec_arg(shorthand)
         vec = EncodedVector(spec, encode(x, spec), int(x.size))

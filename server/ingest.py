@@ -43,6 +43,7 @@ __all__ = [
     "same_payload",
     "scale_delta",
     "sq_norm",
+    "warm_up",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -70,6 +71,23 @@ def same_payload(payload: bytes | memoryview, digest: str) -> bool:
     if digest.startswith(_DIGEST_TAG):
         return payload_digest(payload) == digest
     return f"{len(payload):x}-{zlib.crc32(payload):08x}" == digest  # logged before the tag
+
+
+def warm_up() -> None:
+    """Load (or compile, first run after install: seconds) every kernel now, at start-up, so the
+    first update does not pay for it while a device waits for its Ack."""
+    out = np.zeros(4, np.float32)
+    for quantized in (False, True):
+        for index in (None, np.array([0, 2], np.int64)):
+            k = 4 if index is None else 2
+            if not quantized:
+                parts = DecodedParts(4, index, np.ones(k, np.float32), None, None)
+            else:
+                scales = np.ones(1, np.float32)
+                parts = DecodedParts(4, index, None, np.ones(k, np.int8), scales, 4)
+            sq_norm(parts)
+            FusedDelta(parts, 0.5).add_into(out, np.float32(1))
+            FusedDelta(parts).add_into(out, np.float32(1))
 
 
 def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
