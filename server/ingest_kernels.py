@@ -81,12 +81,15 @@ def add_codes_dense(out, codes, scales, chunk, clip, clipping, weight):  # type:
 @_jit
 def add_codes_sparse(out, index, codes, scales, chunk, clip, clipping, weight):  # type: ignore[no-untyped-def]
     """out[index[j]] += dequantised codes[j], clipped, weighted (index strictly increasing)."""
-    for j in range(codes.size):
-        d = np.float32(codes[j]) * scales[j // chunk]
-        if clipping:
-            d = d * clip
-        k = index[j]
-        out[k] = out[k] + d * weight
+    k = codes.size
+    for c in range(scales.size):  # chunk by chunk: no integer division per element
+        s = scales[c]
+        for j in range(c * chunk, min(c * chunk + chunk, k)):
+            d = np.float32(codes[j]) * s
+            if clipping:
+                d = d * clip
+            i = index[j]
+            out[i] = out[i] + d * weight
 
 
 @_jit
