@@ -93,6 +93,7 @@ def publisher(
     next_seq = [1] * conns
     base = [0] * conns
     dup = rejected = 0
+    sizes: list[int] = []
     cpu0 = time.process_time()
     started = time.perf_counter()
 
@@ -100,8 +101,10 @@ def publisher(
         seq = next_seq[j]
         next_seq[j] += 1
         msg = ClientUpdate(model_id, base[j], names[j], seq, 32, 10, deltas[j], {"loss": 0.5})
+        data = encode_update_compact(msg)
+        sizes.append(len(data))
         sent_at[(j, seq)] = time.perf_counter()
-        links[j].publish(update_topic(FLEET, names[j]), encode_update_compact(msg), qos=1)
+        links[j].publish(update_topic(FLEET, names[j]), data, qos=1)
 
     for j in range(conns):
         for _ in range(min(window, updates)):
@@ -132,6 +135,7 @@ def publisher(
     out.put(
         {
             "sent": sum(s - 1 for s in next_seq),
+            "message_bytes": int(np.mean(sizes)),
             "acked": sum(acked),
             "duplicate_acks": dup,
             "rejected": rejected,
@@ -371,7 +375,7 @@ def run_ingest(
     return {
         "codec": codec,
         "params": n,
-        "message_bytes": None,
+        "message_bytes": results[0]["message_bytes"],
         "connections": procs * conns,
         "processes": procs,
         "window": window,

@@ -173,3 +173,40 @@ def test_same_payload_reads_digests_logged_before_the_cheap_identity() -> None:
     legacy = f"{len(payload):x}-{zlib.crc32(payload):08x}"
     assert same_payload(payload, legacy)
     assert not same_payload(b"\x02" * 10_000, legacy)
+
+
+def test_core_takes_schema_2_and_refuses_its_hostile_payloads_with_reasons(tmp_path: Path) -> None:
+    from protocol.errors import Reason
+    from protocol.messages import ClientUpdate, EncodedVector
+    from protocol.update_header import encode_update_compact
+
+    m = make_manifest(200)
+    core = ServerCore(m, np.zeros(200, np.float32), FedBuff(buffer_size=1), tmp_path)
+    core.recover()
+    spec = codecs.parse_codec_arg("topk:0.1+int8")
+    x = np.random.default_rng(0).standard_normal(200).astype(np.float32)
+
+    def message(seq: int, payload: bytes, length: int = 200) -> bytes:
+        vec = EncodedVector(spec, payload, length)
+        return encode_update_compact(ClientUpdate(m.model_id, 0, "dev-1", seq, 5, 1, vec, {}))
+
+    good = codecs.encode(x, spec)
+    ok = core.handle("dev-1", message(1, good))
+    assert ok.ack.accepted and core.version == 1
+    expected = codecs.decode(good, spec, 200)
+    np.testing.assert_array_equal(core.model, expected)  # K=1, lr 1: model = the delta
+    cases = {
+        Reason.CODEC: message(2, good[:-1]),  # payload one byte short for its spec and length
+        Reason.SHAPE: message(2, good, length=199),  # length disagrees with the manifest
+        Reason.NON_FINITE: message(
+            2, good[: len(good) - 20 - 4] + np.float32("inf").tobytes() + good[-20:]
+        ),  # the value section's scale (4 bytes before the 20 int8 codes) set to infinity
+        Reason.REPLAY: message(1, codecs.encode(x * 2, spec)),  # seq 1 again, different update
+    }
+    for reason, data in cases.items():
+        out = core.handle("dev-1", data)
+        assert not out.ack.accepted and out.ack.reason is reason, (reason, out.ack.detail)
+    redelivered = core.handle("dev-1", message(1, good))  # QoS 1 redelivery: acked, not reapplied
+    assert redelivered.ack.accepted and core.version == 1
+    np.testing.assert_array_equal(core.model, expected)
+    core.close()
