@@ -20,7 +20,8 @@ schema 2 messages through MQTT QoS 1 and wait for the server's Acks.
             training (unplugged) and drain: every update sent must be acked; `lost` = updates
             still unacknowledged after the drain, `duplicated` = updates the server applied more
             than once (its accepted count minus the distinct acked updates). Memory per agent =
-            (process RSS with its agents connected - the same process's RSS before) / agents.
+            (process RSS at the end - the same process's RSS before it made its agents, after
+            the imports) / agents; `rss_mb_per_agent_connected` is the same just after connect.
 
 Writes benchmarks/results/live.json (`agents`, `updates_per_s`, `ack_p50_ms`, `ack_p99_ms`,
 `lost`, `duplicated`, `rss_mb_per_agent` from the fleet run; the ingest runs under `ingest`).
@@ -457,7 +458,8 @@ def run_fleet(
     acked = sum(r["acked"] for r in results)
     lat = [x for r in results for x in r["latencies"]]
     p50, p99 = _percentiles(lat)
-    rss_agents = sum(r["rss_connected_mb"] - r["rss_before_mb"] for r in results)
+    rss_connected = sum(r["rss_connected_mb"] - r["rss_before_mb"] for r in results)
+    rss_end = sum(r["rss_end_mb"] - r["rss_before_mb"] for r in results)
     return {
         "agents": agents,
         "connected": connected,
@@ -473,7 +475,8 @@ def run_fleet(
         "updates_per_s": round(accepted / wall, 1),
         "ack_p50_ms": round(p50, 1),
         "ack_p99_ms": round(p99, 1),
-        "rss_mb_per_agent": round(rss_agents / agents, 3),
+        "rss_mb_per_agent": round(rss_end / agents, 3),  # after the run: outbox, models, links
+        "rss_mb_per_agent_connected": round(rss_connected / agents, 3),  # before any training
         "rss_mb_per_process_end": [round(r["rss_end_mb"], 1) for r in results],
         "server_cpu_cores_used": round(cpu_server / wall, 2),
         "agent_cpu_cores_used": round(sum(r["cpu_s"] for r in results) / wall, 2),
