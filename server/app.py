@@ -42,6 +42,7 @@ from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
 from server.core import Outcome, ServerCore
 from server.evaluation import EvalResult, Evaluator, load_test_set
+from server.ingest import warm_up
 from server.metrics import ServerMetrics
 from server.strategies import make_strategy
 from transport import IncomingMessage, MqttLink, PublishHandle
@@ -119,6 +120,7 @@ class ServerApp:
 
     def start(self) -> None:
         report = self.core.recover()
+        warm_up()  # load the fused-ingest kernels now, not while the first device waits
         self._committed_version = report.version
         self.metrics.version.set(report.version)
         if self.config.metrics is not None:

@@ -42,7 +42,6 @@ from server.durability import (
     save_checkpoint,
 )
 from server.faults import fault_point
-from server.ingest import warm_up
 from server.strategies.base import Strategy
 
 __all__ = ["Outcome", "RecoveryReport", "ServerCore"]
@@ -145,7 +144,6 @@ class ServerCore:
         for raw in records:
             self._replay(raw)
         self._log = UpdateLog(self.log_dir)
-        warm_up()  # load the fused-ingest kernels before the first device waits on them
         report = RecoveryReport(
             ckpt is not None, ckpt.version if ckpt else 0, len(records), self._version, tail
         )

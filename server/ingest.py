@@ -27,15 +27,20 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from protocol.codecs import DecodedParts
-from server import ingest_kernels as _k
 from server.strategies.base import AdmittedUpdate
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
 __all__ = [
+    "KERNEL_MIN_VALUES",
     "FusedDelta",
     "FusedUpdate",
     "clip_factor",
@@ -48,7 +53,20 @@ __all__ = [
 
 F32 = npt.NDArray[np.float32]
 _EDGE = 4096  # bytes of each end of a payload that identify it (see payload_digest)
+# Below this many carried values the numpy form (same float32 operations, same bits) is cheap,
+# and a process that only sees small models (demo, simulator, tests) never imports numba.
+KERNEL_MIN_VALUES = 1 << 15
 _DIGEST_TAG = "h"  # not a hex digit: older digests were "<len hex>-<crc32 of it all>"
+
+
+@cache
+def _kernels() -> ModuleType:
+    """The compiled kernels, imported on first use: importing numba and loading the cached
+    machine code costs about a second, which a process that never fuses (FedAsync, FedAvg
+    without a norm bound, the tools that only read the log) should not pay."""
+    from server import ingest_kernels
+
+    return ingest_kernels
 
 
 def payload_digest(payload: bytes | memoryview) -> str:
@@ -75,19 +93,17 @@ def same_payload(payload: bytes | memoryview, digest: str) -> bool:
 
 def warm_up() -> None:
     """Load (or compile, first run after install: seconds) every kernel now, at start-up, so the
-    first update does not pay for it while a device waits for its Ack."""
-    out = np.zeros(4, np.float32)
-    for quantized in (False, True):
-        for index in (None, np.array([0, 2], np.int64)):
-            k = 4 if index is None else 2
-            if not quantized:
-                parts = DecodedParts(4, index, np.ones(k, np.float32), None, None)
-            else:
-                scales = np.ones(1, np.float32)
-                parts = DecodedParts(4, index, None, np.ones(k, np.int8), scales, 4)
-            sq_norm(parts)
-            FusedDelta(parts, 0.5).add_into(out, np.float32(1))
-            FusedDelta(parts).add_into(out, np.float32(1))
+    first large update does not pay for it while a device waits for its Ack."""
+    k = _kernels()
+    out, index = np.zeros(4, np.float32), np.array([0, 2], np.int64)  # (4,), (2,)
+    codes, scales, values = np.ones(4, np.int8), np.ones(1, np.float32), np.ones(4, np.float32)
+    one = np.float32(1)
+    k.sq_norm_codes(codes, scales, 4)
+    k.sq_norm_values(values)
+    k.add_codes_dense(out, codes, scales, 4, one, True, one)
+    k.add_codes_sparse(out, index, codes[:2], scales, 4, one, True, one)
+    k.add_values_dense(out, values, one, True, one)
+    k.add_values_sparse(out, index, values[:2], one, True, one)
 
 
 def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
@@ -99,11 +115,29 @@ def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
 
 def sq_norm(parts: DecodedParts) -> float:
     """Squared L2 norm of the decoded vector, in float64, without expanding it."""
+    if parts.kept < KERNEL_MIN_VALUES:
+        return _sq_norm_numpy(parts)
+    _k = _kernels()
     if parts.codes is not None:
         assert parts.scales is not None
         return float(_k.sq_norm_codes(parts.codes, parts.scales, parts.chunk))
     assert parts.values is not None
     return float(_k.sq_norm_values(parts.values))
+
+
+def _sq_norm_numpy(parts: DecodedParts) -> float:
+    """sq_norm for small updates, where numpy's per-call cost beats importing the kernels."""
+    if parts.codes is None:
+        assert parts.values is not None
+        v = parts.values.astype(np.float64)  # (k,)
+        return float(np.dot(v, v))
+    assert parts.scales is not None
+    if parts.codes.size == 0:
+        return 0.0
+    q = parts.codes.astype(np.int64)  # (k,) exact squares and sums
+    sums = np.add.reduceat(q * q, np.arange(0, q.size, parts.chunk))  # (m,) per chunk
+    s = parts.scales.astype(np.float64)  # (m,)
+    return float(np.dot(s * s, sums.astype(np.float64)))
 
 
 def clip_factor(norm: float, max_norm: float) -> float:
@@ -124,6 +158,16 @@ class FusedDelta:
         if out.dtype != np.float32 or out.shape != (p.length,) or not out.flags.c_contiguous:
             raise ValueError(f"accumulator must be a contiguous ({p.length},) float32 array")
         clip, clipping, w = np.float32(self.clip), self.clip != 1.0, np.float32(weight)
+        if p.kept < KERNEL_MIN_VALUES:  # the numpy form of the same float32 operations
+            vals = p.kept_values()  # (k,) float32
+            if clipping:
+                vals = vals * clip
+            if p.index is None:
+                out += vals * w
+            else:
+                out[p.index] += vals * w  # indices strictly increasing: no repeats
+            return
+        _k = _kernels()
         if p.codes is not None:
             assert p.scales is not None
             if p.index is None:

@@ -9,6 +9,8 @@ dot), so it agrees to a stated tolerance: 1e-5 relative (float32 dot rounding on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import codecs
+from server import ingest
 from server.admission import Admission, AdmissionLimits
 from server.core import ServerCore
 from server.ingest import FusedDelta, payload_digest, same_payload, scale_delta, sq_norm
@@ -25,6 +28,17 @@ from server.staleness import make_staleness
 from server.strategies import FedBuff
 from tests.unit.protocol.codec_cases import SPECS
 from tests.unit.server.factory import make_manifest, update_bytes
+
+
+@contextmanager
+def _path(kernel: bool) -> Iterator[None]:
+    """Force the compiled kernels (True) or their numpy form (False) whatever the size."""
+    saved = ingest.KERNEL_MIN_VALUES
+    ingest.KERNEL_MIN_VALUES = 0 if kernel else 1 << 62
+    try:
+        yield
+    finally:
+        ingest.KERNEL_MIN_VALUES = saved
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -45,9 +59,10 @@ def _reference_add(buf: np.ndarray, payload: bytes, spec: dict[str, Any], n: int
     clip=st.sampled_from([1.0, 0.5, 0.123456789, 1e-3]),
     weight=st.floats(1e-3, 1e3),
     spread=st.sampled_from([1e-6, 1e-2, 1.0, 1e3]),
+    kernel=st.booleans(),
 )
 def test_fused_add_is_bit_identical_to_decode_then_add(
-    spec: dict[str, Any], n: int, seed: int, clip: float, weight: float, spread: float
+    spec: dict[str, Any], n: int, seed: int, clip: float, weight: float, spread: float, kernel: bool
 ) -> None:
     rng = np.random.default_rng(seed)
     x = (rng.standard_t(3, n) * spread).astype(np.float32)  # (n,) heavy tails, mixed signs
@@ -57,31 +72,42 @@ def test_fused_add_is_bit_identical_to_decode_then_add(
     start = (rng.standard_normal(n) * spread).astype(np.float32)  # a buffer already in use
     ref, fused = start.copy(), start.copy()
     _reference_add(ref, payload, spec, n, clip, weight)
-    FusedDelta(codecs.decode_parts(payload, spec, n), clip).add_into(fused, np.float32(weight))
+    with _path(kernel):
+        FusedDelta(codecs.decode_parts(payload, spec, n), clip).add_into(fused, np.float32(weight))
     np.testing.assert_array_equal(_bits(fused), _bits(ref))
 
 
 @settings(max_examples=100, deadline=None)
-@given(spec=st.sampled_from(SPECS), n=st.integers(1, 4000), seed=st.integers(0, 2**32 - 1))
-def test_norm_from_codes_matches_dense_norm(spec: dict[str, Any], n: int, seed: int) -> None:
+@given(
+    spec=st.sampled_from(SPECS),
+    n=st.integers(1, 4000),
+    seed=st.integers(0, 2**32 - 1),
+    kernel=st.booleans(),
+)
+def test_norm_from_codes_matches_dense_norm(
+    spec: dict[str, Any], n: int, seed: int, kernel: bool
+) -> None:
     x = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
     payload = codecs.encode(x, spec)
     dense = codecs.decode(payload, spec, n)
-    fused = np.sqrt(sq_norm(codecs.decode_parts(payload, spec, n)))
+    with _path(kernel):
+        fused = np.sqrt(sq_norm(codecs.decode_parts(payload, spec, n)))
     exact = np.sqrt(np.sum(dense.astype(np.float64) ** 2))
     # float64 from exact code sums vs float32-rounded products q * s: rel 2**-24 per product
     assert fused == pytest.approx(exact, rel=1e-7, abs=1e-30)
     assert fused == pytest.approx(float(np.linalg.norm(dense)), rel=1e-5, abs=1e-30)
 
 
-def test_norm_of_int8_by_hand() -> None:
+@pytest.mark.parametrize("kernel", [True, False])
+def test_norm_of_int8_by_hand(kernel: bool) -> None:
     spec = codecs.parse_codec_arg("int8:2")
     x = np.array([127.0, -127.0, 0.0, 63.5], np.float32)  # scales 1.0 and 0.5 exactly
     parts = codecs.decode_parts(codecs.encode(x, spec), spec, 4)
     assert parts.codes is not None and parts.scales is not None
     assert parts.scales.tolist() == [1.0, 0.5]
     assert parts.codes.tolist() == [127, -127, 0, 127]
-    assert sq_norm(parts) == 127.0**2 * 2 + 63.5**2
+    with _path(kernel):
+        assert sq_norm(parts) == 127.0**2 * 2 + 63.5**2
 
 
 def test_add_into_refuses_a_wrong_buffer() -> None:
@@ -95,7 +121,10 @@ def test_add_into_refuses_a_wrong_buffer() -> None:
 
 @pytest.mark.parametrize("codec", ["int8", "topk:0.2+int8", "float16", "topk:0.3+float32+zlib"])
 @pytest.mark.parametrize("max_norm", [None, 0.05])
-def test_fedbuff_model_is_bit_identical_fused_or_dense(codec: str, max_norm: float | None) -> None:
+@pytest.mark.parametrize("kernel", [True, False])
+def test_fedbuff_model_is_bit_identical_fused_or_dense(
+    codec: str, max_norm: float | None, kernel: bool
+) -> None:
     """Same updates through admission, then FedBuff with the fused contribution or the dense
     AdmittedUpdate: identical model bits after several flushes (K=3), clipped or not."""
     m = make_manifest(300)
@@ -116,7 +145,8 @@ def test_fedbuff_model_is_bit_identical_fused_or_dense(codec: str, max_norm: flo
             a = admission.admit("dev-1", payload, version=version, sequences=seqs, strategy=strat)
             seqs["dev-1"] = (a.fused.seq, a.digest)
             if mode == "fused":
-                r = strat.apply_contribution(model, version, a.fused)
+                with _path(kernel):
+                    r = strat.apply_contribution(model, version, a.fused)
             else:
                 r = strat.apply(model, version, a.update)
             model, version = r.model, r.version
@@ -210,3 +240,22 @@ def test_core_takes_schema_2_and_refuses_its_hostile_payloads_with_reasons(tmp_p
     assert redelivered.ack.accepted and core.version == 1
     np.testing.assert_array_equal(core.model, expected)
     core.close()
+
+
+def test_small_updates_do_not_import_numba() -> None:
+    """The demo, the simulator and small fleets never pay numba's start-up (seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from protocol import codecs\n"
+        "from server.ingest import FusedDelta, sq_norm\n"
+        "spec = codecs.parse_codec_arg('topk:0.1+int8')\n"
+        "x = np.ones(9610, np.float32)\n"
+        "p = codecs.decode_parts(codecs.encode(x, spec), spec, 9610)\n"
+        "sq_norm(p); FusedDelta(p, 0.5).add_into(np.zeros(9610, np.float32), np.float32(1))\n"
+        "print('numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
