@@ -27,6 +27,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
+from protocol.bounded_msgpack import unpack_bounded
 from protocol.errors import DataError, FleetlearnError, ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
 from protocol.messages import Ack, decode_update
@@ -159,9 +160,16 @@ class ServerCore:
 
     def _replay(self, raw: bytes) -> None:
         try:
-            rec = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            rec = unpack_bounded(
+                raw,
+                "log record",
+                max_containers=16,
+                max_array_len=16,
+                max_map_len=16,
+                max_bytes=len(raw),
+            )  # bounded (issue 15); the update inside is decoded by decode_update
             kind, version = rec["k"], rec["v"]
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+        except (ProtocolError, KeyError, TypeError) as exc:
             raise DataError(f"{self.log_dir}: undecodable log record: {exc}") from exc
         if version != self._version:
             raise DataError(
