@@ -53,8 +53,9 @@ __all__ = ["AgentRuntime", "offline_status"]
 
 _log = logging.getLogger("agent")
 
-# Ack reasons after which the update is kept and re-sent later (the server could not decide).
-_RETRY = frozenset({Reason.INTERNAL})
+# Ack reasons after which the update is kept and re-sent later (the server could not decide,
+# or this device sent faster than its rate limit).
+_RETRY = frozenset({Reason.INTERNAL, Reason.RATE_LIMITED})
 
 
 def offline_status(device_id: str, clock: Callable[[], float] = time.time) -> bytes:

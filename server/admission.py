@@ -12,7 +12,10 @@ is counted in metrics and sent back in the Ack:
     6. sample count                 SAMPLES (<= 0 or above the cap)
     7. base version                 FUTURE, STALE (tau > max_staleness, or the strategy's rule)
     8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE           (decode_vector)
-    9. L2 norm                      NORM (reject), or scale the delta down to the bound (clip)
+    9. L2 norm                      NORM (reject; always when the norm overflows float32), or
+                                         scale the delta down to the bound (clip)
+
+Before all of these the core applies the per-device rate limit (RATE_LIMITED, server/rate_limit.py).
 
 Admission reads the server's state (version, sequence table) but never changes it: the core
 records an update's sequence number only once the update is in the durable log.
@@ -41,6 +44,7 @@ __all__ = [
     "NormAction",
     "SequenceTable",
     "decode_admitted",
+    "l2_norm",
     "payload_digest",
     "scale_delta",
 ]
@@ -61,6 +65,10 @@ class AdmissionLimits:
     max_norm: float | None = None  # L2 bound of a delta; None = unbounded
     norm_action: NormAction = NormAction.CLIP
     max_staleness: int | None = 50  # tau above this is STALE; None = any (still weighted)
+    # per-device token bucket (issue 15): an honest device sends one update per local round
+    # (seconds to minutes) plus its outbox after an outage; None = unlimited
+    rate_per_minute: float | None = 120.0
+    rate_burst: int = 30
 
     def __post_init__(self) -> None:
         if self.max_message_bytes <= 0 or self.max_samples <= 0:
@@ -69,6 +77,11 @@ class AdmissionLimits:
             raise ValueError("max_norm must be a positive finite number")
         if self.max_staleness is not None and self.max_staleness < 0:
             raise ValueError("max_staleness must be >= 0")
+        rate = self.rate_per_minute
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate_per_minute must be a positive finite number")
+        if self.rate_burst < 1:
+            raise ValueError("rate_burst must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,22 @@ def payload_digest(payload: bytes) -> str:
     check (a forged match earns only an Ack, never a second apply), so CRC32 + length suffices;
     blake2b cost 20% of ingest time at 100k parameters."""
     return f"{len(payload):x}-{zlib.crc32(payload):08x}"
+
+
+# A delta whose squared norm overflows float32 is no training result: refuse it, never clip it.
+_OVERFLOW_NORM = math.sqrt(float(np.finfo(np.float32).max))  # about 1.8e19
+
+
+def l2_norm(delta: np.ndarray) -> float:
+    """L2 norm without float32 overflow (issue 15: values near 1e18 gave inf, then a clip factor
+    of 0.0, and the update was accepted as zero). Fast float32 path; when that overflows, the
+    norm is recomputed scaled by the largest magnitude, which cannot overflow."""
+    with np.errstate(over="ignore"):  # overflow is handled below, not a warning
+        norm = float(np.linalg.norm(delta))
+    if math.isfinite(norm) or delta.size == 0:
+        return norm
+    peak = float(np.max(np.abs(delta)))  # finite: decode_vector checked every value
+    return peak * float(np.linalg.norm(delta / np.float32(peak)))
 
 
 def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
@@ -165,13 +194,14 @@ class Admission:
         strategy.check(version, msg.base_version)
         delta = decode_vector(msg.delta, self.manifest)  # (n,) float32, finite
         scale = 1.0
-        if lim.max_norm is not None:
-            norm = float(np.linalg.norm(delta))
-            if norm > lim.max_norm:
-                if lim.norm_action is NormAction.REJECT:
-                    raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
-                scale = lim.max_norm / norm
-                delta = scale_delta(delta, scale)
+        norm = l2_norm(delta)
+        if norm > _OVERFLOW_NORM:  # float32 maths would give inf and a clip factor of 0.0
+            raise RejectedUpdate(Reason.NORM, f"L2 norm {norm:.3g}: its square overflows float32")
+        if lim.max_norm is not None and norm > lim.max_norm:
+            if lim.norm_action is NormAction.REJECT:
+                raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
+            scale = lim.max_norm / norm
+            delta = scale_delta(delta, scale)
         update = AdmittedUpdate(msg.device_id, msg.seq, msg.base_version, msg.num_samples, delta)
         return Admitted(update, msg, tau, scale, payload_digest(payload))
 

@@ -266,7 +266,7 @@ class ServerApp:
             return None
         if topic.kind is not DeviceTopicKind.UPDATE or topic.fleet != self.config.fleet:
             return None
-        return self.core.submit(topic.device_id, message.payload)
+        return self.core.submit(topic.device_id, message.payload, now=self._clock())
 
     # --- publishing ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@
     [strategy] name = "fedasync" | "fedbuff" | "fedavg" | "fedprox", plus its parameters
     [strategy.staleness]  function = "constant" | "polynomial" | "hinge", a = ..., b = ...
     [admission]  max_message_bytes, max_samples, max_norm, norm_action = "clip"|"reject",
-                 max_staleness (-1 = unbounded)
+                 max_staleness (-1 = unbounded), rate_per_minute (0 = unlimited), rate_burst
     [publish]    every_versions = 1, every_seconds = 5.0, codec = "float32" | "float16"
     [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
     [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
@@ -188,7 +188,17 @@ def _broker(doc: dict[str, Any], base: Path) -> tuple[BrokerConfig, str]:
 def _admission(doc: dict[str, Any]) -> AdmissionLimits:
     w = "admission."
     _unknown(
-        doc, {"max_message_bytes", "max_samples", "max_norm", "norm_action", "max_staleness"}, w
+        doc,
+        {
+            "max_message_bytes",
+            "max_samples",
+            "max_norm",
+            "norm_action",
+            "max_staleness",
+            "rate_per_minute",
+            "rate_burst",
+        },
+        w,
     )
     action = doc.get("norm_action", "clip")
     try:
@@ -206,7 +216,17 @@ def _admission(doc: dict[str, Any]) -> AdmissionLimits:
         max_norm=_float(doc, "max_norm", w, 1.0) if "max_norm" in doc else None,
         norm_action=norm_action,
         max_staleness=None if staleness == -1 else staleness,
+        rate_per_minute=_rate(doc),
+        rate_burst=_int(doc, "rate_burst", w, 30, 1),
     )
+
+
+def _rate(doc: dict[str, Any]) -> float | None:
+    """admission.rate_per_minute: updates per device per minute; 0 = unlimited."""
+    value = doc.get("rate_per_minute", 120.0)
+    if value == 0 and not isinstance(value, bool):
+        return None
+    return _float(doc, "rate_per_minute", "admission.", 120.0)
 
 
 def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
