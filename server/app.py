@@ -30,20 +30,15 @@ import numpy as np
 from protocol.errors import FleetlearnError, ProtocolError, Reason
 from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
 from protocol.signing import load_private_key, sign_offer
-from protocol.topics import (
-    DeviceTopicKind,
-    ack_topic,
-    global_model_topic,
-    parse_device_topic,
-    shared_update_subscription,
-    update_subscription,
-)
+from protocol.topics import DeviceTopicKind, ack_topic, global_model_topic, parse_device_topic
 from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
 from server.core import Outcome, ServerCore
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.metrics import ServerMetrics
+from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
+from server.subscriptions import plan_subscriptions, remember_subscriptions
 from transport import IncomingMessage, MqttLink, PublishHandle
 
 __all__ = ["LinkLike", "ServerApp", "ServerStatus"]
@@ -57,6 +52,7 @@ class LinkLike(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def subscribe(self, topic_filter: str, qos: int = 1) -> None: ...
+    def unsubscribe(self, topic_filter: str) -> None: ...
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
     ) -> PublishHandle: ...
@@ -128,12 +124,15 @@ class ServerApp:
             _log.info(
                 "metrics on http://%s:%d/metrics", self.config.metrics.address, self.metrics_port
             )
-        self._link.start()
-        fleet = self.config.fleet
-        group = self.config.shared_group
-        self._link.subscribe(
-            shared_update_subscription(fleet, group) if group else update_subscription(fleet), 1
+        plan = plan_subscriptions(
+            self.config.fleet, self.config.shared_group, self.config.state_dir
         )
+        for topic_filter in plan.unwanted:  # before start: sent ahead of the SUBSCRIBEs
+            self._link.unsubscribe(topic_filter)
+        for topic_filter in plan.wanted:
+            self._link.subscribe(topic_filter, 1)
+        remember_subscriptions(self.config.state_dir, plan)
+        self._link.start()
         self._publish(self._clock())
         self._thread = threading.Thread(target=self._run, name="fleetlearn-server", daemon=True)
         self._thread.start()
@@ -264,9 +263,24 @@ class ServerApp:
             _log.warning("dropping message on %r: %s", message.topic[:120], exc)
             self.metrics.count_rejected(exc.reason)
             return None
-        if topic.kind is not DeviceTopicKind.UPDATE or topic.fleet != self.config.fleet:
+        if topic.fleet != self.config.fleet or not message.payload:
+            return None  # (an empty payload is a clear of a retained message, ours included)
+        if topic.kind is DeviceTopicKind.STATUS:
+            if not status_is_acceptable(message.payload):
+                self._clear_retained(message.topic, "oversized or invalid status")
+            return None
+        if topic.kind is not DeviceTopicKind.UPDATE:
+            return None
+        if message.retained:  # parked on the topic, not sent now: re-delivered at every restart
+            self._clear_retained(message.topic, "retained update ignored")
             return None
         return self.core.submit(topic.device_id, message.payload, now=self._clock())
+
+    def _clear_retained(self, topic: str, why: str) -> None:
+        """Replace whatever a device left retained on `topic` with nothing (issue 15)."""
+        _log.warning("%s on %s: clearing it", why, topic[:120])
+        self.metrics.count_rejected(Reason.FIELD)
+        self._link.publish(topic, b"", qos=1, retain=True)
 
     # --- publishing ---------------------------------------------------------------------------
 

@@ -96,8 +96,8 @@ def test_device_subscription_outside_its_own_topics_is_refused_at_subscribe(
     assert got[1:] == [1, 1]  # its own ack topic and the offers: granted QoS 1
 
 
-def _server_doc(broker: MosquittoHandle, key: Path, **extra: Any) -> dict[str, Any]:
-    cfg = broker.server_config()
+def _server_doc(mq: MosquittoHandle, key: Path, **extra: Any) -> dict[str, Any]:
+    cfg = mq.server_config()
     doc: dict[str, Any] = {
         "fleet": FLEET,
         "artifacts": "artifacts",
@@ -189,3 +189,35 @@ def test_offline_device_gets_only_the_latest_offer_and_offers_are_paced(tmp_path
     )
     assert offers_published <= 5  # before the fix: one per version (40)
     assert versions == [40]  # before the fix: every offer queued in its session
+
+
+def test_retained_update_is_ignored_and_cleared_and_oversized_status_cleared(
+    tmp_path: Path,
+) -> None:
+    manifest = make_artifacts(tmp_path / "artifacts", 6)
+    key, _ = write_key(tmp_path)
+    servers = ["fleet-server", "fleet-watch"]
+    update = topics.update_topic(FLEET, "dev-a")
+    status = topics.status_topic(FLEET, "dev-a")
+    with running_mosquitto(
+        tmp_path / "mq", "prod", fleet=FLEET, devices=["dev-a"], server_users=servers
+    ) as broker:
+        with link(broker.client_config("dev-a")) as dev:  # parked while no server listens
+            data = update_bytes(manifest, np.ones(6, np.float32), device="dev-a", seq=1)
+            assert dev.publish(update, data, retain=True).wait(5)
+            assert dev.publish(status, b"\x00" * (1 << 20), retain=True).wait(5)
+        doc = _server_doc(broker, key, strategy={"name": "fedasync", "alpha": 1.0})
+        doc["strategy"].pop("buffer_size")
+        for _restart in range(2):
+            with ServerApp(parse_config(doc, tmp_path)) as app:
+                time.sleep(1.5)
+                version, counts = app.status().version, app.status().counts
+        watch_filters = [
+            topics.update_subscription(FLEET),
+            topics.device_subscription(FLEET, topics.DeviceTopicKind.STATUS),
+        ]
+        with link(broker.server_config("fleet-watch"), *watch_filters) as watch:
+            left = [(m.topic, len(m.payload)) for m in collect(watch.incoming(), quiet=1.0)]
+    assert version == 0, counts  # before the fix: the parked update was applied
+    assert counts.get("accepted", 0) == 0
+    assert left == []  # before the fix: 1 MiB status and the update still retained

@@ -29,6 +29,7 @@ class FakeLink:
         self.queue: queue.Queue[IncomingMessage] = queue.Queue()
         self.published: list[tuple[str, bytes, int, bool]] = []
         self.subscriptions: list[str] = []
+        self.unsubscribed: list[str] = []
 
     def start(self) -> None: ...
 
@@ -36,6 +37,9 @@ class FakeLink:
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         self.subscriptions.append(topic_filter)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self.unsubscribed.append(topic_filter)
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
