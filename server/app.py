@@ -6,8 +6,9 @@
         tick (FedAvg deadline) -> commit (fsync) -> Acks (QoS 1) -> publish? -> checkpoint?
 
 Only the worker touches the core, so there are no locks around the model. On start the server
-recovers its state folder and publishes the current model (retained, signed). Offers are throttled:
-after `publish.every_versions` new versions, or `publish.every_seconds` after any new version.
+recovers its state folder and publishes the current model (retained, signed). Offers are paced
+(server/offer_pacing.py): never within `publish.min_interval_seconds` of the last one, then after
+`publish.every_versions` new versions or `publish.every_seconds` after any new version.
 
 In-process use (demo, tests):
 
@@ -36,6 +37,7 @@ from server.config import FsyncMode, ServerConfig
 from server.core import Outcome, ServerCore
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.metrics import ServerMetrics
+from server.offer_pacing import offer_due
 from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
 from server.subscriptions import plan_subscriptions, remember_subscriptions
@@ -110,6 +112,7 @@ class ServerApp:
         self._version_changed = threading.Condition(self._lock)
         self._committed_version = 0
         self.error: BaseException | None = None  # set if the worker died
+        self.offers_published = 0  # full offers sent (each goes to every device)
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -287,11 +290,16 @@ class ServerApp:
     def _maybe_publish(self, now: float) -> None:
         with self._lock:
             last = self._published[0] if self._published else -1
-        version = self.core.version
-        if version == last:
-            return
         pub = self.config.publish
-        if version - last >= pub.every_versions or now - self._published_at >= pub.every_seconds:
+        if offer_due(
+            self.core.version,
+            last,
+            now,
+            self._published_at,
+            every_versions=pub.every_versions,
+            every_seconds=pub.every_seconds,
+            min_interval_seconds=pub.min_interval_seconds,
+        ):
             self._publish(now)
 
     def _publish(self, now: float) -> None:
@@ -310,6 +318,7 @@ class ServerApp:
         with self._lock:
             self._published = (version, model)
         self._published_at = now
+        self.offers_published += 1
         _log.info("published model version %d", version)
         if self._evaluator is not None:
             result = self._evaluator.evaluate(model, version)

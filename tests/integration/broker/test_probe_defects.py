@@ -156,7 +156,9 @@ def test_offline_device_gets_only_the_latest_offer_and_offers_are_paced(tmp_path
     with running_mosquitto(
         tmp_path / "mq", "prod", fleet=FLEET, devices=["dev-a", "dev-b"]
     ) as broker:
-        doc = _server_doc(broker, key, strategy={"name": "fedasync", "alpha": 0.5})
+        doc = _server_doc(
+            broker, key, strategy={"name": "fedasync", "alpha": 0.5}, admission={"rate_burst": 100}
+        )
         doc["strategy"].pop("buffer_size")
         app = ServerApp(parse_config(doc, tmp_path))
         with app:

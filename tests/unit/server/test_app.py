@@ -63,7 +63,12 @@ def _config(tmp: Path, **extra: object) -> ServerConfig:
         "signing_key": key.name,
         "state_dir": "state",
         "strategy": {"name": "fedasync", "alpha": 1.0},
-        "publish": {"every_versions": 2, "every_seconds": 3600.0, "codec": "float32"},
+        "publish": {
+            "every_versions": 2,
+            "every_seconds": 3600.0,
+            "min_interval_seconds": 0,  # these tests count versions, not time
+            "codec": "float32",
+        },
     }
     doc.update(extra)
     return parse_config(doc, tmp)

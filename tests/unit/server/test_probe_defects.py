@@ -101,3 +101,41 @@ def test_rate_limit_config_keys(tmp_path: Path) -> None:
     assert (cfg.admission.rate_per_minute, cfg.admission.rate_burst) == (30.0, 5)
     default = parse_config({k: v for k, v in doc.items() if k != "admission"}, tmp_path)
     assert default.admission.rate_per_minute is not None  # on by default
+
+
+def test_offer_pacing_coalesces_and_always_publishes_the_latest_eventually() -> None:
+    from server.offer_pacing import offer_due
+
+    def due(version: int, published: int, now: float, at: float) -> bool:
+        return offer_due(
+            version,
+            published,
+            now,
+            at,
+            every_versions=1,
+            every_seconds=5.0,
+            min_interval_seconds=2.0,
+        )
+
+    assert not due(7, 7, 100.0, 0.0)  # nothing new
+    assert not due(8, 7, 101.9, 100.0)  # new, but within the minimum interval: coalesced
+    assert due(8, 7, 102.0, 100.0)  # interval over: the latest goes out
+    # one offer per interval however many versions arrive: 400 updates in 10 s -> 5 offers
+    published, at, offers = 0, 0.0, 0
+    for tick in range(1, 1001):  # the worker loop turns every 0.01..0.1 s
+        now, version = tick * 0.01, int(tick * 0.4)  # 400 versions over 10 s
+        if due(version, published, now, at):
+            published, at, offers = version, now, offers + 1
+    assert offers == 5 and published == 400
+
+
+def test_example_config_does_not_present_a_poisoning_sized_norm_bound() -> None:
+    """Defect 2 (defence on branch `robust`): the example's max_norm was 100, about 16,000x an
+    honest update's norm, and three norm-99 updates took accuracy from 0.97 to 0.54."""
+    from server.config import load_config
+
+    example = Path(__file__).resolve().parents[3] / "server" / "example.toml"
+    text = example.read_text()
+    cfg = load_config(example)
+    assert cfg.admission.max_norm is None or cfg.admission.max_norm <= 1.0
+    assert "NOT a defence" in text  # the comment says why a large bound is no protection
