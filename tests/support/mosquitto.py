@@ -8,8 +8,9 @@
 
 "prod" runs the COMMITTED broker-config/mosquitto.prod.conf, with only its ports, file paths and
 log destination rewritten (`localize_conf`), and PKI, passwords and the dynamic-security file
-made by fleetlearn's own provisioning code (the plugin reads it at start: `reload()` restarts). As root, Mosquitto would drop to user `mosquitto`, which cannot read files
-under pytest's 0700 tmp dirs: the test config says `user root` instead (tests only).
+made by fleetlearn's own provisioning code (the plugin reads it at start: `reload()` restarts).
+As root, Mosquitto would drop to user `mosquitto`, which cannot read files under pytest's 0700
+tmp dirs: the test config says `user root` instead (tests only).
 
 Pytest fixtures: `mosquitto_dev`, `mosquitto_prod` (function scope). Import them into a
 conftest.py (`from tests.support.mosquitto import mosquitto_dev  # noqa: F401`) or call
