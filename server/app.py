@@ -132,8 +132,8 @@ class ServerApp:
         )
         for topic_filter in plan.unwanted:  # before start: sent ahead of the SUBSCRIBEs
             self._link.unsubscribe(topic_filter)
-        for topic_filter in plan.wanted:
-            self._link.subscribe(topic_filter, 1)
+        for topic_filter, qos in plan.wanted:
+            self._link.subscribe(topic_filter, qos)
         remember_subscriptions(self.config.state_dir, plan)
         self._link.start()
         self._publish(self._clock())

@@ -26,7 +26,7 @@ _FILE = "subscriptions"
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionPlan:
-    wanted: tuple[str, ...]  # subscribe, QoS 1
+    wanted: tuple[tuple[str, int], ...]  # (filter, QoS) to subscribe
     unwanted: tuple[str, ...]  # unsubscribe (harmless if the session never held them)
 
 
@@ -36,13 +36,16 @@ def plan_subscriptions(fleet: str, shared_group: str, state_dir: Path) -> Subscr
         if shared_group
         else update_subscription(fleet)
     )
-    # status: to clear what a device leaves retained there when it is oversized or garbage
-    wanted = (updates, device_subscription(fleet, DeviceTopicKind.STATUS))
+    # status: to clear what a device leaves retained there when it is oversized or garbage. QoS 0:
+    # never queued for us while we are away (the queue is for updates); the retained ones come
+    # again on every (re)subscribe anyway.
+    wanted = ((updates, 1), (device_subscription(fleet, DeviceTopicKind.STATUS), 0))
+    filters = {f for f, _ in wanted}
     try:
         before = (state_dir / _FILE).read_text().split()
     except FileNotFoundError:
         before = []
-    unwanted = {f for f in before if f not in wanted}
+    unwanted = {f for f in before if f not in filters}
     if shared_group:
         unwanted.add(update_subscription(fleet))  # the common case: plain -> shared
     return SubscriptionPlan(wanted, tuple(sorted(unwanted)))
@@ -51,5 +54,5 @@ def plan_subscriptions(fleet: str, shared_group: str, state_dir: Path) -> Subscr
 def remember_subscriptions(state_dir: Path, plan: SubscriptionPlan) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / f".{_FILE}.tmp"
-    tmp.write_text("".join(f"{f}\n" for f in plan.wanted))
+    tmp.write_text("".join(f"{f}\n" for f, _ in plan.wanted))
     tmp.replace(state_dir / _FILE)
