@@ -223,3 +223,76 @@ def test_retained_update_is_ignored_and_cleared_and_oversized_status_cleared(
     assert version == 0, counts  # before the fix: the parked update was applied
     assert counts.get("accepted", 0) == 0
     assert left == []  # before the fix: 1 MiB status and the update still retained
+
+
+def test_cli_provisioned_broker_keeps_devices_out_of_the_group(tmp_path: Path) -> None:
+    """End to end with what an operator runs: `fleetlearn broker` CLI provisioning, then the
+    committed mosquitto.prod.conf on those files (only ports and paths rewritten)."""
+    import argparse
+    import subprocess
+    import tomllib
+
+    from fleet.embedded_broker import free_port
+    from fleetlearn.provision_cli import add_arguments, run
+    from tests.support.mosquitto import CONF_DIR, localize_conf, require_mosquitto
+    from transport import BrokerConfig
+
+    root = tmp_path / "secrets"
+
+    def broker_cli(*argv: str) -> None:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        run(parser.parse_args(["--dir", str(root), *argv]))
+
+    broker_cli("init-ca", "--fleet", FLEET)
+    broker_cli("server-cert", "--host", "127.0.0.1")
+    broker_cli("acl", "--fleet", FLEET)
+    broker_cli("enrol-server")
+    url = "mqtts://127.0.0.1:8884"
+    broker_cli("enrol-device", "hostile", "--fleet", FLEET, "--url", url, "--no-cert")
+    broker_cli("enrol-device", "honest", "--fleet", FLEET, "--url", url, "--no-cert")
+    ports = {8883: free_port(), 8884: free_port()}
+    (tmp_path / "data").mkdir()
+    conf = localize_conf(
+        (CONF_DIR / "mosquitto.prod.conf").read_text(),
+        ports=ports,
+        files_dir=root / "broker",
+        data_dir=tmp_path / "data",
+    )
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    log = (tmp_path / "mosquitto.log").open("wb")
+    proc = subprocess.Popen(
+        [require_mosquitto(), "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log
+    )
+
+    def cfg(name: str, password: str) -> BrokerConfig:
+        return BrokerConfig(
+            url=f"mqtts://127.0.0.1:{ports[8884]}",
+            client_id=name,
+            username=name,
+            password=password,
+            ca_file=root / "ca" / "ca.crt",
+            backoff_initial=0.1,
+        )
+
+    def device_password(name: str) -> str:
+        doc = tomllib.loads((root / "devices" / name / "agent.toml").read_text())
+        return str(doc["broker"]["password"])
+
+    try:
+        time.sleep(0.5)
+        server_pw = (root / "servers" / "fleet-server" / "password").read_text().strip()
+        shared = topics.shared_update_subscription(FLEET, GROUP)
+        with (
+            link(cfg("fleet-server", server_pw), shared) as server,
+            link(cfg("hostile", device_password("hostile")), shared),
+            link(cfg("honest", device_password("honest"))) as honest,
+        ):
+            for seq in range(20):
+                assert honest.publish(topics.update_topic(FLEET, "honest"), b"%d" % seq).wait(5)
+            got = len(collect(server.incoming(), quiet=1.0))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+    assert got == 20, (tmp_path / "mosquitto.log").read_text()[-2000:]
