@@ -206,25 +206,28 @@ def write_broker_security(
 ) -> list[Path]:
     """Write broker/acl and broker/dynamic-security.json for every enrolled identity.
 
-    `fleets` are remembered in broker/fleets; without them the remembered ones are used (and
-    nothing is written before the first `fleetlearn broker acl`). Returns the files written."""
+    `fleets` and `extra_servers` (aggregator names provisioned outside `enrol-server`) are
+    remembered in broker/fleets and broker/extra-servers; without `fleets` the remembered ones
+    are used (nothing is written before the first `fleetlearn broker acl`). Returns the files."""
     broker = root / "broker"
-    remembered = broker / "fleets"
+    remembered, remembered_servers = broker / "fleets", broker / "extra-servers"
     if fleets is None:
         if not remembered.exists():
             return []
         fleets = remembered.read_text().split()
+    if extra_servers is None and remembered_servers.exists():
+        extra_servers = remembered_servers.read_text().split()
     for fleet in fleets:
         topics.validate_fleet(fleet)
-    servers = [
-        *enrolled_servers(root),
-        *(s for s in extra_servers or [] if s not in enrolled_servers(root)),
-    ]
+    enrolled = enrolled_servers(root)
+    extra = sorted({s for s in extra_servers or [] if s not in enrolled})
+    servers = [*enrolled, *extra]
     devices = enrolled_devices(root)
     acl = render_acl(fleets, servers, devices)
     dynsec = render_dynsec(fleets, servers, devices, passwd_hashes(broker / "passwd"))
     broker.mkdir(parents=True, exist_ok=True)
     remembered.write_text("\n".join(fleets) + "\n")
+    remembered_servers.write_text("".join(f"{n}\n" for n in extra))
     (broker / "acl").write_text(acl)
     write_private(broker / "dynamic-security.json", dynsec.encode(), 0o640)
     return [broker / "acl", broker / "dynamic-security.json"]
