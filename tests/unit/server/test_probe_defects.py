@@ -1,7 +1,9 @@
-"""Regression tests for the outside probe's server findings (issue 15, defects 6, 7 and 9).
+"""Regression tests for the outside probe's server findings (issue 15, defects 2, 3, 6 and 9).
 
+2. The example config presented max_norm = 100 (16,000x an honest update's norm) as a bound.
+3. One full offer per tiny update (the pacing rule; the broker-level test is in
+   tests/integration/broker/test_probe_defects.py).
 6. A delta whose float32 L2 norm overflows got clip factor 0.0 and was acked as accepted.
-7. Retained messages on a device's update topic were re-applied... re-delivered at every restart.
 9. No per-device rate limit: one device could flood the aggregator.
 """
 
