@@ -53,8 +53,13 @@ __all__ = ["AgentRuntime", "offline_status"]
 
 _log = logging.getLogger("agent")
 
-# Ack reasons after which the update is kept and re-sent later (the server could not decide).
-_RETRY = frozenset({Reason.INTERNAL})
+# Ack reasons after which the update is kept and re-sent later (the server could not decide,
+# or this device sent faster than its rate limit).
+# Offers at QoS 0: a device needs only the latest offer, which is retained and re-sent on every
+# (re)subscribe. At QoS 1 a persistent session queued every offer published while the device
+# was away and replayed them all on reconnect (issue 15: 244 full models).
+OFFER_QOS = 0
+_RETRY = frozenset({Reason.INTERNAL, Reason.RATE_LIMITED})
 
 
 def offline_status(device_id: str, clock: Callable[[], float] = time.time) -> bytes:
@@ -119,7 +124,7 @@ class AgentRuntime:
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self.link.subscribe(self._offer_topic, qos=1)
+        self.link.subscribe(self._offer_topic, qos=OFFER_QOS)
         self.link.subscribe(self._ack_topic, qos=1)
         pending = self.store.pending_seqs()
         if pending:

@@ -14,7 +14,10 @@ is counted in metrics and sent back in the Ack:
     7. base version                 FUTURE, STALE (tau > max_staleness, or the strategy's rule)
     8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE   (codecs.decode_parts: the
                                              delta stays in codec form, see server/ingest.py)
-    9. L2 norm                      NORM (reject), or scale the delta down to the bound (clip)
+    9. L2 norm                      NORM (reject; always when its square overflows float32),
+                                         or scale the delta down to the bound (clip)
+
+Before all of these the core applies the per-device rate limit (RATE_LIMITED, server/rate_limit.py).
 
 Admission reads the server's state (version, sequence table) but never changes it: the core
 records an update's sequence number only once the update is in the durable log.
@@ -26,6 +29,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+
+import numpy as np
 
 from protocol import codecs
 from protocol.errors import ProtocolError, Reason, RejectedUpdate
@@ -72,6 +77,10 @@ class AdmissionLimits:
     max_norm: float | None = None  # L2 bound of a delta; None = unbounded
     norm_action: NormAction = NormAction.CLIP
     max_staleness: int | None = 50  # tau above this is STALE; None = any (still weighted)
+    # per-device token bucket (issue 15): an honest device sends one update per local round
+    # (seconds to minutes) plus its outbox after an outage; None = unlimited
+    rate_per_minute: float | None = 120.0
+    rate_burst: int = 30
 
     def __post_init__(self) -> None:
         if self.max_message_bytes <= 0 or self.max_samples <= 0:
@@ -80,6 +89,11 @@ class AdmissionLimits:
             raise ValueError("max_norm must be a positive finite number")
         if self.max_staleness is not None and self.max_staleness < 0:
             raise ValueError("max_staleness must be >= 0")
+        rate = self.rate_per_minute
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate_per_minute must be a positive finite number")
+        if self.rate_burst < 1:
+            raise ValueError("rate_burst must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +127,12 @@ def decode_delta(vector: EncodedVector, manifest: Manifest) -> codecs.DecodedPar
             Reason.SHAPE, f"vector has {vector.length} values, model has {manifest.num_params}"
         )
     return codecs.decode_parts(vector.data, vector.codec, vector.length)
+
+
+# A delta whose squared norm overflows float32 is no training result: refuse it, never clip it
+# (issue 15: values near 1e18 once gave an infinite norm, a clip factor of 0.0, and the update
+# was accepted as a zero update). sq_norm sums in float64, so the norm itself is exact here.
+_OVERFLOW_NORM = math.sqrt(float(np.finfo(np.float32).max))  # about 1.8e19
 
 
 def decode_admitted(message: ClientUpdate, manifest: Manifest, scale: float) -> FusedUpdate:
@@ -176,8 +196,10 @@ class Admission:
         strategy.check(version, msg.base_version)
         parts = decode_delta(msg.delta, self.manifest)  # codec form; checked, finite
         scale = 1.0
+        norm = math.sqrt(sq_norm(parts))
+        if norm > _OVERFLOW_NORM:  # float32 maths would give inf and a clip factor of 0.0
+            raise RejectedUpdate(Reason.NORM, f"L2 norm {norm:.3g}: its square overflows float32")
         if lim.max_norm is not None:
-            norm = math.sqrt(sq_norm(parts))
             if norm > lim.max_norm and lim.norm_action is NormAction.REJECT:
                 raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
             scale = clip_factor(norm, lim.max_norm)
