@@ -147,6 +147,9 @@ def _child_torch(folder: Path, steps: int, threads: int) -> dict[str, Any]:
 
 
 def _child(backend: str, folder: Path, steps: int, threads: int) -> None:
+    # run as a script, this folder is sys.path[0] and its agent.py would shadow the agent package
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     fn = _child_torch if backend == "torch" else _child_ort
     out = fn(folder, steps, threads)
     out["peak_rss_mb"] = _peak_rss_mb()

@@ -33,8 +33,9 @@ def test_step_graph_has_only_default_domain_ops(
         assert [o.domain for o in graph.opset_import] == [""], name
         assert not graph.functions, name  # nothing hidden in local functions either
     step = onnx.load(str(folder / TRAIN_STEP_MODEL)).graph
-    batch_dim = {i.name: i.type.tensor_type.shape.dim[0] for i in step.input}
-    assert batch_dim["input"].dim_param and batch_dim["labels"].dim_param  # batch is dynamic
+    dims = {i.name: i.type.tensor_type.shape.dim for i in step.input}
+    assert dims["input"][0].dim_param and dims["labels"][0].dim_param  # batch is dynamic
+    assert len(dims["lr"]) == 0  # a scalar
     ops = {n.op_type for n in step.node}
     assert "Gemm" in ops or "MatMul" in ops
     if model != "mlp":
