@@ -13,6 +13,8 @@ is counted in metrics and sent back in the Ack:
     7. base version                 FUTURE, STALE (tau > max_staleness, or the strategy's rule)
     8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE           (decode_vector)
     9. L2 norm                      NORM (reject), or scale the delta down to the bound (clip)
+   10. strategy's screen            NORM (adaptive bound), DEVICE_LIMIT (one update per device
+                                    per buffer): robust options, `server/robust`
 
 Admission reads the server's state (version, sequence table) but never changes it: the core
 records an update's sequence number only once the update is in the durable log.
@@ -165,13 +167,15 @@ class Admission:
         strategy.check(version, msg.base_version)
         delta = decode_vector(msg.delta, self.manifest)  # (n,) float32, finite
         scale = 1.0
-        if lim.max_norm is not None:
-            norm = float(np.linalg.norm(delta))
-            if norm > lim.max_norm:
-                if lim.norm_action is NormAction.REJECT:
-                    raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
-                scale = lim.max_norm / norm
-                delta = scale_delta(delta, scale)
+        norm = float(np.linalg.norm(delta))
+        if lim.max_norm is not None and norm > lim.max_norm:
+            if lim.norm_action is NormAction.REJECT:
+                raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
+            scale = lim.max_norm / norm
+        # the strategy's own bound (robust options: adaptive norm bound, one per device) sees the
+        # norm after the fixed clip; the product is applied once, so replay reproduces it exactly
+        scale *= strategy.screen(msg.device_id, norm * scale)
+        delta = scale_delta(delta, scale)
         update = AdmittedUpdate(msg.device_id, msg.seq, msg.base_version, msg.num_samples, delta)
         return Admitted(update, msg, tau, scale, payload_digest(payload))
 
