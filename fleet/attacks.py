@@ -104,13 +104,14 @@ class Attack:
         """(n,) float32 honest delta -> the (n,) float32 delta the device sends."""
         f = np.float32(self.factor)
         if self.kind is AttackKind.SIGN_FLIP:
-            return -f * delta
+            return np.asarray(-f * delta, np.float32)
         if self.kind is AttackKind.NOISE:
             rng = np.random.default_rng([self.seed, device, seq, 0x4015E])
-            noise = rng.standard_normal(delta.shape[0]).astype(np.float32)
+            noise = np.asarray(rng.standard_normal(delta.shape[0]), np.float32)  # (n,)
             norm = float(np.linalg.norm(delta)) or 1.0
-            return noise * np.float32(self.factor * norm / float(np.linalg.norm(noise)))
-        return f * delta  # scale, backdoor (boost), label-flip (1x)
+            scale = np.float32(self.factor * norm / float(np.linalg.norm(noise)))
+            return np.asarray(noise * scale, np.float32)
+        return np.asarray(f * delta, np.float32)  # scale, backdoor (boost), label-flip (1x)
 
 
 def backdoor_test_set(

@@ -9,8 +9,10 @@ from __future__ import annotations
 from server.robust.aggregators import Aggregator, aggregate, trim_count
 from server.robust.defence import Defence, DeviceScore, RobustConfig
 from server.robust.norm_bound import AdaptiveNormBound, BoundAction
+from server.robust.presets import DEFENCES, defence
 
 __all__ = [
+    "DEFENCES",
     "AdaptiveNormBound",
     "Aggregator",
     "BoundAction",
@@ -18,5 +20,6 @@ __all__ = [
     "DeviceScore",
     "RobustConfig",
     "aggregate",
+    "defence",
     "trim_count",
 ]

@@ -95,6 +95,14 @@ class RobustConfig:
             raise ValueError("robust.one_per_device: must be true or false")
         return cls(**kw)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The `[strategy.robust]` table that `from_mapping` reads back to this config."""
+        doc: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc["aggregator"] = self.aggregator.value
+        doc["norm_action"] = self.norm_action.value
+        doc["norm_multiplier"] = self.norm_multiplier or 0
+        return doc
+
     @property
     def label(self) -> str:
         """A short name for reports, e.g. 'trimmed_mean0.2+norm3+1pd'."""

@@ -4,6 +4,7 @@ one update per device per buffer, state round trips, and the admission path end 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from server.strategies import AdmittedUpdate, FedAsync, FedAvg, FedBuff, make_st
 from tests.unit.server.factory import make_manifest, update_bytes
 
 
-def upd(delta: list[float], dev: str = "d", base: int = 0, seq: int = 1) -> AdmittedUpdate:
+def upd(delta: Sequence[float], dev: str = "d", base: int = 0, seq: int = 1) -> AdmittedUpdate:
     return AdmittedUpdate(dev, seq, base, 1, np.array(delta, np.float32))
 
 
@@ -234,7 +235,7 @@ def test_admission_applies_the_adaptive_clip_once_and_logs_it(tmp_path: Path) ->
 
     c = core(tmp_path / "a")
     seqs = {"a": 0, "b": 0}
-    sent = [
+    sent: list[tuple[str, list[float]]] = [
         ("a", [1, 0, 0, 0]),
         ("b", [0, 1, 0, 0]),
         ("a", [0, 0, 3, 4]),
