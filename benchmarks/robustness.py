@@ -11,8 +11,8 @@ per device, plain mean), trimmed_mean, median, cosine, default.
     ./run bench robustness            (or .venv/bin/python benchmarks/robustness.py [--quick])
 
 Runs: every defence on a clean fleet; every attack x defence at 20% hostile; every attack with
-`none` and `default` at 10% hostile. One seed (0), SHORTENED horizon (--minutes, default 40
-virtual minutes, concurrency 50: ~2,000 updates, about 200 FedBuff steps) so the whole matrix
+`none` and `default` at 10% hostile. One seed (0), SHORTENED horizon (--minutes, default 60
+virtual minutes, concurrency 50: ~3,000 updates, about 300 FedBuff steps) so the whole matrix
 fits a shared 2-core machine; `final_accuracy` is the mean of the last three evaluations (one
 per 2 virtual minutes), which damps the async curve's noise. `clean_accuracy` is the clean fleet
 WITHOUT a defence; `drop` = clean_accuracy - final_accuracy (positive = worse);
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -63,74 +64,100 @@ def _plan(quick: bool) -> list[tuple[str, float, str]]:
     return plan
 
 
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(minutes: float, seed: int, artifacts: Path) -> None:
+    setup = Setup(devices=1000, alpha=0.3, fleet=FleetConfig(straggler_fraction=0.15),
+                  artifacts=artifacts)  # fmt: skip
+    trainer, manifest, initial = prepare_trainer(setup, Path(tempfile.mkdtemp()))
+    world = load_world(setup, minutes * 60, seed)
+    _WORKER.update(trainer=trainer, manifest=manifest, initial=initial, world=world,
+                   minutes=minutes, seed=seed,
+                   backdoor=backdoor_test_set(world.data[2], world.data[3], TARGET))  # fmt: skip
+
+
+def _run(job: tuple[str, float, str]) -> dict[str, Any]:
+    attack, fraction, name = job
+    w = _WORKER
+    exp = Experiment(
+        concurrency=50,
+        duration_s=w["minutes"] * 60,
+        eval_every_s=120,
+        robust=DEFENCES[name],
+        attack=None if attack == "clean" else Attack(AttackKind(attack), target=TARGET),
+        attacker_fraction=fraction,
+    )
+    t0 = time.perf_counter()
+    world = w["world"]
+    result, server = run_one(
+        parse_strategy(STRATEGY),
+        exp,
+        manifest=w["manifest"],
+        initial=w["initial"],
+        fleet=world.fleet,
+        slices=world.slices,
+        data=world.data,
+        trainer=w["trainer"],
+        seed=w["seed"],
+    )
+    accs = [p.accuracy for p in result.curve]
+    row: dict[str, Any] = {
+        "attack": attack,
+        "fraction": fraction,
+        "defence": name,
+        "final_accuracy": float(np.mean(accs[-3:])),
+        "backdoor_success": w["trainer"].accuracy(server.model, *w["backdoor"]),
+        "accepted": result.accepted,
+        "rejected": result.rejected,
+        "hostile_updates": result.counts.get("hostile_updates", 0),
+        "last_accuracy": accs[-1],
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    print(
+        f"{attack:>10} {fraction:4.0%} {name:>12}: acc {row['final_accuracy']:.3f}"
+        f" backdoor {row['backdoor_success']:.3f} ({row['wall_s']} s)",
+        flush=True,
+    )
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20%% attackers, none/default only")
-    ap.add_argument("--minutes", type=float, default=40.0, help="virtual minutes per run")
+    ap.add_argument("--minutes", type=float, default=60.0, help="virtual minutes per run")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--artifacts", type=Path, help="exported mlp (default: export it)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/robustness.json")
     ns = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="robustness-bench-"))
-    setup = Setup(devices=1000, alpha=0.3, fleet=FleetConfig(straggler_fraction=0.15),
-                  artifacts=ns.artifacts)  # fmt: skip
-    trainer, manifest, initial = prepare_trainer(setup, work)
-    world = load_world(setup, ns.minutes * 60, ns.seed)
-    x_bd, y_bd = backdoor_test_set(world.data[2], world.data[3], TARGET)
-    spec = parse_strategy(STRATEGY)
-    rows: list[dict[str, Any]] = []
+    artifacts = ns.artifacts
+    if artifacts is None:  # export once, before the workers start
+        prepare_trainer(Setup(), work)
+        artifacts = work / "artifacts"
     t_all = time.perf_counter()
-    for attack, fraction, name in _plan(ns.quick):
-        exp = Experiment(
-            concurrency=50,
-            duration_s=ns.minutes * 60,
-            eval_every_s=120,
-            robust=DEFENCES[name],
-            attack=None if attack == "clean" else Attack(AttackKind(attack), target=TARGET),
-            attacker_fraction=fraction,
-        )
-        t0 = time.perf_counter()
-        result, server = run_one(
-            spec,
-            exp,
-            manifest=manifest,
-            initial=initial,
-            fleet=world.fleet,
-            slices=world.slices,
-            data=world.data,
-            trainer=trainer,
-            seed=ns.seed,
-        )
-        accs = [p.accuracy for p in result.curve]
-        row: dict[str, Any] = {
-            "attack": attack,
-            "fraction": fraction,
-            "defence": name,
-            "final_accuracy": float(np.mean(accs[-3:])),
-            "backdoor_success": trainer.accuracy(server.model, x_bd, y_bd),
-            "accepted": result.accepted,
-            "rejected": result.rejected,
-            "hostile_updates": result.counts.get("hostile_updates", 0),
-            "last_accuracy": accs[-1],
-            "wall_s": round(time.perf_counter() - t0, 1),
-        }
-        rows.append(row)
-        print(
-            f"{attack:>10} {fraction:4.0%} {name:>12}: acc {row['final_accuracy']:.3f}"
-            f" backdoor {row['backdoor_success']:.3f} ({row['wall_s']} s)",
-            flush=True,
-        )
+    plan = _plan(ns.quick)
+    init = (ns.minutes, ns.seed, artifacts)
+    if ns.jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(ns.jobs, _init_worker, init) as pool:
+            rows = pool.map(_run, plan, chunksize=1)
+    else:
+        _init_worker(*init)
+        rows = [_run(job) for job in plan]
     clean = next(r["final_accuracy"] for r in rows if r["attack"] == "clean" and
                  r["defence"] == "none")  # fmt: skip
     for r in rows:
         r["clean_accuracy"] = clean
         r["drop"] = clean - r["final_accuracy"]
     rows = [{k: r[k] for k in KEYS} | {k: v for k, v in r.items() if k not in KEYS} for r in rows]
+    manifest = _WORKER.get("manifest") or prepare_trainer(Setup(artifacts=artifacts), work)[1]
     doc = {
         "rows": rows,
         "goals": GOALS,
         "verdict": _verdict(rows),
         "config": {
+            "command": "python benchmarks/robustness.py " + " ".join(sys.argv[1:]),
             "devices": 1000,
             "strategy": STRATEGY,
             "codec": "float32",
@@ -142,7 +169,7 @@ def main() -> int:
             "clean_accuracy": "clean fleet, no defence, same seed and horizon",
             "defences": {k: (v.label if v else "none") for k, v in DEFENCES.items()},
             "attacks": {k.value: Attack(k).factor for k in AttackKind},
-            "backdoor": "2x2 bright corner patch -> class 0; half of each hostile batch",
+            "backdoor": "2x2 bright corner patch -> class 0; hostile batches = clean + triggered",
             "machine": "shared 2-core x86_64, loaded by other jobs (wall times vary 2x)",
             "model": f"{manifest.model_name} ({manifest.num_params} params)",
         },
