@@ -95,7 +95,7 @@ def test_fedbuff_trimmed_mean_ignores_an_outlier_and_weights_staleness() -> None
     s = FedBuff(
         buffer_size=5,
         staleness=make_staleness("polynomial", {"a": 1.0}),
-        robust=RobustConfig(trim_fraction=0.2, norm_multiplier=None),
+        robust=RobustConfig(Aggregator.TRIMMED_MEAN, trim_fraction=0.2, norm_multiplier=None),
     )
     model, r = f32(0, 0), None
     deltas = ([1, 1], [2, 3], [3, 2], [-1000, -1000])
@@ -267,3 +267,33 @@ def test_admission_screen_reads_state_only() -> None:
     for _ in range(2):  # admitting twice without applying: nothing was recorded
         adm.admit("a", payload, version=0, sequences={}, strategy=s)
     assert s.pending == 0
+
+
+# --- server.toml --------------------------------------------------------------------------------
+
+
+def test_example_toml_documents_exactly_the_default_defence() -> None:
+    from server.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[3] / "server" / "example.toml")
+    s = make_strategy(cfg.strategy, cfg.strategy_params, cfg.staleness or None, cfg.robust)
+    assert isinstance(s, FedBuff) and s.robust == RobustConfig()
+    assert RobustConfig.from_mapping(RobustConfig().to_mapping()) == RobustConfig()
+
+
+def test_server_toml_robust_errors_name_the_key(tmp_path: Path) -> None:
+    from server.config import parse_config
+
+    base = {"fleet": "f", "artifacts": "a", "signing_key": "k", "state_dir": "s"}
+    for table, key in (
+        ({"aggregator": "avg"}, "robust.aggregator"),
+        ({"norm_action": "drop"}, "robust.norm_action"),
+        ({"norm_window": 1.5}, "robust.norm_window"),
+        ("median", "strategy.robust"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            parse_config(base | {"strategy": {"name": "fedbuff", "robust": table}}, tmp_path)
+    cfg = parse_config(
+        base | {"strategy": {"name": "fedavg", "robust": {"enabled": False}}}, tmp_path
+    )
+    assert cfg.robust == {"enabled": False}
