@@ -297,3 +297,27 @@ def test_server_toml_robust_errors_name_the_key(tmp_path: Path) -> None:
         base | {"strategy": {"name": "fedavg", "robust": {"enabled": False}}}, tmp_path
     )
     assert cfg.robust == {"enabled": False}
+
+
+def test_compressed_updates_feed_the_robust_buffer(tmp_path: Path) -> None:
+    """int8 and top-k + int8 deltas decode before the strategy sees them: median of the rows."""
+    manifest = make_manifest(8)
+    core = ServerCore(
+        manifest,
+        np.zeros(8, np.float32),
+        make_strategy("fedbuff", {"buffer_size": 3}, None, {}),
+        tmp_path,
+        AdmissionLimits(max_staleness=None),
+    )
+    core.recover()
+    int8 = {"name": "int8", "chunk": 256}
+    topk = {"name": "topk", "fraction": 0.5, "values": int8}
+    deltas = [np.arange(8, dtype=np.float32), np.ones(8, np.float32), -50 * np.ones(8, np.float32)]
+    for i, (delta, codec) in enumerate(zip(deltas, (int8, topk, int8), strict=True)):
+        ack = core.handle(f"d{i}", update_bytes(manifest, delta, device=f"d{i}", codec=codec)).ack
+        assert ack.accepted, ack
+    assert core.version == 1
+    # per coordinate the median of three rows ignores the -50 row: within int8 error of the
+    # median of (0..7, top-k half of ones, ...) -- every coordinate is in the honest range
+    assert np.all(core.model >= -1e-6) and np.all(core.model <= 7.01)
+    core.close()
