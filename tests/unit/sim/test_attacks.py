@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from fleet.sim.engine import RunResult
 from fleet.sim.profiles import FleetConfig, make_fleet
 from fleet.sim.runner import Experiment, parse_strategy, run_one
 from fleet.sim.server_side import SimServer
+from protocol.errors import ConfigError
 from server.robust import DEFENCES
 from tests.unit.sim.fakes import MANIFEST, SoftmaxTrainer, initial_weights
 
@@ -143,3 +145,20 @@ def test_demo_hostile_trainer_reports_the_poisoned_delta() -> None:
     flip.set_weights(base)
     flip.train(np.zeros((2, 64), np.float32), np.array([1, 2]), TrainConfig())
     assert flip._inner.labels == [8, 7]
+
+
+@pytest.mark.parametrize("module", ["fleet.sim.cli", "fleet.demo.cli"])
+@pytest.mark.parametrize(
+    "argv",
+    [["--attackers", "0.2"], ["--attack", "noise"], ["--attackers", "1.0", "--attack", "scale"]],
+)
+def test_cli_attack_flags_are_checked(module: str, argv: list[str], tmp_path: Path) -> None:
+    import argparse
+    import importlib
+
+    cli = importlib.import_module(module)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([*argv, "--out", str(tmp_path / "out")])
+    with pytest.raises(ConfigError, match="--attack"):
+        cli.run(args)
