@@ -321,3 +321,13 @@ def test_compressed_updates_feed_the_robust_buffer(tmp_path: Path) -> None:
     # median of (0..7, top-k half of ones, ...) -- every coordinate is in the honest range
     assert np.all(core.model >= -1e-6) and np.all(core.model <= 7.01)
     core.close()
+
+
+def test_each_flush_logs_a_score_per_device(caplog: pytest.LogCaptureFixture) -> None:
+    s = FedBuff(buffer_size=3, robust=RobustConfig(norm_multiplier=2.0, norm_warmup=1))
+    with caplog.at_level("INFO", logger="server.robust"):
+        for dev, d in (("good-1", [1, 1]), ("good-2", [1, 2]), ("flipper", [-2, -2])):
+            s.apply(f32(0, 0), 0, upd(d, dev=dev))
+    line = next(r.getMessage() for r in caplog.records if r.name == "server.robust")
+    assert "flipper -1.00" in line and "good-1 +" in line and "good-2 +" in line
+    assert [sc.device_id for sc in s.defence.scores] == ["good-1", "good-2", "flipper"]  # type: ignore[union-attr]
