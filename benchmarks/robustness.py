@@ -130,6 +130,11 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--artifacts", type=Path, help="exported mlp (default: export it)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/robustness.json")
+    ap.add_argument(
+        "--rerun",
+        help="comma-separated defences: run only their rows and replace them in --out (e.g."
+        " after changing the default); the other rows are kept as they were measured",
+    )
     ns = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="robustness-bench-"))
     artifacts = ns.artifacts
@@ -138,6 +143,12 @@ def main() -> int:
         artifacts = work / "artifacts"
     t_all = time.perf_counter()
     plan = _plan(ns.quick)
+    kept: list[dict[str, Any]] = []
+    if ns.rerun:
+        names = set(ns.rerun.split(","))
+        plan = [job for job in plan if job[2] in names]
+        old_doc = json.loads(ns.out.read_text())
+        kept = [r for r in old_doc["rows"] if r["defence"] not in names]
     init = (ns.minutes, ns.seed, artifacts)
     if ns.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(ns.jobs, _init_worker, init) as pool:
@@ -145,6 +156,11 @@ def main() -> int:
     else:
         _init_worker(*init)
         rows = [_run(job) for job in plan]
+    order = {job: i for i, job in enumerate(_plan(ns.quick))}
+    rows = sorted(
+        kept + rows,
+        key=lambda r: order.get((r["attack"], r["fraction"], r["defence"]), len(order)),
+    )
     clean = next(r["final_accuracy"] for r in rows if r["attack"] == "clean" and
                  r["defence"] == "none")  # fmt: skip
     for r in rows:
@@ -152,7 +168,7 @@ def main() -> int:
         r["drop"] = clean - r["final_accuracy"]
     rows = [{k: r[k] for k in KEYS} | {k: v for k, v in r.items() if k not in KEYS} for r in rows]
     manifest = _WORKER.get("manifest") or prepare_trainer(Setup(artifacts=artifacts), work)[1]
-    doc = {
+    doc: dict[str, Any] = {
         "rows": rows,
         "goals": GOALS,
         "verdict": _verdict(rows),
@@ -175,6 +191,14 @@ def main() -> int:
         },
         "total_wall_s": round(time.perf_counter() - t_all, 1),
     }
+    if ns.rerun:  # say which rows are newer than the rest
+        doc["config"]["command"] = old_doc["config"]["command"]
+        doc["config"]["rerun"] = {
+            "command": "python benchmarks/robustness.py " + " ".join(sys.argv[1:]),
+            "defences": sorted(names),
+            "wall_s": doc["total_wall_s"],
+        }
+        doc["total_wall_s"] = old_doc["total_wall_s"]
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(doc, indent=1) + "\n")
     _table(rows)

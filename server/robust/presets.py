@@ -18,6 +18,7 @@ DEFENCES: dict[str, RobustConfig | None] = {
     "norm": RobustConfig(aggregator=Aggregator.MEAN),
     "trimmed_mean": RobustConfig(aggregator=Aggregator.TRIMMED_MEAN, norm_multiplier=None),
     "median": RobustConfig(aggregator=Aggregator.MEDIAN, norm_multiplier=None),
+    "median_norm": RobustConfig(aggregator=Aggregator.MEDIAN),  # the first default, measured
     "cosine": RobustConfig(aggregator=Aggregator.COSINE, norm_multiplier=None),
 }
 

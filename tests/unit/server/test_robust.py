@@ -329,5 +329,5 @@ def test_each_flush_logs_a_score_per_device(caplog: pytest.LogCaptureFixture) ->
         for dev, d in (("good-1", [1, 1]), ("good-2", [1, 2]), ("flipper", [-2, -2])):
             s.apply(f32(0, 0), 0, upd(d, dev=dev))
     line = next(r.getMessage() for r in caplog.records if r.name == "server.robust")
-    assert "flipper -1.00" in line and "good-1 +" in line and "good-2 +" in line
+    assert "flipper -0.99" in line and "good-1 +0.99" in line and "good-2 +0.99" in line
     assert [sc.device_id for sc in s.defence.scores] == ["good-1", "good-2", "flipper"]  # type: ignore[union-attr]
