@@ -228,7 +228,9 @@ class AgentRuntime:
                     "next sequence number is now %d",
                     jumped,
                 )
-            level = logging.WARNING if ack.reason is Reason.STALE else logging.ERROR
+            # stale, or a second update into an open buffer: routine in a busy fleet, not a fault
+            routine = ack.reason in (Reason.STALE, Reason.DEVICE_LIMIT)
+            level = logging.WARNING if routine else logging.ERROR
             _log.log(
                 level,
                 "update seq %d rejected (%s: %s): dropped; residual restored to before it",

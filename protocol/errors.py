@@ -39,6 +39,7 @@ class Reason(StrEnum):
     NON_FINITE = "non_finite"  # NaN or infinity in a tensor or scale
     BAD_DEVICE_ID = "bad_device_id"  # device id fails validation
     DEVICE_MISMATCH = "device_mismatch"  # payload device id differs from the topic's
+    DEVICE_LIMIT = "device_limit"  # the device already has an update in the open buffer
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_MODEL = "unknown_model"  # model id or manifest digest not served here
     SAMPLES = "samples"  # sample count <= 0 or above the cap

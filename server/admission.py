@@ -18,6 +18,8 @@ is counted in metrics and sent back in the Ack:
                                          or scale the delta down to the bound (clip)
 
 Before all of these the core applies the per-device rate limit (RATE_LIMITED, server/rate_limit.py).
+   10. strategy's screen            NORM (adaptive bound), DEVICE_LIMIT (one update per device
+                                     per buffer): robust options, `server/robust`
 
 Admission reads the server's state (version, sequence table) but never changes it: the core
 records an update's sequence number only once the update is in the durable log.
@@ -203,6 +205,9 @@ class Admission:
             if norm > lim.max_norm and lim.norm_action is NormAction.REJECT:
                 raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
             scale = clip_factor(norm, lim.max_norm)
+        # the strategy's own bound (robust options: adaptive norm bound, one per device) sees the
+        # norm after the fixed clip; the product is applied once, so replay reproduces it exactly
+        scale *= strategy.screen(msg.device_id, norm * scale)
         update = FusedUpdate(
             msg.device_id, msg.seq, msg.base_version, msg.num_samples, FusedDelta(parts, scale)
         )

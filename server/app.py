@@ -87,7 +87,9 @@ class ServerApp:
             self._key = load_private_key(config.signing_key.read_bytes())
         except OSError as exc:
             raise FleetlearnError(f"signing_key {config.signing_key}: {exc}") from exc
-        strategy = make_strategy(config.strategy, config.strategy_params, config.staleness or None)
+        strategy = make_strategy(
+            config.strategy, config.strategy_params, config.staleness or None, config.robust
+        )
         self.core = ServerCore(
             manifest,
             self._artifacts.initial_weights,

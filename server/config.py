@@ -11,6 +11,10 @@
                protocol = "auto" | "v5" | "v311"   shared_group = ""   (v5 shared subscription)
     [strategy] name = "fedasync" | "fedbuff" | "fedavg" | "fedprox", plus its parameters
     [strategy.staleness]  function = "constant" | "polynomial" | "hinge", a = ..., b = ...
+    [strategy.robust]     enabled, aggregator = "mean" | "trimmed_mean" | "median",
+                          trim_fraction, norm_multiplier (0 = off), norm_window, norm_warmup,
+                          norm_action = "clip" | "reject", one_per_device   (absent: the default
+                          defence, server/robust/defence.py RobustConfig)
     [admission]  max_message_bytes, max_samples, max_norm, norm_action = "clip"|"reject",
                  max_staleness (-1 = unbounded), rate_per_minute (0 = unlimited), rate_burst
     [publish]    every_versions = 1, every_seconds = 5.0, min_interval_seconds = 1.0,
@@ -86,6 +90,7 @@ class ServerConfig:
     strategy: str = "fedbuff"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     staleness: dict[str, Any] = field(default_factory=dict)
+    robust: dict[str, Any] = field(default_factory=dict)  # {} = the default defence
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     publish: PublishConfig = field(default_factory=PublishConfig)
     durability: DurabilityConfig = field(default_factory=DurabilityConfig)
@@ -271,7 +276,10 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     staleness = strat.pop("staleness", {})
     if not isinstance(staleness, dict):
         raise ConfigError("strategy.staleness: must be a table")
-    make_strategy(name, strat, staleness or None)
+    robust = strat.pop("robust", {})
+    if not isinstance(robust, dict):
+        raise ConfigError("strategy.robust: must be a table")
+    make_strategy(name, strat, staleness or None, robust)
 
     pub = _table(doc, "publish")
     _unknown(pub, {"every_versions", "every_seconds", "min_interval_seconds", "codec"}, "publish.")
@@ -313,6 +321,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         strategy=name,
         strategy_params=strat,
         staleness=staleness,
+        robust=robust,
         admission=_admission(_table(doc, "admission")),
         publish=publish,
         durability=durability,

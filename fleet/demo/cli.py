@@ -4,6 +4,7 @@ fleetlearn demo                          20 devices, digits, fedasync, int8, emb
 fleetlearn demo --compare                sync FedAvg first, then the async strategy, one plot
 fleetlearn demo --broker mqtt://127.0.0.1:1883      an external broker (e.g. Mosquitto)
 fleetlearn demo --data DIR               your own data: DIR/<device>/train.npz + DIR/test.npz
+fleetlearn demo --attackers 0.2 --attack sign-flip [--defence none]   hostile devices
 """
 
 from __future__ import annotations
@@ -77,6 +78,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run sync FedAvg, then --strategy, on the same fleet; plot both",
     )
+    _add_attack_arguments(parser)
+
+
+def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+    from fleet.attacks import AttackKind
+    from server.robust import DEFENCES
+
+    parser.add_argument(
+        "--attackers", type=float, default=0.0, help="share of hostile devices, 0-1"
+    )
+    parser.add_argument(
+        "--attack", choices=[k.value for k in AttackKind], help="what hostile devices send"
+    )
+    parser.add_argument(
+        "--defence",
+        choices=sorted(DEFENCES),
+        default="default",
+        help="server robust aggregation (server/robust/presets.py)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--data {args.data}: not a folder")
     if args.compare and args.strategy == "fedavg":
         raise ConfigError("--compare runs FedAvg against an async --strategy (fedasync or fedbuff)")
+    if not 0.0 <= args.attackers < 1.0:
+        raise ConfigError(f"--attackers {args.attackers}: a share in [0, 1)")
+    if (args.attackers > 0) != (args.attack is not None):
+        raise ConfigError("--attackers FRACTION and --attack KIND go together")
     options = DemoOptions(
         devices=args.devices,
         strategy=args.strategy,
@@ -106,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         compare=args.compare,
+        attackers=args.attackers,
+        attack=args.attack,
+        defence=args.defence,
     )
     result = run_demo(options)
     return 130 if result.interrupted else 0

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from fleet.attacks import Attack
 from fleet.demo.life import DeviceLife
 
 __all__ = [
@@ -70,6 +71,9 @@ class FleetSetup:
     codec: str
     seed: int
     start: float  # time.monotonic() when the fleet's life clock started
+    attack: Attack | None = None  # what hostile devices do (fleet/attacks.py)
+    attackers: frozenset[int] = frozenset()  # indices of hostile devices
+    defence: str = "default"  # the server's robust-aggregation preset (server/robust)
 
 
 class BrokerHandle(Protocol):

@@ -21,6 +21,7 @@ from agent.runtime import AgentRuntime, offline_status
 from agent.trainer import load_trainer
 from fleet.demo.conditions import SimulatedConditions
 from fleet.demo.device import DemoDevice, DemoLink, MqttLinkLike, SlowTrainer
+from fleet.demo.hostile import HostileTrainer
 from fleet.demo.parts import BrokerHandle, FleetSetup
 from fleet.embedded_broker import EmbeddedBroker
 from protocol.signing import load_public_key
@@ -118,9 +119,10 @@ class RealAgents:
         }
         config = parse_config(doc, setup.run_dir)
         data = load_device_data(Path(config.data_dir), artifacts.manifest)
-        trainer = SlowTrainer(
-            load_trainer(setup.artifacts_dir, threads=1), t.step_delay_s * life.slowdown
-        )
+        inner = load_trainer(setup.artifacts_dir, threads=1)
+        if setup.attack is not None and index in setup.attackers:
+            inner = HostileTrainer(inner, setup.attack, index)  # fleet/demo/hostile.py
+        trainer = SlowTrainer(inner, t.step_delay_s * life.slowdown)
         conditions = SimulatedConditions(life, setup.start)
         will = (status_topic(setup.fleet, device_id), offline_status(device_id), True)
         broker_cfg = BrokerConfig(

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.artifacts import load_artifacts
+from fleet.attacks import Attack, AttackKind, choose_attackers
 from fleet.demo.artifacts_cache import cached_artifacts
 from fleet.demo.data import DemoData, model_for_shape, prepare_digits, scan_data_dir
 from fleet.demo.display import Progress, format_bytes
@@ -50,6 +51,9 @@ class DemoOptions:
     out: Path | None = None
     seed: int = 0
     compare: bool = False
+    attackers: float = 0.0  # share of hostile devices (fleet/attacks.py)
+    attack: str | None = None  # sign-flip | scale | noise | label-flip | backdoor
+    defence: str = "default"  # server robust-aggregation preset (server/robust/presets.py)
     agent_tuning: AgentTuning = field(default_factory=AgentTuning)
     server_tuning: ServerTuning = field(default_factory=ServerTuning)
     quiet_logs: bool = True  # agents log every round; the live display is the demo's voice
@@ -186,6 +190,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         f"broker {options.broker or 'embedded amqtt (MQTT 3.1.1)'}, codec {options.codec}, "
         f"stop at {options.target_accuracy:.0%} or {options.duration_s:.0f} s"
     )
+    if options.attack is not None:
+        console.print(
+            f"[bold red]hostile[/]: {round(options.attackers * len(data.device_folders))} devices"
+            f" send {options.attack} updates; server defence: {options.defence}"
+        )
     ids = [f"dev-{i:03d}" for i in range(len(data.device_folders))]
     lives = tuple(draw_fleet_life(ids, options.seed))
     strategies = ["fedavg", options.strategy] if options.compare else [options.strategy]
@@ -206,6 +215,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             codec=options.codec,
             seed=options.seed,
             start=0.0,
+            attack=None if options.attack is None else Attack(AttackKind(options.attack)),
+            attackers=choose_attackers(len(ids), options.attackers, options.seed),
+            defence=options.defence,
         )
         spec = RunSpec(
             strategy=strategy,

@@ -15,6 +15,7 @@ from typing import Any
 from fleet.demo.parts import Evaluation, FleetSetup
 from server.app import ServerApp
 from server.config import parse_config
+from server.robust import DEFENCES
 
 __all__ = ["DemoServer", "ServerTuning", "server_config_doc", "start_server"]
 
@@ -53,6 +54,12 @@ def _strategy(name: str, t: ServerTuning) -> dict[str, Any]:
     }
 
 
+def _robust(defence: str) -> dict[str, Any]:
+    """The `[strategy.robust]` table of a named preset (server/robust/presets.py)."""
+    config = DEFENCES[defence]
+    return {"enabled": False} if config is None else config.to_mapping()
+
+
 def server_config_doc(
     setup: FleetSetup,
     broker_url: str,
@@ -75,7 +82,7 @@ def server_config_doc(
         "state_dir": str(setup.run_dir / "server"),
         "test_data": str(setup.test_file),
         "broker": broker,
-        "strategy": _strategy(setup.strategy, tuning),
+        "strategy": _strategy(setup.strategy, tuning) | {"robust": _robust(setup.defence)},
         "admission": {"max_staleness": tuning.max_staleness},
         "publish": {
             "every_versions": tuning.publish_every_versions,

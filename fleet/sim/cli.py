@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 
+from fleet.attacks import Attack, AttackKind
 from fleet.sim.compare import compare
 from fleet.sim.profiles import Availability, FleetConfig
 from fleet.sim.runner import Experiment, specs_for
@@ -18,6 +19,7 @@ from fleet.sim.training import LocalBudget
 from fleet.sim.world import Setup
 from protocol import codecs
 from protocol.errors import ConfigError
+from server.robust import DEFENCES
 
 __all__ = ["add_arguments", "parse_duration", "run"]
 
@@ -71,6 +73,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--fedasync-alpha", type=float, default=0.6, help="FedAsync mixing rate")
     a("--max-staleness", type=int, help="reject updates staler than this (default: none)")
+    a("--attackers", type=float, default=0.0, help="share of hostile devices, 0-1 (default 0)")
+    a("--attack", choices=[k.value for k in AttackKind], help="what hostile devices send")
+    a(
+        "--defence",
+        choices=sorted(DEFENCES),
+        default="none",
+        help="server robust aggregation preset (server/robust/presets.py; default none)",
+    )
+
+
+def _attack(args: argparse.Namespace) -> Attack | None:
+    if not 0.0 <= args.attackers < 1.0:
+        raise ConfigError(f"--attackers {args.attackers}: a share in [0, 1)")
+    if (args.attackers > 0) != (args.attack is not None):
+        raise ConfigError("--attackers FRACTION and --attack KIND go together")
+    return None if args.attack is None else Attack(AttackKind(args.attack))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
             duration_s=parse_duration(args.duration),
             eval_every_s=parse_duration(args.eval_every),
             budget=budget,
+            robust=DEFENCES[args.defence],
+            attack=_attack(args),
+            attacker_fraction=args.attackers,
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc

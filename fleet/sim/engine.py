@@ -28,6 +28,7 @@ from enum import Enum
 
 import numpy as np
 
+from fleet.attacks import Attack
 from fleet.sim.events import EventKind, EventQueue
 from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
@@ -56,6 +57,10 @@ class RunConfig:
     # sync baseline's over-selected stragglers.
     session_timeout: float | None = None
     timeout_warmup: int = 20  # finished sessions needed before the median is trusted
+    # hostile devices (fleet/attacks.py): they poison their data and/or delta, then send it
+    # through the same codec and admission path as everyone else
+    attack: Attack | None = None
+    attackers: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +263,15 @@ class _Run:
             return
         t0 = time.perf_counter()
         x, y = self.x[s.samples], self.y[s.samples]
+        attack = self.c.attack if d in self.c.attackers else None
+        if attack is not None:
+            x, y = attack.poison_data(x, y)
+            self.counts["hostile_updates"] += 1
         seed = int(self.rng.integers(1 << 31))
         weights, steps = self.trainer.local_update(s.base_model, x, y, self.c.budget, seed)
         delta = weights - s.base_model  # (n,) float32
+        if attack is not None:
+            delta = attack.poison_delta(delta, d, int(self.seq[d]) + 1)
         self.wall_train += time.perf_counter() - t0
         self.seq[d] += 1
         s.payload, s.residual = self.uplink.encode(

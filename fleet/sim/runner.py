@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fleet.attacks import Attack, choose_attackers
 from fleet.sim.engine import Mode, RunConfig, RunResult, run_simulation
 from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
@@ -22,6 +23,7 @@ from protocol import codecs
 from protocol.errors import ConfigError
 from protocol.manifest import Manifest
 from server.admission import Admission, AdmissionLimits
+from server.robust import RobustConfig
 from server.strategies import Strategy, make_strategy
 
 __all__ = ["Experiment", "StrategySpec", "build_strategy", "parse_strategy", "run_one"]
@@ -94,6 +96,9 @@ class Experiment:
     duration_s: float = 4 * 3600.0
     eval_every_s: float = 300.0
     budget: LocalBudget = field(default_factory=LocalBudget)
+    robust: RobustConfig | None = None  # the server's robust-aggregation options (None: off)
+    attack: Attack | None = None  # what hostile devices do (fleet/attacks.py)
+    attacker_fraction: float = 0.0  # share of the fleet that is hostile
 
     @property
     def round_size(self) -> int:
@@ -108,14 +113,18 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
             "deadline_s": exp.deadline_s,
             "min_updates": 1,
         }
+        if exp.robust is not None:
+            params["robust"] = exp.robust
         return make_strategy("fedavg", params)
     staleness: dict[str, Any] = {"function": spec.staleness}
+    robust: dict[str, Any] = {} if exp.robust is None else {"robust": exp.robust}
     if spec.name == "fedasync":
-        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha}, staleness)
+        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha, **robust}, staleness)
     params = {
         "buffer_size": spec.buffer_size,
         "server_lr": exp.fedbuff_lr,
         "momentum": exp.fedbuff_momentum,
+        **robust,
     }
     return make_strategy("fedbuff", params, staleness)
 
@@ -146,6 +155,10 @@ def run_one(
         budget=exp.budget,
         seed=seed,
         session_timeout=exp.async_session_timeout,
+        attack=exp.attack,
+        attackers=choose_attackers(len(fleet), exp.attacker_fraction, seed)
+        if exp.attack is not None
+        else frozenset(),
     )
     uplink = Uplink(manifest, spec.codec)
     return run_simulation(config, fleet, slices, data, trainer, server, uplink), server

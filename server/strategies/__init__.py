@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import ConfigError
+from server.robust import RobustConfig
 from server.staleness import make_staleness
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
 from server.strategies.fedasync import FedAsync
@@ -32,11 +33,13 @@ def make_strategy(
     name: str,
     params: Mapping[str, Any] | None = None,
     staleness: Mapping[str, Any] | None = None,
+    robust: Mapping[str, Any] | None = None,
 ) -> Strategy:
     """Build a strategy from config values; errors name the offending key.
 
     `staleness` is e.g. {"function": "polynomial", "a": 0.5} (FedAsync and FedBuff only).
     FedProx is FedAvg with `fedprox_mu > 0`; the name "fedprox" is accepted as that alias.
+    `robust` is `[strategy.robust]` (server/robust): None = no defence, {} = the default defence.
     """
     if name == "fedprox":
         name = "fedavg"
@@ -51,6 +54,11 @@ def make_strategy(
         kwargs["staleness"] = make_staleness(function, st)
     elif staleness:
         raise ConfigError(f"strategy.staleness: {name} does not weight by staleness")
+    if robust is not None:
+        try:
+            kwargs["robust"] = RobustConfig.from_mapping(robust)
+        except ValueError as exc:
+            raise ConfigError(f"strategy.{exc}") from exc
     try:
         return STRATEGIES[name](**kwargs)
     except TypeError as exc:

@@ -7,6 +7,7 @@ without MQTT. Recovery replays the durable log through the same hooks, so determ
 correctness property, not a nicety.
 
     check(version, base_version)        strategy-specific admission (FedAvg: current round only)
+    screen(device_id, norm)             -> clip factor; robust options may refuse (server.robust)
     apply(model, version, update)       -> StepResult   one admitted update
     apply_contribution(model, version, c) -> StepResult one update whose delta may still be in
                                                         codec form (server/ingest.py); the default
@@ -101,6 +102,12 @@ class Strategy(ABC):
 
     def check(self, version: int, base_version: int) -> None:  # noqa: B027 - optional hook
         """Raise RejectedUpdate if this strategy refuses an update on `base_version` now."""
+
+    def screen(self, device_id: str, norm: float) -> float:
+        """Admission of the delta itself, given its L2 norm: a clip factor (1.0 = untouched), or
+        RejectedUpdate. Reads state, never changes it (the update may still be refused)."""
+        del device_id, norm
+        return 1.0
 
     @abstractmethod
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult: ...

@@ -3,15 +3,18 @@
     x <- x + alpha * s(tau) * w_n * delta         tau = version - base_version
     w_n = min(1, num_samples / reference_samples)  if sample_weighted else 1
 
-Every update is one server step, so the version advances on each apply.
+Every update is one server step, so the version advances on each apply. Of the robust options
+(server/robust) only the adaptive norm bound applies: there is no buffer to trim or take a median
+over, and one update per device per buffer is one per step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.robust import Defence, RobustConfig
 from server.staleness import StalenessFn, constant
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
 
@@ -32,6 +35,9 @@ class FedAsync(Strategy):
     staleness: StalenessFn = constant
     reference_samples: int | None = None  # None: no sample weighting
     fedprox_mu: float = 0.0
+    robust: RobustConfig | None = None  # the adaptive norm bound only; None: off
+
+    _defence: Defence | None = field(default=None, init=False, repr=False)
 
     name = "fedasync"
 
@@ -40,17 +46,33 @@ class FedAsync(Strategy):
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
         if self.reference_samples is not None and self.reference_samples <= 0:
             raise ValueError("reference_samples must be > 0")
+        if self.robust is not None:
+            self._defence = Defence(self.robust, keeps_rows=False)
+
+    @property
+    def defence(self) -> Defence | None:
+        return self._defence
+
+    def screen(self, device_id: str, norm: float) -> float:
+        if self._defence is None:
+            return 1.0
+        return self._defence.screen(device_id, norm, buffered=False)
 
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult:
         tau = version - update.base_version
         w = fedasync_weight(
             self.alpha, self.staleness(tau), update.num_samples, self.reference_samples
         )
+        if self._defence is not None:
+            self._defence.accept(update.device_id, update.delta)
+            self._defence.end_buffer()
         new = model + np.float32(w) * update.delta  # (n,) float32
         return StepResult(new, version + 1, stepped=True)
 
     def state_dict(self) -> StateDict:
-        return {}  # stateless between updates
+        # stateless between updates, but for the adaptive norm bound's window
+        return {} if self._defence is None else self._defence.state_dict()
 
     def load_state_dict(self, state: StateDict) -> None:
-        del state
+        if self._defence is not None:
+            self._defence.load_state_dict(state)

@@ -7,6 +7,8 @@ with at least `min_updates` of them:
     x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float32)
 
 FedProx is FedAvg plus a proximal term on the devices: `fedprox_mu` travels in the ModelOffer.
+With `robust` options (server/robust) a round keeps one row per update and steps by their
+unweighted coordinate-wise trimmed mean or median (a device states its own sample count).
 The round clock starts at the first `tick` after a round opens; time is passed in, never read.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.errors import Reason, RejectedUpdate
+from server.robust import Defence, RobustConfig
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy, as_array
 
 __all__ = ["FedAvg"]
@@ -28,11 +31,13 @@ class FedAvg(Strategy):
     deadline_s: float = 60.0  # a round closes after this long if >= min_updates arrived
     min_updates: int = 1
     fedprox_mu: float = 0.0
+    robust: RobustConfig | None = None  # None: plain FedAvg
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _samples: int = field(default=0, init=False, repr=False)
     _count: int = field(default=0, init=False, repr=False)
     _round_started: float | None = field(default=None, init=False, repr=False)
+    _defence: Defence | None = field(default=None, init=False, repr=False)
 
     name = "fedavg"
 
@@ -43,6 +48,17 @@ class FedAvg(Strategy):
             raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
         if self.fedprox_mu < 0:
             raise ValueError(f"fedprox_mu must be >= 0, got {self.fedprox_mu}")
+        if self.robust is not None:
+            self._defence = Defence(self.robust, keeps_rows=True)
+
+    @property
+    def defence(self) -> Defence | None:
+        return self._defence
+
+    def screen(self, device_id: str, norm: float) -> float:
+        if self._defence is None:
+            return 1.0
+        return self._defence.screen(device_id, norm, buffered=True)
 
     @property
     def pending(self) -> int:
@@ -58,10 +74,16 @@ class FedAvg(Strategy):
         self.check(version, update.base_version)  # the server checked too; the simulator may not
         if update.num_samples <= 0:
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
-        if self._sum is None:
-            self._sum = np.zeros(model.shape[0], np.float32)
-        # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
-        self._sum += update.delta * np.float32(update.num_samples)
+        d = self._defence
+        if d is not None:
+            d.accept(update.device_id, update.delta)
+        if d is not None and d.keeps_rows:
+            d.add_row(update.delta)
+        else:
+            if self._sum is None:
+                self._sum = np.zeros(model.shape[0], np.float32)
+            # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
+            self._sum += update.delta * np.float32(update.num_samples)
         self._samples += update.num_samples
         self._count += 1
         if self._count >= self.round_size:
@@ -77,9 +99,16 @@ class FedAvg(Strategy):
         return StepResult(model, version, stepped=False)
 
     def flush(self, model: np.ndarray, version: int) -> StepResult:
-        if self._count == 0 or self._sum is None:
+        if self._count == 0:
             return StepResult(model, version, stepped=False)
-        mean = self._sum / np.float32(self._samples)  # (n,) float32; _samples > 0
+        d = self._defence
+        if d is not None and d.keeps_rows:
+            mean = d.reduce()  # (n,) float32, coordinate-wise robust aggregate
+        else:
+            assert self._sum is not None  # count > 0
+            mean = self._sum / np.float32(self._samples)  # (n,) float32; _samples > 0
+        if d is not None:
+            d.end_buffer()
         new = model + mean  # (n,) float32
         self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
         return StepResult(new, version + 1, stepped=True)
@@ -90,6 +119,8 @@ class FedAvg(Strategy):
         state: StateDict = {"samples": self._samples, "count": self._count}
         if self._sum is not None:
             state["sum"] = self._sum.copy()
+        if self._defence is not None:
+            state.update(self._defence.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -97,3 +128,5 @@ class FedAvg(Strategy):
         self._count = int(state.get("count", 0))
         self._round_started = None
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
+        if self._defence is not None:
+            self._defence.load_state_dict(state)

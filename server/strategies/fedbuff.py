@@ -8,6 +8,10 @@
 
 tau is measured when the update arrives. The buffer is a plain partial sum (S, W, count), which
 is what a sharded deployment ships from each shard to the coordinator (DESIGN.md, Scale).
+
+With `robust` options (server/robust) the buffer keeps one row s(tau_i) * delta_i per update
+instead, and g is their coordinate-wise trimmed mean or median (rows weigh equally: a device
+states its own sample count, so robust aggregation ignores it).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.robust import Defence, RobustConfig
 from server.staleness import StalenessFn, constant
 from server.strategies.base import (
     AdmittedUpdate,
@@ -37,11 +42,13 @@ class FedBuff(Strategy):
     staleness: StalenessFn = constant
     sample_weighted: bool = False
     fedprox_mu: float = 0.0
+    robust: RobustConfig | None = None  # None: plain FedBuff
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _weight: float = field(default=0.0, init=False, repr=False)
     _count: int = field(default=0, init=False, repr=False)
     _velocity: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
+    _defence: Defence | None = field(default=None, init=False, repr=False)
 
     name = "fedbuff"
 
@@ -52,6 +59,19 @@ class FedBuff(Strategy):
             raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.robust is not None:
+            self._defence = Defence(self.robust, keeps_rows=True)
+            if self._defence.keeps_rows and self.sample_weighted:
+                raise ValueError("sample_weighted cannot be combined with a robust aggregator")
+
+    @property
+    def defence(self) -> Defence | None:
+        return self._defence
+
+    def screen(self, device_id: str, norm: float) -> float:
+        if self._defence is None:
+            return 1.0
+        return self._defence.screen(device_id, norm, buffered=True)
 
     @property
     def pending(self) -> int:
@@ -65,12 +85,19 @@ class FedBuff(Strategy):
     ) -> StepResult:
         tau = version - update.base_version
         w = float(update.num_samples) if self.sample_weighted else 1.0
-        if self._sum is None:
-            self._sum = np.zeros(model.shape[0], np.float32)
-        # float32 throughout: a float64 buffer made the mixed-type add 3 ms per 1M-param update,
-        # half of all ingest time; K <= ~100 float32 adds lose nothing a model notices.
-        # In place: a codec-form delta is added straight from its codes (server/ingest.py)
-        update.add_into(self._sum, np.float32(self.staleness(tau) * w))
+        d = self._defence
+        if d is not None:  # robust options score (and may keep) the whole vector: expand it
+            dense = update.admitted().delta  # (n,) float32, clipped as admitted
+            d.accept(update.device_id, dense)
+            if d.keeps_rows:
+                d.add_row(dense * np.float32(self.staleness(tau)))
+        if d is None or not d.keeps_rows:
+            if self._sum is None:
+                self._sum = np.zeros(model.shape[0], np.float32)
+            # float32 throughout: a float64 buffer made the mixed-type add 3 ms per 1M-param
+            # update, half of all ingest time; K <= ~100 float32 adds lose nothing a model notices.
+            # In place: a codec-form delta is added straight from its codes (server/ingest.py)
+            update.add_into(self._sum, np.float32(self.staleness(tau) * w))
         self._weight += w
         self._count += 1
         if self._count >= self.buffer_size:
@@ -78,9 +105,16 @@ class FedBuff(Strategy):
         return StepResult(model, version, stepped=False)
 
     def flush(self, model: np.ndarray, version: int) -> StepResult:
-        if self._count == 0 or self._sum is None:
+        if self._count == 0:
             return StepResult(model, version, stepped=False)
-        g = self._sum / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
+        d = self._defence
+        if d is not None and d.keeps_rows:
+            g = d.reduce()  # (n,) float32, coordinate-wise robust aggregate
+        else:
+            assert self._sum is not None  # count > 0
+            g = self._sum / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
+        if d is not None:
+            d.end_buffer()
         if self.momentum > 0.0:
             if self._velocity is None:
                 self._velocity = np.zeros_like(g)
@@ -96,6 +130,8 @@ class FedBuff(Strategy):
             state["sum"] = self._sum.copy()
         if self._velocity is not None:
             state["velocity"] = self._velocity.copy()
+        if self._defence is not None:
+            state.update(self._defence.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -103,3 +139,5 @@ class FedBuff(Strategy):
         self._count = int(state.get("count", 0))
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
         self._velocity = as_array(state, "velocity", np.float32) if "velocity" in state else None
+        if self._defence is not None:
+            self._defence.load_state_dict(state)

@@ -9,6 +9,9 @@
 
 MODE "count": FedAsync alpha=1, 64 parameters (one-hot deltas make each coordinate a counter).
 MODE "buff":  FedBuff K=3, momentum 0.9, polynomial staleness (order and state sensitive).
+MODE "robust": "buff" plus the default robust options with a median over the buffer: adaptive
+               norm bound (clips, so the logged clip factor matters), one update per device per
+               buffer (some updates are refused), rows checkpointed mid-buffer.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from protocol.update_header import decode_any_update
 from server.core import ServerCore
 from server.durability import LogPosition, read_from
+from server.robust import Aggregator, RobustConfig
 from server.staleness import make_staleness
 from server.strategies import FedAsync, FedBuff, Strategy
 from tests.unit.server.factory import make_manifest
@@ -35,7 +39,15 @@ MANIFEST = make_manifest(N_PARAMS)
 def strategy(mode: str) -> Strategy:
     if mode == "count":
         return FedAsync(alpha=1.0)
-    return FedBuff(buffer_size=3, momentum=0.9, staleness=make_staleness("polynomial", {"a": 0.5}))
+    robust = None
+    if mode == "robust":
+        robust = RobustConfig(aggregator=Aggregator.MEDIAN, norm_multiplier=1.5, norm_warmup=2)
+    return FedBuff(
+        buffer_size=3,
+        momentum=0.9,
+        staleness=make_staleness("polynomial", {"a": 0.5}),
+        robust=robust,
+    )
 
 
 def make_core(state: Path, mode: str) -> ServerCore:

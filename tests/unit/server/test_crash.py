@@ -76,7 +76,7 @@ def _delta(index: int, mode: str) -> np.ndarray:
 
 def _trial(tmp: Path, trial: int) -> dict[str, Any]:
     rng = random.Random(trial)
-    mode = "count" if trial % 2 == 0 else "buff"
+    mode = ("count", "buff", "robust")[trial % 3]
     state = tmp / f"state-{trial}"
     seqs = dict.fromkeys(DEVICES, 0)
     outbox: list[tuple[int, str, int, bytes]] = []  # (index, device, seq, payload) unacked

@@ -1,0 +1,333 @@
+"""Robust aggregation options (server/robust): hand-computed aggregates, the adaptive norm bound,
+one update per device per buffer, state round trips, and the admission path end to end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from protocol.errors import ConfigError, Reason, RejectedUpdate
+from server.admission import Admission, AdmissionLimits
+from server.core import ServerCore
+from server.robust import AdaptiveNormBound, Aggregator, BoundAction, RobustConfig, aggregate
+from server.staleness import make_staleness
+from server.strategies import AdmittedUpdate, FedAsync, FedAvg, FedBuff, make_strategy
+from tests.unit.server.factory import make_manifest, update_bytes
+
+
+def upd(delta: Sequence[float], dev: str = "d", base: int = 0, seq: int = 1) -> AdmittedUpdate:
+    return AdmittedUpdate(dev, seq, base, 1, np.array(delta, np.float32))
+
+
+def f32(*xs: float) -> np.ndarray:
+    return np.array(xs, np.float32)
+
+
+NO_NORM = RobustConfig(norm_multiplier=None)
+
+# --- aggregators ----------------------------------------------------------------------------
+
+
+def test_aggregators_hand_computed() -> None:
+    rows = np.array([[1, 10], [2, 20], [3, 30], [4, 40], [100, -1000]], np.float32)
+    np.testing.assert_array_equal(aggregate(rows, Aggregator.MEAN), f32(22, -180))
+    np.testing.assert_array_equal(aggregate(rows, Aggregator.MEDIAN), f32(3, 20))
+    # trim 0.2 of 5 rows = 1 per end: column 0 keeps 2,3,4; column 1 keeps 10,20,30
+    np.testing.assert_array_equal(aggregate(rows, Aggregator.TRIMMED_MEAN, 0.2), f32(3, 20))
+    # trim 0.1 of 5 rows rounds down to 0: the plain mean
+    np.testing.assert_array_equal(aggregate(rows, Aggregator.TRIMMED_MEAN, 0.1), f32(22, -180))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    honest=arrays(np.float32, (7, 3), elements=st.floats(-1, 1, width=32)),
+    hostile=arrays(np.float32, (2, 3), elements=st.floats(-1e6, 1e6, width=32)),
+)
+def test_robust_aggregates_stay_in_the_honest_range(
+    honest: np.ndarray, hostile: np.ndarray
+) -> None:
+    """Two hostile rows of nine, anywhere: median and 0.25-trimmed mean stay in honest range."""
+    rows = np.concatenate([honest, hostile])
+    lo, hi = honest.min(axis=0), honest.max(axis=0)
+    for kind in (Aggregator.MEDIAN, Aggregator.TRIMMED_MEAN):
+        g = aggregate(rows, kind, 0.25)
+        assert np.all(g >= lo - 1e-6) and np.all(g <= hi + 1e-6), kind
+
+
+# --- adaptive norm bound --------------------------------------------------------------------
+
+
+def test_norm_bound_warms_up_then_clips_to_a_multiple_of_the_median() -> None:
+    b = AdaptiveNormBound(multiplier=3.0, window=5, warmup=3)
+    assert b.screen(1e6) == 1.0  # warming up: only the fixed bound applies
+    for norm in (1.0, 2.0, 4.0):
+        b.record(norm)
+    assert b.bound == 6.0  # 3 x median(1, 2, 4)
+    assert b.screen(5.0) == 1.0
+    assert b.screen(12.0) == 0.5
+    for norm in (10.0, 10.0, 10.0):  # the window keeps the last 5: 2, 4, 10, 10, 10
+        b.record(norm)
+    assert b.bound == 30.0
+
+
+def test_norm_bound_reject_and_non_finite() -> None:
+    b = AdaptiveNormBound(multiplier=2.0, window=4, warmup=1, action=BoundAction.REJECT)
+    b.record(1.0)
+    with pytest.raises(RejectedUpdate) as exc:
+        b.screen(2.5)
+    assert exc.value.reason is Reason.NORM and "adaptive bound" in exc.value.detail
+    with pytest.raises(RejectedUpdate) as exc:
+        b.screen(math.inf)
+    assert exc.value.reason is Reason.NORM
+
+
+# --- strategies -----------------------------------------------------------------------------
+
+
+def test_fedbuff_trimmed_mean_ignores_an_outlier_and_weights_staleness() -> None:
+    s = FedBuff(
+        buffer_size=5,
+        staleness=make_staleness("polynomial", {"a": 1.0}),
+        robust=RobustConfig(Aggregator.TRIMMED_MEAN, trim_fraction=0.2, norm_multiplier=None),
+    )
+    model, r = f32(0, 0), None
+    deltas = ([1, 1], [2, 3], [3, 2], [-1000, -1000])
+    for i, d in enumerate(deltas):
+        r = s.apply(model, 1, upd(d, dev=f"d{i}", base=1))
+        assert not r.stepped
+    # tau = 1 -> s = 1/2: the row is [4, 4] * 0.5 = [2, 2]
+    r = s.apply(model, 1, upd([4, 4], dev="d4", base=0))
+    assert r.stepped and r.version == 2
+    # rows per column: 1, 2, 3, -1000, 2 -> drop -1000 and 3 -> mean(1, 2, 2) = 5/3
+    #                  1, 3, 2, -1000, 2 -> drop -1000 and 3 -> mean(1, 2, 2) = 5/3
+    np.testing.assert_allclose(r.model, [5 / 3, 5 / 3], rtol=1e-6)
+    scores = {sc.device_id: sc.cosine for sc in s.defence.scores}  # type: ignore[union-attr]
+    assert scores["d3"] == pytest.approx(-1.0) and scores["d0"] == pytest.approx(1.0)
+
+
+def test_robust_mean_equals_plain_fedbuff() -> None:
+    """Rows with the mean aggregator are the plain running sum: the same model bit for bit."""
+    rng = np.random.default_rng(0)
+    plain = FedBuff(buffer_size=3, momentum=0.5, staleness=make_staleness("polynomial", {}))
+    rows = FedBuff(
+        buffer_size=3,
+        momentum=0.5,
+        staleness=make_staleness("polynomial", {}),
+        robust=RobustConfig(
+            aggregator=Aggregator.TRIMMED_MEAN, trim_fraction=0.0, norm_multiplier=None
+        ),
+    )
+    a = b = np.zeros(8, np.float32)
+    va = vb = 0
+    for i in range(9):
+        u = AdmittedUpdate(
+            f"d{i}", 1, max(0, va - i % 2), 1, rng.standard_normal(8).astype(np.float32)
+        )
+        ra, rb = plain.apply(a, va, u), rows.apply(b, vb, u)
+        a, va, b, vb = ra.model, ra.version, rb.model, rb.version
+    assert va == vb == 3
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_one_update_per_device_per_buffer() -> None:
+    s = FedBuff(buffer_size=3, robust=NO_NORM)
+    assert s.screen("a", 1.0) == 1.0
+    s.apply(f32(0), 0, upd([1], dev="a"))
+    with pytest.raises(RejectedUpdate) as exc:
+        s.screen("a", 1.0)
+    assert exc.value.reason is Reason.DEVICE_LIMIT
+    s.apply(f32(0), 0, upd([1], dev="b"))
+    s.apply(f32(0), 0, upd([1], dev="c"))  # the buffer flushes: "a" may send again
+    assert s.screen("a", 1.0) == 1.0
+    # FedAsync has no buffer: the same device may send every step
+    fa = FedAsync(robust=NO_NORM)
+    fa.apply(f32(0), 0, upd([1], dev="a"))
+    assert fa.screen("a", 1.0) == 1.0
+
+
+def test_fedavg_robust_median_round() -> None:
+    s = FedAvg(round_size=3, robust=RobustConfig(aggregator=Aggregator.MEDIAN))
+    s.apply(f32(0), 0, upd([1], dev="a"))
+    s.apply(f32(0), 0, upd([2], dev="b"))
+    r = s.apply(f32(0), 0, upd([-500], dev="c"))
+    assert r.stepped
+    np.testing.assert_array_equal(r.model, f32(1))
+
+
+def test_fedasync_adaptive_bound_clips_through_screen() -> None:
+    s = FedAsync(robust=RobustConfig(norm_multiplier=2.0, norm_warmup=2, norm_window=10))
+    s.apply(f32(0), 0, upd([1], dev="a"))
+    s.apply(f32(0), 1, upd([3], dev="b", base=1))
+    assert s.screen("c", 8.0) == 0.5  # 2 x median(1, 3) = 4
+
+
+@pytest.mark.parametrize("name", ["fedbuff", "fedavg", "fedasync"])
+def test_state_round_trip_mid_buffer(name: str) -> None:
+    """A checkpoint mid-buffer restores rows, devices and norms: the next step is identical."""
+    rng = np.random.default_rng(1)
+    params = (
+        {"buffer_size": 4} if name == "fedbuff" else {"round_size": 4} if name == "fedavg" else {}
+    )
+    robust = {"aggregator": "median", "norm_warmup": 2}
+    a = make_strategy(name, params, None, robust)
+    ups = [
+        AdmittedUpdate(f"d{i}", 1, 0, 1, rng.standard_normal(6).astype(np.float32))
+        for i in range(4)
+    ]
+    model = np.zeros(6, np.float32)
+    for u in ups[:3]:
+        a.apply(model, 0, u)
+    b = make_strategy(name, params, None, robust)
+    b.load_state_dict(a.state_dict())
+    ra, rb = a.apply(model, 0, ups[3]), b.apply(model, 0, ups[3])
+    np.testing.assert_array_equal(ra.model, rb.model)
+    assert a.screen("x", 5.0) == b.screen("x", 5.0)
+    if name != "fedasync":
+        with pytest.raises(RejectedUpdate):
+            b.load_state_dict(a.state_dict() | {"robust_devices": "d0"})
+            b.screen("d0", 0.1)
+
+
+def test_config_keys_and_errors() -> None:
+    s = make_strategy("fedbuff", {}, None, {})
+    assert isinstance(s, FedBuff) and s.robust == RobustConfig()
+    assert make_strategy("fedbuff", {}, None, {"enabled": False}).defence is None  # type: ignore[attr-defined]
+    off = make_strategy("fedbuff", {}, None, {"norm_multiplier": 0})
+    assert off.robust.norm_multiplier is None  # type: ignore[attr-defined]
+    for bad, key in (
+        ({"aggregator": "mode"}, "aggregator"),
+        ({"trim_fraction": 0.5}, "trim_fraction"),
+        ({"norm_multiplier": 0.5}, "norm_multiplier"),
+        ({"norm_windw": 3}, "norm_windw"),
+        ({"one_per_device": "yes"}, "one_per_device"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            make_strategy("fedbuff", {}, None, bad)
+    with pytest.raises(ConfigError, match="sample_weighted"):
+        make_strategy("fedbuff", {"sample_weighted": True}, None, {})
+
+
+# --- admission and the durable core -----------------------------------------------------------
+
+
+def test_admission_applies_the_adaptive_clip_once_and_logs_it(tmp_path: Path) -> None:
+    """Fixed clip then adaptive clip, one scale in the log: recovery reproduces the model."""
+    manifest = make_manifest(4)
+    robust = {"norm_multiplier": 2.0, "norm_warmup": 2, "one_per_device": True}
+
+    def core(state: Path) -> ServerCore:
+        c = ServerCore(
+            manifest,
+            np.zeros(4, np.float32),
+            make_strategy("fedbuff", {"buffer_size": 2}, None, robust),
+            state,
+            AdmissionLimits(max_norm=100.0, max_staleness=None),
+        )
+        c.recover()
+        return c
+
+    c = core(tmp_path / "a")
+    seqs = {"a": 0, "b": 0}
+    sent: list[tuple[str, list[float]]] = [
+        ("a", [1, 0, 0, 0]),
+        ("b", [0, 1, 0, 0]),
+        ("a", [0, 0, 3, 4]),
+        ("a", [1, 1, 1, 1]),
+        ("b", [0, 0, 0, 1000]),
+    ]
+    acks = []
+    for dev, delta in sent:
+        seqs[dev] += 1
+        acks.append(c.handle(dev, update_bytes(manifest, delta, device=dev, seq=seqs[dev])).ack)
+    assert [a.accepted for a in acks] == [True, True, True, False, True]
+    assert acks[3].reason is Reason.DEVICE_LIMIT
+    # 3rd: norm 5 > 2 x median(1, 1) -> clipped to 2: [0, 0, 1.2, 1.6]; the 4th is refused;
+    # 5th: fixed clip 1000 -> 100, then adaptive 2 x median(1, 1, 2) = 2: [0, 0, 0, 2]
+    np.testing.assert_allclose(c.model, [0.5, 0.5, 0.6, 1.8], rtol=1e-6)
+    model = c.model.copy()
+    c.close()
+    again = core(tmp_path / "a")  # recovery: checkpoint + log replay
+    np.testing.assert_array_equal(again.model, model)
+    assert again.strategy.state_dict()["robust_norms"].tolist() == pytest.approx([1, 1, 2, 2])
+    again.close()
+
+
+def test_admission_screen_reads_state_only() -> None:
+    manifest = make_manifest(4)
+    s = FedBuff(buffer_size=2, robust=RobustConfig(norm_multiplier=None))
+    adm = Admission(manifest, AdmissionLimits())
+    payload = update_bytes(manifest, [1, 1, 1, 1], device="a")
+    for _ in range(2):  # admitting twice without applying: nothing was recorded
+        adm.admit("a", payload, version=0, sequences={}, strategy=s)
+    assert s.pending == 0
+
+
+# --- server.toml --------------------------------------------------------------------------------
+
+
+def test_example_toml_documents_exactly_the_default_defence() -> None:
+    from server.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[3] / "server" / "example.toml")
+    s = make_strategy(cfg.strategy, cfg.strategy_params, cfg.staleness or None, cfg.robust)
+    assert isinstance(s, FedBuff) and s.robust == RobustConfig()
+    assert RobustConfig.from_mapping(RobustConfig().to_mapping()) == RobustConfig()
+
+
+def test_server_toml_robust_errors_name_the_key(tmp_path: Path) -> None:
+    from server.config import parse_config
+
+    base = {"fleet": "f", "artifacts": "a", "signing_key": "k", "state_dir": "s"}
+    for table, key in (
+        ({"aggregator": "avg"}, "robust.aggregator"),
+        ({"norm_action": "drop"}, "robust.norm_action"),
+        ({"norm_window": 1.5}, "robust.norm_window"),
+        ("median", "strategy.robust"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            parse_config(base | {"strategy": {"name": "fedbuff", "robust": table}}, tmp_path)
+    cfg = parse_config(
+        base | {"strategy": {"name": "fedavg", "robust": {"enabled": False}}}, tmp_path
+    )
+    assert cfg.robust == {"enabled": False}
+
+
+def test_compressed_updates_feed_the_robust_buffer(tmp_path: Path) -> None:
+    """int8 and top-k + int8 deltas decode before the strategy sees them: median of the rows."""
+    manifest = make_manifest(8)
+    core = ServerCore(
+        manifest,
+        np.zeros(8, np.float32),
+        make_strategy("fedbuff", {"buffer_size": 3}, None, {}),
+        tmp_path,
+        AdmissionLimits(max_staleness=None),
+    )
+    core.recover()
+    int8 = {"name": "int8", "chunk": 256}
+    topk = {"name": "topk", "fraction": 0.5, "values": int8}
+    deltas = [np.arange(8, dtype=np.float32), np.ones(8, np.float32), -50 * np.ones(8, np.float32)]
+    for i, (delta, codec) in enumerate(zip(deltas, (int8, topk, int8), strict=True)):
+        ack = core.handle(f"d{i}", update_bytes(manifest, delta, device=f"d{i}", codec=codec)).ack
+        assert ack.accepted, ack
+    assert core.version == 1
+    # per coordinate the median of three rows ignores the -50 row: within int8 error of the
+    # median of (0..7, top-k half of ones, ...) -- every coordinate is in the honest range
+    assert np.all(core.model >= -1e-6) and np.all(core.model <= 7.01)
+    core.close()
+
+
+def test_each_flush_logs_a_score_per_device(caplog: pytest.LogCaptureFixture) -> None:
+    s = FedBuff(buffer_size=3, robust=RobustConfig(norm_multiplier=2.0, norm_warmup=1))
+    with caplog.at_level("INFO", logger="server.robust"):
+        for dev, d in (("good-1", [1, 1]), ("good-2", [1, 2]), ("flipper", [-2, -2])):
+            s.apply(f32(0, 0), 0, upd(d, dev=dev))
+    line = next(r.getMessage() for r in caplog.records if r.name == "server.robust")
+    assert "flipper -0.99" in line and "good-1 +0.99" in line and "good-2 +0.99" in line
+    assert [sc.device_id for sc in s.defence.scores] == ["good-1", "good-2", "flipper"]  # type: ignore[union-attr]
