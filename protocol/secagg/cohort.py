@@ -166,10 +166,10 @@ class ServerCohort:
 
     def on_reveal(self, msg: UnmaskResponse) -> Outgoing:
         self._expect(CohortPhase.UNMASKING, msg.device_id, msg.cohort_id)
-        if msg.device_id not in self._masked or msg.device_id in self._reveals:
+        if msg.device_id not in self._survivors or msg.device_id in self._reveals:
             raise SecAggError(SecAggReason.DUPLICATE, "not asked or already revealed")
         self._reveals[msg.device_id] = msg
-        return self._finish() if len(self._reveals) == len(self._masked) else []
+        return self._finish() if len(self._reveals) == len(self._survivors) else []
 
     def close(self) -> Outgoing:
         """The deadline of the current phase passed: continue with whoever answered."""
@@ -239,7 +239,7 @@ class ServerCohort:
         self._dropped = tuple(d for d in self._u2 if d not in survivors)
         self.phase = CohortPhase.UNMASKING
         req = UnmaskRequest(self.cohort_id, survivors, self._dropped)
-        return [(d, req) for d in self._masked]
+        return [(d, req) for d in survivors]
 
     def _finish(self) -> Outgoing:
         try:
