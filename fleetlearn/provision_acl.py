@@ -33,23 +33,29 @@ def render_acl(fleets: Sequence[str], server_users: Sequence[str] = (DEFAULT_SER
     ]
     for fleet in fleets:
         lines += [
-            f"# fleet {fleet}: every client writes only its own update and status, reads only",
-            "# its own ack and the global model offers",
+            f"# fleet {fleet}: every client writes only its own update, status and secure-",
+            "# aggregation messages, reads only its own ack, its own cohort messages and the",
+            "# global model offers",
             f"pattern write {_device_pattern(fleet, kinds.UPDATE)}",
             f"pattern write {_device_pattern(fleet, kinds.STATUS)}",
+            f"pattern write {_device_pattern(fleet, kinds.SECAGG_UP)}",
             f"pattern read {_device_pattern(fleet, kinds.ACK)}",
+            f"pattern read {_device_pattern(fleet, kinds.SECAGG_DOWN)}",
             f"pattern read {topics.global_model_subscription(fleet)}",
             "",
         ]
     for user in server_users:
         topics.validate_device_id(user)  # same charset rules: no ACL wildcards in a username
-        lines.append(f"# aggregator {user}: reads updates and status, writes offers and acks")
+        lines.append(f"# aggregator {user}: reads updates, status and secagg_up;")
+        lines.append("# writes offers, acks and secagg_down")
         lines.append(f"user {user}")
         for fleet in fleets:
             lines += [
                 f"topic read {topics.device_subscription(fleet, kinds.UPDATE)}",
                 f"topic read {topics.device_subscription(fleet, kinds.STATUS)}",
                 f"topic write {topics.device_subscription(fleet, kinds.ACK)}",
+                f"topic read {topics.device_subscription(fleet, kinds.SECAGG_UP)}",
+                f"topic write {topics.device_subscription(fleet, kinds.SECAGG_DOWN)}",
                 # readwrite: a restarted server reads back its own retained offer
                 f"topic readwrite {topics.global_model_subscription(fleet)}",
             ]
