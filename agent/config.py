@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from agent.secagg import SecAggAgentSettings
 from protocol.errors import ConfigError, FleetlearnError
 from protocol.topics import validate_device_id, validate_fleet, validate_model_id
 
@@ -113,6 +114,7 @@ class AgentConfig:
     training: TrainingSettings
     personal: PersonalSettings
     trainer_backend: str = "onnxruntime"
+    secure_aggregation: SecAggAgentSettings = field(default_factory=SecAggAgentSettings)
 
 
 class _Table:
@@ -306,6 +308,12 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
     personal_t = t.table("personal")
     personal = PersonalSettings(enabled=personal_t.flag("enabled", False))
     personal_t.finish()
+    sa_t = t.table("secure_aggregation")
+    secure = SecAggAgentSettings(
+        enabled=sa_t.flag("enabled", False),
+        cohort_timeout_s=sa_t.number("cohort_timeout_s", 300.0, lo=1.0),
+    )
+    sa_t.finish()
     cfg = AgentConfig(
         device_id=device_id,
         fleet=fleet,
@@ -320,6 +328,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
         training=_training(t.table("training")),
         personal=personal,
         trainer_backend=backend,
+        secure_aggregation=secure,
     )
     t.finish()
     return cfg

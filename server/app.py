@@ -33,8 +33,10 @@ from protocol.signing import load_private_key, sign_offer
 from protocol.topics import (
     DeviceTopicKind,
     ack_topic,
+    device_subscription,
     global_model_topic,
     parse_device_topic,
+    secagg_down_topic,
     shared_update_subscription,
     update_subscription,
 )
@@ -43,6 +45,7 @@ from server.config import FsyncMode, ServerConfig
 from server.core import Outcome, ServerCore
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.metrics import ServerMetrics
+from server.secagg import CohortRunner
 from server.strategies import make_strategy
 from transport import IncomingMessage, MqttLink, PublishHandle
 
@@ -114,6 +117,8 @@ class ServerApp:
         self._version_changed = threading.Condition(self._lock)
         self._committed_version = 0
         self.error: BaseException | None = None  # set if the worker died
+        sa = config.secure_aggregation
+        self.secagg = CohortRunner(sa, manifest) if sa.enabled else None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -134,6 +139,8 @@ class ServerApp:
         self._link.subscribe(
             shared_update_subscription(fleet, group) if group else update_subscription(fleet), 1
         )
+        if self.secagg is not None:
+            self._link.subscribe(device_subscription(fleet, DeviceTopicKind.SECAGG_UP), 1)
         self._publish(self._clock())
         self._thread = threading.Thread(target=self._run, name="fleetlearn-server", daemon=True)
         self._thread.start()
@@ -237,7 +244,9 @@ class ServerApp:
                 outcomes.append(outcome)
         now = self._clock()
         self.core.tick(now)
+        finished = self._secagg_apply(now)
         self.core.commit()  # durable from here on: Acks and offers may leave
+        self._secagg_send(finished)
         for outcome in outcomes:
             self._link.publish(
                 ack_topic(self.config.fleet, outcome.device_id), encode_ack(outcome.ack), qos=1
@@ -264,9 +273,35 @@ class ServerApp:
             _log.warning("dropping message on %r: %s", message.topic[:120], exc)
             self.metrics.count_rejected(exc.reason)
             return None
-        if topic.kind is not DeviceTopicKind.UPDATE or topic.fleet != self.config.fleet:
+        if topic.fleet != self.config.fleet:
+            return None
+        if topic.kind is DeviceTopicKind.SECAGG_UP and self.secagg is not None:
+            published = self._published[0] if self._published else self.core.version
+            out = self.secagg.handle(topic.device_id, message.payload, self._clock(), published)
+            self._secagg_send(out)
+            return None
+        if topic.kind is not DeviceTopicKind.UPDATE:
             return None
         return self.core.submit(topic.device_id, message.payload)
+
+    # --- secure aggregation (server/secagg.py) ------------------------------------------------
+
+    def _secagg_apply(self, now: float) -> list[tuple[str, bytes]]:
+        """Deadlines, then each unmasked cohort sum enters the log and the strategy (not yet
+        durable); returns the messages to send once committed."""
+        if self.secagg is None:
+            return []
+        published = self._published[0] if self._published else self.core.version
+        out = self.secagg.tick(now, published)
+        for cohort, record in self.secagg.finished():
+            if record is not None:
+                self.core.submit_cohort(record)
+                out += self.secagg.results(cohort, self.core.version)
+        return out
+
+    def _secagg_send(self, out: list[tuple[str, bytes]]) -> None:
+        for device_id, payload in out:
+            self._link.publish(secagg_down_topic(self.config.fleet, device_id), payload, qos=1)
 
     # --- publishing ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@
     [publish]    every_versions = 1, every_seconds = 5.0, codec = "float32" | "float16"
     [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
     [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
+    [secure_aggregation]  enabled = false, cohort_size, ... (server/secagg.py)
 
 Relative paths are resolved against the config file's folder.
 """
@@ -34,6 +35,7 @@ from protocol.errors import ConfigError
 from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES
 from protocol.topics import validate_fleet
 from server.admission import AdmissionLimits, NormAction
+from server.secagg import SecAggSettings, parse_secagg_settings
 from transport import BrokerConfig
 
 __all__ = [
@@ -88,6 +90,7 @@ class ServerConfig:
     metrics: MetricsConfig | None = None
     test_data: Path | None = None
     shared_group: str = ""  # "" = plain subscription; else $share/<group>/... (MQTT v5)
+    secure_aggregation: SecAggSettings = field(default_factory=SecAggSettings)
 
 
 def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -225,6 +228,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         "publish",
         "durability",
         "metrics",
+        "secure_aggregation",
     }
     _unknown(doc, top, "")
     fleet = _str(doc, "fleet", "")
@@ -287,6 +291,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         metrics=metrics,
         test_data=_path(base_dir, doc["test_data"], "test_data") if "test_data" in doc else None,
         shared_group=group,
+        secure_aggregation=parse_secagg_settings(_table(doc, "secure_aggregation")),
     )
 
 

@@ -182,11 +182,14 @@ class ServerCohort:
         return step() if step else []
 
     def results(self, server_version: int) -> Outgoing:
-        """The closing message for every member (sent by the caller once it applied the sum)."""
-        applied = self.phase is CohortPhase.DONE
-        reason = "ok" if applied else self.abandon_reason
-        msg = CohortResult(self.cohort_id, applied, reason, server_version)
-        return [(d, msg) for d in self._joins]
+        """The closing message for every member: applied only to those the sum counted."""
+        counted = set(self.result.members) if self.result is not None else set()
+        out: Outgoing = []
+        for d in self._joins:
+            applied = self.phase is CohortPhase.DONE and d in counted
+            reason = "ok" if applied else (self.abandon_reason or "not counted: dropped")
+            out.append((d, CohortResult(self.cohort_id, applied, reason, server_version)))
+        return out
 
     # --- phase transitions --------------------------------------------------------------------
 
