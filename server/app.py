@@ -294,9 +294,12 @@ class ServerApp:
         published = self._published[0] if self._published else self.core.version
         out = self.secagg.tick(now, published)
         for cohort, record in self.secagg.finished():
-            if record is not None:
+            if record is not None and cohort.result is not None:
+                tau = self.core.version - cohort.result.base_version
                 self.core.submit_cohort(record)
                 out += self.secagg.results(cohort, self.core.version)
+                for _ in cohort.result.members:  # each counted member's update was accepted
+                    self.metrics.count_accepted(tau)
         return out
 
     def _secagg_send(self, out: list[tuple[str, bytes]]) -> None:

@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="data split and device lives")
     parser.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="devices join cohorts and mask their updates; the server sees only cohort sums",
+    )
+    parser.add_argument(
         "--compare",
         action="store_true",
         help="run sync FedAvg, then --strategy, on the same fleet; plot both",
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         compare=args.compare,
+        secure_aggregation=args.secure_aggregation,
     )
     result = run_demo(options)
     return 130 if result.interrupted else 0

@@ -50,6 +50,7 @@ class DemoOptions:
     out: Path | None = None
     seed: int = 0
     compare: bool = False
+    secure_aggregation: bool = False  # cohorts + masked updates (server/secagg.py)
     agent_tuning: AgentTuning = field(default_factory=AgentTuning)
     server_tuning: ServerTuning = field(default_factory=ServerTuning)
     quiet_logs: bool = True  # agents log every round; the live display is the demo's voice
@@ -72,7 +73,9 @@ class _Parts:
             extra["password"] = options.broker_password
         if options.broker_ca:
             extra["ca_file"] = options.broker_ca
-        self._agents = RealAgents(options.agent_tuning, options.broker is None, extra)
+        self._agents = RealAgents(
+            options.agent_tuning, options.broker is None, extra, options.secure_aggregation
+        )
         self._options = options
         self._strategy = strategy
         self._extra = extra
@@ -87,6 +90,7 @@ class _Parts:
             self._options.server_tuning,
             self._options.broker is None,
             self._extra,
+            secure=self._options.secure_aggregation,
         )
 
     def start_agent(self, setup: FleetSetup, index: int, broker_url: str) -> AgentHandle:
@@ -183,7 +187,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         f"[bold]fleetlearn demo[/]: {len(data.device_folders)} devices, {source}\n"
         f"model {model} {data.input_shape} -> {data.num_classes} classes, "
         f"{manifest.num_params:,} parameters ({'exported' if exported else 'cached'})\n"
-        f"broker {options.broker or 'embedded amqtt (MQTT 3.1.1)'}, codec {options.codec}, "
+        f"broker {options.broker or 'embedded amqtt (MQTT 3.1.1)'}, "
+        f"{'secure aggregation (cohort sums only)' if options.secure_aggregation else ''} "
+        f"codec {options.codec}, "
         f"stop at {options.target_accuracy:.0%} or {options.duration_s:.0f} s"
     )
     ids = [f"dev-{i:03d}" for i in range(len(data.device_folders))]

@@ -53,6 +53,7 @@ __all__ = [
     "decode_down",
     "decode_up",
     "encode",
+    "payload_kind",
 ]
 
 _U63 = (1 << 63) - 1
@@ -238,6 +239,16 @@ def _frame(data: bytes, kinds: tuple[str, ...], max_bytes: int) -> tuple[str, di
 
 _UP = ("secagg_join", "secagg_shares", "secagg_masked", "secagg_reveal")
 _DOWN = ("secagg_announce", "secagg_bundle", "secagg_unmask", "secagg_result")
+
+
+def payload_kind(data: bytes) -> str:
+    """The `kind` of a framed message, or "" (for counters; nothing is validated)."""
+    try:
+        doc = msgpack.unpackb(data, raw=False, max_bin_len=len(data), max_ext_len=0)
+    except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData):
+        return ""
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    return kind if isinstance(kind, str) else ""
 
 
 def decode_up(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> AnyUp:
