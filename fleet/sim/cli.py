@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--fedasync-alpha", type=float, default=0.6, help="FedAsync mixing rate")
     a("--max-staleness", type=int, help="reject updates staler than this (default: none)")
+    a(
+        "--secure-aggregation",
+        action="store_true",
+        help="async runs: cohorts of K mask their updates; the server applies only cohort sums",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             duration_s=parse_duration(args.duration),
             eval_every_s=parse_duration(args.eval_every),
             budget=budget,
+            secure_aggregation=args.secure_aggregation,
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc

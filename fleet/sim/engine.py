@@ -28,11 +28,13 @@ from enum import Enum
 
 import numpy as np
 
+from fleet.sim.cohorts import SimCohorts, masked_bytes
 from fleet.sim.events import EventKind, EventQueue
 from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
 from fleet.sim.training import LocalBudget, LocalTrainer
 from fleet.sim.uplink import Uplink
+from protocol.secagg.cohort import CohortConfig
 
 __all__ = ["Mode", "Point", "RunConfig", "RunResult", "run_simulation"]
 
@@ -56,6 +58,7 @@ class RunConfig:
     # sync baseline's over-selected stragglers.
     session_timeout: float | None = None
     timeout_warmup: int = 20  # finished sessions needed before the median is trusted
+    secagg: CohortConfig | None = None  # async only: secure-aggregation cohorts (sim/cohorts.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ class _Session:
     started: float = 0.0  # virtual time the session started
     payload: bytes = b""
     residual: np.ndarray | None = None
+    delta: np.ndarray | None = None  # secure aggregation: masked inside the cohort, not encoded
 
 
 class _Pool:
@@ -154,6 +158,7 @@ class _Run:
         self.curve: list[Point] = []
         self.durations: list[float] = []  # sorted: finished async sessions (timed-out: censored)
         self.wall_train = self.wall_eval = 0.0
+        self.cohorts = SimCohorts(config.secagg) if config.secagg is not None else None
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -248,7 +253,9 @@ class _Run:
         return s if s is not None and s.token == token else None
 
     def _end_session(self, d: int) -> None:
-        del self.busy[d]
+        s = self.busy.pop(d)
+        if self.cohorts is not None and s.delta is None:  # ended before its masked update
+            self.cohorts.ended(self, d, s.token)
         if self.available[d]:
             self.pool.add(d)
 
@@ -263,6 +270,11 @@ class _Run:
         delta = weights - s.base_model  # (n,) float32
         self.wall_train += time.perf_counter() - t0
         self.seq[d] += 1
+        if self.cohorts is not None:
+            size = masked_bytes(self.cohorts.config)
+            self.q.push(self.q.now + size / self.fleet[d].uplink_bps, EventKind.ARRIVE, d, token)
+            s.residual = delta  # handed to the cohort on arrival
+            return
         s.payload, s.residual = self.uplink.encode(
             d, _device_id(d), int(self.seq[d]), s.base_version, len(s.samples), steps, delta
         )
@@ -273,6 +285,14 @@ class _Run:
     def _arrive(self, d: int, token: object) -> None:
         s = self._current(d, token)
         if s is None:
+            return
+        if self.cohorts is not None and s.residual is not None:
+            s.delta = s.residual
+            if self.c.mode is Mode.ASYNC:
+                bisect.insort(self.durations, self.q.now - s.started)
+            self._end_session(d)
+            self.cohorts.arrived(self, d, s.token, s.delta)
+            self._fill()
             return
         self.uplink_bytes += len(s.payload)
         self.uplink.delivered(d, s.residual)
@@ -303,7 +323,9 @@ class _Run:
     # --- scheduling ------------------------------------------------------------------------
 
     def _fill(self) -> None:
-        if self.c.mode is Mode.ASYNC:
+        if self.cohorts is not None:
+            self.cohorts.fill(self)
+        elif self.c.mode is Mode.ASYNC:
             while len(self.busy) < self.c.concurrency and self.pool:
                 self._start(self.pool.pick(self.rng))
         elif self.round_id > 0 and not self.busy and self.pool and not self.server.strategy.pending:

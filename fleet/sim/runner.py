@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,10 +21,18 @@ from fleet.sim.uplink import Uplink, codec_label
 from protocol import codecs
 from protocol.errors import ConfigError
 from protocol.manifest import Manifest
+from protocol.secagg.cohort import CohortConfig
 from server.admission import Admission, AdmissionLimits
 from server.strategies import Strategy, make_strategy
 
-__all__ = ["Experiment", "StrategySpec", "build_strategy", "parse_strategy", "run_one"]
+__all__ = [
+    "Experiment",
+    "StrategySpec",
+    "build_strategy",
+    "parse_strategy",
+    "run_one",
+    "secagg_config",
+]
 
 _STALENESS = ("constant", "polynomial", "hinge")
 
@@ -94,6 +102,9 @@ class Experiment:
     duration_s: float = 4 * 3600.0
     eval_every_s: float = 300.0
     budget: LocalBudget = field(default_factory=LocalBudget)
+    # async: group sessions into secure-aggregation cohorts of the FedBuff K (10 for FedAsync)
+    secure_aggregation: bool = False
+    secagg_clip: float = 10.0  # L2 bound per device update (fixed point needs one)
 
     @property
     def round_size(self) -> int:
@@ -118,6 +129,20 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
         "momentum": exp.fedbuff_momentum,
     }
     return make_strategy("fedbuff", params, staleness)
+
+
+def secagg_config(spec: StrategySpec, exp: Experiment, manifest: Manifest) -> CohortConfig | None:
+    """The cohort parameters of an async run with --secure-aggregation (None: off)."""
+    if not exp.secure_aggregation or spec.mode is not Mode.ASYNC:
+        return None
+    k = spec.buffer_size if spec.name == "fedbuff" else 10
+    return CohortConfig(
+        model_id=manifest.model_id,
+        num_params=manifest.num_params,
+        target_size=k,
+        min_size=min(3, k),
+        clip=exp.secagg_clip,
+    )
 
 
 def run_one(
@@ -146,7 +171,10 @@ def run_one(
         budget=exp.budget,
         seed=seed,
         session_timeout=exp.async_session_timeout,
+        secagg=secagg_config(spec, exp, manifest),
     )
+    if config.secagg is not None:
+        config = replace(config, label=f"{spec.label}+secagg")
     uplink = Uplink(manifest, spec.codec)
     return run_simulation(config, fleet, slices, data, trainer, server, uplink), server
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from protocol.errors import ProtocolError, RejectedUpdate
 from server.admission import Admission
+from server.secagg_apply import apply_cohort
 from server.strategies.base import AdmittedUpdate, StepResult, Strategy
 
 __all__ = ["Call", "SimServer"]
@@ -60,6 +61,12 @@ class SimServer:
             self.calls.append(Call("apply", admitted.update))
         stepped = self._take(self.strategy.apply(self.model, self.version, admitted.update))
         return self.tick(now) or stepped
+
+    def receive_cohort(self, record: dict[str, object], members: int) -> bool:
+        """A secure-aggregation cohort's unmasked mean, applied as one buffer (sim/cohorts.py)."""
+        self.accepted += members
+        manifest = self.admission.manifest
+        return self._take(apply_cohort(self.strategy, self.model, self.version, record, manifest))
 
     def tick(self, now: float) -> bool:
         if self.calls is not None:
