@@ -38,16 +38,30 @@ def split(secret: bytes, holders: Sequence[int], threshold: int) -> dict[int, in
     return out
 
 
-def _lagrange_at(points: Sequence[tuple[int, int]], at: int) -> int:
-    total = 0
-    for i, (xi, yi) in enumerate(points):
-        num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
-            if i != j:
-                num = num * (at - xj) % PRIME
-                den = den * (xi - xj) % PRIME
-        total = (total + yi * num * pow(den, -1, PRIME)) % PRIME
-    return total
+class _Interpolator:
+    """The degree t-1 polynomial through t points, evaluated anywhere in O(t) multiplications
+    (barycentric weights computed once: t inversions), so checking every extra share is cheap."""
+
+    def __init__(self, points: Sequence[tuple[int, int]]) -> None:
+        self.xs = [x for x, _ in points]
+        self.terms = []
+        for i, (xi, yi) in enumerate(points):
+            den = 1
+            for j, xj in enumerate(self.xs):
+                if i != j:
+                    den = den * (xi - xj) % PRIME
+            self.terms.append(yi * pow(den, -1, PRIME) % PRIME)
+
+    def at(self, point: int) -> int:
+        diffs = [(point - x) % PRIME for x in self.xs]
+        suffix = [1] * (len(diffs) + 1)
+        for k in range(len(diffs) - 1, -1, -1):
+            suffix[k] = suffix[k + 1] * diffs[k] % PRIME
+        total, prefix = 0, 1
+        for k, term in enumerate(self.terms):
+            total = (total + term * prefix % PRIME * suffix[k + 1]) % PRIME
+            prefix = prefix * diffs[k] % PRIME
+        return total
 
 
 def reconstruct(shares: dict[int, int], threshold: int) -> bytes:
@@ -57,11 +71,11 @@ def reconstruct(shares: dict[int, int], threshold: int) -> bytes:
             SecAggReason.BELOW_THRESHOLD, f"{len(shares)} shares, threshold {threshold}"
         )
     points = sorted(shares.items())
-    base = points[:threshold]
+    poly = _Interpolator(points[:threshold])
     for x, y in points[threshold:]:
-        if _lagrange_at(base, x) != y:
+        if poly.at(x) != y:
             raise SecAggError(SecAggReason.RECONSTRUCTION, f"share {x} is off the polynomial")
-    value = _lagrange_at(base, 0)
+    value = poly.at(0)
     if value >= 1 << (8 * _SECRET_BYTES):
         raise SecAggError(SecAggReason.RECONSTRUCTION, "reconstructed value is not a secret")
     return value.to_bytes(_SECRET_BYTES, "big")
