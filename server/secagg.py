@@ -9,6 +9,8 @@
     clip = 10.0                     L2 bound per device update (needed for a wrap-free sum)
     kept_fraction = 1.0             shared-seed random-k (1.0 = every coordinate)
     degree = 0                      SecAgg+ neighbourhood degree (0 = complete graph)
+    noise_std = 0.0                 distributed Skellam noise on each cohort sum (each member adds
+                                    its share before masking; protocol/secagg/noise.py)
     join_timeout_s = 30             an open cohort closes this long after its first join
     phase_timeout_s = 60            each later phase proceeds with whoever answered in time
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ConfigError, ProtocolError
-from protocol.manifest import Manifest
+from protocol.manifest import Manifest, ParamSpec
 from protocol.secagg import SecAggError, SecAggReason
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
 from protocol.secagg.messages import (
@@ -55,6 +57,7 @@ class SecAggSettings:
     clip: float = 10.0
     kept_fraction: float = 1.0
     degree: int = 0
+    noise_std: float = 0.0
     join_timeout_s: float = 30.0
     phase_timeout_s: float = 60.0
 
@@ -69,6 +72,7 @@ class SecAggSettings:
             clip=self.clip,
             kept_fraction=self.kept_fraction,
             degree=self.degree,
+            noise_std=self.noise_std,
         )
 
 
@@ -84,6 +88,7 @@ def parse_secagg_settings(doc: Mapping[str, Any]) -> SecAggSettings:
         "threshold_fraction": (int, float),
         "clip": (int, float),
         "kept_fraction": (int, float),
+        "noise_std": (int, float),
         "join_timeout_s": (int, float),
         "phase_timeout_s": (int, float),
     }
@@ -98,20 +103,13 @@ def parse_secagg_settings(doc: Mapping[str, Any]) -> SecAggSettings:
     if settings.join_timeout_s <= 0 or settings.phase_timeout_s <= 0:
         raise ConfigError("secure_aggregation: timeouts must be > 0")
     try:  # the same checks the cohorts apply, now, with the key names
-        CohortConfig(
-            "m",
-            1,
-            settings.cohort_size,
-            settings.min_size,
-            settings.threshold_fraction,
-            settings.bits,
-            settings.clip,
-            settings.kept_fraction,
-            settings.degree,
-        )
+        settings.cohort_config(_PROBE)
     except (ValueError, SecAggError) as exc:
         raise ConfigError(f"secure_aggregation: {exc}") from exc
     return settings
+
+
+_PROBE = Manifest("probe", (ParamSpec("w", (1,)),), "x", (1,), 2)
 
 
 class CohortRunner:

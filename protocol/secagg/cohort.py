@@ -73,9 +73,10 @@ class CohortConfig:
     clip: float = 10.0  # L2 bound per device (fixed point needs one; DP clip when DP is on)
     kept_fraction: float = 1.0  # shared-seed random-k; 1.0 sends every coordinate
     degree: int = 0  # SecAgg+ neighbourhood degree; 0 = complete graph
+    noise_std: float = 0.0  # distributed Skellam noise std on the cohort's sum (noise.py)
 
     def __post_init__(self) -> None:
-        fixedpoint.scale_for(self.bits, self.clip, self.target_size)
+        fixedpoint.scale_for(self.bits, self.clip, self.target_size, self.noise_std)
         if not 2 <= self.min_size <= self.target_size:
             raise ValueError(f"min_size must be in [2, target_size], got {self.min_size}")
         if not 0.5 < self.threshold_fraction <= 1.0:
@@ -214,6 +215,7 @@ class ServerCohort:
             threshold=self.config.threshold(n),
             degree=self.config.degree,
             seed=self.seed,
+            noise_std=self.config.noise_std,
             members=tuple(Member(j.device_id, j.c_pk, j.s_pk) for j in self._joins.values()),
         )
         self.view = CohortView.of(a)

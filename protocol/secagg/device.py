@@ -39,6 +39,7 @@ from protocol.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from protocol.secagg.noise import skellam, skellam_share_mu, wrap
 from protocol.secagg.prg import KeyPair, decrypt_share, encrypt_share, expand, new_keypair
 
 __all__ = ["DevicePhase", "DeviceSession"]
@@ -169,6 +170,9 @@ class DeviceSession:
         sent = np.zeros(a.num_params, np.float32)
         sent[view.support] = fixedpoint.decode_sum(z, view.scale, a.bits).astype(np.float32)
         y = z.copy()  # (kept,) uint, wraps mod 2^b
+        if a.noise_std > 0:  # this device's share of the sum's noise, before any mask
+            mu = skellam_share_mu(a.noise_std, view.scale, len(a.members))
+            y += wrap(skellam(mu, a.kept, rng or np.random.default_rng()), a.bits)
         y += expand(self_mask_key(a.cohort_id, self._b_seed), a.kept, a.bits)
         me = view.index[self.device_id]
         for peer in view.neighbour_ids(self.device_id):

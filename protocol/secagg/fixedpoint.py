@@ -5,6 +5,9 @@
     z  =  q mod 2^b                                two's complement in a uint16 / uint32
     s  =  ((2^(b-1) - 1) / K - 1) / C              so |sum of K q's| <= K (C s + 1) < 2^(b-1)
 
+With distributed noise of standard deviation sigma on the sum (noise.py), the scale also leaves
+8 sigma s of headroom: K (C s + 1) + 8 sigma s < 2^(b-1) (a wrap then has probability < 1e-15).
+
 Sums of z in uint arithmetic wrap mod 2^b exactly as the masks need; `decode_sum` maps the
 result back to signed integers and divides by s.
 """
@@ -30,12 +33,12 @@ def uint_dtype(bits: int) -> np.dtype[Any]:
     return np.dtype("<u2") if bits == 16 else np.dtype("<u4")
 
 
-def scale_for(bits: int, clip: float, members: int) -> float:
-    """The largest scale s for which `members` clipped, rounded updates cannot wrap."""
+def scale_for(bits: int, clip: float, members: int, noise_std: float = 0.0) -> float:
+    """The largest scale s for which `members` clipped, rounded (and noised) updates cannot wrap."""
     uint_dtype(bits)
-    if not (clip > 0 and np.isfinite(clip)) or members < 1:
+    if not (clip > 0 and np.isfinite(clip)) or members < 1 or not noise_std >= 0:
         raise SecAggError(SecAggReason.BAD_PARAMS, f"clip {clip} / members {members} invalid")
-    scale = (((1 << (bits - 1)) - 1) / members - 1) / clip
+    scale = (((1 << (bits - 1)) - 1) - members) / (members * clip + 8.0 * noise_std)
     if scale <= 0:
         raise SecAggError(SecAggReason.BAD_PARAMS, f"{members} members do not fit {bits} bits")
     return scale

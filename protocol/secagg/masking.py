@@ -56,7 +56,7 @@ class CohortView:
             announce=a,
             index={m.device_id: i for i, m in enumerate(a.members)},
             neighbours=neighbourhoods(n, a.degree, a.seed),
-            scale=fixedpoint.scale_for(a.bits, a.clip, n),
+            scale=fixedpoint.scale_for(a.bits, a.clip, n, a.noise_std),
             support=randomk.select(a.seed, a.num_params, a.kept),
         )
 

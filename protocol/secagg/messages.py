@@ -91,6 +91,7 @@ class CohortAnnounce:
     degree: int  # SecAgg+ neighbourhood degree, 0 = complete graph
     seed: bytes  # random-k support and neighbourhood ring
     members: tuple[Member, ...]
+    noise_std: float = 0.0  # distributed Skellam noise on the sum, in update units (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,7 @@ def _body(msg: AnyUp | AnyDown) -> dict[str, Any]:
                 "base_version": msg.base_version, "num_params": msg.num_params,
                 "kept": msg.kept, "bits": msg.bits, "clip": msg.clip,
                 "threshold": msg.threshold, "degree": msg.degree, "seed": msg.seed,
+                "noise_std": msg.noise_std,
                 "members": [[m.device_id, m.c_pk, m.s_pk] for m in msg.members]}  # fmt: skip
     if isinstance(msg, ShareBundle):
         return {"cohort": msg.cohort_id, "holders": list(msg.holders),
@@ -361,6 +363,9 @@ def _down(kind: str, doc: dict[str, Any]) -> AnyDown:
         if not clip > 0 or not math.isfinite(clip):
             raise ProtocolError(Reason.FIELD, f"{kind}.clip={clip} must be > 0")
         num_params = _get_int(doc, "num_params", kind, 1, 1 << 30)
+        noise_std = _get_float(doc, "noise_std", kind)
+        if noise_std < 0:
+            raise ProtocolError(Reason.FIELD, f"{kind}.noise_std={noise_std} is negative")
         return CohortAnnounce(
             cohort_id=cohort,
             model_id=validate_model_id(_get(doc, "model_id", str, kind)),
@@ -373,6 +378,7 @@ def _down(kind: str, doc: dict[str, Any]) -> AnyDown:
             degree=_get_int(doc, "degree", kind, 0, _MAX_MEMBERS),
             seed=_bytes(doc, "seed", kind, 32),
             members=_members(doc.get("members")),
+            noise_std=noise_std,
         )
     if kind == "secagg_bundle":
         return ShareBundle(cohort, _ids(doc.get("holders"), kind), _shares(doc.get("shares"), kind))

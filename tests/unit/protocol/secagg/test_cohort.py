@@ -287,3 +287,30 @@ def test_server_refuses_out_of_phase_and_foreign_messages() -> None:
         run.cohort.on_masked(MaskedInput("dev00", bytes(16), 1, b"", ()))
     assert err.value.reason is SecAggReason.WRONG_PHASE
     assert SHARE_BYTES == 66
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_distributed_skellam_noise_sums_to_the_announced_std(bits: int) -> None:
+    n, k, sigma = 20_000, 5, 0.02
+    cfg = CohortConfig("m", n, target_size=k, min_size=3, bits=bits, clip=1.0, noise_std=sigma)
+    rng = np.random.default_rng(7)
+    signal = (rng.normal(size=n) * 0.01).astype(np.float32)
+    deltas = {f"dev{i}": signal for i in range(k)}  # every member sends the same vector
+    run = run_cohort(cfg, deltas, rngs=_rngs(list(deltas)))
+    result = run.cohort.result
+    assert result is not None
+    noise_on_sum = (result.mean.astype(np.float64) - sum(run.sent.values()) / k) * k
+    assert abs(noise_on_sum.mean()) < 4 * sigma / np.sqrt(n)  # unbiased
+    assert noise_on_sum.std() == pytest.approx(sigma, rel=0.05)  # sum of 5 shares: sigma
+    # and no single member's noise share is enough on its own: each is sigma / sqrt(k)
+    view = run.cohort.view
+    assert view is not None and view.announce.noise_std == sigma
+
+
+def test_noise_share_is_added_before_masking_not_by_the_server() -> None:
+    cfg = CohortConfig("m", 1000, target_size=3, min_size=3, clip=1.0, noise_std=0.05)
+    deltas = {f"dev{i}": np.zeros(1000, np.float32) for i in range(3)}
+    run = run_cohort(cfg, deltas)
+    assert run.cohort.result is not None
+    # all inputs were zero: whatever the unmasked sum holds is the members' noise
+    assert 0.03 < float(np.std(run.cohort.result.mean * 3)) < 0.07

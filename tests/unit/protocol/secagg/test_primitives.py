@@ -14,8 +14,9 @@ from protocol.secagg.prg import agree, expand, new_keypair
 
 
 def test_scale_is_the_largest_that_cannot_wrap() -> None:
-    # b=16, K=10, C=1: (32767 / 10 - 1) / 1 = 3275.7
+    # b=16, K=10, C=1: (32767 - 10) / 10 = 3275.7; with sigma 0.5: 32757 / (10 + 4) = 2339.8
     assert fixedpoint.scale_for(16, 1.0, 10) == pytest.approx(3275.7)
+    assert fixedpoint.scale_for(16, 1.0, 10, noise_std=0.5) == pytest.approx(2339.7857)
     with pytest.raises(SecAggError) as err:
         fixedpoint.scale_for(16, 1.0, 40000)
     assert err.value.reason is SecAggReason.BAD_PARAMS
