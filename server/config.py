@@ -276,6 +276,12 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         metrics = MetricsConfig(
             _str(m, "address", "metrics.", "127.0.0.1"), _int(m, "port", "metrics.", 9100, 0)
         )
+    secure = parse_secagg_settings(_table(doc, "secure_aggregation"))
+    if secure.enabled and group:
+        raise ConfigError(
+            "secure_aggregation.enabled: not with broker.shared_group (a cohort's state lives in "
+            "one server instance; every instance would run every cohort)"
+        )
     return ServerConfig(
         fleet=fleet,
         artifacts=_path(base_dir, doc.get("artifacts"), "artifacts"),
@@ -291,7 +297,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         metrics=metrics,
         test_data=_path(base_dir, doc["test_data"], "test_data") if "test_data" in doc else None,
         shared_group=group,
-        secure_aggregation=parse_secagg_settings(_table(doc, "secure_aggregation")),
+        secure_aggregation=secure,
     )
 
 

@@ -80,8 +80,9 @@ class _Fleet:
 
 
 def _run(ids: list[str], silent: set[str], size: int) -> tuple[CohortRunner, _Fleet]:
-    settings = SecAggSettings(True, cohort_size=size, min_size=3, clip=5.0,
-                              join_timeout_s=10, phase_timeout_s=20)  # fmt: skip
+    settings = SecAggSettings(
+        True, cohort_size=size, min_size=3, clip=5.0, join_timeout_s=10, phase_timeout_s=20
+    )
     runner = CohortRunner(settings, M)
     fleet = _Fleet(runner, ids, silent)
     for d in ids:
@@ -147,3 +148,22 @@ def test_cohort_record_is_logged_and_replayed(tmp_path: Path) -> None:
     again = core()
     assert again.version == version == 1
     np.testing.assert_array_equal(again.model, model)
+
+
+def test_secure_aggregation_refused_with_a_shared_group(tmp_path: Path) -> None:
+    from server.config import parse_config
+
+    doc = {
+        "fleet": "f",
+        "artifacts": "a",
+        "signing_key": "k",
+        "state_dir": "s",
+        "broker": {"shared_group": "aggs"},
+        "secure_aggregation": {"enabled": True},
+    }
+    with pytest.raises(ConfigError, match="shared_group"):
+        parse_config(doc, tmp_path)
+    doc["secure_aggregation"] = {"enabled": True, "noise_std": -1}
+    del doc["broker"]
+    with pytest.raises(ConfigError, match="secure_aggregation"):
+        parse_config(doc, tmp_path)
