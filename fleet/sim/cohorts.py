@@ -8,8 +8,10 @@ masked, Shamir-recovered) runs over the members' real deltas, and the unmasked m
 production strategy as one buffer (server/secagg_apply.py). A cohort left with fewer than t
 masked updates is abandoned: its work is lost, as on a real fleet.
 
-Virtual time is optimistic in one way: a cohort completes when its last member ends, where a real
-server learns of a drop-out only at its phase deadline.
+Stragglers: once t members' masked updates have arrived, the rest get as long again as the
+t-th took (the cohort's phase deadline, as `phase_timeout_s` on the real server); a member still
+training then is timed out and recovered as a drop-out. Virtual time is optimistic in one way:
+a member that dropped is known at once, where a real server learns of it at the deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fleet.sim.events import EventKind
 from protocol.secagg.cohort import CohortConfig
 from protocol.secagg.local import run_cohort
 from server.secagg_apply import cohort_record
@@ -40,6 +43,7 @@ class _Cohort:
     number: int
     base_model: np.ndarray  # (n,) float32
     base_version: int
+    started: float
     members: dict[int, int]  # device -> session token
     deltas: dict[int, np.ndarray] = field(default_factory=dict)
     dropped: set[int] = field(default_factory=set)
@@ -63,7 +67,7 @@ class SimCohorts:
         while len(run.busy) + k <= run.c.concurrency and len(run.pool) >= k:
             self._count += 1
             model, version = run.server.model, run.server.version
-            cohort = _Cohort(self._count, model, version, {})
+            cohort = _Cohort(self._count, model, version, run.q.now, {})
             for _ in range(k):
                 d = run.pool.pick(run.rng)
                 run._start(d)
@@ -73,9 +77,15 @@ class SimCohorts:
 
     def arrived(self, run: _Run, d: int, token: int, delta: np.ndarray) -> None:
         cohort = self._of_token.pop(token, None)
-        if cohort is not None:
-            cohort.deltas[d] = delta
-            self._maybe_finish(run, cohort)
+        if cohort is None:
+            return
+        cohort.deltas[d] = delta
+        if len(cohort.deltas) == self.config.threshold(len(cohort.members)):
+            deadline = run.q.now + (run.q.now - cohort.started)  # stragglers: as long again
+            for other, other_token in cohort.members.items():
+                if other not in cohort.deltas and other_token in self._of_token:
+                    run.q.push(deadline, EventKind.TIMEOUT, other, other_token)
+        self._maybe_finish(run, cohort)
 
     def ended(self, run: _Run, d: int, token: int) -> None:
         """A member dropped, timed out or became ineligible before its masked update arrived."""
