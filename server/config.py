@@ -16,6 +16,8 @@
     [publish]    every_versions = 1, every_seconds = 5.0, codec = "float32" | "float16"
     [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
     [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
+    [privacy]    epsilon, delta, noise_multiplier | planned_flushes, clip_norm, adaptive_clip, ...
+                 (server/privacy/config.py; omit the table = no differential privacy)
 
 Relative paths are resolved against the config file's folder.
 """
@@ -34,6 +36,7 @@ from protocol.errors import ConfigError
 from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES
 from protocol.topics import validate_fleet
 from server.admission import AdmissionLimits, NormAction
+from server.privacy import PrivacyConfig, parse_privacy
 from transport import BrokerConfig
 
 __all__ = [
@@ -88,6 +91,7 @@ class ServerConfig:
     metrics: MetricsConfig | None = None
     test_data: Path | None = None
     shared_group: str = ""  # "" = plain subscription; else $share/<group>/... (MQTT v5)
+    privacy: PrivacyConfig | None = None  # user-level differential privacy; None = off
 
 
 def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -225,6 +229,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         "publish",
         "durability",
         "metrics",
+        "privacy",
     }
     _unknown(doc, top, "")
     fleet = _str(doc, "fleet", "")
@@ -240,7 +245,8 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     staleness = strat.pop("staleness", {})
     if not isinstance(staleness, dict):
         raise ConfigError("strategy.staleness: must be a table")
-    make_strategy(name, strat, staleness or None)
+    privacy = parse_privacy(_table(doc, "privacy")) if "privacy" in doc else None
+    make_strategy(name, strat, staleness or None, privacy)
 
     pub = _table(doc, "publish")
     _unknown(pub, {"every_versions", "every_seconds", "codec"}, "publish.")
@@ -287,6 +293,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         metrics=metrics,
         test_data=_path(base_dir, doc["test_data"], "test_data") if "test_data" in doc else None,
         shared_group=group,
+        privacy=privacy,
     )
 
 

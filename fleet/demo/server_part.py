@@ -59,6 +59,7 @@ def server_config_doc(
     tuning: ServerTuning,
     embedded: bool,
     broker_extra: Mapping[str, Any],
+    privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a user would write in server.toml for this demo run."""
     broker: dict[str, Any] = {
@@ -68,7 +69,7 @@ def server_config_doc(
         "keepalive": 10,
     }
     broker.update({k: str(v) for k, v in broker_extra.items() if v is not None})
-    return {
+    doc: dict[str, Any] = {
         "fleet": setup.fleet,
         "artifacts": str(setup.artifacts_dir),
         "signing_key": str(setup.run_dir / "keys" / "fleet.key"),
@@ -85,6 +86,9 @@ def server_config_doc(
         # fsync per group of updates: every update is still durable before its Ack.
         "durability": {"fsync": "batch"},
     }
+    if privacy:
+        doc["privacy"] = dict(privacy)
+    return doc
 
 
 class DemoServer:
@@ -113,6 +117,10 @@ class DemoServer:
         counts = self.app.status().counts
         return {k: v for k, v in counts.items() if k != "accepted" and v}
 
+    def privacy(self) -> Mapping[str, float] | None:
+        status = self.app.status().privacy
+        return None if status is None else status.offer_fields()
+
     def stop(self) -> None:
         self.app.stop()
         if self.app.error is not None:
@@ -125,8 +133,9 @@ def start_server(
     tuning: ServerTuning,
     embedded: bool,
     broker_extra: Mapping[str, Any],
+    privacy: Mapping[str, Any] | None = None,
 ) -> DemoServer:
-    doc = server_config_doc(setup, broker_url, tuning, embedded, broker_extra)
+    doc = server_config_doc(setup, broker_url, tuning, embedded, broker_extra, privacy)
     app = ServerApp(parse_config(doc, setup.run_dir))
     app.start()
     return DemoServer(app)

@@ -33,6 +33,7 @@ from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
 from fleet.sim.training import LocalBudget, LocalTrainer
 from fleet.sim.uplink import Uplink
+from server.privacy import DpMechanism
 
 __all__ = ["Mode", "Point", "RunConfig", "RunResult", "run_simulation"]
 
@@ -79,6 +80,7 @@ class RunResult:
     wall_s: float
     wall_train_s: float
     wall_eval_s: float
+    privacy: dict[str, float] | None = None  # the DP status at the end (epsilon spent, ...)
 
     @property
     def final_accuracy(self) -> float:
@@ -264,7 +266,14 @@ class _Run:
         self.wall_train += time.perf_counter() - t0
         self.seq[d] += 1
         s.payload, s.residual = self.uplink.encode(
-            d, _device_id(d), int(self.seq[d]), s.base_version, len(s.samples), steps, delta
+            d,
+            _device_id(d),
+            int(self.seq[d]),
+            s.base_version,
+            len(s.samples),
+            steps,
+            delta,
+            self.server.clip_norm(),
         )
         self.q.push(
             self.q.now + len(s.payload) / self.fleet[d].uplink_bps, EventKind.ARRIVE, d, token
@@ -373,4 +382,12 @@ def run_simulation(
         wall_s=time.perf_counter() - t0,
         wall_train_s=r.wall_train,
         wall_eval_s=r.wall_eval,
+        privacy=_privacy(server.strategy.privacy),
     )
+
+
+def _privacy(mechanism: DpMechanism | None) -> dict[str, float] | None:
+    if mechanism is None:
+        return None
+    status = mechanism.status()
+    return status.offer_fields() | {"exhausted": float(status.exhausted)}

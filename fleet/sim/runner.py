@@ -22,6 +22,7 @@ from protocol import codecs
 from protocol.errors import ConfigError
 from protocol.manifest import Manifest
 from server.admission import Admission, AdmissionLimits
+from server.privacy import PrivacyConfig
 from server.strategies import Strategy, make_strategy
 
 __all__ = ["Experiment", "StrategySpec", "build_strategy", "parse_strategy", "run_one"]
@@ -94,6 +95,7 @@ class Experiment:
     duration_s: float = 4 * 3600.0
     eval_every_s: float = 300.0
     budget: LocalBudget = field(default_factory=LocalBudget)
+    privacy: PrivacyConfig | None = None  # user-level DP for fedbuff / fedavg (DP-FedAvg)
 
     @property
     def round_size(self) -> int:
@@ -108,16 +110,16 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
             "deadline_s": exp.deadline_s,
             "min_updates": 1,
         }
-        return make_strategy("fedavg", params)
+        return make_strategy("fedavg", params, privacy=exp.privacy)
     staleness: dict[str, Any] = {"function": spec.staleness}
     if spec.name == "fedasync":
-        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha}, staleness)
+        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha}, staleness, exp.privacy)
     params = {
         "buffer_size": spec.buffer_size,
         "server_lr": exp.fedbuff_lr,
         "momentum": exp.fedbuff_momentum,
     }
-    return make_strategy("fedbuff", params, staleness)
+    return make_strategy("fedbuff", params, staleness, exp.privacy)
 
 
 def run_one(

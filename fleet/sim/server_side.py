@@ -61,6 +61,11 @@ class SimServer:
         stepped = self._take(self.strategy.apply(self.model, self.version, admitted.update))
         return self.tick(now) or stepped
 
+    def clip_norm(self) -> float | None:
+        """The DP clip norm C a device is told in the offer (None: no DP)."""
+        privacy = self.strategy.privacy
+        return None if privacy is None else privacy.status().clip_norm
+
     def tick(self, now: float) -> bool:
         if self.calls is not None:
             self.calls.append(Call("tick", now=now))

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from server.faults import FAULT_ENV, POINTS
-from tests.unit.server.crash_driver import MANIFEST, N_PARAMS
+from server.privacy import epsilon
+from tests.unit.server.crash_driver import DP, DP_SIGMA, MANIFEST, N_PARAMS
 from tests.unit.server.factory import update_bytes
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -76,7 +77,7 @@ def _delta(index: int, mode: str) -> np.ndarray:
 
 def _trial(tmp: Path, trial: int) -> dict[str, Any]:
     rng = random.Random(trial)
-    mode = "count" if trial % 2 == 0 else "buff"
+    mode = ("count", "buff", "dp")[trial % 3]
     state = tmp / f"state-{trial}"
     seqs = dict.fromkeys(DEVICES, 0)
     outbox: list[tuple[int, str, int, bytes]] = []  # (index, device, seq, payload) unacked
@@ -147,6 +148,9 @@ def _trial(tmp: Path, trial: int) -> dict[str, Any]:
     assert result["version"] >= seen_version
     np.testing.assert_array_equal(result["model"], result["replay_model"])
     assert result["version"] == result["replay_version"]
+    if mode == "dp":  # budget: one flush per version, never re-spent or forgotten on restart
+        assert result["dp_flushes"] == result["version"]
+        assert result["dp_epsilon"] == epsilon(DP_SIGMA, result["version"], DP.delta)
     if mode == "count":  # independent of the log: each acked update counted exactly once
         expected = np.zeros(N_PARAMS, np.float32)
         expected[list(acked.values())] = 1.0
