@@ -178,6 +178,10 @@ class _Run:
             EventKind.EVAL: self._eval,
         }
         while self.q and self.q.peek_time() < self.c.duration_s:
+            if self.server.budget_spent():  # DP: the model is final; stop simulating sessions
+                self.counts["stopped_by_privacy_budget"] = 1
+                self._record()  # the final model, when it became final
+                return
             ev = self.q.pop()
             handlers[ev.kind](ev.device, ev.payload)
         if not self.curve or self.curve[-1].t < self.c.duration_s:

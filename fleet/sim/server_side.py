@@ -66,6 +66,11 @@ class SimServer:
         privacy = self.strategy.privacy
         return None if privacy is None else privacy.status().clip_norm
 
+    def budget_spent(self) -> bool:
+        """The DP budget allows no further step: the model will not change again."""
+        privacy = self.strategy.privacy
+        return privacy is not None and privacy.exhausted
+
     def tick(self, now: float) -> bool:
         if self.calls is not None:
             self.calls.append(Call("tick", now=now))
