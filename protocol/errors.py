@@ -46,6 +46,7 @@ class Reason(StrEnum):
     STALE = "stale"  # base version too old (staleness above the maximum or an old round)
     FUTURE = "future"  # base version newer than the server's
     REPLAY = "replay"  # sequence number already seen or out of order
+    PRIVACY_BUDGET = "privacy_budget"  # the DP budget is spent: training has stopped
     INTERNAL = "internal"  # the server failed; the device should retry later
 
 

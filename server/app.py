@@ -45,6 +45,7 @@ from server.config import FsyncMode, ServerConfig
 from server.core import Outcome, ServerCore
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.metrics import ServerMetrics
+from server.privacy import PrivacyStatus
 from server.secagg import CohortRunner
 from server.strategies import make_strategy
 from transport import IncomingMessage, MqttLink, PublishHandle
@@ -73,6 +74,7 @@ class ServerStatus:
     counts: dict[str, int]  # accepted and rejected-by-reason
     last_eval: EvalResult | None
     pending: int  # updates buffered in the strategy
+    privacy: PrivacyStatus | None = None  # epsilon spent, budget, exhausted; None = no DP
 
 
 class ServerApp:
@@ -91,7 +93,9 @@ class ServerApp:
             self._key = load_private_key(config.signing_key.read_bytes())
         except OSError as exc:
             raise FleetlearnError(f"signing_key {config.signing_key}: {exc}") from exc
-        strategy = make_strategy(config.strategy, config.strategy_params, config.staleness or None)
+        strategy = make_strategy(
+            config.strategy, config.strategy_params, config.staleness or None, config.privacy
+        )
         self.core = ServerCore(
             manifest,
             self._artifacts.initial_weights,
@@ -126,6 +130,7 @@ class ServerApp:
         report = self.core.recover()
         self._committed_version = report.version
         self.metrics.version.set(report.version)
+        self.metrics.set_privacy(self._privacy_status())
         if self.config.metrics is not None:
             self.metrics_port = self.metrics.serve(
                 self.config.metrics.address, self.config.metrics.port
@@ -184,7 +189,12 @@ class ServerApp:
                 self.metrics.counts(),
                 self._last_eval,
                 self.core.strategy.pending,
+                self._privacy_status(),
             )
+
+    def _privacy_status(self) -> PrivacyStatus | None:
+        mechanism = self.core.strategy.privacy
+        return None if mechanism is None else mechanism.status()
 
     def published_model(self) -> tuple[int, np.ndarray] | None:
         with self._lock:
@@ -263,6 +273,7 @@ class ServerApp:
             self._committed_version = self.core.version
             self._version_changed.notify_all()
         self.metrics.version.set(self.core.version)
+        self.metrics.set_privacy(self._privacy_status())
         self._maybe_publish(now)
         self.core.maybe_checkpoint()
 
@@ -320,6 +331,7 @@ class ServerApp:
 
     def _publish(self, now: float) -> None:
         model, version = self.core.model.copy(), self.core.version  # committed: called after sync
+        privacy = self._privacy_status()
         offer = ModelOffer(
             model_id=self.core.manifest.model_id,
             version=version,
@@ -327,6 +339,7 @@ class ServerApp:
             weights=encode_vector(model, {"name": self.config.publish.codec}),
             created_at=time.time(),
             fedprox_mu=float(self.core.strategy.fedprox_mu),
+            privacy=privacy.offer_fields() if privacy is not None else {},
         )
         self._link.publish(
             self._topic, encode_offer(sign_offer(offer, self._key)), qos=1, retain=True

@@ -17,6 +17,8 @@
     [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
     [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
     [secure_aggregation]  enabled = false, cohort_size, ... (server/secagg.py)
+    [privacy]    epsilon, delta, noise_multiplier | planned_flushes, clip_norm, adaptive_clip, ...
+                 (server/privacy/config.py; omit the table = no differential privacy)
 
 Relative paths are resolved against the config file's folder.
 """
@@ -35,6 +37,7 @@ from protocol.errors import ConfigError
 from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES
 from protocol.topics import validate_fleet
 from server.admission import AdmissionLimits, NormAction
+from server.privacy import PrivacyConfig, parse_privacy
 from server.secagg import SecAggSettings, parse_secagg_settings
 from transport import BrokerConfig
 
@@ -91,6 +94,7 @@ class ServerConfig:
     test_data: Path | None = None
     shared_group: str = ""  # "" = plain subscription; else $share/<group>/... (MQTT v5)
     secure_aggregation: SecAggSettings = field(default_factory=SecAggSettings)
+    privacy: PrivacyConfig | None = None  # user-level differential privacy; None = off
 
 
 def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -229,6 +233,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         "durability",
         "metrics",
         "secure_aggregation",
+        "privacy",
     }
     _unknown(doc, top, "")
     fleet = _str(doc, "fleet", "")
@@ -244,7 +249,8 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     staleness = strat.pop("staleness", {})
     if not isinstance(staleness, dict):
         raise ConfigError("strategy.staleness: must be a table")
-    make_strategy(name, strat, staleness or None)
+    privacy = parse_privacy(_table(doc, "privacy")) if "privacy" in doc else None
+    make_strategy(name, strat, staleness or None, privacy)
 
     pub = _table(doc, "publish")
     _unknown(pub, {"every_versions", "every_seconds", "codec"}, "publish.")
@@ -298,6 +304,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         test_data=_path(base_dir, doc["test_data"], "test_data") if "test_data" in doc else None,
         shared_group=group,
         secure_aggregation=secure,
+        privacy=privacy,
     )
 
 

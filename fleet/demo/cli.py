@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fleet.privacy_args import add_privacy_arguments, privacy_table
 from protocol.errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
@@ -82,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run sync FedAvg, then --strategy, on the same fleet; plot both",
     )
+    add_privacy_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--data {args.data}: not a folder")
     if args.compare and args.strategy == "fedavg":
         raise ConfigError("--compare runs FedAvg against an async --strategy (fedasync or fedbuff)")
+    privacy = privacy_table(args, args.devices)
+    if privacy is not None and args.strategy == "fedasync":
+        raise ConfigError(
+            "--dp-epsilon: FedAsync would noise every single update; use --strategy fedbuff "
+            "(or fedavg for DP-FedAvg)"
+        )
     options = DemoOptions(
         devices=args.devices,
         strategy=args.strategy,
@@ -112,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         compare=args.compare,
         secure_aggregation=args.secure_aggregation,
+        privacy=privacy,
     )
     result = run_demo(options)
     return 130 if result.interrupted else 0

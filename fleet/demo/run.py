@@ -53,6 +53,7 @@ class DemoOptions:
     secure_aggregation: bool = False  # cohorts + masked updates (server/secagg.py)
     agent_tuning: AgentTuning = field(default_factory=AgentTuning)
     server_tuning: ServerTuning = field(default_factory=ServerTuning)
+    privacy: dict[str, Any] | None = None  # the [privacy] table for the server; None = no DP
     quiet_logs: bool = True  # agents log every round; the live display is the demo's voice
 
 
@@ -90,6 +91,7 @@ class _Parts:
             self._options.server_tuning,
             self._options.broker is None,
             self._extra,
+            self._options.privacy,
             secure=self._options.secure_aggregation,
         )
 
@@ -147,8 +149,20 @@ def _summary(console: Console, report: RunReport, report_path: Path, plot_path: 
         lambda r: f"{format_bytes(r['uplink_bytes'])} / {format_bytes(r['downlink_bytes'])}",
     )
     row("stopped by", lambda r: f"{r['stopped_by']} after {r['duration_s']:.0f} s")
+    if any("privacy" in r for r in runs.values()):
+        row("epsilon spent", _epsilon_cell)
     console.print(table)
     console.print(f"report: {report_path}\nplot:   {plot_path}")
+
+
+def _epsilon_cell(r: dict[str, Any]) -> str:
+    p = r.get("privacy")
+    if p is None:
+        return "no DP"
+    return (
+        f"{p['epsilon']:.3g} of {p['epsilon_budget']:.3g} at delta {p['delta']:.2g} "
+        f"({int(p['flushes'])} noised steps, sigma {p['noise_multiplier']:.3g})"
+    )
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:

@@ -64,6 +64,7 @@ def server_config_doc(
     tuning: ServerTuning,
     embedded: bool,
     broker_extra: Mapping[str, Any],
+    privacy: Mapping[str, Any] | None = None,
     secure: bool = False,
 ) -> dict[str, Any]:
     """What a user would write in server.toml for this demo run."""
@@ -74,7 +75,7 @@ def server_config_doc(
         "keepalive": 10,
     }
     broker.update({k: str(v) for k, v in broker_extra.items() if v is not None})
-    return {
+    doc: dict[str, Any] = {
         "fleet": setup.fleet,
         "artifacts": str(setup.artifacts_dir),
         "signing_key": str(setup.run_dir / "keys" / "fleet.key"),
@@ -98,6 +99,9 @@ def server_config_doc(
             "phase_timeout_s": tuning.secagg_phase_timeout_s,
         },
     }
+    if privacy:
+        doc["privacy"] = dict(privacy)
+    return doc
 
 
 class DemoServer:
@@ -126,6 +130,10 @@ class DemoServer:
         counts = self.app.status().counts
         return {k: v for k, v in counts.items() if k != "accepted" and v}
 
+    def privacy(self) -> Mapping[str, float] | None:
+        status = self.app.status().privacy
+        return None if status is None else status.offer_fields()
+
     def stop(self) -> None:
         self.app.stop()
         if self.app.error is not None:
@@ -138,10 +146,11 @@ def start_server(
     tuning: ServerTuning,
     embedded: bool,
     broker_extra: Mapping[str, Any],
+    privacy: Mapping[str, Any] | None = None,
     *,
     secure: bool = False,
 ) -> DemoServer:
-    doc = server_config_doc(setup, broker_url, tuning, embedded, broker_extra, secure)
+    doc = server_config_doc(setup, broker_url, tuning, embedded, broker_extra, privacy, secure)
     app = ServerApp(parse_config(doc, setup.run_dir))
     app.start()
     return DemoServer(app)

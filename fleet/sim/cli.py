@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 
+from fleet.privacy_args import add_privacy_arguments, privacy_table
 from fleet.sim.compare import compare
 from fleet.sim.profiles import Availability, FleetConfig
 from fleet.sim.runner import Experiment, specs_for
@@ -18,6 +19,7 @@ from fleet.sim.training import LocalBudget
 from fleet.sim.world import Setup
 from protocol import codecs
 from protocol.errors import ConfigError
+from server.privacy import parse_privacy
 
 __all__ = ["add_arguments", "parse_duration", "run"]
 
@@ -76,11 +78,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="async runs: cohorts of K mask their updates; the server applies only cohort sums",
     )
+    add_privacy_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     codec_specs = [codecs.parse_codec_arg(c) for c in (args.codec or ["float32"])]
-    strategies = args.strategy or ["fedavg", "fedasync:polynomial", "fedbuff:10:polynomial"]
+    table = privacy_table(args, args.devices)
+    privacy = None if table is None else parse_privacy(table)
+    default = ["fedavg", "fedasync:polynomial", "fedbuff:10:polynomial"]
+    if privacy is not None:  # FedAsync with DP is refused (a noised release per update)
+        default = ["fedavg", "fedbuff:100:polynomial"]
+    strategies = args.strategy or default
     specs = specs_for(strategies, codec_specs)
     try:
         fleet = FleetConfig(
@@ -102,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             eval_every_s=parse_duration(args.eval_every),
             budget=budget,
             secure_aggregation=args.secure_aggregation,
+            privacy=privacy,
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc

@@ -35,6 +35,7 @@ from fleet.sim.server_side import SimServer
 from fleet.sim.training import LocalBudget, LocalTrainer
 from fleet.sim.uplink import Uplink
 from protocol.secagg.cohort import CohortConfig
+from server.privacy import DpMechanism
 
 __all__ = ["Mode", "Point", "RunConfig", "RunResult", "run_simulation"]
 
@@ -82,6 +83,7 @@ class RunResult:
     wall_s: float
     wall_train_s: float
     wall_eval_s: float
+    privacy: dict[str, float] | None = None  # the DP status at the end (epsilon spent, ...)
 
     @property
     def final_accuracy(self) -> float:
@@ -181,6 +183,10 @@ class _Run:
             EventKind.EVAL: self._eval,
         }
         while self.q and self.q.peek_time() < self.c.duration_s:
+            if self.server.budget_spent():  # DP: the model is final; stop simulating sessions
+                self.counts["stopped_by_privacy_budget"] = 1
+                self._record()  # the final model, when it became final
+                return
             ev = self.q.pop()
             handlers[ev.kind](ev.device, ev.payload)
         if not self.curve or self.curve[-1].t < self.c.duration_s:
@@ -276,7 +282,14 @@ class _Run:
             s.residual = delta  # handed to the cohort on arrival
             return
         s.payload, s.residual = self.uplink.encode(
-            d, _device_id(d), int(self.seq[d]), s.base_version, len(s.samples), steps, delta
+            d,
+            _device_id(d),
+            int(self.seq[d]),
+            s.base_version,
+            len(s.samples),
+            steps,
+            delta,
+            self.server.clip_norm(),
         )
         self.q.push(
             self.q.now + len(s.payload) / self.fleet[d].uplink_bps, EventKind.ARRIVE, d, token
@@ -395,4 +408,12 @@ def run_simulation(
         wall_s=time.perf_counter() - t0,
         wall_train_s=r.wall_train,
         wall_eval_s=r.wall_eval,
+        privacy=_privacy(server.strategy.privacy),
     )
+
+
+def _privacy(mechanism: DpMechanism | None) -> dict[str, float] | None:
+    if mechanism is None:
+        return None
+    status = mechanism.status()
+    return status.offer_fields() | {"exhausted": float(status.exhausted)}

@@ -23,6 +23,7 @@ from protocol.errors import ConfigError
 from protocol.manifest import Manifest
 from protocol.secagg.cohort import CohortConfig
 from server.admission import Admission, AdmissionLimits
+from server.privacy import PrivacyConfig
 from server.strategies import Strategy, make_strategy
 
 __all__ = [
@@ -105,6 +106,7 @@ class Experiment:
     # async: group sessions into secure-aggregation cohorts of the FedBuff K (10 for FedAsync)
     secure_aggregation: bool = False
     secagg_clip: float = 10.0  # L2 bound per device update (fixed point needs one)
+    privacy: PrivacyConfig | None = None  # user-level DP for fedbuff / fedavg (DP-FedAvg)
 
     @property
     def round_size(self) -> int:
@@ -119,16 +121,16 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
             "deadline_s": exp.deadline_s,
             "min_updates": 1,
         }
-        return make_strategy("fedavg", params)
+        return make_strategy("fedavg", params, privacy=exp.privacy)
     staleness: dict[str, Any] = {"function": spec.staleness}
     if spec.name == "fedasync":
-        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha}, staleness)
+        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha}, staleness, exp.privacy)
     params = {
         "buffer_size": spec.buffer_size,
         "server_lr": exp.fedbuff_lr,
         "momentum": exp.fedbuff_momentum,
     }
-    return make_strategy("fedbuff", params, staleness)
+    return make_strategy("fedbuff", params, staleness, exp.privacy)
 
 
 def secagg_config(spec: StrategySpec, exp: Experiment, manifest: Manifest) -> CohortConfig | None:

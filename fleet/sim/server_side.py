@@ -68,6 +68,16 @@ class SimServer:
         manifest = self.admission.manifest
         return self._take(apply_cohort(self.strategy, self.model, self.version, record, manifest))
 
+    def clip_norm(self) -> float | None:
+        """The DP clip norm C a device is told in the offer (None: no DP)."""
+        privacy = self.strategy.privacy
+        return None if privacy is None else privacy.status().clip_norm
+
+    def budget_spent(self) -> bool:
+        """The DP budget allows no further step: the model will not change again."""
+        privacy = self.strategy.privacy
+        return privacy is not None and privacy.exhausted
+
     def tick(self, now: float) -> bool:
         if self.calls is not None:
             self.calls.append(Call("tick", now=now))

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import ConfigError
+from server.privacy import DpMechanism, PrivacyConfig
 from server.staleness import make_staleness
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
 from server.strategies.fedasync import FedAsync
@@ -32,11 +33,13 @@ def make_strategy(
     name: str,
     params: Mapping[str, Any] | None = None,
     staleness: Mapping[str, Any] | None = None,
+    privacy: PrivacyConfig | None = None,
 ) -> Strategy:
     """Build a strategy from config values; errors name the offending key.
 
     `staleness` is e.g. {"function": "polynomial", "a": 0.5} (FedAsync and FedBuff only).
     FedProx is FedAvg with `fedprox_mu > 0`; the name "fedprox" is accepted as that alias.
+    `privacy` turns on user-level DP (FedBuff, FedAvg); FedAsync with DP is refused.
     """
     if name == "fedprox":
         name = "fedavg"
@@ -51,6 +54,22 @@ def make_strategy(
         kwargs["staleness"] = make_staleness(function, st)
     elif staleness:
         raise ConfigError(f"strategy.staleness: {name} does not weight by staleness")
+    if "privacy" in kwargs:
+        raise ConfigError("strategy.privacy: configure differential privacy in [privacy]")
+    if privacy is not None:
+        if name == "fedasync":
+            raise ConfigError(
+                "privacy: FedAsync releases a new model after every single update, so DP would "
+                "add noise of std sigma*C to each update alone (a buffer of one) and spend "
+                "budget per update; use strategy fedbuff with a large buffer_size instead"
+            )
+        per_flush = kwargs.get("buffer_size" if name == "fedbuff" else "round_size", 10)
+        if isinstance(per_flush, bool) or not isinstance(per_flush, int) or per_flush < 1:
+            raise ConfigError("strategy: buffer_size / round_size must be an integer >= 1")
+        try:
+            kwargs["privacy"] = DpMechanism(privacy, per_flush)
+        except ValueError as exc:
+            raise ConfigError(f"privacy: {exc}") from exc
     try:
         return STRATEGIES[name](**kwargs)
     except TypeError as exc:

@@ -6,6 +6,9 @@ with at least `min_updates` of them:
 
     x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float32)
 
+With `privacy` this is DP-FedAvg (McMahan et al. 2018): deltas clipped to C and weighted equally
+(n_i = 1, so the sum's sensitivity is C), Gaussian noise on the sum before dividing by the count.
+
 FedProx is FedAvg plus a proximal term on the devices: `fedprox_mu` travels in the ModelOffer.
 The round clock starts at the first `tick` after a round opens; time is passed in, never read.
 """
@@ -17,7 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.errors import Reason, RejectedUpdate
-from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy, as_array
+from server.privacy import DpMechanism
+from server.strategies.base import (
+    AdmittedUpdate,
+    StateDict,
+    StepResult,
+    Strategy,
+    as_array,
+    load_privacy_state,
+)
 
 __all__ = ["FedAvg"]
 
@@ -28,6 +39,7 @@ class FedAvg(Strategy):
     deadline_s: float = 60.0  # a round closes after this long if >= min_updates arrived
     min_updates: int = 1
     fedprox_mu: float = 0.0
+    privacy: DpMechanism | None = None  # DP-FedAvg: clip in apply, noise in flush
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _samples: int = field(default=0, init=False, repr=False)
@@ -49,6 +61,8 @@ class FedAvg(Strategy):
         return self._count
 
     def check(self, version: int, base_version: int) -> None:
+        if self.privacy is not None:
+            self.privacy.check_open()
         if base_version < version:
             raise RejectedUpdate(
                 Reason.STALE, f"round for version {base_version} is closed (now {version})"
@@ -60,9 +74,12 @@ class FedAvg(Strategy):
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
         if self._sum is None:
             self._sum = np.zeros(model.shape[0], np.float32)
+        delta, n = update.delta, update.num_samples
+        if self.privacy is not None:  # DP: clipped, equal weights (a count would exceed 1)
+            delta, n = self.privacy.clip(delta), 1
         # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
-        self._sum += update.delta * np.float32(update.num_samples)
-        self._samples += update.num_samples
+        self._sum += delta * np.float32(n)
+        self._samples += n
         self._count += 1
         if self._count >= self.round_size:
             return self.flush(model, version)
@@ -79,7 +96,14 @@ class FedAvg(Strategy):
     def flush(self, model: np.ndarray, version: int) -> StepResult:
         if self._count == 0 or self._sum is None:
             return StepResult(model, version, stepped=False)
-        mean = self._sum / np.float32(self._samples)  # (n,) float32; _samples > 0
+        total = self._sum
+        if self.privacy is not None:
+            noised = self.privacy.release(self._sum, version)  # S + noise, before dividing
+            if noised is None:  # the budget refuses this round: drop it, keep the model
+                self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
+                return StepResult(model, version, stepped=False)
+            total = noised
+        mean = total / np.float32(self._samples)  # (n,) float32; _samples > 0
         new = model + mean  # (n,) float32
         self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
         return StepResult(new, version + 1, stepped=True)
@@ -90,6 +114,8 @@ class FedAvg(Strategy):
         state: StateDict = {"samples": self._samples, "count": self._count}
         if self._sum is not None:
             state["sum"] = self._sum.copy()
+        if self.privacy is not None:
+            state.update(self.privacy.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -97,3 +123,4 @@ class FedAvg(Strategy):
         self._count = int(state.get("count", 0))
         self._round_started = None
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
+        load_privacy_state(self.privacy, state)

@@ -6,6 +6,9 @@
               m <- beta * m + g   (if momentum beta > 0)   else  m = g
               x <- x + lr * m;    version += 1;   S, W reset
 
+With `privacy` (server/privacy), each delta is clipped to C on the way in and the flush adds
+Gaussian noise to S before dividing by W (refused once the budget is spent).
+
 tau is measured when the update arrives. The buffer is a plain partial sum (S, W, count), which
 is what a sharded deployment ships from each shard to the coordinator (DESIGN.md, Scale).
 """
@@ -16,8 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.privacy import DpMechanism
 from server.staleness import StalenessFn, constant
-from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy, as_array
+from server.strategies.base import (
+    AdmittedUpdate,
+    StateDict,
+    StepResult,
+    Strategy,
+    as_array,
+    load_privacy_state,
+)
 
 __all__ = ["FedBuff"]
 
@@ -30,6 +41,7 @@ class FedBuff(Strategy):
     staleness: StalenessFn = constant
     sample_weighted: bool = False
     fedprox_mu: float = 0.0
+    privacy: DpMechanism | None = None  # user-level DP: clip in apply, noise in flush
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _weight: float = field(default=0.0, init=False, repr=False)
@@ -45,6 +57,15 @@ class FedBuff(Strategy):
             raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.privacy is not None and self.sample_weighted:
+            raise ValueError(
+                "privacy: sample_weighted weights a delta by its sample count (> 1), which "
+                "breaks the sensitivity bound C of the noised sum; set sample_weighted = false"
+            )
+
+    def check(self, version: int, base_version: int) -> None:
+        if self.privacy is not None:
+            self.privacy.check_open()
 
     @property
     def pending(self) -> int:
@@ -53,11 +74,18 @@ class FedBuff(Strategy):
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult:
         tau = version - update.base_version
         w = float(update.num_samples) if self.sample_weighted else 1.0
+        delta = update.delta
+        s_tau = self.staleness(tau)
+        if self.privacy is not None:
+            # DP: clip to C after decoding; s(tau) * w <= 1 keeps the sum's sensitivity at C
+            if s_tau * w > 1.0:
+                raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
+            delta = self.privacy.clip(delta)
         if self._sum is None:
             self._sum = np.zeros(model.shape[0], np.float32)
         # float32 throughout: a float64 buffer made the mixed-type add 3 ms per 1M-param update,
         # half of all ingest time; K <= ~100 float32 adds lose nothing a model notices
-        self._sum += update.delta * np.float32(self.staleness(tau) * w)
+        self._sum += delta * np.float32(s_tau * w)
         self._weight += w
         self._count += 1
         if self._count >= self.buffer_size:
@@ -67,7 +95,14 @@ class FedBuff(Strategy):
     def flush(self, model: np.ndarray, version: int) -> StepResult:
         if self._count == 0 or self._sum is None:
             return StepResult(model, version, stepped=False)
-        g = self._sum / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
+        total = self._sum
+        if self.privacy is not None:
+            noised = self.privacy.release(self._sum, version)  # S + noise, before dividing
+            if noised is None:  # the budget refuses this flush: drop the buffer, keep the model
+                self._sum, self._weight, self._count = None, 0.0, 0
+                return StepResult(model, version, stepped=False)
+            total = noised
+        g = total / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
         if self.momentum > 0.0:
             if self._velocity is None:
                 self._velocity = np.zeros_like(g)
@@ -83,6 +118,8 @@ class FedBuff(Strategy):
             state["sum"] = self._sum.copy()
         if self._velocity is not None:
             state["velocity"] = self._velocity.copy()
+        if self.privacy is not None:
+            state.update(self.privacy.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -90,3 +127,4 @@ class FedBuff(Strategy):
         self._count = int(state.get("count", 0))
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
         self._velocity = as_array(state, "velocity", np.float32) if "velocity" in state else None
+        load_privacy_state(self.privacy, state)
