@@ -11,6 +11,15 @@
     degree = 0                      SecAgg+ neighbourhood degree (0 = complete graph)
     noise_std = 0.0                 distributed Skellam noise on each cohort sum (each member adds
                                     its share before masking; protocol/secagg/noise.py)
+    noise_delta = 1e-5              delta at which the log reports the noise's epsilon
+
+With noise_std > 0 every applied cohort is accounted by the dp branch's accountant
+(server/privacy/accountant.py, dp-accounting) as one Gaussian mechanism with noise multiplier
+    sigma_eff / (clip + sqrt(kept) / scale),   sigma_eff = noise_std * sqrt(counted / members)
+(the survivors' shares only; the sensitivity includes stochastic rounding), composed over
+cohorts at the smallest multiplier so far (an upper bound). Skellam is accounted as the Gaussian
+of the same variance, which Agarwal et al. (2021) show is tight up to a small additive term in
+RDP; that approximation, and q = 1 (no sampling amplification), are stated, not hidden.
     join_timeout_s = 30             an open cohort closes this long after its first join
     phase_timeout_s = 60            each later phase proceeds with whoever answered in time
 
@@ -58,6 +67,7 @@ class SecAggSettings:
     kept_fraction: float = 1.0
     degree: int = 0
     noise_std: float = 0.0
+    noise_delta: float = 1e-5
     join_timeout_s: float = 30.0
     phase_timeout_s: float = 60.0
 
@@ -89,6 +99,7 @@ def parse_secagg_settings(doc: Mapping[str, Any]) -> SecAggSettings:
         "clip": (int, float),
         "kept_fraction": (int, float),
         "noise_std": (int, float),
+        "noise_delta": (float,),
         "join_timeout_s": (int, float),
         "phase_timeout_s": (int, float),
     }
@@ -102,6 +113,8 @@ def parse_secagg_settings(doc: Mapping[str, Any]) -> SecAggSettings:
     settings = SecAggSettings(**{**defaults.__dict__, **values})
     if settings.join_timeout_s <= 0 or settings.phase_timeout_s <= 0:
         raise ConfigError("secure_aggregation: timeouts must be > 0")
+    if not 0.0 < settings.noise_delta < 1.0:
+        raise ConfigError("secure_aggregation.noise_delta: must be in (0, 1)")
     try:  # the same checks the cohorts apply, now, with the key names
         settings.cohort_config(_PROBE)
     except (ValueError, SecAggError) as exc:
@@ -125,6 +138,31 @@ class CohortRunner:
         self._phase_since: dict[bytes, tuple[CohortPhase, float]] = {}
         self.completed = 0
         self.abandoned = 0
+        self.noise_multipliers: list[float] = []  # one per applied cohort with noise
+
+    def epsilon(self) -> float | None:
+        """epsilon at `noise_delta` of the distributed noise over every applied cohort so far."""
+        if not self.noise_multipliers:
+            return None
+        from server.privacy.accountant import epsilon
+
+        steps = len(self.noise_multipliers)
+        return epsilon(min(self.noise_multipliers), steps, self.settings.noise_delta)
+
+    def _account(self, cohort: ServerCohort) -> None:
+        view, result = cohort.view, cohort.result
+        if self.settings.noise_std <= 0 or view is None or result is None:
+            return
+        a = view.announce
+        sigma = self.settings.noise_std * (len(result.members) / len(a.members)) ** 0.5
+        sensitivity = a.clip + a.kept**0.5 / view.scale  # clip, then rounding up to 1 per coord
+        self.noise_multipliers.append(sigma / sensitivity)
+        _log.info(
+            "secagg distributed noise: epsilon %.3f at delta %g after %d cohorts",
+            self.epsilon(),
+            self.settings.noise_delta,
+            len(self.noise_multipliers),
+        )
 
     def _new_cohort(self, version: int) -> ServerCohort:
         cohort = ServerCohort(self.config, os.urandom(16), version, os.urandom(32))
@@ -207,6 +245,7 @@ class CohortRunner:
                     r.cohort_id, r.base_version, r.mean, r.num_samples, len(r.members)
                 )
                 self.completed += 1
+                self._account(cohort)
                 _log.info(
                     "cohort %s: sum of %d members unmasked (excluded %s)",
                     r.cohort_id.hex()[:8],

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from protocol.errors import ConfigError
+from protocol.secagg import fixedpoint
 from protocol.secagg.device import DeviceSession
 from protocol.secagg.messages import (
     AnyUp,
@@ -167,3 +168,34 @@ def test_secure_aggregation_refused_with_a_shared_group(tmp_path: Path) -> None:
     del doc["broker"]
     with pytest.raises(ConfigError, match="secure_aggregation"):
         parse_config(doc, tmp_path)
+
+
+def test_distributed_noise_is_accounted_with_the_dp_accountant() -> None:
+    from server.privacy.accountant import epsilon
+
+    settings = SecAggSettings(
+        True,
+        cohort_size=4,
+        min_size=3,
+        clip=1.0,
+        noise_std=2.0,
+        join_timeout_s=10,
+        phase_timeout_s=20,
+    )
+    runner = CohortRunner(settings, M)
+    assert runner.epsilon() is None
+    spent = []
+    for round_ in range(2):
+        ids = [f"r{round_}d{i}" for i in range(4)]
+        fleet = _Fleet(runner, ids, set())
+        for d in ids:
+            fleet.deliver(runner.handle(d, encode(fleet.sessions[d].join()), 0.0, 7), 0.0)
+        [(_, record)] = runner.finished()
+        assert record is not None
+        spent.append(runner.epsilon())
+    view_scale = fixedpoint.scale_for(32, 1.0, 4, 2.0)
+    multiplier = 2.0 / (1.0 + 8**0.5 / view_scale)  # every member counted; kept = 8 params
+    assert runner.noise_multipliers == pytest.approx([multiplier, multiplier])
+    assert spent[1] == pytest.approx(epsilon(multiplier, 2, 1e-5))
+    first, second = spent
+    assert first is not None and second is not None and 0 < first < second  # composition
