@@ -165,18 +165,24 @@ def _epsilon_cell(r: dict[str, Any]) -> str:
     )
 
 
+_QUIET = ("agent", "server", "transport", "amqtt", "transitions", "fleet.embedded_broker")
+
+
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
-    console = console or Console(highlight=False)
+    # quiet_logs silences the packages' loggers for the run only: left at ERROR, they would
+    # swallow the warnings of everything else in the process after the demo (tests' caplog)
+    saved = {name: logging.getLogger(name).level for name in _QUIET}
     if options.quiet_logs:
-        for name in (
-            "agent",
-            "server",
-            "transport",
-            "amqtt",
-            "transitions",
-            "fleet.embedded_broker",
-        ):
+        for name in _QUIET:
             logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return _run_demo(options, console or Console(highlight=False))
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
     try:
         parse_codec_arg(options.codec)
     except FleetlearnError as exc:
