@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from agent.backend import provider_name
+from agent.secagg import SecAggAgentSettings
 from protocol.errors import ConfigError, FleetlearnError
 from protocol.topics import validate_device_id, validate_fleet, validate_model_id
 
@@ -116,6 +117,7 @@ class AgentConfig:
     trainer_backend: str = "onnxruntime"
     # ORT execution providers, most preferred first ([trainer] providers); CPU is the last resort
     trainer_providers: tuple[str, ...] = ("cpu",)
+    secure_aggregation: SecAggAgentSettings = field(default_factory=SecAggAgentSettings)
 
 
 class _Table:
@@ -324,6 +326,12 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
     personal_t = t.table("personal")
     personal = PersonalSettings(enabled=personal_t.flag("enabled", False))
     personal_t.finish()
+    sa_t = t.table("secure_aggregation")
+    secure = SecAggAgentSettings(
+        enabled=sa_t.flag("enabled", False),
+        cohort_timeout_s=sa_t.number("cohort_timeout_s", 300.0, lo=1.0),
+    )
+    sa_t.finish()
     cfg = AgentConfig(
         device_id=device_id,
         fleet=fleet,
@@ -339,6 +347,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
         personal=personal,
         trainer_backend=backend,
         trainer_providers=tuple(providers),
+        secure_aggregation=secure,
     )
     t.finish()
     return cfg

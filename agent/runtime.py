@@ -30,6 +30,8 @@ from agent.config import AgentConfig, PartialWork
 from agent.link import Link
 from agent.personal import ModelKind, PersonalModels
 from agent.policy import Decision, decide
+from agent.secagg import SecureRounds
+from agent.secagg_turn import secure_turn
 from agent.state import AgentState, StateMachine
 from agent.store import StateStore
 from agent.trainer import TrainConfig, Trainer, TrainResult
@@ -117,6 +119,16 @@ class AgentRuntime:
         self.round_seconds: list[float] = []  # wall time of each committed round
         self.bytes_published = 0  # update payload bytes handed to the link, re-sends included
         self._should_exit: Callable[[], bool] = lambda: False
+        self.secure: SecureRounds | None = None  # secure aggregation (agent/secagg.py)
+        if config.secure_aggregation.enabled:
+            self.secure = SecureRounds(
+                config.secure_aggregation,
+                fleet=config.fleet,
+                device_id=config.device_id,
+                model_id=config.model_id,
+                publish=lambda t, p: self.link.publish(t, p, 1, False),
+                clock=clock,
+            )
 
     @property
     def state(self) -> AgentState:
@@ -126,6 +138,8 @@ class AgentRuntime:
     def start(self) -> None:
         self.link.subscribe(self._offer_topic, qos=OFFER_QOS)
         self.link.subscribe(self._ack_topic, qos=1)
+        if self.secure is not None:
+            self.link.subscribe(self.secure.topic_down, qos=1)
         pending = self.store.pending_seqs()
         if pending:
             _log.info("outbox holds %d update(s) from before: seq %s", len(pending), pending)
@@ -178,6 +192,8 @@ class AgentRuntime:
                 self._on_offer(payload)
             elif topic == self._ack_topic:
                 self._on_ack(payload)
+            elif self.secure is not None and topic == self.secure.topic_down:
+                self.secure.on_message(payload)
             else:
                 _log.debug("ignoring message on unexpected topic %s", topic)
         except ProtocolError as exc:
@@ -200,6 +216,8 @@ class AgentRuntime:
             return
         base = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
         self.offer, self.base = offer, base
+        if self.secure is not None:
+            self.secure.remember(offer.version, base)
         _log.info("new global model v%d (fedprox_mu=%g)", offer.version, offer.fedprox_mu)
         if self.models is not None:
             self._save_model(ModelKind.GLOBAL, base, offer.version)
@@ -290,6 +308,8 @@ class AgentRuntime:
         return self.clock() - last >= self.config.training.min_retrain_interval_s
 
     def _maybe_train(self) -> None:
+        if self.secure is not None and secure_turn(self):
+            return
         if self.store.pending_seqs():
             self.machine.to(AgentState.UPLOADING, "waiting for ack")
             return
@@ -305,7 +325,10 @@ class AgentRuntime:
         self.machine.to(AgentState.WAITING_FOR_CONDITIONS)
         self.machine.to(AgentState.TRAINING, f"v{self.offer.version}")
         self._publish_status(force=True)
-        self._train_round()
+        if self.secure is not None:
+            self.secure.join()  # trains once the cohort announces its version
+        else:
+            self._train_round()
 
     def _planned_steps(self) -> int:
         tr = self.config.training
@@ -313,22 +336,26 @@ class AgentRuntime:
             return tr.steps
         return (tr.epochs or 1) * math.ceil(len(self.train_y) / tr.batch_size)
 
-    def _train_round(self) -> None:
-        assert self.offer is not None and self.base is not None
-        offer, base, tr = self.offer, self.base, self.config.training
-        t0 = time.perf_counter()
-        mu = offer.fedprox_mu if offer.fedprox_mu > 0 else tr.fedprox_mu  # the offer overrides
+    def _train_from(self, base: np.ndarray, version: int, offer_mu: float) -> TrainResult:
+        tr = self.config.training
+        mu = offer_mu if offer_mu > 0 else tr.fedprox_mu  # the offer overrides
         cfg = TrainConfig(
             epochs=tr.epochs,
             steps=tr.steps,
             batch_size=tr.batch_size,
             prox_mu=mu,
-            seed=offer.version,
+            seed=version,
         )
         self.trainer.set_weights(base)
-        result = self.trainer.train(
+        return self.trainer.train(
             self.train_x, self.train_y, cfg, lambda: not self._read_decision().eligible
         )
+
+    def _train_round(self) -> None:
+        assert self.offer is not None and self.base is not None
+        offer, base = self.offer, self.base
+        t0 = time.perf_counter()
+        result = self._train_from(base, offer.version, offer.fedprox_mu)
         if result.stopped_early and not self._keep_partial(result):
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))
             return
@@ -366,8 +393,13 @@ class AgentRuntime:
         self.store.commit(seq, offer.version, data, residual_before, residual_after, self.clock())
         _log.info(
             "round on v%d: %d steps, loss %.4f, %.2fs; update seq %d (%d bytes) in outbox",
-            offer.version, result.steps, result.mean_loss, result.seconds, seq, len(data),
-        )  # fmt: skip
+            offer.version,
+            result.steps,
+            result.mean_loss,
+            result.seconds,
+            seq,
+            len(data),
+        )
 
     def _save_model(self, kind: ModelKind, weights: np.ndarray, version: int) -> None:
         assert self.models is not None

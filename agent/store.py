@@ -153,6 +153,12 @@ class StateStore:
             self._progress_path, {"trained_version": base_version, "trained_at": created_at}
         )
 
+    def record_secure_round(self, base_version: int, residual: np.ndarray, at: float) -> None:
+        """A secure-aggregation round the server applied: it never sat in the outbox (a cohort is
+        live, there is nothing to re-send), so only the residual and the progress advance."""
+        atomic_write_bytes(self._residual_path, npy_bytes(residual.astype(np.float32, copy=False)))
+        atomic_write_json(self._progress_path, {"trained_version": base_version, "trained_at": at})
+
     def pending(self) -> list[OutboxEntry]:
         """Committed, unacknowledged updates, oldest first."""
         return [self.entry(seq) for seq in self._pending_seqs()]

@@ -9,6 +9,7 @@ import numpy as np
 
 from agent.trainer import TrainResult
 from protocol.error_feedback import compress_with_feedback
+from protocol.errors import ProtocolError, Reason
 from protocol.messages import ClientUpdate, EncodedVector, ModelOffer
 
 __all__ = ["build_update"]
@@ -30,10 +31,15 @@ def build_update(
     base, result.weights, residual: (n_params,) float32. ``delta = trained - base``; what the
     codec drops of ``delta + residual`` becomes the new residual (error feedback).
     ``num_samples`` is the number of distinct local examples the round saw (a partial round saw
-    fewer), never more than the device holds: the server weights by it.
+    fewer), never more than the device holds: the server weights by it. When the offer carries
+    a DP clip norm, the decoded delta's L2 norm is at most that (the server clips again anyway).
     """
     delta = (result.weights - base).astype(np.float32)  # (n_params,) float32
-    payload, residual_after = compress_with_feedback(delta, residual, codec)
+    # Under differential privacy the offer names the clip norm C: the sent delta stays within it
+    clip = offer.privacy.get("clip_norm")
+    if clip is not None and not clip > 0:
+        raise ProtocolError(Reason.FIELD, f"offer v{offer.version}: DP clip_norm {clip} <= 0")
+    payload, residual_after = compress_with_feedback(delta, residual, codec, max_norm=clip)
     update = ClientUpdate(
         model_id=offer.model_id,
         base_version=offer.version,

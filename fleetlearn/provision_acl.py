@@ -45,26 +45,32 @@ def _device_topic(fleet: str, device: str, kind: topics.DeviceTopicKind) -> str:
 
 
 def device_grants(fleet: str, device: str) -> list[Grant]:
-    """A device writes only its own update and status, reads only its own ack and the offers."""
+    """A device writes only its own update, status and secure-aggregation messages, reads only
+    its own ack, its own cohort messages and the offers."""
     if device != DEVICE_PLACEHOLDER:
         topics.validate_device_id(device)
     kinds = topics.DeviceTopicKind
     return [
         Grant("write", _device_topic(fleet, device, kinds.UPDATE)),
         Grant("write", _device_topic(fleet, device, kinds.STATUS)),
+        Grant("write", _device_topic(fleet, device, kinds.SECAGG_UP)),
         Grant("read", _device_topic(fleet, device, kinds.ACK)),
+        Grant("read", _device_topic(fleet, device, kinds.SECAGG_DOWN)),
         Grant("read", topics.global_model_subscription(fleet)),
     ]
 
 
 def server_grants(fleet: str) -> list[Grant]:
-    """An aggregator reads updates and status, writes acks and offers. It may also write update
-    and status topics, only to clear what a device left retained there (issue 15)."""
+    """An aggregator reads updates, status and secagg_up, writes acks, secagg_down and offers.
+    It may also write update and status topics, only to clear what a device left retained there
+    (issue 15)."""
     kinds = topics.DeviceTopicKind
     return [
         Grant("readwrite", topics.device_subscription(fleet, kinds.UPDATE)),
         Grant("readwrite", topics.device_subscription(fleet, kinds.STATUS)),
         Grant("write", topics.device_subscription(fleet, kinds.ACK)),
+        Grant("read", topics.device_subscription(fleet, kinds.SECAGG_UP)),
+        Grant("write", topics.device_subscription(fleet, kinds.SECAGG_DOWN)),
         # readwrite: a restarted server reads back its own retained offer
         Grant("readwrite", topics.global_model_subscription(fleet)),
     ]
@@ -106,14 +112,16 @@ def render_acl(
     ]
     for fleet in fleets:
         lines += [
-            f"# fleet {fleet}: every client writes only its own update and status, reads only",
-            "# its own ack and the global model offers",
+            f"# fleet {fleet}: every client writes only its own update, status and secure-",
+            "# aggregation messages, reads only its own ack, its own cohort messages and the",
+            "# global model offers",
             *(f"pattern {g.access} {g.topic}" for g in device_grants(fleet, DEVICE_PLACEHOLDER)),
             "",
         ]
     for user in server_users:
         topics.validate_device_id(user)  # same charset rules: no ACL wildcards in a username
-        lines.append(f"# aggregator {user}: reads updates and status, writes offers and acks")
+        lines.append(f"# aggregator {user}: reads updates, status and secagg_up;")
+        lines.append("# writes offers, acks and secagg_down")
         lines.append(f"user {user}")
         for fleet in fleets:
             lines += [f"topic {g.access} {g.topic}" for g in server_grants(fleet)]

@@ -48,6 +48,7 @@ class Reason(StrEnum):
     FUTURE = "future"  # base version newer than the server's
     REPLAY = "replay"  # sequence number already seen or out of order
     RATE_LIMITED = "rate_limited"  # this device sent faster than its limit; re-send later
+    PRIVACY_BUDGET = "privacy_budget"  # the DP budget is spent: training has stopped
     INTERNAL = "internal"  # the server failed; the device should retry later
 
 

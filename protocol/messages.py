@@ -76,6 +76,8 @@ class ModelOffer:
     created_at: float  # unix seconds
     fedprox_mu: float = 0.0  # proximal hint for devices; 0 = plain local training
     signature: bytes = b""  # Ed25519 over offer_signing_bytes()
+    # DP guarantee of these weights (epsilon, delta, clip_norm, ...; signed); {} = no DP
+    privacy: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +239,7 @@ def _offer_body(offer: ModelOffer) -> dict[str, Any]:
         "weights": _vector_to_wire(offer.weights),
         "created_at": offer.created_at,
         "fedprox_mu": offer.fedprox_mu,
-    }
+    } | ({"privacy": offer.privacy} if offer.privacy else {})
 
 
 def offer_signing_bytes(offer: ModelOffer) -> bytes:
@@ -279,6 +281,7 @@ def decode_offer(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mod
         created_at=_get_float(doc, "created_at", "model_offer"),
         fedprox_mu=mu,
         signature=_get(doc, "signature", bytes, "model_offer"),
+        privacy=_metrics(doc.get("privacy", {}), "model_offer.privacy"),
     )
 
 

@@ -4,6 +4,8 @@
     fl/<fleet>/device/<device_id>/update     ClientUpdate (device -> server)
     fl/<fleet>/device/<device_id>/ack        Ack (server -> device)
     fl/<fleet>/device/<device_id>/status     retained DeviceStatus + last will (device)
+    fl/<fleet>/device/<device_id>/secagg_up  secure-aggregation messages (device -> server)
+    fl/<fleet>/device/<device_id>/secagg_down  cohort messages addressed to this device only
 
 The broker's ACL makes the topic the identity: the server trusts the device id in the topic, and
 rejects a payload whose own device id disagrees.
@@ -27,6 +29,8 @@ __all__ = [
     "global_model_topic",
     "parse_device_topic",
     "parse_global_model_topic",
+    "secagg_down_topic",
+    "secagg_up_topic",
     "shared_update_subscription",
     "status_topic",
     "update_subscription",
@@ -48,6 +52,8 @@ class DeviceTopicKind(StrEnum):
     UPDATE = "update"
     ACK = "ack"
     STATUS = "status"
+    SECAGG_UP = "secagg_up"
+    SECAGG_DOWN = "secagg_down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,14 @@ def ack_topic(fleet: str, device_id: str) -> str:
 
 def status_topic(fleet: str, device_id: str) -> str:
     return _device_topic(fleet, device_id, DeviceTopicKind.STATUS)
+
+
+def secagg_up_topic(fleet: str, device_id: str) -> str:
+    return _device_topic(fleet, device_id, DeviceTopicKind.SECAGG_UP)
+
+
+def secagg_down_topic(fleet: str, device_id: str) -> str:
+    return _device_topic(fleet, device_id, DeviceTopicKind.SECAGG_DOWN)
 
 
 def device_subscription(fleet: str, kind: DeviceTopicKind) -> str:

@@ -31,7 +31,14 @@ import numpy as np
 from protocol.errors import FleetlearnError, ProtocolError, Reason
 from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
 from protocol.signing import load_private_key, sign_offer
-from protocol.topics import DeviceTopicKind, ack_topic, global_model_topic, parse_device_topic
+from protocol.topics import (
+    DeviceTopicKind,
+    ack_topic,
+    device_subscription,
+    global_model_topic,
+    parse_device_topic,
+    secagg_down_topic,
+)
 from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
 from server.core import Outcome, ServerCore
@@ -40,6 +47,8 @@ from server.ingest import warm_up
 from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
 from server.status_guard import status_is_acceptable
+from server.privacy import PrivacyStatus
+from server.secagg import CohortRunner
 from server.strategies import make_strategy
 from server.subscriptions import plan_subscriptions, remember_subscriptions
 from transport import IncomingMessage, MqttLink, PublishHandle
@@ -69,6 +78,7 @@ class ServerStatus:
     counts: dict[str, int]  # accepted and rejected-by-reason
     last_eval: EvalResult | None
     pending: int  # updates buffered in the strategy
+    privacy: PrivacyStatus | None = None  # epsilon spent, budget, exhausted; None = no DP
 
 
 class ServerApp:
@@ -88,7 +98,11 @@ class ServerApp:
         except OSError as exc:
             raise FleetlearnError(f"signing_key {config.signing_key}: {exc}") from exc
         strategy = make_strategy(
-            config.strategy, config.strategy_params, config.staleness or None, config.robust
+            config.strategy,
+            config.strategy_params,
+            config.staleness or None,
+            config.robust,
+            privacy=config.privacy,
         )
         self.core = ServerCore(
             manifest,
@@ -116,6 +130,8 @@ class ServerApp:
         self._committed_version = 0
         self.error: BaseException | None = None  # set if the worker died
         self.offers_published = 0  # full offers sent (each goes to every device)
+        sa = config.secure_aggregation
+        self.secagg = CohortRunner(sa, manifest) if sa.enabled else None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -124,6 +140,7 @@ class ServerApp:
         warm_up()  # load the fused-ingest kernels now, not while the first device waits
         self._committed_version = report.version
         self.metrics.version.set(report.version)
+        self.metrics.set_privacy(self._privacy_status())
         if self.config.metrics is not None:
             self.metrics_port = self.metrics.serve(
                 self.config.metrics.address, self.config.metrics.port
@@ -138,6 +155,10 @@ class ServerApp:
             self._link.unsubscribe(topic_filter)
         for topic_filter, qos in plan.wanted:
             self._link.subscribe(topic_filter, qos)
+        if self.secagg is not None:  # cohort messages: one server instance owns a cohort
+            self._link.subscribe(
+                device_subscription(self.config.fleet, DeviceTopicKind.SECAGG_UP), 1
+            )
         remember_subscriptions(self.config.state_dir, plan)
         self._link.start()
         self._publish(self._clock())
@@ -183,7 +204,12 @@ class ServerApp:
                 self.metrics.counts(),
                 self._last_eval,
                 self.core.strategy.pending,
+                self._privacy_status(),
             )
+
+    def _privacy_status(self) -> PrivacyStatus | None:
+        mechanism = self.core.strategy.privacy
+        return None if mechanism is None else mechanism.status()
 
     def published_model(self) -> tuple[int, np.ndarray] | None:
         with self._lock:
@@ -243,7 +269,9 @@ class ServerApp:
                 outcomes.append(outcome)
         now = self._clock()
         self.core.tick(now)
+        finished = self._secagg_apply(now)
         self.core.commit()  # durable from here on: Acks and offers may leave
+        self._secagg_send(finished)
         for outcome in outcomes:
             self._link.publish(
                 ack_topic(self.config.fleet, outcome.device_id), encode_ack(outcome.ack), qos=1
@@ -260,6 +288,7 @@ class ServerApp:
             self._committed_version = self.core.version
             self._version_changed.notify_all()
         self.metrics.version.set(self.core.version)
+        self.metrics.set_privacy(self._privacy_status())
         self._maybe_publish(now)
         self.core.maybe_checkpoint()
 
@@ -272,6 +301,11 @@ class ServerApp:
             return None
         if topic.fleet != self.config.fleet or not message.payload:
             return None  # (an empty payload is a clear of a retained message, ours included)
+        if topic.kind is DeviceTopicKind.SECAGG_UP and self.secagg is not None:
+            published = self._published[0] if self._published else self.core.version
+            out = self.secagg.handle(topic.device_id, message.payload, self._clock(), published)
+            self._secagg_send(out)
+            return None
         if topic.kind is DeviceTopicKind.STATUS:
             if not status_is_acceptable(message.payload):
                 self._clear_retained(message.topic, "oversized or invalid status")
@@ -288,6 +322,28 @@ class ServerApp:
         _log.warning("%s on %s: clearing it", why, topic[:120])
         self.metrics.count_rejected(Reason.FIELD)
         self._link.publish(topic, b"", qos=1, retain=True)
+
+    # --- secure aggregation (server/secagg.py) ------------------------------------------------
+
+    def _secagg_apply(self, now: float) -> list[tuple[str, bytes]]:
+        """Deadlines, then each unmasked cohort sum enters the log and the strategy (not yet
+        durable); returns the messages to send once committed."""
+        if self.secagg is None:
+            return []
+        published = self._published[0] if self._published else self.core.version
+        out = self.secagg.tick(now, published)
+        for cohort, record in self.secagg.finished():
+            if record is not None and cohort.result is not None:
+                tau = self.core.version - cohort.result.base_version
+                self.core.submit_cohort(record)
+                out += self.secagg.results(cohort, self.core.version)
+                for _ in cohort.result.members:  # each counted member's update was accepted
+                    self.metrics.count_accepted(tau)
+        return out
+
+    def _secagg_send(self, out: list[tuple[str, bytes]]) -> None:
+        for device_id, payload in out:
+            self._link.publish(secagg_down_topic(self.config.fleet, device_id), payload, qos=1)
 
     # --- publishing ---------------------------------------------------------------------------
 
@@ -308,6 +364,7 @@ class ServerApp:
 
     def _publish(self, now: float) -> None:
         model, version = self.core.model.copy(), self.core.version  # committed: called after sync
+        privacy = self._privacy_status()
         offer = ModelOffer(
             model_id=self.core.manifest.model_id,
             version=version,
@@ -315,6 +372,7 @@ class ServerApp:
             weights=encode_vector(model, {"name": self.config.publish.codec}),
             created_at=time.time(),
             fedprox_mu=float(self.core.strategy.fedprox_mu),
+            privacy=privacy.offer_fields() if privacy is not None else {},
         )
         self._link.publish(
             self._topic, encode_offer(sign_offer(offer, self._key)), qos=1, retain=True

@@ -21,6 +21,9 @@
                  codec = "float32" | "float16"
     [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
     [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
+    [secure_aggregation]  enabled = false, cohort_size, ... (server/secagg.py)
+    [privacy]    epsilon, delta, noise_multiplier | planned_flushes, clip_norm, adaptive_clip, ...
+                 (server/privacy/config.py; omit the table = no differential privacy)
 
 Relative paths are resolved against the config file's folder.
 """
@@ -39,6 +42,8 @@ from protocol.errors import ConfigError
 from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES
 from protocol.topics import validate_fleet
 from server.admission import AdmissionLimits, NormAction
+from server.privacy import PrivacyConfig, parse_privacy
+from server.secagg import SecAggSettings, parse_secagg_settings
 from transport import BrokerConfig
 
 __all__ = [
@@ -97,6 +102,8 @@ class ServerConfig:
     metrics: MetricsConfig | None = None
     test_data: Path | None = None
     shared_group: str = ""  # "" = plain subscription; else $share/<group>/... (MQTT v5)
+    secure_aggregation: SecAggSettings = field(default_factory=SecAggSettings)
+    privacy: PrivacyConfig | None = None  # user-level differential privacy; None = off
 
 
 def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -261,6 +268,8 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         "publish",
         "durability",
         "metrics",
+        "secure_aggregation",
+        "privacy",
     }
     _unknown(doc, top, "")
     fleet = _str(doc, "fleet", "")
@@ -279,7 +288,8 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     robust = strat.pop("robust", {})
     if not isinstance(robust, dict):
         raise ConfigError("strategy.robust: must be a table")
-    make_strategy(name, strat, staleness or None, robust)
+    privacy = parse_privacy(_table(doc, "privacy")) if "privacy" in doc else None
+    make_strategy(name, strat, staleness or None, robust, privacy=privacy)
 
     pub = _table(doc, "publish")
     _unknown(pub, {"every_versions", "every_seconds", "min_interval_seconds", "codec"}, "publish.")
@@ -312,6 +322,12 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         metrics = MetricsConfig(
             _str(m, "address", "metrics.", "127.0.0.1"), _int(m, "port", "metrics.", 9100, 0)
         )
+    secure = parse_secagg_settings(_table(doc, "secure_aggregation"))
+    if secure.enabled and group:
+        raise ConfigError(
+            "secure_aggregation.enabled: not with broker.shared_group (a cohort's state lives in "
+            "one server instance; every instance would run every cohort)"
+        )
     return ServerConfig(
         fleet=fleet,
         artifacts=_path(base_dir, doc.get("artifacts"), "artifacts"),
@@ -328,6 +344,8 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         metrics=metrics,
         test_data=_path(base_dir, doc["test_data"], "test_data") if "test_data" in doc else None,
         shared_group=group,
+        secure_aggregation=secure,
+        privacy=privacy,
     )
 
 

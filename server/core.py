@@ -44,6 +44,7 @@ from server.durability import (
 )
 from server.faults import fault_point
 from server.rate_limit import DeviceRateLimiter
+from server.secagg_apply import apply_cohort
 from server.strategies.base import Strategy
 
 __all__ = ["Outcome", "RecoveryReport", "ServerCore"]
@@ -194,6 +195,8 @@ class ServerCore:
             result = self.strategy.apply_contribution(self._model, self._version, update)
             self._sequences[msg.device_id] = (msg.seq, str(rec["digest"]))
             self._note_applied(msg.device_id, msg.seq)
+        elif kind == "c":  # a secure-aggregation cohort's unmasked mean (server/secagg.py)
+            result = apply_cohort(self.strategy, self._model, self._version, rec, self.manifest)
         else:
             raise DataError(f"{self.log_dir}: unknown log record kind {kind!r}")
         self._model, self._version = result.model, result.version
@@ -253,6 +256,16 @@ class ServerCore:
         fault_point("core.applied")
         ack = Ack(device_id, msg.seq, True, Reason.OK, self._version)
         return Outcome(device_id, ack, staleness=admitted.staleness, stepped=result.stepped)
+
+    def submit_cohort(self, record: dict[str, object]) -> bool:
+        """Log and apply one cohort's unmasked mean as one buffer (`cohort_record`); commit."""
+        log = self._require_log()
+        record = {**record, "v": self._version}
+        log.append(msgpack.packb(record, use_bin_type=True))
+        result = apply_cohort(self.strategy, self._model, self._version, record, self.manifest)
+        self._model, self._version = result.model, result.version
+        self._counters.since_checkpoint += 1
+        return result.stepped
 
     def tick(self, now: float) -> bool:
         """Let time-driven strategies step (FedAvg deadline); a step is logged. Commit after."""

@@ -7,6 +7,8 @@ fleetlearn_model_version                          gauge
 fleetlearn_ingest_seconds                         histogram: receive -> Ack sent (incl. fsync)
 fleetlearn_eval_accuracy / _macro_f1 / _loss      gauges, last evaluation of the global model
 fleetlearn_eval_version                           gauge, the version last evaluated
+fleetlearn_dp_epsilon_spent / _epsilon_budget     gauges, differential privacy (when configured)
+fleetlearn_dp_delta / _noise_multiplier / _clip_norm / _flushes / _budget_exhausted   gauges
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from protocol.errors import Reason
+from server.privacy import PrivacyStatus
 
 __all__ = ["ServerMetrics"]
 
@@ -52,6 +55,18 @@ class ServerMetrics:
         self.eval_f1 = Gauge("fleetlearn_eval_macro_f1", "Last eval macro-F1", registry=r)
         self.eval_loss = Gauge("fleetlearn_eval_loss", "Last eval loss", registry=r)
         self.eval_version = Gauge("fleetlearn_eval_version", "Version last evaluated", registry=r)
+        self.dp = {
+            key: Gauge(f"fleetlearn_dp_{key}", text, registry=r)
+            for key, text in (
+                ("epsilon_spent", "DP epsilon spent by the released models"),
+                ("epsilon_budget", "DP epsilon budget"),
+                ("delta", "DP delta"),
+                ("noise_multiplier", "DP noise multiplier sigma"),
+                ("clip_norm", "DP clip norm C for the next flush"),
+                ("flushes", "DP noised releases so far"),
+                ("budget_exhausted", "1 when the DP budget allows no further flush"),
+            )
+        }
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {"accepted": 0}
         self._server: Any = None
@@ -62,6 +77,21 @@ class ServerMetrics:
             self.staleness.observe(staleness)
         with self._lock:
             self._counts["accepted"] += 1
+
+    def set_privacy(self, status: PrivacyStatus | None) -> None:
+        if status is None:
+            return
+        values = {
+            "epsilon_spent": status.epsilon_spent,
+            "epsilon_budget": status.epsilon_budget,
+            "delta": status.delta,
+            "noise_multiplier": status.noise_multiplier,
+            "clip_norm": status.clip_norm,
+            "flushes": status.flushes,
+            "budget_exhausted": float(status.exhausted),
+        }
+        for key, value in values.items():
+            self.dp[key].set(value)
 
     def count_rejected(self, reason: Reason) -> None:
         self.rejected.labels(reason=reason.value).inc()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fleet.privacy_args import add_privacy_arguments, privacy_table
 from protocol.errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
@@ -74,10 +75,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="data split and device lives")
     parser.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="devices join cohorts and mask their updates; the server sees only cohort sums",
+    )
+    parser.add_argument(
         "--compare",
         action="store_true",
         help="run sync FedAvg, then --strategy, on the same fleet; plot both",
     )
+    add_privacy_arguments(parser)
     _add_attack_arguments(parser)
 
 
@@ -114,6 +121,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--attackers {args.attackers}: a share in [0, 1)")
     if (args.attackers > 0) != (args.attack is not None):
         raise ConfigError("--attackers FRACTION and --attack KIND go together")
+    privacy = privacy_table(args, args.devices)
+    if privacy is not None and args.strategy == "fedasync":
+        raise ConfigError(
+            "--dp-epsilon: FedAsync would noise every single update; use --strategy fedbuff "
+            "(or fedavg for DP-FedAvg)"
+        )
     options = DemoOptions(
         devices=args.devices,
         strategy=args.strategy,
@@ -133,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         attackers=args.attackers,
         attack=args.attack,
         defence=args.defence,
+        secure_aggregation=args.secure_aggregation,
+        privacy=privacy,
     )
     result = run_demo(options)
     return 130 if result.interrupted else 0

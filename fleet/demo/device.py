@@ -28,6 +28,7 @@ from fleet.demo.parts import AgentCounters, DeviceActivity
 from protocol.errors import ProtocolError, Reason
 from protocol.manifest import Manifest
 from protocol.messages import decode_ack
+from protocol.secagg.messages import payload_kind
 
 __all__ = ["DemoDevice", "DemoLink", "MqttLinkLike", "SlowTrainer"]
 
@@ -71,10 +72,15 @@ class DemoLink:
     """The agent's `Link`: a real MQTT link that a dropout can take away and give back."""
 
     def __init__(
-        self, make_link: Callable[[], MqttLinkLike], update_topic: str, ack_topic: str
+        self,
+        make_link: Callable[[], MqttLinkLike],
+        update_topic: str,
+        ack_topic: str,
+        secagg_topic: str = "",
     ) -> None:
         self._make_link = make_link
         self._update_topic = update_topic
+        self._secagg_topic = secagg_topic  # with --secure-aggregation: the masked update's topic
         self._ack_topic = ack_topic
         self._lock = threading.Lock()
         self._link: MqttLinkLike | None = None
@@ -133,6 +139,9 @@ class DemoLink:
             if topic == self._update_topic:
                 self.updates_sent += 1
                 self.update_bytes += len(payload)
+            elif topic == self._secagg_topic:  # keys, shares, reveals: the update's overhead
+                self.update_bytes += len(payload)
+                self.updates_sent += int(payload_kind(payload) == "secagg_masked")
         return handle
 
     def incoming(self) -> queue.Queue[Any]:

@@ -150,6 +150,7 @@ def run_fleet(
         # Read the counters before stopping: a stopped part may forget them.
         accepted = server.accepted() if server else 0
         rejected = dict(server.rejected()) if server else {}
+        privacy = server.privacy() if server else None
         counters = {a.device_id: a.counters() for a in agents}
     finally:
         for a in agents:  # all at once: twenty agents then finish their turn in parallel
@@ -192,4 +193,5 @@ def run_fleet(
         updates_sent=sum(c.updates_sent for c in counters.values()),
         devices=devices,
         broker_url=broker_url,
+        privacy=privacy,
     )

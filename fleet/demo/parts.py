@@ -95,6 +95,8 @@ class ServerHandle(Protocol):
 
     def rejected(self) -> Mapping[str, int]: ...  # reason -> count
 
+    def privacy(self) -> Mapping[str, float] | None: ...  # DP: epsilon spent, ...; None = off
+
     def stop(self) -> None: ...
 
 

@@ -25,7 +25,7 @@ from fleet.demo.hostile import HostileTrainer
 from fleet.demo.parts import BrokerHandle, FleetSetup
 from fleet.embedded_broker import EmbeddedBroker
 from protocol.signing import load_public_key
-from protocol.topics import ack_topic, status_topic, update_topic
+from protocol.topics import ack_topic, secagg_up_topic, status_topic, update_topic
 from transport import BrokerConfig, MqttLink
 
 __all__ = ["AgentTuning", "ExternalBroker", "RealAgents", "start_broker"]
@@ -79,7 +79,14 @@ def start_broker(url: str | None) -> BrokerHandle:
 class RealAgents:
     """Builds real agent runtimes for a run; caches what all devices share."""
 
-    def __init__(self, tuning: AgentTuning, embedded: bool, broker_extra: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        tuning: AgentTuning,
+        embedded: bool,
+        broker_extra: dict[str, Any],
+        secure: bool = False,
+    ) -> None:
+        self.secure = secure  # --secure-aggregation
         self.tuning = tuning
         self.embedded = embedded
         self.broker_extra = broker_extra  # e.g. username/password/ca_file for --broker
@@ -116,6 +123,7 @@ class RealAgents:
                 "status_interval_s": 30.0,
             },
             "personal": {"enabled": False},
+            "secure_aggregation": {"enabled": self.secure, "cohort_timeout_s": 30.0},
         }
         config = parse_config(doc, setup.run_dir)
         data = load_device_data(Path(config.data_dir), artifacts.manifest)
@@ -142,6 +150,7 @@ class RealAgents:
             make_link,
             update_topic(setup.fleet, device_id),
             ack_topic(setup.fleet, device_id),
+            secagg_up_topic(setup.fleet, device_id) if self.secure else "",
         )
         runtime = AgentRuntime(
             config,

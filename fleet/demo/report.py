@@ -101,6 +101,7 @@ class RunReport:
     devices: tuple[DeviceParticipation, ...]
     broker_url: str = ""
     compare: Mapping[str, RunReport] = field(default_factory=dict)
+    privacy: Mapping[str, float] | None = None  # DP status of the final model; None = no DP
 
     @property
     def time_to_target_s(self) -> float | None:
@@ -138,6 +139,9 @@ class RunReport:
             "updates_sent": self.updates_sent,
             "timeline": [asdict(p) for p in self.timeline],
         }
+        if self.privacy is not None:
+            out["epsilon_spent"] = self.privacy["epsilon"]
+            out["privacy"] = dict(self.privacy)
         if self.compare:
             out["compare"] = {name: r.to_json() for name, r in self.compare.items()}
         return out

@@ -54,8 +54,10 @@ class DemoOptions:
     attackers: float = 0.0  # share of hostile devices (fleet/attacks.py)
     attack: str | None = None  # sign-flip | scale | noise | label-flip | backdoor
     defence: str = "default"  # server robust-aggregation preset (server/robust/presets.py)
+    secure_aggregation: bool = False  # cohorts + masked updates (server/secagg.py)
     agent_tuning: AgentTuning = field(default_factory=AgentTuning)
     server_tuning: ServerTuning = field(default_factory=ServerTuning)
+    privacy: dict[str, Any] | None = None  # the [privacy] table for the server; None = no DP
     quiet_logs: bool = True  # agents log every round; the live display is the demo's voice
 
 
@@ -76,7 +78,9 @@ class _Parts:
             extra["password"] = options.broker_password
         if options.broker_ca:
             extra["ca_file"] = options.broker_ca
-        self._agents = RealAgents(options.agent_tuning, options.broker is None, extra)
+        self._agents = RealAgents(
+            options.agent_tuning, options.broker is None, extra, options.secure_aggregation
+        )
         self._options = options
         self._strategy = strategy
         self._extra = extra
@@ -91,6 +95,8 @@ class _Parts:
             self._options.server_tuning,
             self._options.broker is None,
             self._extra,
+            self._options.privacy,
+            secure=self._options.secure_aggregation,
         )
 
     def start_agent(self, setup: FleetSetup, index: int, broker_url: str) -> AgentHandle:
@@ -147,22 +153,40 @@ def _summary(console: Console, report: RunReport, report_path: Path, plot_path: 
         lambda r: f"{format_bytes(r['uplink_bytes'])} / {format_bytes(r['downlink_bytes'])}",
     )
     row("stopped by", lambda r: f"{r['stopped_by']} after {r['duration_s']:.0f} s")
+    if any("privacy" in r for r in runs.values()):
+        row("epsilon spent", _epsilon_cell)
     console.print(table)
     console.print(f"report: {report_path}\nplot:   {plot_path}")
 
 
+def _epsilon_cell(r: dict[str, Any]) -> str:
+    p = r.get("privacy")
+    if p is None:
+        return "no DP"
+    return (
+        f"{p['epsilon']:.3g} of {p['epsilon_budget']:.3g} at delta {p['delta']:.2g} "
+        f"({int(p['flushes'])} noised steps, sigma {p['noise_multiplier']:.3g})"
+    )
+
+
+_QUIET = ("agent", "server", "transport", "amqtt", "transitions", "fleet.embedded_broker")
+
+
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
-    console = console or Console(highlight=False)
+    # quiet_logs silences the packages' loggers for the run only: left at ERROR, they would
+    # swallow the warnings of everything else in the process after the demo (tests' caplog)
+    saved = {name: logging.getLogger(name).level for name in _QUIET}
     if options.quiet_logs:
-        for name in (
-            "agent",
-            "server",
-            "transport",
-            "amqtt",
-            "transitions",
-            "fleet.embedded_broker",
-        ):
+        for name in _QUIET:
             logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return _run_demo(options, console or Console(highlight=False))
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
     try:
         parse_codec_arg(options.codec)
     except FleetlearnError as exc:
@@ -187,7 +211,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         f"[bold]fleetlearn demo[/]: {len(data.device_folders)} devices, {source}\n"
         f"model {model} {data.input_shape} -> {data.num_classes} classes, "
         f"{manifest.num_params:,} parameters ({'exported' if exported else 'cached'})\n"
-        f"broker {options.broker or 'embedded amqtt (MQTT 3.1.1)'}, codec {options.codec}, "
+        f"broker {options.broker or 'embedded amqtt (MQTT 3.1.1)'}, "
+        f"{'secure aggregation (cohort sums only)' if options.secure_aggregation else ''} "
+        f"codec {options.codec}, "
         f"stop at {options.target_accuracy:.0%} or {options.duration_s:.0f} s"
     )
     if options.attack is not None:

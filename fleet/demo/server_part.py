@@ -38,6 +38,11 @@ class ServerTuning:
     publish_every_versions: int = 5
     publish_every_seconds: float = 1.0
     publish_codec: str = "float16"  # half the downlink; the devices' deltas carry the precision
+    # --secure-aggregation: a cohort is one FedBuff buffer of fedbuff_k devices; a demo round
+    # trains in 1-3 s, so the phases wait seconds, not the minutes a real fleet would use
+    secagg_min_size: int = 3
+    secagg_join_timeout_s: float = 3.0
+    secagg_phase_timeout_s: float = 10.0
 
 
 def _strategy(name: str, t: ServerTuning) -> dict[str, Any]:
@@ -66,6 +71,8 @@ def server_config_doc(
     tuning: ServerTuning,
     embedded: bool,
     broker_extra: Mapping[str, Any],
+    privacy: Mapping[str, Any] | None = None,
+    secure: bool = False,
 ) -> dict[str, Any]:
     """What a user would write in server.toml for this demo run."""
     broker: dict[str, Any] = {
@@ -75,7 +82,7 @@ def server_config_doc(
         "keepalive": 10,
     }
     broker.update({k: str(v) for k, v in broker_extra.items() if v is not None})
-    return {
+    doc: dict[str, Any] = {
         "fleet": setup.fleet,
         "artifacts": str(setup.artifacts_dir),
         "signing_key": str(setup.run_dir / "keys" / "fleet.key"),
@@ -91,7 +98,17 @@ def server_config_doc(
         },
         # fsync per group of updates: every update is still durable before its Ack.
         "durability": {"fsync": "batch"},
+        "secure_aggregation": {
+            "enabled": secure,
+            "cohort_size": tuning.fedbuff_k,
+            "min_size": min(tuning.secagg_min_size, tuning.fedbuff_k),
+            "join_timeout_s": tuning.secagg_join_timeout_s,
+            "phase_timeout_s": tuning.secagg_phase_timeout_s,
+        },
     }
+    if privacy:
+        doc["privacy"] = dict(privacy)
+    return doc
 
 
 class DemoServer:
@@ -120,6 +137,10 @@ class DemoServer:
         counts = self.app.status().counts
         return {k: v for k, v in counts.items() if k != "accepted" and v}
 
+    def privacy(self) -> Mapping[str, float] | None:
+        status = self.app.status().privacy
+        return None if status is None else status.offer_fields()
+
     def stop(self) -> None:
         self.app.stop()
         if self.app.error is not None:
@@ -132,8 +153,11 @@ def start_server(
     tuning: ServerTuning,
     embedded: bool,
     broker_extra: Mapping[str, Any],
+    privacy: Mapping[str, Any] | None = None,
+    *,
+    secure: bool = False,
 ) -> DemoServer:
-    doc = server_config_doc(setup, broker_url, tuning, embedded, broker_extra)
+    doc = server_config_doc(setup, broker_url, tuning, embedded, broker_extra, privacy, secure)
     app = ServerApp(parse_config(doc, setup.run_dir))
     app.start()
     return DemoServer(app)

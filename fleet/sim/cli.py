@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from fleet.attacks import Attack, AttackKind
+from fleet.privacy_args import add_privacy_arguments, privacy_table
 from fleet.sim.compare import compare
 from fleet.sim.profiles import Availability, FleetConfig
 from fleet.sim.runner import Experiment, specs_for
@@ -19,6 +20,7 @@ from fleet.sim.training import LocalBudget
 from fleet.sim.world import Setup
 from protocol import codecs
 from protocol.errors import ConfigError
+from server.privacy import parse_privacy
 from server.robust import DEFENCES
 
 __all__ = ["add_arguments", "parse_duration", "run"]
@@ -73,6 +75,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--fedasync-alpha", type=float, default=0.6, help="FedAsync mixing rate")
     a("--max-staleness", type=int, help="reject updates staler than this (default: none)")
+    a(
+        "--secure-aggregation",
+        action="store_true",
+        help="async runs: cohorts of K mask their updates; the server applies only cohort sums",
+    )
+    add_privacy_arguments(p)
     a("--attackers", type=float, default=0.0, help="share of hostile devices, 0-1 (default 0)")
     a("--attack", choices=[k.value for k in AttackKind], help="what hostile devices send")
     a(
@@ -93,7 +101,12 @@ def _attack(args: argparse.Namespace) -> Attack | None:
 
 def run(args: argparse.Namespace) -> int:
     codec_specs = [codecs.parse_codec_arg(c) for c in (args.codec or ["float32"])]
-    strategies = args.strategy or ["fedavg", "fedasync:polynomial", "fedbuff:10:polynomial"]
+    table = privacy_table(args, args.devices)
+    privacy = None if table is None else parse_privacy(table)
+    default = ["fedavg", "fedasync:polynomial", "fedbuff:10:polynomial"]
+    if privacy is not None:  # FedAsync with DP is refused (a noised release per update)
+        default = ["fedavg", "fedbuff:100:polynomial"]
+    strategies = args.strategy or default
     specs = specs_for(strategies, codec_specs)
     try:
         fleet = FleetConfig(
@@ -117,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             robust=DEFENCES[args.defence],
             attack=_attack(args),
             attacker_fraction=args.attackers,
+            secure_aggregation=args.secure_aggregation,
+            privacy=privacy,
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc

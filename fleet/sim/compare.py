@@ -45,6 +45,8 @@ def mean_over_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
         row["seeds_reaching_target"] = sum(
             s[label]["time_to_target_s"] is not None for s in per_seed
         )
+        if "epsilon_spent" in per_seed[0][label]:  # DP: the worst seed's spend
+            row["epsilon_spent"] = max(s[label]["epsilon_spent"] for s in per_seed)
         out[label] = row
     return out
 

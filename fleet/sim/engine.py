@@ -29,11 +29,14 @@ from enum import Enum
 import numpy as np
 
 from fleet.attacks import Attack
+from fleet.sim.cohorts import SimCohorts, masked_bytes
 from fleet.sim.events import EventKind, EventQueue
 from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
 from fleet.sim.training import LocalBudget, LocalTrainer
 from fleet.sim.uplink import Uplink
+from protocol.secagg.cohort import CohortConfig
+from server.privacy import DpMechanism
 
 __all__ = ["Mode", "Point", "RunConfig", "RunResult", "run_simulation"]
 
@@ -61,6 +64,7 @@ class RunConfig:
     # through the same codec and admission path as everyone else
     attack: Attack | None = None
     attackers: frozenset[int] = frozenset()
+    secagg: CohortConfig | None = None  # async only: secure-aggregation cohorts (sim/cohorts.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class RunResult:
     wall_s: float
     wall_train_s: float
     wall_eval_s: float
+    privacy: dict[str, float] | None = None  # the DP status at the end (epsilon spent, ...)
 
     @property
     def final_accuracy(self) -> float:
@@ -100,6 +105,7 @@ class _Session:
     started: float = 0.0  # virtual time the session started
     payload: bytes = b""
     residual: np.ndarray | None = None
+    delta: np.ndarray | None = None  # secure aggregation: masked inside the cohort, not encoded
 
 
 class _Pool:
@@ -159,6 +165,7 @@ class _Run:
         self.curve: list[Point] = []
         self.durations: list[float] = []  # sorted: finished async sessions (timed-out: censored)
         self.wall_train = self.wall_eval = 0.0
+        self.cohorts = SimCohorts(config.secagg) if config.secagg is not None else None
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -181,6 +188,10 @@ class _Run:
             EventKind.EVAL: self._eval,
         }
         while self.q and self.q.peek_time() < self.c.duration_s:
+            if self.server.budget_spent():  # DP: the model is final; stop simulating sessions
+                self.counts["stopped_by_privacy_budget"] = 1
+                self._record()  # the final model, when it became final
+                return
             ev = self.q.pop()
             handlers[ev.kind](ev.device, ev.payload)
         if not self.curve or self.curve[-1].t < self.c.duration_s:
@@ -253,7 +264,9 @@ class _Run:
         return s if s is not None and s.token == token else None
 
     def _end_session(self, d: int) -> None:
-        del self.busy[d]
+        s = self.busy.pop(d)
+        if self.cohorts is not None and s.delta is None:  # ended before its masked update
+            self.cohorts.ended(self, d, s.token)
         if self.available[d]:
             self.pool.add(d)
 
@@ -274,8 +287,20 @@ class _Run:
             delta = attack.poison_delta(delta, d, int(self.seq[d]) + 1)
         self.wall_train += time.perf_counter() - t0
         self.seq[d] += 1
+        if self.cohorts is not None:
+            size = masked_bytes(self.cohorts.config)
+            self.q.push(self.q.now + size / self.fleet[d].uplink_bps, EventKind.ARRIVE, d, token)
+            s.residual = delta  # handed to the cohort on arrival
+            return
         s.payload, s.residual = self.uplink.encode(
-            d, _device_id(d), int(self.seq[d]), s.base_version, len(s.samples), steps, delta
+            d,
+            _device_id(d),
+            int(self.seq[d]),
+            s.base_version,
+            len(s.samples),
+            steps,
+            delta,
+            self.server.clip_norm(),
         )
         self.q.push(
             self.q.now + len(s.payload) / self.fleet[d].uplink_bps, EventKind.ARRIVE, d, token
@@ -284,6 +309,14 @@ class _Run:
     def _arrive(self, d: int, token: object) -> None:
         s = self._current(d, token)
         if s is None:
+            return
+        if self.cohorts is not None and s.residual is not None:
+            s.delta = s.residual
+            if self.c.mode is Mode.ASYNC:
+                bisect.insort(self.durations, self.q.now - s.started)
+            self._end_session(d)
+            self.cohorts.arrived(self, d, s.token, s.delta)
+            self._fill()
             return
         self.uplink_bytes += len(s.payload)
         self.uplink.delivered(d, s.residual)
@@ -314,7 +347,9 @@ class _Run:
     # --- scheduling ------------------------------------------------------------------------
 
     def _fill(self) -> None:
-        if self.c.mode is Mode.ASYNC:
+        if self.cohorts is not None:
+            self.cohorts.fill(self)
+        elif self.c.mode is Mode.ASYNC:
             while len(self.busy) < self.c.concurrency and self.pool:
                 self._start(self.pool.pick(self.rng))
         elif self.round_id > 0 and not self.busy and self.pool and not self.server.strategy.pending:
@@ -384,4 +419,12 @@ def run_simulation(
         wall_s=time.perf_counter() - t0,
         wall_train_s=r.wall_train,
         wall_eval_s=r.wall_eval,
+        privacy=_privacy(server.strategy.privacy),
     )
+
+
+def _privacy(mechanism: DpMechanism | None) -> dict[str, float] | None:
+    if mechanism is None:
+        return None
+    status = mechanism.status()
+    return status.offer_fields() | {"exhausted": float(status.exhausted)}

@@ -69,6 +69,9 @@ def summarise(runs: Sequence[RunResult], baseline: RunResult, target: float) -> 
             "wall_train_s": r.wall_train_s,
             "wall_eval_s": r.wall_eval_s,
         }
+        if r.privacy is not None:  # DP: epsilon spent by the final model, at delta
+            out[r.label]["epsilon_spent"] = r.privacy["epsilon"]
+            out[r.label]["privacy"] = r.privacy
     return out
 
 

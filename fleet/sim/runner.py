@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,20 @@ from fleet.sim.uplink import Uplink, codec_label
 from protocol import codecs
 from protocol.errors import ConfigError
 from protocol.manifest import Manifest
+from protocol.secagg.cohort import CohortConfig
 from server.admission import Admission, AdmissionLimits
+from server.privacy import PrivacyConfig
 from server.robust import RobustConfig
 from server.strategies import Strategy, make_strategy
 
-__all__ = ["Experiment", "StrategySpec", "build_strategy", "parse_strategy", "run_one"]
+__all__ = [
+    "Experiment",
+    "StrategySpec",
+    "build_strategy",
+    "parse_strategy",
+    "run_one",
+    "secagg_config",
+]
 
 _STALENESS = ("constant", "polynomial", "hinge")
 
@@ -99,6 +108,10 @@ class Experiment:
     robust: RobustConfig | None = None  # the server's robust-aggregation options (None: off)
     attack: Attack | None = None  # what hostile devices do (fleet/attacks.py)
     attacker_fraction: float = 0.0  # share of the fleet that is hostile
+    # async: group sessions into secure-aggregation cohorts of the FedBuff K (10 for FedAsync)
+    secure_aggregation: bool = False
+    secagg_clip: float = 10.0  # L2 bound per device update (fixed point needs one)
+    privacy: PrivacyConfig | None = None  # user-level DP for fedbuff / fedavg (DP-FedAvg)
 
     @property
     def round_size(self) -> int:
@@ -115,18 +128,34 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
         }
         if exp.robust is not None:
             params["robust"] = exp.robust
-        return make_strategy("fedavg", params)
+        return make_strategy("fedavg", params, privacy=exp.privacy)
     staleness: dict[str, Any] = {"function": spec.staleness}
     robust: dict[str, Any] = {} if exp.robust is None else {"robust": exp.robust}
     if spec.name == "fedasync":
-        return make_strategy("fedasync", {"alpha": exp.fedasync_alpha, **robust}, staleness)
+        return make_strategy(
+            "fedasync", {"alpha": exp.fedasync_alpha, **robust}, staleness, privacy=exp.privacy
+        )
     params = {
         "buffer_size": spec.buffer_size,
         "server_lr": exp.fedbuff_lr,
         "momentum": exp.fedbuff_momentum,
         **robust,
     }
-    return make_strategy("fedbuff", params, staleness)
+    return make_strategy("fedbuff", params, staleness, privacy=exp.privacy)
+
+
+def secagg_config(spec: StrategySpec, exp: Experiment, manifest: Manifest) -> CohortConfig | None:
+    """The cohort parameters of an async run with --secure-aggregation (None: off)."""
+    if not exp.secure_aggregation or spec.mode is not Mode.ASYNC:
+        return None
+    k = spec.buffer_size if spec.name == "fedbuff" else 10
+    return CohortConfig(
+        model_id=manifest.model_id,
+        num_params=manifest.num_params,
+        target_size=k,
+        min_size=min(3, k),
+        clip=exp.secagg_clip,
+    )
 
 
 def run_one(
@@ -159,7 +188,10 @@ def run_one(
         attackers=choose_attackers(len(fleet), exp.attacker_fraction, seed)
         if exp.attack is not None
         else frozenset(),
+        secagg=secagg_config(spec, exp, manifest),
     )
+    if config.secagg is not None:
+        config = replace(config, label=f"{spec.label}+secagg")
     uplink = Uplink(manifest, spec.codec)
     return run_simulation(config, fleet, slices, data, trainer, server, uplink), server
 

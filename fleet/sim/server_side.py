@@ -14,6 +14,7 @@ import numpy as np
 
 from protocol.errors import ProtocolError, RejectedUpdate
 from server.admission import Admission
+from server.secagg_apply import apply_cohort
 from server.strategies.base import AdmittedUpdate, StepResult, Strategy
 
 __all__ = ["Call", "SimServer"]
@@ -60,6 +61,22 @@ class SimServer:
             self.calls.append(Call("apply", admitted.update))
         stepped = self._take(self.strategy.apply(self.model, self.version, admitted.update))
         return self.tick(now) or stepped
+
+    def receive_cohort(self, record: dict[str, object], members: int) -> bool:
+        """A secure-aggregation cohort's unmasked mean, applied as one buffer (sim/cohorts.py)."""
+        self.accepted += members
+        manifest = self.admission.manifest
+        return self._take(apply_cohort(self.strategy, self.model, self.version, record, manifest))
+
+    def clip_norm(self) -> float | None:
+        """The DP clip norm C a device is told in the offer (None: no DP)."""
+        privacy = self.strategy.privacy
+        return None if privacy is None else privacy.status().clip_norm
+
+    def budget_spent(self) -> bool:
+        """The DP budget allows no further step: the model will not change again."""
+        privacy = self.strategy.privacy
+        return privacy is not None and privacy.exhausted
 
     def tick(self, now: float) -> bool:
         if self.calls is not None:

@@ -52,11 +52,17 @@ class Uplink:
         num_samples: int,
         local_steps: int,
         delta: np.ndarray,
+        max_norm: float | None = None,
     ) -> tuple[bytes, np.ndarray | None]:
-        """(message bytes, the residual to keep once the message is delivered, or None)."""
+        """(message bytes, the residual to keep once the message is delivered, or None).
+        `max_norm`: the DP clip norm from the offer; the device clips as production agents do."""
         residual = None
         if self.error_feedback:
-            data, residual = compress_with_feedback(delta, self._residual.get(device), self.spec)
+            data, residual = compress_with_feedback(
+                delta, self._residual.get(device), self.spec, max_norm
+            )
+        elif max_norm is not None:
+            data, _ = compress_with_feedback(delta, None, self.spec, max_norm)
         else:
             data = codecs.encode(delta, self.spec)
         vec = EncodedVector(self.spec, data, int(delta.size))

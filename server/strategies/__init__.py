@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import ConfigError
-from server.robust import RobustConfig
+from server.privacy import DpMechanism, PrivacyConfig
+from server.robust import Aggregator, RobustConfig
 from server.staleness import make_staleness
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
 from server.strategies.fedasync import FedAsync
@@ -34,12 +36,15 @@ def make_strategy(
     params: Mapping[str, Any] | None = None,
     staleness: Mapping[str, Any] | None = None,
     robust: Mapping[str, Any] | None = None,
+    *,
+    privacy: PrivacyConfig | None = None,
 ) -> Strategy:
     """Build a strategy from config values; errors name the offending key.
 
     `staleness` is e.g. {"function": "polynomial", "a": 0.5} (FedAsync and FedBuff only).
     FedProx is FedAvg with `fedprox_mu > 0`; the name "fedprox" is accepted as that alias.
     `robust` is `[strategy.robust]` (server/robust): None = no defence, {} = the default defence.
+    `privacy` turns on user-level DP (FedBuff, FedAvg); FedAsync with DP is refused.
     """
     if name == "fedprox":
         name = "fedavg"
@@ -56,9 +61,30 @@ def make_strategy(
         raise ConfigError(f"strategy.staleness: {name} does not weight by staleness")
     if robust is not None:
         try:
-            kwargs["robust"] = RobustConfig.from_mapping(robust)
+            defence = RobustConfig.from_mapping(robust)
         except ValueError as exc:
             raise ConfigError(f"strategy.{exc}") from exc
+        if defence is not None and privacy is not None and "aggregator" not in robust:
+            # DP's noise is calibrated to a clipped *sum*: the default defence keeps its
+            # norm bound and one-update-per-device rule but aggregates by the mean
+            defence = dataclasses.replace(defence, aggregator=Aggregator.MEAN)
+        kwargs["robust"] = defence
+    if "privacy" in kwargs:
+        raise ConfigError("strategy.privacy: configure differential privacy in [privacy]")
+    if privacy is not None:
+        if name == "fedasync":
+            raise ConfigError(
+                "privacy: FedAsync releases a new model after every single update, so DP would "
+                "add noise of std sigma*C to each update alone (a buffer of one) and spend "
+                "budget per update; use strategy fedbuff with a large buffer_size instead"
+            )
+        per_flush = kwargs.get("buffer_size" if name == "fedbuff" else "round_size", 10)
+        if isinstance(per_flush, bool) or not isinstance(per_flush, int) or per_flush < 1:
+            raise ConfigError("strategy: buffer_size / round_size must be an integer >= 1")
+        try:
+            kwargs["privacy"] = DpMechanism(privacy, per_flush)
+        except ValueError as exc:
+            raise ConfigError(f"privacy: {exc}") from exc
     try:
         return STRATEGIES[name](**kwargs)
     except TypeError as exc:

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from server.privacy import DpMechanism
 
 __all__ = [
     "AdmittedUpdate",
@@ -35,6 +38,7 @@ __all__ = [
     "StepResult",
     "Strategy",
     "as_array",
+    "load_privacy_state",
 ]
 
 # Values: flat float32/float64 numpy arrays or JSON-like scalars (the checkpoint stores them).
@@ -94,11 +98,23 @@ def as_array(
     return value.copy()
 
 
+def load_privacy_state(privacy: DpMechanism | None, state: StateDict) -> None:
+    """Restore a strategy's DP record; refuse a mismatch (budget is never forgotten silently)."""
+    if privacy is not None:
+        privacy.load_state_dict(state)
+    elif any(key.startswith("dp_") for key in state):
+        raise ValueError(
+            "the saved state has a differential-privacy record but [privacy] is not configured: "
+            "turning privacy off would forget the budget spent (use a fresh state folder)"
+        )
+
+
 class Strategy(ABC):
     """Folds admitted updates into the global model. See the module docstring for the hooks."""
 
     name: ClassVar[str]
     fedprox_mu: float = 0.0  # hint sent to devices in the ModelOffer (FedProx); 0 = plain local SGD
+    privacy: DpMechanism | None = None  # user-level DP (server/privacy); None = off
 
     def check(self, version: int, base_version: int) -> None:  # noqa: B027 - optional hook
         """Raise RejectedUpdate if this strategy refuses an update on `base_version` now."""

@@ -6,6 +6,9 @@ with at least `min_updates` of them:
 
     x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float32)
 
+With `privacy` this is DP-FedAvg (McMahan et al. 2018): deltas clipped to C and weighted equally
+(n_i = 1, so the sum's sensitivity is C), Gaussian noise on the sum before dividing by the count.
+
 FedProx is FedAvg plus a proximal term on the devices: `fedprox_mu` travels in the ModelOffer.
 With `robust` options (server/robust) a round keeps one row per update and steps by their
 unweighted coordinate-wise trimmed mean or median (a device states its own sample count).
@@ -19,8 +22,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.errors import Reason, RejectedUpdate
+from server.privacy import DpMechanism
 from server.robust import Defence, RobustConfig
-from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy, as_array
+from server.strategies.base import (
+    AdmittedUpdate,
+    StateDict,
+    StepResult,
+    Strategy,
+    as_array,
+    load_privacy_state,
+)
 
 __all__ = ["FedAvg"]
 
@@ -32,6 +43,7 @@ class FedAvg(Strategy):
     min_updates: int = 1
     fedprox_mu: float = 0.0
     robust: RobustConfig | None = None  # None: plain FedAvg
+    privacy: DpMechanism | None = None  # DP-FedAvg: clip in apply, noise in flush
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _samples: int = field(default=0, init=False, repr=False)
@@ -50,6 +62,11 @@ class FedAvg(Strategy):
             raise ValueError(f"fedprox_mu must be >= 0, got {self.fedprox_mu}")
         if self.robust is not None:
             self._defence = Defence(self.robust, keeps_rows=True)
+        if self.privacy is not None and self._defence is not None and self._defence.keeps_rows:
+            raise ValueError(
+                "privacy: the noise is calibrated to a sum of contributions clipped to C; a "
+                "coordinate-wise robust aggregator has another sensitivity: use aggregator mean"
+            )
 
     @property
     def defence(self) -> Defence | None:
@@ -65,6 +82,8 @@ class FedAvg(Strategy):
         return self._count
 
     def check(self, version: int, base_version: int) -> None:
+        if self.privacy is not None:
+            self.privacy.check_open()
         if base_version < version:
             raise RejectedUpdate(
                 Reason.STALE, f"round for version {base_version} is closed (now {version})"
@@ -74,17 +93,20 @@ class FedAvg(Strategy):
         self.check(version, update.base_version)  # the server checked too; the simulator may not
         if update.num_samples <= 0:
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
+        delta, n = update.delta, update.num_samples
+        if self.privacy is not None:  # DP: clipped, equal weights (a count would exceed 1)
+            delta, n = self.privacy.clip(delta), 1
         d = self._defence
         if d is not None:
-            d.accept(update.device_id, update.delta)
+            d.accept(update.device_id, delta)
         if d is not None and d.keeps_rows:
-            d.add_row(update.delta)
+            d.add_row(delta)
         else:
             if self._sum is None:
                 self._sum = np.zeros(model.shape[0], np.float32)
             # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
-            self._sum += update.delta * np.float32(update.num_samples)
-        self._samples += update.num_samples
+            self._sum += delta * np.float32(n)
+        self._samples += n
         self._count += 1
         if self._count >= self.round_size:
             return self.flush(model, version)
@@ -106,7 +128,16 @@ class FedAvg(Strategy):
             mean = d.reduce()  # (n,) float32, coordinate-wise robust aggregate
         else:
             assert self._sum is not None  # count > 0
-            mean = self._sum / np.float32(self._samples)  # (n,) float32; _samples > 0
+            total = self._sum
+            if self.privacy is not None:
+                noised = self.privacy.release(self._sum, version)  # S + noise, before dividing
+                if noised is None:  # the budget refuses this round: drop it, keep the model
+                    if d is not None:
+                        d.end_buffer()
+                    self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
+                    return StepResult(model, version, stepped=False)
+                total = noised
+            mean = total / np.float32(self._samples)  # (n,) float32; _samples > 0
         if d is not None:
             d.end_buffer()
         new = model + mean  # (n,) float32
@@ -121,6 +152,8 @@ class FedAvg(Strategy):
             state["sum"] = self._sum.copy()
         if self._defence is not None:
             state.update(self._defence.state_dict())
+        if self.privacy is not None:
+            state.update(self.privacy.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -130,3 +163,4 @@ class FedAvg(Strategy):
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
         if self._defence is not None:
             self._defence.load_state_dict(state)
+        load_privacy_state(self.privacy, state)

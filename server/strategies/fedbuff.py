@@ -6,6 +6,9 @@
               m <- beta * m + g   (if momentum beta > 0)   else  m = g
               x <- x + lr * m;    version += 1;   S, W reset
 
+With `privacy` (server/privacy), each delta is clipped to C on the way in and the flush adds
+Gaussian noise to S before dividing by W (refused once the budget is spent).
+
 tau is measured when the update arrives. The buffer is a plain partial sum (S, W, count), which
 is what a sharded deployment ships from each shard to the coordinator (DESIGN.md, Scale).
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.privacy import DpMechanism
 from server.robust import Defence, RobustConfig
 from server.staleness import StalenessFn, constant
 from server.strategies.base import (
@@ -29,6 +33,7 @@ from server.strategies.base import (
     StepResult,
     Strategy,
     as_array,
+    load_privacy_state,
 )
 
 __all__ = ["FedBuff"]
@@ -43,6 +48,7 @@ class FedBuff(Strategy):
     sample_weighted: bool = False
     fedprox_mu: float = 0.0
     robust: RobustConfig | None = None  # None: plain FedBuff
+    privacy: DpMechanism | None = None  # user-level DP: clip in apply, noise in flush
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _weight: float = field(default=0.0, init=False, repr=False)
@@ -63,6 +69,16 @@ class FedBuff(Strategy):
             self._defence = Defence(self.robust, keeps_rows=True)
             if self._defence.keeps_rows and self.sample_weighted:
                 raise ValueError("sample_weighted cannot be combined with a robust aggregator")
+        if self.privacy is not None and self.sample_weighted:
+            raise ValueError(
+                "privacy: sample_weighted weights a delta by its sample count (> 1), which "
+                "breaks the sensitivity bound C of the noised sum; set sample_weighted = false"
+            )
+        if self.privacy is not None and self._defence is not None and self._defence.keeps_rows:
+            raise ValueError(
+                "privacy: the noise is calibrated to a sum of contributions clipped to C; a "
+                "coordinate-wise robust aggregator has another sensitivity: use aggregator mean"
+            )
 
     @property
     def defence(self) -> Defence | None:
@@ -72,6 +88,10 @@ class FedBuff(Strategy):
         if self._defence is None:
             return 1.0
         return self._defence.screen(device_id, norm, buffered=True)
+
+    def check(self, version: int, base_version: int) -> None:
+        if self.privacy is not None:
+            self.privacy.check_open()
 
     @property
     def pending(self) -> int:
@@ -85,19 +105,32 @@ class FedBuff(Strategy):
     ) -> StepResult:
         tau = version - update.base_version
         w = float(update.num_samples) if self.sample_weighted else 1.0
+        s_tau = self.staleness(tau)
         d = self._defence
-        if d is not None:  # robust options score (and may keep) the whole vector: expand it
-            dense = update.admitted().delta  # (n,) float32, clipped as admitted
+        dense: np.ndarray | None = None  # (n,) float32 when a stage needs the whole vector
+        if d is not None or self.privacy is not None:
+            dense = update.admitted().delta  # clipped as admitted
+        if self.privacy is not None:
+            assert dense is not None
+            # DP: clip to C after decoding; s(tau) * w <= 1 keeps the sum's sensitivity at C
+            if s_tau * w > 1.0:
+                raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
+            dense = self.privacy.clip(dense)
+        if d is not None:  # robust options score (and may keep) the whole vector
+            assert dense is not None
             d.accept(update.device_id, dense)
             if d.keeps_rows:
-                d.add_row(dense * np.float32(self.staleness(tau)))
+                d.add_row(dense * np.float32(s_tau))
         if d is None or not d.keeps_rows:
             if self._sum is None:
                 self._sum = np.zeros(model.shape[0], np.float32)
             # float32 throughout: a float64 buffer made the mixed-type add 3 ms per 1M-param
             # update, half of all ingest time; K <= ~100 float32 adds lose nothing a model notices.
             # In place: a codec-form delta is added straight from its codes (server/ingest.py)
-            update.add_into(self._sum, np.float32(self.staleness(tau) * w))
+            if dense is None:
+                update.add_into(self._sum, np.float32(s_tau * w))
+            else:
+                self._sum += dense * np.float32(s_tau * w)
         self._weight += w
         self._count += 1
         if self._count >= self.buffer_size:
@@ -112,7 +145,16 @@ class FedBuff(Strategy):
             g = d.reduce()  # (n,) float32, coordinate-wise robust aggregate
         else:
             assert self._sum is not None  # count > 0
-            g = self._sum / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
+            total = self._sum
+            if self.privacy is not None:
+                noised = self.privacy.release(self._sum, version)  # S + noise, before dividing
+                if noised is None:  # the budget refuses this flush: drop the buffer, keep the model
+                    if d is not None:
+                        d.end_buffer()
+                    self._sum, self._weight, self._count = None, 0.0, 0
+                    return StepResult(model, version, stepped=False)
+                total = noised
+            g = total / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
         if d is not None:
             d.end_buffer()
         if self.momentum > 0.0:
@@ -132,6 +174,8 @@ class FedBuff(Strategy):
             state["velocity"] = self._velocity.copy()
         if self._defence is not None:
             state.update(self._defence.state_dict())
+        if self.privacy is not None:
+            state.update(self.privacy.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -141,3 +185,4 @@ class FedBuff(Strategy):
         self._velocity = as_array(state, "velocity", np.float32) if "velocity" in state else None
         if self._defence is not None:
             self._defence.load_state_dict(state)
+        load_privacy_state(self.privacy, state)

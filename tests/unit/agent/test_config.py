@@ -112,3 +112,17 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_secure_aggregation_table(tmp_path: Path) -> None:
+    assert not parse_config(base(), tmp_path).secure_aggregation.enabled
+    doc = base() | {"secure_aggregation": {"enabled": True, "cohort_timeout_s": 45}}
+    sa = parse_config(doc, tmp_path).secure_aggregation
+    assert sa.enabled and sa.cohort_timeout_s == 45.0
+    for bad, key in (
+        ({"enabled": "yes"}, "secure_aggregation.enabled"),
+        ({"cohort_timeout_s": 0}, "secure_aggregation.cohort_timeout_s"),
+        ({"cohort_size": 5}, "secure_aggregation.cohort_size"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            parse_config(base() | {"secure_aggregation": bad}, tmp_path)

@@ -45,3 +45,21 @@ def test_residual_is_added_to_the_next_delta() -> None:
     assert sent[0] == 0.25 and not sent[1:].any()  # zero delta + residual: the debt is paid
     assert not after.any()  # float32 is exact: nothing owed any more
     assert update.num_samples == 8 and update.metrics["partial"] == 1.0
+
+
+def test_a_dp_offer_makes_the_device_clip_and_the_clipped_mass_is_not_owed() -> None:
+    import dataclasses
+
+    from protocol.clipping import l2_norm
+
+    offer = dataclasses.replace(make_offer(2), privacy={"epsilon": 1.0, "clip_norm": 0.5})
+    trained = np.full(N, 1.0, np.float32)  # delta norm sqrt(15) ~ 3.9, far above C = 0.5
+    residual = np.full(N, 0.2, np.float32)  # owed from before: would push the message further
+    update, after = build_update(
+        offer=offer, base=np.zeros(N, np.float32), result=result(trained), residual=residual,
+        codec=parse_codec_arg("int8"), device_id="dev-1", seq=1, num_local=40,
+    )  # fmt: skip
+    sent = decode_vector(update.delta, MANIFEST)
+    assert l2_norm(sent) <= 0.5  # after dequantisation too
+    assert l2_norm(sent) > 0.49  # clipped, not zeroed
+    assert l2_norm(after) < 0.01  # only int8's rounding is owed, not what clipping cut

@@ -67,6 +67,9 @@ class FakeServer:
     def rejected(self) -> Mapping[str, int]:
         return {"stale": 1}
 
+    def privacy(self) -> Mapping[str, float] | None:
+        return None
+
     def stop(self) -> None:
         self.world.log.append("stop server")
 

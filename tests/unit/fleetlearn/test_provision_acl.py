@@ -18,12 +18,16 @@ def test_acl_by_hand() -> None:
     assert _rules(render_acl(["home"], ["agg"])) == [
         "pattern write fl/home/device/%u/update",
         "pattern write fl/home/device/%u/status",
+        "pattern write fl/home/device/%u/secagg_up",
         "pattern read fl/home/device/%u/ack",
+        "pattern read fl/home/device/%u/secagg_down",
         "pattern read fl/home/model/+/global",
         "user agg",
         "topic readwrite fl/home/device/+/update",  # write: only to clear retained (issue 15)
         "topic readwrite fl/home/device/+/status",
         "topic write fl/home/device/+/ack",
+        "topic read fl/home/device/+/secagg_up",
+        "topic write fl/home/device/+/secagg_down",
         "topic readwrite fl/home/model/+/global",
     ]
 

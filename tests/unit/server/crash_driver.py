@@ -12,6 +12,8 @@ MODE "buff":  FedBuff K=3, momentum 0.9, polynomial staleness (order and state s
 MODE "robust": "buff" plus the default robust options with a median over the buffer: adaptive
                norm bound (clips, so the logged clip factor matters), one update per device per
                buffer (some updates are refused), rows checkpointed mid-buffer.
+MODE "dp":    "buff" with differential privacy and a secret random noise key: the recovered model
+              must equal a clean replay with that key, and flushes spent must equal the version.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from protocol.update_header import decode_any_update
 from server.core import ServerCore
 from server.durability import LogPosition, read_from
+from server.privacy import DpMechanism, PrivacyConfig
 from server.robust import Aggregator, RobustConfig
 from server.staleness import make_staleness
 from server.strategies import FedAsync, FedBuff, Strategy
@@ -34,6 +37,8 @@ from tests.unit.server.factory import make_manifest
 
 N_PARAMS = 64
 MANIFEST = make_manifest(N_PARAMS)
+DP_SIGMA = 0.8
+DP = PrivacyConfig(epsilon=1e6, delta=1e-5, noise_multiplier=DP_SIGMA, clip_norm=2.0)
 
 
 def strategy(mode: str) -> Strategy:
@@ -47,16 +52,20 @@ def strategy(mode: str) -> Strategy:
         momentum=0.9,
         staleness=make_staleness("polynomial", {"a": 0.5}),
         robust=robust,
+        privacy=DpMechanism(DP, 3) if mode == "dp" else None,
     )
 
 
-def make_core(state: Path, mode: str) -> ServerCore:
+def make_core(state: Path, mode: str, dp_key: str | None = None) -> ServerCore:
     from server.admission import AdmissionLimits
 
+    chosen = strategy(mode)
+    if dp_key is not None:  # the clean replay uses the crashed server's secret key
+        chosen.load_state_dict(chosen.state_dict() | {"dp_key": dp_key})
     core = ServerCore(
         MANIFEST,
         np.zeros(N_PARAMS, np.float32),
-        strategy(mode),
+        chosen,
         state,
         AdmissionLimits(max_staleness=None),
         checkpoint_every=4,
@@ -87,8 +96,10 @@ def dump(state: Path, mode: str) -> None:
             msg = decode_any_update(rec["payload"])
             applied.append([msg.device_id, msg.seq])
             payloads.append((msg.device_id, rec["payload"]))
+    privacy = core.strategy.privacy
+    key = str(core.strategy.state_dict()["dp_key"]) if privacy is not None else None
     with tempfile.TemporaryDirectory() as tmp:
-        clean = make_core(Path(tmp), mode)
+        clean = make_core(Path(tmp), mode, key)
         for device, payload in payloads:
             assert clean.handle(device, payload).ack.accepted
         replay_model, replay_version = clean.model.tolist(), clean.version
@@ -101,6 +112,8 @@ def dump(state: Path, mode: str) -> None:
                 "applied": applied,
                 "replay_model": replay_model,
                 "replay_version": replay_version,
+                "dp_flushes": None if privacy is None else privacy.status().flushes,
+                "dp_epsilon": None if privacy is None else privacy.status().epsilon_spent,
             }
         )
     )

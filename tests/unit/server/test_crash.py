@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from server.faults import FAULT_ENV, POINTS
-from tests.unit.server.crash_driver import MANIFEST, N_PARAMS
+from server.privacy import epsilon
+from tests.unit.server.crash_driver import DP, DP_SIGMA, MANIFEST, N_PARAMS
 from tests.unit.server.factory import update_bytes
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -74,9 +75,9 @@ def _delta(index: int, mode: str) -> np.ndarray:
     return np.random.default_rng(index).standard_normal(N_PARAMS).astype(np.float32)
 
 
-def _trial(tmp: Path, trial: int) -> dict[str, Any]:
+def _trial(tmp: Path, trial: int, mode: str | None = None) -> dict[str, Any]:
     rng = random.Random(trial)
-    mode = ("count", "buff", "robust")[trial % 3]
+    mode = mode or ("count", "buff", "robust")[trial % 3]
     state = tmp / f"state-{trial}"
     seqs = dict.fromkeys(DEVICES, 0)
     outbox: list[tuple[int, str, int, bytes]] = []  # (index, device, seq, payload) unacked
@@ -147,6 +148,9 @@ def _trial(tmp: Path, trial: int) -> dict[str, Any]:
     assert result["version"] >= seen_version
     np.testing.assert_array_equal(result["model"], result["replay_model"])
     assert result["version"] == result["replay_version"]
+    if mode == "dp":  # budget: one flush per version, never re-spent or forgotten on restart
+        assert result["dp_flushes"] == result["version"]
+        assert result["dp_epsilon"] == epsilon(DP_SIGMA, result["version"], DP.delta)
     if mode == "count":  # independent of the log: each acked update counted exactly once
         expected = np.zeros(N_PARAMS, np.float32)
         expected[list(acked.values())] = 1.0
@@ -163,3 +167,14 @@ def test_sigkill_at_random_points_keeps_exactly_once(tmp_path: Path) -> None:
         f"{sum(s['applied'] for s in stats)} updates applied exactly once"
     )
     assert total_kills >= TRIALS  # every trial was killed at least once
+
+
+DP_TRIALS = 6
+
+
+@pytest.mark.slow
+def test_sigkill_with_privacy_neither_respends_nor_forgets_budget(tmp_path: Path) -> None:
+    """FedBuff + DP with a secret random noise key: after random kills the recovered model equals
+    a clean replay with that key (noise replayed bit for bit) and flushes spent == version."""
+    stats = [_trial(tmp_path, 1000 + t, "dp") for t in range(DP_TRIALS)]
+    assert sum(s["kills"] for s in stats) >= DP_TRIALS

@@ -1,0 +1,215 @@
+"""The device's side of one cohort: a pure state machine (no I/O, no clock).
+
+    JOINED --announce--> SHARED --bundle--> READY --mask(delta)--> MASKED --unmask--> REVEALED
+       any phase --result--> DONE;  any refusal of the server's input --> FAILED (nothing sent)
+
+Safety rules a device enforces whatever the server asks: it reveals shares only for one unmask
+request per cohort, only if at least t survivors remain, and never both the self-mask share and
+the mask-key share of the same member; its own input is masked before it leaves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol.secagg import fixedpoint, shamir
+from protocol.secagg.errors import SecAggError, SecAggReason
+from protocol.secagg.masking import (
+    CohortView,
+    add_pair_mask,
+    commit,
+    pair_key,
+    self_mask_key,
+    share_context,
+    share_key,
+)
+from protocol.secagg.messages import (
+    CohortAnnounce,
+    CohortResult,
+    MaskedInput,
+    SecAggJoin,
+    ShareBundle,
+    ShareOut,
+    SharesMessage,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from protocol.secagg.noise import skellam, skellam_share_mu, wrap
+from protocol.secagg.prg import KeyPair, decrypt_share, encrypt_share, expand, new_keypair
+
+__all__ = ["DevicePhase", "DeviceSession"]
+
+F32 = npt.NDArray[np.float32]
+
+
+class DevicePhase(Enum):
+    JOINED = "joined"
+    SHARED = "shared"
+    READY = "ready"
+    MASKED = "masked"
+    REVEALED = "revealed"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class DeviceSession:
+    device_id: str
+    model_id: str
+    c_keys: KeyPair = field(default_factory=new_keypair)
+    s_keys: KeyPair = field(default_factory=new_keypair)
+    phase: DevicePhase = DevicePhase.JOINED
+    view: CohortView | None = None
+    applied: bool | None = None  # set by the result
+    _b_seed: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    _held: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # dealer -> shares
+    _holders: tuple[str, ...] = ()
+    _complaints: list[str] = field(default_factory=list)
+
+    def join(self) -> SecAggJoin:
+        return SecAggJoin(self.device_id, self.model_id, self.c_keys.public, self.s_keys.public)
+
+    def _expect(self, phase: DevicePhase, cohort: bytes | None = None) -> CohortView:
+        if self.phase is not phase:
+            raise SecAggError(SecAggReason.WRONG_PHASE, f"in {self.phase.value}, not {phase.value}")
+        assert self.view is not None or phase is DevicePhase.JOINED
+        if cohort is not None and self.view is not None and cohort != self.view.announce.cohort_id:
+            raise SecAggError(SecAggReason.WRONG_COHORT, "message for another cohort")
+        return self.view  # type: ignore[return-value]
+
+    def _fail(self, exc: SecAggError) -> SecAggError:
+        self.phase = DevicePhase.FAILED
+        return exc
+
+    def on_announce(self, a: CohortAnnounce) -> SharesMessage:
+        """Check the cohort, then deal this device's two secrets to its neighbours."""
+        self._expect(DevicePhase.JOINED)
+        try:
+            view = CohortView.of(a)
+        except SecAggError as exc:
+            raise self._fail(exc) from exc
+        me = view.index.get(self.device_id)
+        if me is None or a.model_id != self.model_id:
+            raise self._fail(SecAggError(SecAggReason.NOT_MEMBER, "not in this cohort"))
+        mine = a.members[me]
+        if (mine.c_pk, mine.s_pk) != (self.c_keys.public, self.s_keys.public):
+            raise self._fail(SecAggError(SecAggReason.BAD_KEY, "announced keys are not mine"))
+        peers = view.neighbour_ids(self.device_id)
+        xs = [view.holder_x(p) for p in peers]
+        b_shares = shamir.split(self._b_seed, xs, a.threshold)
+        sk_shares = shamir.split(self.s_keys.private, xs, a.threshold)
+        out = []
+        cid = a.cohort_id
+        for peer, x in zip(peers, xs, strict=True):
+            b = shamir.share_to_bytes(b_shares[x])
+            sk = shamir.share_to_bytes(sk_shares[x])
+            member = a.members[view.index[peer]]
+            key = share_key(cid, self.c_keys.private, member.c_pk, self.device_id, peer)
+            out.append(
+                ShareOut(
+                    peer=peer,
+                    ciphertext=encrypt_share(key, b + sk, share_context(cid, self.device_id, peer)),
+                    b_hash=commit(b"b", cid, self.device_id, peer, b),
+                    sk_hash=commit(b"sk", cid, self.device_id, peer, sk),
+                )
+            )
+        self.view = view
+        self.phase = DevicePhase.SHARED
+        b_commit = commit(b"seed", cid, self.device_id, self.device_id, self._b_seed)
+        return SharesMessage(self.device_id, cid, b_commit, tuple(out))
+
+    def on_bundle(self, bundle: ShareBundle) -> None:
+        """Keep the shares dealt to this device; a share that fails becomes a complaint."""
+        view = self._expect(DevicePhase.SHARED, bundle.cohort_id)
+        cid = view.announce.cohort_id
+        holders = set(bundle.holders)
+        if self.device_id not in holders or not holders <= view.index.keys():
+            raise self._fail(SecAggError(SecAggReason.NOT_MEMBER, "bundle holders not members"))
+        if len(holders) < view.announce.threshold:
+            raise self._fail(SecAggError(SecAggReason.BELOW_THRESHOLD, "too few holders"))
+        mine = set(view.neighbour_ids(self.device_id))
+        for s in bundle.shares:
+            if s.peer not in holders or s.peer not in mine:
+                continue  # only shares from neighbours that are still in count
+            dealer = view.announce.members[view.index[s.peer]]
+            try:
+                key = share_key(cid, self.c_keys.private, dealer.c_pk, s.peer, self.device_id)
+                plain = decrypt_share(key, s.ciphertext, share_context(cid, s.peer, self.device_id))
+                b, sk = plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :]
+                if (
+                    len(plain) != 2 * shamir.SHARE_BYTES
+                    or commit(b"b", cid, s.peer, self.device_id, b) != s.b_hash
+                    or commit(b"sk", cid, s.peer, self.device_id, sk) != s.sk_hash
+                ):
+                    raise SecAggError(SecAggReason.BAD_SHARE, "share differs from its commitment")
+                self._held[s.peer] = (shamir.share_from_bytes(b), shamir.share_from_bytes(sk))
+            except SecAggError:
+                self._complaints.append(s.peer)
+        for peer in sorted((mine & holders) - self._held.keys() - set(self._complaints)):
+            self._complaints.append(peer)  # a neighbour in U2 whose share never came
+        self._holders = tuple(bundle.holders)
+        self.phase = DevicePhase.READY
+
+    def mask(
+        self, delta: F32, num_samples: int, rng: np.random.Generator | None = None
+    ) -> tuple[MaskedInput, F32]:
+        """Mask a flat float32 delta. Returns the message and what the server will count for this
+        device ((num_params,) float32: clipped, rounded, zero off the support), for error feedback.
+        """
+        view = self._expect(DevicePhase.READY)
+        a = view.announce
+        if delta.shape != (a.num_params,):
+            raise SecAggError(SecAggReason.BAD_VECTOR, f"delta {delta.shape}, model {a.num_params}")
+        kept = fixedpoint.clip_l2(np.ascontiguousarray(delta[view.support], np.float32), a.clip)
+        z = fixedpoint.encode(kept, view.scale, a.bits, rng or np.random.default_rng())
+        sent = np.zeros(a.num_params, np.float32)
+        sent[view.support] = fixedpoint.decode_sum(z, view.scale, a.bits).astype(np.float32)
+        y = z.copy()  # (kept,) uint, wraps mod 2^b
+        if a.noise_std > 0:  # this device's share of the sum's noise, before any mask
+            mu = skellam_share_mu(a.noise_std, view.scale, len(a.members))
+            y += wrap(skellam(mu, a.kept, rng or np.random.default_rng()), a.bits)
+        y += expand(self_mask_key(a.cohort_id, self._b_seed), a.kept, a.bits)
+        me = view.index[self.device_id]
+        for peer in view.neighbour_ids(self.device_id):
+            if peer == self.device_id or peer not in self._holders:
+                continue
+            other = a.members[view.index[peer]]
+            key = pair_key(a.cohort_id, self.s_keys.private, other.s_pk, self.device_id, peer)
+            add_pair_mask(y, key, me, view.index[peer], a.bits)
+        self.phase = DevicePhase.MASKED
+        msg = MaskedInput(
+            self.device_id, a.cohort_id, num_samples, y.tobytes(), tuple(self._complaints)
+        )
+        return msg, sent
+
+    def on_unmask(self, req: UnmaskRequest) -> UnmaskResponse:
+        """Reveal shares for one safe request: survivors' seeds, dropped members' mask keys."""
+        view = self._expect(DevicePhase.MASKED, req.cohort_id)
+        survivors, dropped = set(req.survivors), set(req.dropped)
+        if (
+            survivors & dropped
+            or survivors | dropped != set(self._holders)
+            or self.device_id not in survivors
+        ):
+            raise self._fail(SecAggError(SecAggReason.UNSAFE_REQUEST, "sets do not partition U2"))
+        if len(survivors) < view.announce.threshold:
+            raise self._fail(SecAggError(SecAggReason.BELOW_THRESHOLD, "too few survivors"))
+        self.phase = DevicePhase.REVEALED  # before building: never answer twice
+        b = {d: shamir.share_to_bytes(v[0]) for d, v in self._held.items() if d in survivors}
+        sk = {d: shamir.share_to_bytes(v[1]) for d, v in self._held.items() if d in dropped}
+        return UnmaskResponse(self.device_id, view.announce.cohort_id, b, sk)
+
+    def on_result(self, result: CohortResult) -> None:
+        if self.view is not None and result.cohort_id != self.view.announce.cohort_id:
+            raise SecAggError(SecAggReason.WRONG_COHORT, "result for another cohort")
+        self.applied = result.applied
+        self.phase = DevicePhase.DONE
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in (DevicePhase.DONE, DevicePhase.FAILED)

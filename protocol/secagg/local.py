@@ -1,0 +1,140 @@
+"""Run one cohort in memory: every message really encoded and decoded, no broker.
+
+Used by the tests, the benchmark and the simulator so all three drive the same state machines.
+Drop-outs are given per phase: a device in `drop_before_shares` never sends its shares, one in
+`drop_before_masked` shares but never sends its masked update, one in `drop_before_reveal`
+masks but never answers the unmask request.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol.secagg.cohort import CohortConfig, ServerCohort
+from protocol.secagg.device import DeviceSession
+from protocol.secagg.messages import (
+    AnyDown,
+    AnyUp,
+    CohortAnnounce,
+    CohortResult,
+    ShareBundle,
+    UnmaskRequest,
+    decode_down,
+    decode_up,
+    encode,
+)
+
+__all__ = ["LocalRun", "run_cohort"]
+
+F32 = npt.NDArray[np.float32]
+Tamper = Callable[[str, AnyUp], AnyUp]
+
+
+@dataclass
+class LocalRun:
+    cohort: ServerCohort
+    devices: dict[str, DeviceSession]
+    sent: dict[str, F32]  # what each device's fixed-point update counts for (error feedback)
+    bytes_up: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_down: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    device_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    server_seconds: float = 0.0
+    unmask_requests: int = 0
+
+
+def run_cohort(
+    config: CohortConfig,
+    deltas: Mapping[str, F32],
+    *,
+    cohort_id: bytes = bytes(16),
+    seed: bytes = bytes(32),
+    base_version: int = 0,
+    drop_before_shares: Collection[str] = (),
+    drop_before_masked: Collection[str] = (),
+    drop_before_reveal: Collection[str] = (),
+    tamper: Tamper | None = None,
+    rngs: Mapping[str, np.random.Generator] | None = None,
+    timer: Callable[[], float] | None = None,
+) -> LocalRun:
+    """Join every device of `deltas` (in order), then run all phases to the end."""
+    clock = timer or (lambda: 0.0)
+    cohort = ServerCohort(config, cohort_id, base_version, seed)
+    run = LocalRun(cohort, {}, {})
+    inbox: list[tuple[str, AnyDown]] = []
+
+    def to_server(device_id: str, msg: AnyUp) -> None:
+        if tamper is not None:
+            msg = tamper(device_id, msg)
+        data = encode(msg)
+        run.bytes_up[device_id] += len(data)
+        t0 = clock()
+        decoded = decode_up(data)
+        handler: Any = {
+            "SecAggJoin": cohort.add_join,
+            "SharesMessage": cohort.on_shares,
+            "MaskedInput": cohort.on_masked,
+            "UnmaskResponse": cohort.on_reveal,
+        }[type(decoded).__name__]
+        inbox.extend(handler(decoded))
+        run.server_seconds += clock() - t0
+
+    def close() -> None:
+        t0 = clock()
+        inbox.extend(cohort.close())
+        run.server_seconds += clock() - t0
+
+    def deliver() -> list[tuple[str, AnyDown]]:
+        out = []
+        for device_id, msg in inbox:
+            data = encode(msg)
+            run.bytes_down[device_id] += len(data)
+            out.append((device_id, decode_down(data)))
+        inbox.clear()
+        return out
+
+    for device_id in deltas:
+        session = DeviceSession(device_id, config.model_id)
+        run.devices[device_id] = session
+        to_server(device_id, session.join())
+    if cohort.view is None:
+        close()
+    pending = deliver()
+    phases = (drop_before_shares, drop_before_masked, drop_before_reveal, ())
+    for dropped in phases:
+        for device_id, msg in pending:
+            session = run.devices[device_id]
+            if device_id in dropped or session.finished:
+                continue
+            t0 = clock()
+            reply: AnyUp | None = None
+            if isinstance(msg, CohortAnnounce):
+                reply = session.on_announce(msg)
+            elif isinstance(msg, ShareBundle):
+                session.on_bundle(msg)
+                rng = (rngs or {}).get(device_id)
+                reply, run.sent[device_id] = session.mask(deltas[device_id], 1, rng)
+            elif isinstance(msg, UnmaskRequest):
+                run.unmask_requests += 1
+                reply = session.on_unmask(msg)
+            elif isinstance(msg, CohortResult):
+                session.on_result(msg)
+            run.device_seconds[device_id] += clock() - t0
+            if reply is not None:
+                to_server(device_id, reply)
+        if not inbox:
+            close()
+        pending = deliver()
+        if not pending:
+            break
+    if cohort.result is not None:
+        inbox.extend(cohort.results(base_version + 1))
+        for device_id, msg in deliver():
+            if isinstance(msg, CohortResult) and not run.devices[device_id].finished:
+                run.devices[device_id].on_result(msg)
+    return run

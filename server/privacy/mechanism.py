@@ -1,0 +1,208 @@
+"""The DP mechanism a strategy runs on its buffer: clip on the way in, noise on the way out.
+
+    apply:  delta_i <- clip_l2(delta_i, C)                   (after decoding / dequantisation)
+            S += s(tau_i) * delta_i                           (the strategy; s(tau) <= 1)
+    flush:  refuse if epsilon(flushes + 1) > budget           (the model is not released)
+            S~ = S + N(0, (sigma_sum * C)^2)                  key + version: replayable
+            C  <- C * exp(-eta * (b~ / m - gamma))            adaptive: b~ = noisy unclipped count
+            g  = S~ / m                                       (the strategy)
+
+Sensitivity: each device adds at most one term to S per flush, weighted by s(tau) * 1 <= 1, so S
+moves by at most C when one device's contribution is zeroed (the "zero-out" neighbouring relation
+of Kairouz et al. 2021, valid because who arrives in which flush does not depend on the data).
+Weights above 1 (FedBuff's sample_weighted) would break that bound and are refused.
+
+State (flushes spent, C, the noise key, the current buffer's clip counts) lives in the strategy's
+state dict, so checkpoints and log replay neither re-spend nor forget budget. Pure: no clock, no
+unseeded randomness (the key is drawn once, before any flush, and checkpointed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocol.clipping import clip_l2
+from protocol.errors import Reason, RejectedUpdate
+from server.privacy.accountant import epsilon, sum_noise_multiplier
+from server.privacy.config import PrivacyConfig
+from server.privacy.noise import KEY_BYTES, NoiseDomain, derive_key, gaussian
+
+__all__ = ["DpMechanism", "PrivacyStatus"]
+
+_log = logging.getLogger(__name__)
+_PREFIX = "dp_"  # keys in the owning strategy's flat state dict
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyStatus:
+    """What the server reports (status, metrics, the signed offer)."""
+
+    epsilon_spent: float
+    epsilon_budget: float
+    delta: float
+    noise_multiplier: float
+    clip_norm: float  # C for the next flush
+    flushes: int  # noised releases so far
+    exhausted: bool  # one more flush would exceed the budget: training has stopped
+    accountant: str
+    sampling_amplification: bool = False  # never claimed: devices are not sampled at random
+
+    def offer_fields(self) -> dict[str, float]:
+        """The numbers a signed ModelOffer carries about the model it offers."""
+        return {
+            "epsilon": self.epsilon_spent,
+            "delta": self.delta,
+            "epsilon_budget": self.epsilon_budget,
+            "noise_multiplier": self.noise_multiplier,
+            "clip_norm": self.clip_norm,
+            "flushes": float(self.flushes),
+        }
+
+
+class DpMechanism:
+    def __init__(self, config: PrivacyConfig, expected_per_flush: int) -> None:
+        if expected_per_flush < 1:
+            raise ValueError(f"expected_per_flush must be >= 1, got {expected_per_flush}")
+        self.config = config
+        self.expected_per_flush = expected_per_flush  # m: FedBuff's K, FedAvg's round size
+        sigma = config.noise_multiplier
+        if config.adaptive_clip:
+            self.count_std = config.clipped_count_std or expected_per_flush / 20.0
+            self.sum_sigma = sum_noise_multiplier(sigma, self.count_std)
+        else:
+            self.count_std = 0.0
+            self.sum_sigma = sigma
+        self._key = (
+            derive_key(config.seed) if config.seed is not None else secrets.token_bytes(KEY_BYTES)
+        )
+        self._clip = config.clip_norm
+        self._flushes = 0
+        self._unclipped = 0  # updates of the open buffer whose norm was <= C
+        self._count = 0  # updates of the open buffer
+        self._announced = False
+
+    # --- accounting ---------------------------------------------------------------------------
+
+    def epsilon_after(self, flushes: int) -> float:
+        # q = 1: no amplification by sampling is claimed (see accountant.py)
+        c = self.config
+        return epsilon(c.noise_multiplier, flushes, c.delta, 1.0, c.accountant)
+
+    @property
+    def exhausted(self) -> bool:
+        """One more flush would take epsilon past the budget (derived, never stored: a raised
+        budget in the config lets a restarted server resume)."""
+        return self.epsilon_after(self._flushes + 1) > self.config.epsilon
+
+    def status(self) -> PrivacyStatus:
+        c = self.config
+        return PrivacyStatus(
+            epsilon_spent=self.epsilon_after(self._flushes),
+            epsilon_budget=c.epsilon,
+            delta=c.delta,
+            noise_multiplier=c.noise_multiplier,
+            clip_norm=self._clip,
+            flushes=self._flushes,
+            exhausted=self.exhausted,
+            accountant=c.accountant.value,
+        )
+
+    def check_open(self) -> None:
+        """Admission: refuse updates once no further flush fits in the budget."""
+        if self.exhausted:
+            raise RejectedUpdate(
+                Reason.PRIVACY_BUDGET,
+                f"privacy budget epsilon={self.config.epsilon:g} spent after {self._flushes} "
+                "flushes; training has stopped, the last model keeps being served",
+            )
+
+    # --- the mechanism ------------------------------------------------------------------------
+
+    def clip(self, delta: np.ndarray) -> np.ndarray:
+        """(n,) float32 -> clipped to C; counted for adaptive clipping."""
+        clipped, was_clipped = clip_l2(delta, self._clip)
+        self._count += 1
+        self._unclipped += 0 if was_clipped else 1
+        return clipped
+
+    def release(self, total: np.ndarray, version: int) -> np.ndarray | None:
+        """The noised sum for the flush taking `version` to `version + 1`, or None when that
+        flush would exceed the budget (the caller drops its buffer and keeps the model)."""
+        if self.exhausted:
+            spent = self.epsilon_after(self._flushes)
+            would = self.epsilon_after(self._flushes + 1)
+            _log.warning(
+                "privacy budget: flush %d refused (epsilon would be %.4g > budget %.4g; spent "
+                "%.4g); the buffered updates are dropped and model version %d keeps being served",
+                self._flushes + 1,
+                would,
+                self.config.epsilon,
+                spent,
+                version,
+            )
+            self._reset_buffer()
+            return None
+        std = self.sum_sigma * self._clip
+        noise = gaussian(self._key, NoiseDomain.SUM, version, total.shape[0], std)
+        noised: np.ndarray = (total.astype(np.float64) + noise).astype(np.float32)  # (n,) f32
+        if self.config.adaptive_clip:
+            self._adapt_clip(version)
+        self._flushes += 1
+        self._reset_buffer()
+        if self.exhausted and not self._announced:
+            self._announced = True
+            _log.warning(
+                "privacy budget: epsilon %.4g of %.4g spent after %d flushes; the next flush "
+                "would exceed it, so training stops and version %d is the last model",
+                self.epsilon_after(self._flushes),
+                self.config.epsilon,
+                self._flushes,
+                version + 1,
+            )
+        return noised
+
+    def _adapt_clip(self, version: int) -> None:
+        c = self.config
+        noisy = self._unclipped + float(
+            gaussian(self._key, NoiseDomain.CLIP_COUNT, version, 1, self.count_std)[0]
+        )
+        fraction = noisy / max(self._count, 1)
+        self._clip *= math.exp(-c.clip_learning_rate * (fraction - c.target_quantile))
+
+    def _reset_buffer(self) -> None:
+        self._unclipped = self._count = 0
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, float | int | str]:
+        return {
+            _PREFIX + "key": self._key.hex(),
+            _PREFIX + "clip": self._clip,
+            _PREFIX + "flushes": self._flushes,
+            _PREFIX + "unclipped": self._unclipped,
+            _PREFIX + "count": self._count,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore from a strategy state dict. A state without DP keys (a server that ran
+        without privacy) is refused: its model was released without noise."""
+        if _PREFIX + "key" not in state:
+            raise ValueError(
+                "privacy is configured but the saved state has no privacy record (it was "
+                "written without [privacy]); use a fresh state folder"
+            )
+        key = bytes.fromhex(str(state[_PREFIX + "key"]))
+        if len(key) != KEY_BYTES:
+            raise ValueError("privacy state: bad noise key")
+        self._key = key
+        self._clip = float(state[_PREFIX + "clip"])  # type: ignore[arg-type]
+        self._flushes = int(state[_PREFIX + "flushes"])  # type: ignore[call-overload]
+        self._unclipped = int(state[_PREFIX + "unclipped"])  # type: ignore[call-overload]
+        self._count = int(state[_PREFIX + "count"])  # type: ignore[call-overload]
+        if not (math.isfinite(self._clip) and self._clip > 0) or self._flushes < 0:
+            raise ValueError("privacy state: bad clip norm or flush count")

@@ -1,0 +1,103 @@
+"""The agent's secure-aggregation rounds over a fake publish: versions, masking, outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from agent.secagg import SecAggAgentSettings, SecureRounds
+from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
+from protocol.secagg.messages import AnyDown, decode_up, encode
+from protocol.topics import secagg_up_topic
+
+N = 12
+Outbox = list[tuple[str, AnyDown]]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _agents(ids: list[str], clock: _Clock) -> tuple[dict[str, SecureRounds], ServerCohort, Outbox]:
+    cohort = ServerCohort(CohortConfig("m", N, target_size=len(ids), min_size=3, clip=5.0),
+                          bytes(16), 4, bytes(32))  # fmt: skip
+    outbox: list[tuple[str, AnyDown]] = []
+    agents: dict[str, SecureRounds] = {}
+
+    def publisher(
+        device_id: str,
+    ) -> Callable[[str, bytes], None]:  # the server answers at once, as over a broker
+        def publish(topic: str, payload: bytes) -> None:
+            assert topic == secagg_up_topic("home", device_id)
+            msg = decode_up(payload)
+            handler = {
+                "SecAggJoin": cohort.add_join,
+                "SharesMessage": cohort.on_shares,
+                "MaskedInput": cohort.on_masked,
+                "UnmaskResponse": cohort.on_reveal,
+            }
+            outbox.extend(handler[type(msg).__name__](msg))  # type: ignore[operator]
+
+        return publish
+
+    for d in ids:
+        agents[d] = SecureRounds(SecAggAgentSettings(True, 60.0), fleet="home", device_id=d,
+                                 model_id="m", publish=publisher(d), clock=clock)  # fmt: skip
+    return agents, cohort, outbox
+
+
+def _deliver(agents: dict[str, SecureRounds], outbox: Outbox) -> None:
+    while outbox:
+        d, msg = outbox.pop(0)
+        agents[d].on_message(encode(msg))
+
+
+def test_round_trains_from_the_announced_version_and_keeps_residual_until_applied() -> None:
+    clock = _Clock()
+    ids = ["a", "b", "c"]
+    agents, cohort, outbox = _agents(ids, clock)
+    for d in ids:
+        agents[d].remember(3, np.zeros(N, np.float32))
+        agents[d].join()
+    _deliver(agents, outbox)  # announce (v4) -> shares -> bundles
+    assert all(a.training_base() is None for a in agents.values())  # v4 not held yet
+    for a in agents.values():
+        a.remember(4, np.ones(N, np.float32))
+    version, base = agents["a"].training_base()  # type: ignore[misc]
+    assert version == 4 and base[0] == 1.0
+    deltas = {d: np.full(N, 0.1 * (i + 1), np.float32) for i, d in enumerate(ids)}
+    for d in ids:
+        agents[d].submit(deltas[d], 10)
+    _deliver(agents, outbox)  # masked -> unmask -> reveal
+    assert cohort.phase is CohortPhase.DONE and cohort.result is not None
+    np.testing.assert_allclose(cohort.result.mean, 0.2, atol=1e-6)
+    assert agents["a"].poll() is None  # no result yet: residual not handed over
+    outbox.extend(cohort.results(5))
+    _deliver(agents, outbox)
+    outcome = agents["a"].poll()
+    assert outcome is not None and outcome.applied and outcome.base_version == 4
+    assert outcome.residual is not None and np.abs(outcome.residual).max() < 1e-4
+    assert not agents["a"].in_cohort and agents["a"].poll() is None
+
+
+def test_a_cohort_that_never_finishes_times_out_without_a_residual() -> None:
+    clock = _Clock()
+    agents, _cohort, outbox = _agents(["a", "b", "c", "d"], clock)  # K=4, only one joins
+    agents["a"].join()
+    assert agents["a"].in_cohort and outbox == []
+    clock.now = 61.0
+    outcome = agents["a"].poll()
+    assert outcome is not None and not outcome.applied and outcome.residual is None
+    assert "no result" in outcome.reason and not agents["a"].in_cohort
+
+
+def test_garbage_on_the_cohort_topic_is_ignored() -> None:
+    agents, _cohort, _ = _agents(["a", "b", "c"], _Clock())
+    agents["a"].join()
+    agents["a"].on_message(b"\x00not msgpack")
+    assert agents["a"].in_cohort
