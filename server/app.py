@@ -46,9 +46,9 @@ from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.ingest import warm_up
 from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
-from server.status_guard import status_is_acceptable
 from server.privacy import PrivacyStatus
 from server.secagg import CohortRunner
+from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
 from server.subscriptions import plan_subscriptions, remember_subscriptions
 from transport import IncomingMessage, MqttLink, PublishHandle
