@@ -34,11 +34,12 @@ def render_acl(fleets: Sequence[str], server_users: Sequence[str] = (DEFAULT_SER
     for fleet in fleets:
         lines += [
             f"# fleet {fleet}: every client writes only its own update and status, reads only",
-            "# its own ack and the global model offers",
+            "# its own ack and the global and serving model offers",
             f"pattern write {_device_pattern(fleet, kinds.UPDATE)}",
             f"pattern write {_device_pattern(fleet, kinds.STATUS)}",
             f"pattern read {_device_pattern(fleet, kinds.ACK)}",
             f"pattern read {topics.global_model_subscription(fleet)}",
+            f"pattern read {topics.serving_model_subscription(fleet)}",
             "",
         ]
     for user in server_users:
@@ -52,6 +53,7 @@ def render_acl(fleets: Sequence[str], server_users: Sequence[str] = (DEFAULT_SER
                 f"topic write {topics.device_subscription(fleet, kinds.ACK)}",
                 # readwrite: a restarted server reads back its own retained offer
                 f"topic readwrite {topics.global_model_subscription(fleet)}",
+                f"topic readwrite {topics.serving_model_subscription(fleet)}",
             ]
         lines.append("")
     return "\n".join(lines)

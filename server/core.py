@@ -41,7 +41,8 @@ from server.durability import (
     save_checkpoint,
 )
 from server.faults import fault_point
-from server.strategies.base import Strategy
+from server.serving import ServingAverage
+from server.strategies.base import StepResult, Strategy
 
 __all__ = ["Outcome", "RecoveryReport", "ServerCore"]
 
@@ -84,6 +85,7 @@ class ServerCore:
         *,
         checkpoint_every: int = 200,  # log records between checkpoints (bounds replay time)
         keep_log: bool = False,  # keep checkpointed segments (tests inspect the full history)
+        serving: ServingAverage | None = None,  # average of recent versions (None: the iterate)
     ) -> None:
         manifest.check_flat(initial_weights)
         self.manifest = manifest
@@ -97,6 +99,7 @@ class ServerCore:
         self._sequences: dict[str, tuple[int, str]] = {}
         self._log: UpdateLog | None = None
         self._counters = _Counters()
+        self.serving = serving or ServingAverage()
 
     # --- state ------------------------------------------------------------------------------
 
@@ -108,6 +111,11 @@ class ServerCore:
     @property
     def version(self) -> int:
         return self._version
+
+    @property
+    def serving_model(self) -> np.ndarray:
+        """The serving average of recent versions (server/serving.py); the iterate if disabled."""
+        return self.serving.model(self._model)
 
     @property
     def sequences(self) -> dict[str, tuple[int, str]]:
@@ -137,6 +145,7 @@ class ServerCore:
             self.manifest.check_flat(ckpt.model)
             self._model, self._version = ckpt.model.copy(), ckpt.version
             self.strategy.load_state_dict(ckpt.strategy_state)
+            self.serving.load_state_dict(ckpt.serving_state)
             self._sequences = dict(ckpt.sequences)
             start = ckpt.log_position
         records, _end, tail = read_from(self.log_dir, start)
@@ -180,7 +189,7 @@ class ServerCore:
             self._note_applied(msg.device_id, msg.seq)
         else:
             raise DataError(f"{self.log_dir}: unknown log record kind {kind!r}")
-        self._model, self._version = result.model, result.version
+        self._take(result)
 
     # --- write path -------------------------------------------------------------------------
 
@@ -221,7 +230,7 @@ class ServerCore:
         }
         log.append(msgpack.packb(record, use_bin_type=True))
         result = self.strategy.apply(self._model, version, admitted.update)
-        self._model, self._version = result.model, result.version
+        self._take(result)
         self._sequences[msg.device_id] = (msg.seq, admitted.digest)
         self._note_applied(msg.device_id, msg.seq)
         fault_point("core.applied")
@@ -236,7 +245,7 @@ class ServerCore:
         result = self.strategy.tick(self._model, version, now)
         if result.stepped:
             log.append(msgpack.packb({"k": "t", "v": version}, use_bin_type=True))
-            self._model, self._version = result.model, result.version
+            self._take(result)
         return result.stepped
 
     def commit(self) -> None:
@@ -270,6 +279,7 @@ class ServerCore:
                 strategy_state=self.strategy.state_dict(),
                 sequences=dict(self._sequences),
                 log_position=position,
+                serving_state=self.serving.state_dict(),
             ),
         )
         if not self.keep_log:
@@ -280,6 +290,11 @@ class ServerCore:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _take(self, result: StepResult) -> None:
+        self._model, self._version = result.model, result.version
+        if result.stepped:
+            self.serving.observe(self._model)
 
     def _note_applied(self, device_id: str, seq: int) -> None:
         self._counters.applied += 1

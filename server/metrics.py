@@ -7,6 +7,7 @@ fleetlearn_model_version                          gauge
 fleetlearn_ingest_seconds                         histogram: receive -> Ack sent (incl. fsync)
 fleetlearn_eval_accuracy / _macro_f1 / _loss      gauges, last evaluation of the global model
 fleetlearn_eval_version                           gauge, the version last evaluated
+fleetlearn_serving_accuracy / _macro_f1           gauges, last evaluation of the serving average
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ class ServerMetrics:
         self.eval_f1 = Gauge("fleetlearn_eval_macro_f1", "Last eval macro-F1", registry=r)
         self.eval_loss = Gauge("fleetlearn_eval_loss", "Last eval loss", registry=r)
         self.eval_version = Gauge("fleetlearn_eval_version", "Version last evaluated", registry=r)
+        self.serving_accuracy = Gauge(
+            "fleetlearn_serving_accuracy", "Last eval accuracy, serving model", registry=r
+        )
+        self.serving_f1 = Gauge(
+            "fleetlearn_serving_macro_f1", "Last eval macro-F1, serving model", registry=r
+        )
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {"accepted": 0}
         self._server: Any = None

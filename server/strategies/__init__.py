@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import ConfigError
+from server.optimizers import make_optimizer
 from server.staleness import make_staleness
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
 from server.strategies.fedasync import FedAsync
@@ -26,6 +27,7 @@ __all__ = [
 
 STRATEGIES: dict[str, type[Strategy]] = {"fedasync": FedAsync, "fedbuff": FedBuff, "fedavg": FedAvg}
 _USES_STALENESS = {"fedasync", "fedbuff"}
+_USES_OPTIMIZER = {"fedbuff", "fedavg"}
 
 
 def make_strategy(
@@ -37,6 +39,9 @@ def make_strategy(
 
     `staleness` is e.g. {"function": "polynomial", "a": 0.5} (FedAsync and FedBuff only).
     FedProx is FedAvg with `fedprox_mu > 0`; the name "fedprox" is accepted as that alias.
+    FedBuff and FedAvg take `optimizer` ("adam" or {name, beta1, beta2, tau}) and `lr_schedule`
+    ({name, warmup_steps, ...}) with `server_lr` as its rate (server/optimizers.py); FedBuff's
+    `momentum = b` alone still means avgm with beta1 = b.
     """
     if name == "fedprox":
         name = "fedavg"
@@ -51,6 +56,16 @@ def make_strategy(
         kwargs["staleness"] = make_staleness(function, st)
     elif staleness:
         raise ConfigError(f"strategy.staleness: {name} does not weight by staleness")
+    if name in _USES_OPTIMIZER and ("optimizer" in kwargs or "lr_schedule" in kwargs):
+        try:
+            kwargs["optimizer"] = make_optimizer(
+                kwargs.pop("optimizer", None),
+                lr=float(kwargs.pop("server_lr", 1.0)),
+                momentum=float(kwargs.pop("momentum", 0.0)),
+                schedule=kwargs.pop("lr_schedule", None),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"strategy: {exc}") from exc
     try:
         return STRATEGIES[name](**kwargs)
     except TypeError as exc:

@@ -4,7 +4,8 @@ Versions advance in rounds. A round accepts only updates trained on the current 
 else is STALE: its round is over), and closes when `round_size` updates arrived, or at the deadline
 with at least `min_updates` of them:
 
-    x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float32)
+    g = sum_i n_i * delta_i / sum_i n_i            (sample-weighted mean, float32)
+    x <- opt(x, g)                                  (server/optimizers.py; default sgd lr 1: x + g)
 
 FedProx is FedAvg plus a proximal term on the devices: `fedprox_mu` travels in the ModelOffer.
 The round clock starts at the first `tick` after a round opens; time is passed in, never read.
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.errors import Reason, RejectedUpdate
+from server.optimizers import ServerOptimizer, make_optimizer
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy, as_array
 
 __all__ = ["FedAvg"]
@@ -28,6 +30,9 @@ class FedAvg(Strategy):
     deadline_s: float = 60.0  # a round closes after this long if >= min_updates arrived
     min_updates: int = 1
     fedprox_mu: float = 0.0
+    server_lr: float = 1.0  # shorthand for optimizer=None: sgd at this lr (1: plain FedAvg)
+    optimizer: ServerOptimizer | None = None  # FedAvgM / FedAdam / ... on the round mean
+    _opt: ServerOptimizer = field(init=False, repr=False)
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _samples: int = field(default=0, init=False, repr=False)
@@ -43,6 +48,16 @@ class FedAvg(Strategy):
             raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
         if self.fedprox_mu < 0:
             raise ValueError(f"fedprox_mu must be >= 0, got {self.fedprox_mu}")
+        if self.optimizer is None:
+            self._opt = make_optimizer(None, lr=self.server_lr)
+        elif self.server_lr != 1.0:
+            raise ValueError("set the optimizer's lr, not server_lr, with it")
+        else:
+            self._opt = self.optimizer
+
+    @property
+    def server_optimizer(self) -> ServerOptimizer:
+        return self._opt
 
     @property
     def pending(self) -> int:
@@ -80,7 +95,7 @@ class FedAvg(Strategy):
         if self._count == 0 or self._sum is None:
             return StepResult(model, version, stepped=False)
         mean = self._sum / np.float32(self._samples)  # (n,) float32; _samples > 0
-        new = model + mean  # (n,) float32
+        new = self.server_optimizer.step(model, mean)  # (n,) float32; sgd lr 1: model + mean
         self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
         return StepResult(new, version + 1, stepped=True)
 
@@ -90,6 +105,7 @@ class FedAvg(Strategy):
         state: StateDict = {"samples": self._samples, "count": self._count}
         if self._sum is not None:
             state["sum"] = self._sum.copy()
+        state.update(self.server_optimizer.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -97,3 +113,4 @@ class FedAvg(Strategy):
         self._count = int(state.get("count", 0))
         self._round_started = None
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
+        self.server_optimizer.load_state_dict(state)

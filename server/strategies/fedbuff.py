@@ -3,8 +3,9 @@
     buffer:   S = sum_i s(tau_i) * w_i * delta_i      (float32 accumulator, (n,))
               W = sum_i w_i                            w_i = num_samples if sample_weighted else 1
     after K:  g = S / W
-              m <- beta * m + g   (if momentum beta > 0)   else  m = g
-              x <- x + lr * m;    version += 1;   S, W reset
+              x <- opt(x, g);     version += 1;   S, W reset
+              (opt: server/optimizers.py, sgd | avgm | adam | yogi | adagrad, with an lr schedule;
+               `server_lr` and `momentum` alone give sgd or avgm: x <- x + lr * (m <- beta*m + g))
 
 tau is measured when the update arrives. The buffer is a plain partial sum (S, W, count), which
 is what a sharded deployment ships from each shard to the coordinator (DESIGN.md, Scale).
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.optimizers import ServerOptimizer, make_optimizer
 from server.staleness import StalenessFn, constant
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy, as_array
 
@@ -25,16 +27,17 @@ __all__ = ["FedBuff"]
 @dataclass
 class FedBuff(Strategy):
     buffer_size: int = 10  # K; the paper finds K=10 a good default
-    server_lr: float = 1.0
-    momentum: float = 0.0  # server momentum beta; 0 disables
+    server_lr: float = 1.0  # shorthand for optimizer=None: sgd (or avgm) at this lr
+    momentum: float = 0.0  # shorthand: avgm with beta1 = momentum; 0 disables
     staleness: StalenessFn = constant
     sample_weighted: bool = False
     fedprox_mu: float = 0.0
+    optimizer: ServerOptimizer | None = None  # the server step; None: from server_lr/momentum
+    _opt: ServerOptimizer = field(init=False, repr=False)
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _weight: float = field(default=0.0, init=False, repr=False)
     _count: int = field(default=0, init=False, repr=False)
-    _velocity: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
 
     name = "fedbuff"
 
@@ -45,6 +48,16 @@ class FedBuff(Strategy):
             raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer is None:
+            self._opt = make_optimizer(None, lr=self.server_lr, momentum=self.momentum)
+        elif self.momentum or self.server_lr != 1.0:
+            raise ValueError("set the optimizer's lr and beta1, not server_lr/momentum, with it")
+        else:
+            self._opt = self.optimizer
+
+    @property
+    def server_optimizer(self) -> ServerOptimizer:
+        return self._opt
 
     @property
     def pending(self) -> int:
@@ -68,12 +81,7 @@ class FedBuff(Strategy):
         if self._count == 0 or self._sum is None:
             return StepResult(model, version, stepped=False)
         g = self._sum / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
-        if self.momentum > 0.0:
-            if self._velocity is None:
-                self._velocity = np.zeros_like(g)
-            self._velocity = np.float32(self.momentum) * self._velocity + g
-            g = self._velocity
-        new = model + np.float32(self.server_lr) * g  # (n,) float32
+        new = self.server_optimizer.step(model, g)  # (n,) float32
         self._sum, self._weight, self._count = None, 0.0, 0
         return StepResult(new, version + 1, stepped=True)
 
@@ -81,12 +89,13 @@ class FedBuff(Strategy):
         state: StateDict = {"weight": self._weight, "count": self._count}
         if self._sum is not None:
             state["sum"] = self._sum.copy()
-        if self._velocity is not None:
-            state["velocity"] = self._velocity.copy()
+        state.update(self.server_optimizer.state_dict())
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
         self._weight = float(state.get("weight", 0.0))
         self._count = int(state.get("count", 0))
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
-        self._velocity = as_array(state, "velocity", np.float32) if "velocity" in state else None
+        if "velocity" in state and "opt.m" not in state:  # checkpoints before server optimizers
+            state = {**state, "opt.m": state["velocity"]}
+        self.server_optimizer.load_state_dict(state)
