@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,9 @@ def _yogi_fedavg() -> Strategy:
     return FedAvg(round_size=2, optimizer=ServerOptimizer(OptimizerName.YOGI, lr=0.1))
 
 
-def _core(state: Path, make: type | object, every: int) -> ServerCore:
-    strategy = make() if callable(make) else make
+def _core(state: Path, make: Callable[[], Strategy], every: int) -> ServerCore:
     core = ServerCore(
-        M, np.zeros(6, np.float32), strategy, state, checkpoint_every=every,
+        M, np.zeros(6, np.float32), make(), state, checkpoint_every=every,
         serving=ServingAverage(0.8),
     )  # fmt: skip
     core.recover()
@@ -96,7 +96,7 @@ def _deltas(count: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("make", [_adam_fedbuff, _yogi_fedavg])
 def test_wal_replay_reproduces_optimizer_and_serving_state_bit_for_bit(
-    tmp_path: Path, make: object
+    tmp_path: Path, make: Callable[[], Strategy]
 ) -> None:
     deltas = _deltas(11)
     live = _core(tmp_path / "live", make, every=4)  # checkpoints mid-way, the rest in the log
