@@ -20,11 +20,13 @@ def test_acl_by_hand() -> None:
         "pattern write fl/home/device/%u/status",
         "pattern read fl/home/device/%u/ack",
         "pattern read fl/home/model/+/global",
+        "pattern read fl/home/model/+/serving",
         "user agg",
         "topic read fl/home/device/+/update",
         "topic read fl/home/device/+/status",
         "topic write fl/home/device/+/ack",
         "topic readwrite fl/home/model/+/global",
+        "topic readwrite fl/home/model/+/serving",
     ]
 
 
