@@ -14,7 +14,7 @@
     [admission]  max_message_bytes, max_samples, max_norm, norm_action = "clip"|"reject",
                  max_staleness (-1 = unbounded)
     [publish]    every_versions = 1, every_seconds = 5.0, codec = "float32" | "float16"
-    [serving]    decay = 0.9 (average of recent versions; 0 = serve the iterate), publish = true
+    [serving]    decay = 0.95 (average of recent versions; 0 = serve the iterate), publish = true
     [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
     [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
 
@@ -65,9 +65,9 @@ class PublishConfig:
 class ServingConfig:
     """The serving model (server/serving.py): evaluated, checkpointed, published for inference."""
 
-    # EMA/Polyak horizon ~ 1 / (1 - decay) versions. 0.9 was the measured default
+    # EMA/Polyak horizon ~ 1 / (1 - decay) versions. 0.95 is the measured default
     # (benchmarks/parity.py): it cuts the version-to-version swing on small skewed fleets.
-    decay: float = 0.9
+    decay: float = 0.95
     publish: bool = True  # retained offer on fl/<fleet>/model/<id>/serving
 
 
