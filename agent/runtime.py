@@ -47,7 +47,13 @@ from protocol.messages import (
     encode_update,
 )
 from protocol.signing import verify_offer
-from protocol.topics import ack_topic, global_model_topic, status_topic, update_topic
+from protocol.topics import (
+    ack_topic,
+    global_model_topic,
+    serving_model_topic,
+    status_topic,
+    update_topic,
+)
 
 __all__ = ["AgentRuntime", "offline_status"]
 
@@ -104,6 +110,10 @@ class AgentRuntime:
         self._status_at = -math.inf
         self._status_key: tuple[str, str, int | None] | None = None
         self._offer_topic = global_model_topic(config.fleet, config.model_id)
+        # The server's serving average (server/serving.py), when it publishes one, is the model
+        # local apps run; the training iterate on _offer_topic is what this device trains from.
+        self._serving_topic = serving_model_topic(config.fleet, config.model_id)
+        self._serving_version = -1
         self._ack_topic = ack_topic(config.fleet, config.device_id)
         self._update_topic = update_topic(config.fleet, config.device_id)
         self._status_topic = status_topic(config.fleet, config.device_id)
@@ -120,6 +130,7 @@ class AgentRuntime:
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.link.subscribe(self._offer_topic, qos=1)
+        self.link.subscribe(self._serving_topic, qos=1)
         self.link.subscribe(self._ack_topic, qos=1)
         pending = self.store.pending_seqs()
         if pending:
@@ -173,6 +184,8 @@ class AgentRuntime:
                 self._on_offer(payload)
             elif topic == self._ack_topic:
                 self._on_ack(payload)
+            elif topic == self._serving_topic:
+                self._on_serving(payload)
             else:
                 _log.debug("ignoring message on unexpected topic %s", topic)
         except ProtocolError as exc:
@@ -196,8 +209,23 @@ class AgentRuntime:
         base = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
         self.offer, self.base = offer, base
         _log.info("new global model v%d (fedprox_mu=%g)", offer.version, offer.fedprox_mu)
-        if self.models is not None:
+        if self.models is not None and self._serving_version < 0:  # no serving model yet
             self._save_model(ModelKind.GLOBAL, base, offer.version)
+
+    def _on_serving(self, payload: bytes) -> None:
+        """The server's serving model: checked like an offer, saved for local apps only."""
+        offer = decode_offer(payload)
+        verify_offer(offer, self.fleet_key)
+        if offer.model_id != self.config.model_id or offer.manifest_digest != self.manifest.digest:
+            _log.warning("ignoring serving model v%d: not our model", offer.version)
+            return
+        if offer.version <= self._serving_version:
+            return
+        weights = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
+        self._serving_version = offer.version
+        _log.info("new serving model v%d", offer.version)
+        if self.models is not None:
+            self._save_model(ModelKind.GLOBAL, weights, offer.version)
 
     def _on_ack(self, payload: bytes) -> None:
         ack = decode_ack(payload)
