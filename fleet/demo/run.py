@@ -118,7 +118,7 @@ def _summary(console: Console, report: RunReport, report_path: Path, plot_path: 
         table.add_row(label, *(fmt(r) for r in runs.values()))
 
     # The published (serving) model is what devices run; the training iterate is shown beside it.
-    row("serving accuracy (published)", lambda r: f"{r['final_accuracy']:.3f}")
+    row("final accuracy (serving)", lambda r: f"{r['final_accuracy']:.3f}")
     row(
         "iterate accuracy",
         lambda r: (
