@@ -241,8 +241,12 @@ def _levers_only(setup: Setup, exp: Experiment, seeds: list[int], work: Path) ->
     }
     t0 = time.perf_counter()
     rows = _levers(setup, exp, seeds, report, work)
-    doc = {"seeds": seeds, "levers": rows, "wall_s": time.perf_counter() - t0,
-           "baseline": "fedavg/float32 per-seed times and targets from results/fleet.json"}  # fmt: skip
+    doc = {
+        "seeds": seeds,
+        "levers": rows,
+        "wall_s": time.perf_counter() - t0,
+        "baseline": "fedavg/float32 per-seed times and targets from results/fleet.json",
+    }
     path = ROOT / "benchmarks/results/fleet_levers.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}")
