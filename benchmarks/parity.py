@@ -202,30 +202,20 @@ def _row(
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--strategies", default="recommended,fedasync")
-    ap.add_argument("--hours", type=float, default=0.75, help="virtual hours per run")
-    ap.add_argument("--quick", action="store_true", help="8 devices at alpha 0.5 only")
-    ap.add_argument("--fleets", help="e.g. 8:0.1,100:0.5 (default: all four)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/parity.json")
-    ns = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="parity-"))
-    fleets: tuple[tuple[int, float], ...] = FLEETS[:1] if ns.quick else FLEETS
-    if ns.fleets:
-        fleets = tuple((int(d), float(a)) for d, a in (f.split(":") for f in ns.fleets.split(",")))
-    strategies = ns.strategies.split(",")
-    t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    for dataset in ns.datasets.split(","):
-        for devices, alpha in fleets:
-            rows += run_row(dataset, devices, alpha, strategies, ns.hours, work)
+def _write(out: Path, rows: list[dict[str, Any]], hours: float, wall: float) -> dict[str, Any]:
     doc = {
-        "rows": rows,
+        "rows": sorted(
+            rows,
+            key=lambda r: (
+                list(DATASETS).index(r["dataset"]),
+                r["devices"],
+                -r["alpha"],
+                r["strategy"],
+            ),
+        ),
         "goal": {"ratio_at_least": 0.95, "swing_below_points": 2.0},
         "config": {
-            "virtual_hours": ns.hours,
+            "virtual_hours": hours,
             "evaluations": EVALS,
             "concurrency": "min(devices, 20)",
             "fleet": "always available, 15% stragglers 10x slower, 5% drop-outs",
@@ -234,9 +224,42 @@ def main() -> int:
             "partition": "fleet.partition.dirichlet_partition(min_size=8): when the data cannot"
             " give every device 8 samples, devices share slices",
         },
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": round(wall, 1),
     }
-    ns.out.write_text(json.dumps(doc, indent=1) + "\n")
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--strategies", default="recommended,fedasync")
+    ap.add_argument("--hours", type=float, default=0.75, help="virtual hours per run")
+    ap.add_argument("--quick", action="store_true", help="8 devices at alpha 0.5 only")
+    ap.add_argument("--fleets", help="e.g. 8:0.1,100:0.5 (default: all four)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/parity.json")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep --out's rows and run only the missing ones"
+    )
+    ns = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="parity-"))
+    fleets: tuple[tuple[int, float], ...] = FLEETS[:1] if ns.quick else FLEETS
+    if ns.fleets:
+        fleets = tuple((int(d), float(a)) for d, a in (f.split(":") for f in ns.fleets.split(",")))
+    strategies = ns.strategies.split(",")
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    if ns.resume and ns.out.exists():
+        rows = json.loads(ns.out.read_text())["rows"]
+    for dataset in ns.datasets.split(","):
+        for devices, alpha in fleets:
+            done = {r["strategy"] for r in rows if (r["dataset"], r["devices"], r["alpha"])
+                    == (dataset, devices, alpha)}  # fmt: skip
+            todo = [s for s in strategies if s not in done]
+            if todo:
+                rows += run_row(dataset, devices, alpha, todo, ns.hours, work)
+                _write(ns.out, rows, ns.hours, time.perf_counter() - t0)  # a partial run keeps
+    doc = _write(ns.out, rows, ns.hours, time.perf_counter() - t0)
     print("\n| dataset | devices | alpha | strategy | federated | central | ratio | swing |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
