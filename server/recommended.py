@@ -15,6 +15,9 @@ benchmark's 1,000 devices): K = concurrency/2 beat /4 and /1 on the serving mode
 points over the iterate on that fleet; FedAdam at server lr 0.003/0.01/0.03 needed 1.4x/2.8x/inf
 as many updates as plain FedBuff to reach the fleet benchmark's target (its tiny, noisy
 pseudo-gradients get normalised to full-size steps), so the default server step stays sgd.
+On the full parity run (results/parity.json, 5 data sets x 4 fleets) these defaults meet
+>= 0.95x central accuracy with swing < 2 points on 16 of 20 rows (FedAsync: 12); they miss on
+Dirichlet 0.1 digits (0.83x at 8 devices, 0.93x at 100) and sensor (0.61x, 0.75x).
 """
 
 from __future__ import annotations
