@@ -48,7 +48,13 @@ from protocol.messages import (
     encode_status,
 )
 from protocol.signing import verify_offer
-from protocol.topics import ack_topic, global_model_topic, status_topic, update_topic
+from protocol.topics import (
+    ack_topic,
+    global_model_topic,
+    serving_model_topic,
+    status_topic,
+    update_topic,
+)
 from protocol.update_header import encode_update_compact
 
 __all__ = ["AgentRuntime", "offline_status"]
@@ -111,6 +117,10 @@ class AgentRuntime:
         self._status_at = -math.inf
         self._status_key: tuple[str, str, int | None] | None = None
         self._offer_topic = global_model_topic(config.fleet, config.model_id)
+        # The server's serving average (server/serving.py), when it publishes one, is the model
+        # local apps run; the training iterate on _offer_topic is what this device trains from.
+        self._serving_topic = serving_model_topic(config.fleet, config.model_id)
+        self._serving_version = -1
         self._ack_topic = ack_topic(config.fleet, config.device_id)
         self._update_topic = update_topic(config.fleet, config.device_id)
         self._status_topic = status_topic(config.fleet, config.device_id)
@@ -137,6 +147,7 @@ class AgentRuntime:
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.link.subscribe(self._offer_topic, qos=OFFER_QOS)
+        self.link.subscribe(self._serving_topic, qos=OFFER_QOS)  # retained latest only
         self.link.subscribe(self._ack_topic, qos=1)
         if self.secure is not None:
             self.link.subscribe(self.secure.topic_down, qos=1)
@@ -194,6 +205,8 @@ class AgentRuntime:
                 self._on_ack(payload)
             elif self.secure is not None and topic == self.secure.topic_down:
                 self.secure.on_message(payload)
+            elif topic == self._serving_topic:
+                self._on_serving(payload)
             else:
                 _log.debug("ignoring message on unexpected topic %s", topic)
         except ProtocolError as exc:
@@ -219,8 +232,23 @@ class AgentRuntime:
         if self.secure is not None:
             self.secure.remember(offer.version, base)
         _log.info("new global model v%d (fedprox_mu=%g)", offer.version, offer.fedprox_mu)
-        if self.models is not None:
+        if self.models is not None and self._serving_version < 0:  # no serving model yet
             self._save_model(ModelKind.GLOBAL, base, offer.version)
+
+    def _on_serving(self, payload: bytes) -> None:
+        """The server's serving model: checked like an offer, saved for local apps only."""
+        offer = decode_offer(payload)
+        verify_offer(offer, self.fleet_key)
+        if offer.model_id != self.config.model_id or offer.manifest_digest != self.manifest.digest:
+            _log.warning("ignoring serving model v%d: not our model", offer.version)
+            return
+        if offer.version <= self._serving_version:
+            return
+        weights = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
+        self._serving_version = offer.version
+        _log.info("new serving model v%d", offer.version)
+        if self.models is not None:
+            self._save_model(ModelKind.GLOBAL, weights, offer.version)
 
     def _on_ack(self, payload: bytes) -> None:
         ack = decode_ack(payload)

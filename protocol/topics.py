@@ -1,6 +1,8 @@
 """Every MQTT topic fleetlearn uses is built and parsed here, and ids are validated only here.
 
     fl/<fleet>/model/<model_id>/global       retained signed ModelOffer (server -> devices)
+    fl/<fleet>/model/<model_id>/serving      retained signed ModelOffer of the serving average
+                                             (for devices' inference; server/serving.py)
     fl/<fleet>/device/<device_id>/update     ClientUpdate (device -> server)
     fl/<fleet>/device/<device_id>/ack        Ack (server -> device)
     fl/<fleet>/device/<device_id>/status     retained DeviceStatus + last will (device)
@@ -31,6 +33,8 @@ __all__ = [
     "parse_global_model_topic",
     "secagg_down_topic",
     "secagg_up_topic",
+    "serving_model_subscription",
+    "serving_model_topic",
     "shared_update_subscription",
     "status_topic",
     "update_subscription",
@@ -92,6 +96,14 @@ def global_model_topic(fleet: str, model_id: str) -> str:
 
 def global_model_subscription(fleet: str) -> str:
     return f"{ROOT}/{validate_fleet(fleet)}/model/+/global"
+
+
+def serving_model_topic(fleet: str, model_id: str) -> str:
+    return f"{ROOT}/{validate_fleet(fleet)}/model/{validate_model_id(model_id)}/serving"
+
+
+def serving_model_subscription(fleet: str) -> str:
+    return f"{ROOT}/{validate_fleet(fleet)}/model/+/serving"
 
 
 def _device_topic(fleet: str, device_id: str, kind: DeviceTopicKind) -> str:

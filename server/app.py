@@ -38,6 +38,7 @@ from protocol.topics import (
     global_model_topic,
     parse_device_topic,
     secagg_down_topic,
+    serving_model_topic,
 )
 from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
@@ -48,6 +49,7 @@ from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
 from server.privacy import PrivacyStatus
 from server.secagg import CohortRunner
+from server.serving import ServingAverage
 from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
 from server.subscriptions import plan_subscriptions, remember_subscriptions
@@ -76,9 +78,10 @@ class ServerStatus:
     version: int  # committed (durable) version
     published_version: int
     counts: dict[str, int]  # accepted and rejected-by-reason
-    last_eval: EvalResult | None
+    last_eval: EvalResult | None  # the training iterate (what devices train from)
     pending: int  # updates buffered in the strategy
     privacy: PrivacyStatus | None = None  # epsilon spent, budget, exhausted; None = no DP
+    last_serving_eval: EvalResult | None = None  # the serving average (server/serving.py)
 
 
 class ServerApp:
@@ -111,6 +114,7 @@ class ServerApp:
             config.state_dir,
             config.admission,
             checkpoint_every=config.durability.checkpoint_every,
+            serving=ServingAverage(config.serving.decay),
         )
         self.metrics = ServerMetrics()
         self.metrics_port: int | None = None
@@ -120,12 +124,14 @@ class ServerApp:
             self._evaluator = Evaluator(self._artifacts.inference_model, manifest, x, y)
         self._link: LinkLike = link or MqttLink(config.broker)
         self._topic = global_model_topic(config.fleet, manifest.model_id)
+        self._serving_topic = serving_model_topic(config.fleet, manifest.model_id)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the published snapshot and last eval
         self._published: tuple[int, np.ndarray] | None = None
         self._published_at = 0.0
         self._last_eval: EvalResult | None = None
+        self._last_serving_eval: EvalResult | None = None
         self._version_changed = threading.Condition(self._lock)
         self._committed_version = 0
         self.error: BaseException | None = None  # set if the worker died
@@ -205,6 +211,7 @@ class ServerApp:
                 self._last_eval,
                 self.core.strategy.pending,
                 self._privacy_status(),
+                self._last_serving_eval,
             )
 
     def _privacy_status(self) -> PrivacyStatus | None:
@@ -219,8 +226,15 @@ class ServerApp:
 
     @property
     def last_eval(self) -> EvalResult | None:
+        """The latest evaluation of the training iterate."""
         with self._lock:
             return self._last_eval
+
+    @property
+    def last_serving_eval(self) -> EvalResult | None:
+        """The latest evaluation of the serving model (the iterate's when serving is off)."""
+        with self._lock:
+            return self._last_serving_eval
 
     def wait_for_version(self, version: int, timeout: float) -> bool:
         """Block until the committed version reaches `version` (True) or the timeout (False)."""
@@ -362,8 +376,7 @@ class ServerApp:
         ):
             self._publish(now)
 
-    def _publish(self, now: float) -> None:
-        model, version = self.core.model.copy(), self.core.version  # committed: called after sync
+    def _offer(self, model: np.ndarray, version: int) -> bytes:
         privacy = self._privacy_status()
         offer = ModelOffer(
             model_id=self.core.manifest.model_id,
@@ -374,30 +387,47 @@ class ServerApp:
             fedprox_mu=float(self.core.strategy.fedprox_mu),
             privacy=privacy.offer_fields() if privacy is not None else {},
         )
-        self._link.publish(
-            self._topic, encode_offer(sign_offer(offer, self._key)), qos=1, retain=True
-        )
+        return encode_offer(sign_offer(offer, self._key))
+
+    def _publish(self, now: float) -> None:
+        model, version = self.core.model.copy(), self.core.version  # committed: called after sync
+        serving = self.core.serving_model.copy()
+        self._link.publish(self._topic, self._offer(model, version), qos=1, retain=True)
+        if self.core.serving.enabled and self.config.serving.publish:
+            # Devices' inference model: same signed offer format, its own retained topic.
+            self._link.publish(
+                self._serving_topic, self._offer(serving, version), qos=1, retain=True
+            )
         with self._lock:
             self._published = (version, model)
         self._published_at = now
         self.offers_published += 1
         _log.info("published model version %d", version)
         if self._evaluator is not None:
-            result = self._evaluator.evaluate(model, version)
-            with self._lock:
-                self._last_eval = result
-            m = self.metrics
-            m.eval_accuracy.set(result.accuracy)
-            m.eval_f1.set(result.macro_f1)
-            m.eval_loss.set(result.loss)
-            m.eval_version.set(version)
-            _log.info(
-                "eval v%d: accuracy %.4f macro-F1 %.4f loss %.4f",
-                version,
-                result.accuracy,
-                result.macro_f1,
-                result.loss,
-            )
+            self._evaluate(self._evaluator, model, serving, version)
+
+    def _evaluate(
+        self, evaluator: Evaluator, model: np.ndarray, serving: np.ndarray, version: int
+    ) -> None:
+        result = evaluator.evaluate(model, version)
+        served = evaluator.evaluate(serving, version) if self.core.serving.enabled else result
+        with self._lock:
+            self._last_eval, self._last_serving_eval = result, served
+        m = self.metrics
+        m.eval_accuracy.set(result.accuracy)
+        m.eval_f1.set(result.macro_f1)
+        m.eval_loss.set(result.loss)
+        m.eval_version.set(version)
+        m.serving_accuracy.set(served.accuracy)
+        m.serving_f1.set(served.macro_f1)
+        _log.info(
+            "eval v%d: accuracy %.4f macro-F1 %.4f loss %.4f; serving accuracy %.4f",
+            version,
+            result.accuracy,
+            result.macro_f1,
+            result.loss,
+            served.accuracy,
+        )
 
 
 def reason_counts(app: ServerApp) -> dict[Reason, int]:

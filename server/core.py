@@ -45,7 +45,8 @@ from server.durability import (
 from server.faults import fault_point
 from server.rate_limit import DeviceRateLimiter
 from server.secagg_apply import apply_cohort
-from server.strategies.base import Strategy
+from server.serving import ServingAverage
+from server.strategies.base import StepResult, Strategy
 
 __all__ = ["Outcome", "RecoveryReport", "ServerCore"]
 
@@ -88,6 +89,7 @@ class ServerCore:
         *,
         checkpoint_every: int = 200,  # log records between checkpoints (bounds replay time)
         keep_log: bool = False,  # keep checkpointed segments (tests inspect the full history)
+        serving: ServingAverage | None = None,  # average of recent versions (None: the iterate)
     ) -> None:
         manifest.check_flat(initial_weights)
         self.manifest = manifest
@@ -107,6 +109,7 @@ class ServerCore:
         self._sequences: dict[str, tuple[int, str]] = {}
         self._log: UpdateLog | None = None
         self._counters = _Counters()
+        self.serving = serving or ServingAverage()
 
     # --- state ------------------------------------------------------------------------------
 
@@ -118,6 +121,11 @@ class ServerCore:
     @property
     def version(self) -> int:
         return self._version
+
+    @property
+    def serving_model(self) -> np.ndarray:
+        """The serving average of recent versions (server/serving.py); the iterate if disabled."""
+        return self.serving.model(self._model)
 
     @property
     def sequences(self) -> dict[str, tuple[int, str]]:
@@ -147,6 +155,7 @@ class ServerCore:
             self.manifest.check_flat(ckpt.model)
             self._model, self._version = ckpt.model.copy(), ckpt.version
             self.strategy.load_state_dict(ckpt.strategy_state)
+            self.serving.load_state_dict(ckpt.serving_state)
             self._sequences = dict(ckpt.sequences)
             start = ckpt.log_position
         records, _end, tail = read_from(self.log_dir, start)
@@ -199,7 +208,7 @@ class ServerCore:
             result = apply_cohort(self.strategy, self._model, self._version, rec, self.manifest)
         else:
             raise DataError(f"{self.log_dir}: unknown log record kind {kind!r}")
-        self._model, self._version = result.model, result.version
+        self._take(result)
 
     # --- write path -------------------------------------------------------------------------
 
@@ -250,7 +259,7 @@ class ServerCore:
         }
         log.append(msgpack.packb(record, use_bin_type=True))
         result = self.strategy.apply_contribution(self._model, version, admitted.fused)
-        self._model, self._version = result.model, result.version
+        self._take(result)
         self._sequences[msg.device_id] = (msg.seq, admitted.digest)
         self._note_applied(msg.device_id, msg.seq)
         fault_point("core.applied")
@@ -263,7 +272,7 @@ class ServerCore:
         record = {**record, "v": self._version}
         log.append(msgpack.packb(record, use_bin_type=True))
         result = apply_cohort(self.strategy, self._model, self._version, record, self.manifest)
-        self._model, self._version = result.model, result.version
+        self._take(result)  # the serving average follows cohort steps like any other
         self._counters.since_checkpoint += 1
         return result.stepped
 
@@ -275,7 +284,7 @@ class ServerCore:
         result = self.strategy.tick(self._model, version, now)
         if result.stepped:
             log.append(msgpack.packb({"k": "t", "v": version}, use_bin_type=True))
-            self._model, self._version = result.model, result.version
+            self._take(result)
         return result.stepped
 
     def commit(self) -> None:
@@ -309,6 +318,7 @@ class ServerCore:
                 strategy_state=self.strategy.state_dict(),
                 sequences=dict(self._sequences),
                 log_position=position,
+                serving_state=self.serving.state_dict(),
             ),
         )
         if not self.keep_log:
@@ -319,6 +329,11 @@ class ServerCore:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _take(self, result: StepResult) -> None:
+        self._model, self._version = result.model, result.version
+        if result.stepped:
+            self.serving.observe(self._model)
 
     def _note_applied(self, device_id: str, seq: int) -> None:
         self._counters.applied += 1

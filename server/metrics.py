@@ -9,6 +9,7 @@ fleetlearn_eval_accuracy / _macro_f1 / _loss      gauges, last evaluation of the
 fleetlearn_eval_version                           gauge, the version last evaluated
 fleetlearn_dp_epsilon_spent / _epsilon_budget     gauges, differential privacy (when configured)
 fleetlearn_dp_delta / _noise_multiplier / _clip_norm / _flushes / _budget_exhausted   gauges
+fleetlearn_serving_accuracy / _macro_f1           gauges, last evaluation of the serving average
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class ServerMetrics:
                 ("budget_exhausted", "1 when the DP budget allows no further flush"),
             )
         }
+        self.serving_accuracy = Gauge(
+            "fleetlearn_serving_accuracy", "Last eval accuracy, serving model", registry=r
+        )
+        self.serving_f1 = Gauge(
+            "fleetlearn_serving_macro_f1", "Last eval macro-F1, serving model", registry=r
+        )
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {"accepted": 0}
         self._server: Any = None

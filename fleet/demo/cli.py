@@ -1,6 +1,6 @@
 """`fleetlearn demo`: a live fleet learning on a real broker, in one command.
 
-fleetlearn demo                          20 devices, digits, fedasync, int8, embedded broker
+fleetlearn demo                          20 devices, digits, auto strategy, int8, embedded broker
 fleetlearn demo --compare                sync FedAvg first, then the async strategy, one plot
 fleetlearn demo --broker mqtt://127.0.0.1:1883      an external broker (e.g. Mosquitto)
 fleetlearn demo --data DIR               your own data: DIR/<device>/train.npz + DIR/test.npz
@@ -17,7 +17,7 @@ from protocol.errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
 
-STRATEGIES = ("fedasync", "fedbuff", "fedavg")
+STRATEGIES = ("auto", "fedasync", "fedbuff", "fedavg")
 
 
 def _positive_int(text: str) -> int:
@@ -37,7 +37,13 @@ def _fraction(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("--devices", type=_positive_int, default=20, help="fleet size")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="fedasync")
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="auto: the measured defaults for this fleet size (server/recommended.py: FedBuff,"
+        " K from the device count, serving average)",
+    )
     parser.add_argument(
         "--codec",
         default="int8",
@@ -116,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not args.data.is_dir():
         raise ConfigError(f"--data {args.data}: not a folder")
     if args.compare and args.strategy == "fedavg":
-        raise ConfigError("--compare runs FedAvg against an async --strategy (fedasync or fedbuff)")
+        raise ConfigError(
+            "--compare runs FedAvg against an async --strategy (auto, fedasync or fedbuff)"
+        )
     if not 0.0 <= args.attackers < 1.0:
         raise ConfigError(f"--attackers {args.attackers}: a share in [0, 1)")
     if (args.attackers > 0) != (args.attack is not None):

@@ -92,7 +92,9 @@ def _record(server: ServerHandle, agents: list[AgentHandle], watch: _Watch, t: f
     evals = server.evaluations()
     for e in evals[watch.seen_evals :]:
         watch.timeline.append(
-            EvalPoint(round(t, 2), e.version, e.accuracy, e.macro_f1, _uplink(agents))
+            EvalPoint(
+                round(t, 2), e.version, e.accuracy, e.macro_f1, _uplink(agents), e.iterate_accuracy
+            )
         )
         watch.best = max(watch.best, e.accuracy)
     watch.seen_evals = len(evals)

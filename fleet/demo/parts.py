@@ -43,8 +43,9 @@ class DeviceActivity(StrEnum):
 @dataclass(frozen=True)
 class Evaluation:
     version: int
-    accuracy: float
+    accuracy: float  # the published (serving) model's: what devices run for inference
     macro_f1: float
+    iterate_accuracy: float | None = None  # the training iterate's, when it differs
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Top-level keys (issue 7; every one always present):
 
-    final_accuracy, best_accuracy, macro_f1     server's held-out test set; floats in [0, 1]
+    final_accuracy, best_accuracy, macro_f1     server's held-out test set; floats in [0, 1]: the
+                                                serving (published) model's; the training
+                                                iterate's final accuracy: iterate_final_accuracy
     time_to_target_s                            seconds from fleet start to target; null if never
     versions                                    global model versions produced
     updates_accepted                            int
@@ -67,6 +69,7 @@ class EvalPoint:
     accuracy: float
     macro_f1: float
     uplink_bytes: int  # cumulative, all devices, at the time of this evaluation
+    iterate_accuracy: float | None = None  # the training iterate (accuracy: the serving model)
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ class RunReport:
         best = max((p.accuracy for p in self.timeline), default=0.0)
         out: dict[str, Any] = {
             "schema": REPORT_SCHEMA,
-            "final_accuracy": final.accuracy if final else 0.0,
+            "final_accuracy": final.accuracy if final else 0.0,  # the serving (published) model
+            "iterate_final_accuracy": final.iterate_accuracy if final else None,
             "best_accuracy": best,
             "macro_f1": final.macro_f1 if final else 0.0,
             "time_to_target_s": self.time_to_target_s,

@@ -15,6 +15,7 @@ from typing import Any
 from fleet.demo.parts import Evaluation, FleetSetup
 from server.app import ServerApp
 from server.config import parse_config
+from server.recommended import recommended_strategy
 from server.robust import DEFENCES
 
 __all__ = ["DemoServer", "ServerTuning", "server_config_doc", "start_server"]
@@ -43,9 +44,14 @@ class ServerTuning:
     secagg_min_size: int = 3
     secagg_join_timeout_s: float = 3.0
     secagg_phase_timeout_s: float = 10.0
+    serving_decay: float = 0.95  # the published model averages ~20 versions (server/serving.py)
+    # "auto": server.recommended's measured FedBuff settings for this many concurrent devices
+    recommended_concurrency: int = 20
 
 
 def _strategy(name: str, t: ServerTuning) -> dict[str, Any]:
+    if name == "auto":
+        return recommended_strategy(t.recommended_concurrency).strategy
     staleness = {"function": "polynomial", "a": t.staleness_a}
     if name == "fedasync":
         return {"name": name, "alpha": t.fedasync_alpha, "staleness": staleness}
@@ -91,6 +97,7 @@ def server_config_doc(
         "broker": broker,
         "strategy": _strategy(setup.strategy, tuning) | {"robust": _robust(setup.defence)},
         "admission": {"max_staleness": tuning.max_staleness},
+        "serving": {"decay": tuning.serving_decay},
         "publish": {
             "every_versions": tuning.publish_every_versions,
             "every_seconds": tuning.publish_every_seconds,
@@ -123,11 +130,19 @@ class DemoServer:
         return self.app.status().version
 
     def evaluations(self) -> list[Evaluation]:
-        # The server keeps its latest evaluation; the demo keeps the history it saw.
-        last = self.app.last_eval
+        # The server keeps its latest evaluation; the demo keeps the history it saw. Accuracy is
+        # the serving model's (the one published for inference), the iterate's kept beside it.
+        status = self.app.status()
+        last, served = status.last_eval, status.last_serving_eval or status.last_eval
         with self._lock:
-            if last is not None and (not self._evals or last.version > self._evals[-1].version):
-                self._evals.append(Evaluation(last.version, last.accuracy, last.macro_f1))
+            if (
+                last is not None
+                and served is not None
+                and (not self._evals or last.version > self._evals[-1].version)
+            ):
+                self._evals.append(
+                    Evaluation(last.version, served.accuracy, served.macro_f1, last.accuracy)
+                )
             return list(self._evals)
 
     def accepted(self) -> int:

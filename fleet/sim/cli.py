@@ -7,6 +7,7 @@ ONNX Runtime backend, one shared trainer), time is virtual. Writes OUT/report.js
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -67,6 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--fedbuff-lr", type=float, default=1.0, help="FedBuff server learning rate")
     a("--fedbuff-momentum", type=float, default=0.0, help="FedBuff server momentum (0: none)")
     a(
+        "--server-optimizer",
+        choices=["sgd", "avgm", "adam", "yogi", "adagrad"],
+        help="FedBuff server optimiser at --fedbuff-lr (server/optimizers.py; default: sgd,"
+        " or avgm with --fedbuff-momentum)",
+    )
+    a("--serving-decay", type=float, default=0.0, help="serving average decay (0: off)")
+    a(
         "--session-timeout",
         type=float,
         default=0.0,
@@ -108,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
         default = ["fedavg", "fedbuff:100:polynomial"]
     strategies = args.strategy or default
     specs = specs_for(strategies, codec_specs)
+    if args.server_optimizer:
+        opt = {"name": args.server_optimizer, "lr": args.fedbuff_lr}
+        if args.fedbuff_momentum:
+            opt["beta1"] = args.fedbuff_momentum
+        specs = [dataclasses.replace(s, optimizer=opt) if s.name == "fedbuff" else s for s in specs]
     try:
         fleet = FleetConfig(
             straggler_fraction=args.stragglers,
@@ -132,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             attacker_fraction=args.attackers,
             secure_aggregation=args.secure_aggregation,
             privacy=privacy,
+            serving_decay=args.serving_decay,
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc

@@ -20,7 +20,7 @@ from fleet.sim.runner import Experiment, StrategySpec, run_one
 from fleet.sim.world import Setup, load_world, prepare_trainer
 from protocol.errors import ConfigError
 
-__all__ = ["SUMMARY_KEYS", "compare", "mean_over_seeds"]
+__all__ = ["DIAGNOSTIC_KEYS", "SUMMARY_KEYS", "compare", "mean_over_seeds"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,17 @@ SUMMARY_KEYS = (
     "final_accuracy",
     "sim_wall_s",
 )
+# fleet/sim/report.diagnostics: why a run is as fast as it is (means over seeds, like the above)
+DIAGNOSTIC_KEYS = (
+    "accepted_per_virtual_min",
+    "straggler_slot_share",
+    "staleness_mean",
+    "staleness_p90",
+    "updates_to_target",
+    "update_efficiency_vs_fedavg",
+    "serving_time_to_target_s",
+    "serving_final_accuracy",
+)
 
 
 def mean_over_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -39,8 +50,8 @@ def mean_over_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label in per_seed[0]:
         row: dict[str, Any] = {}
-        for key in SUMMARY_KEYS:
-            values = [s[label][key] for s in per_seed if s[label][key] is not None]
+        for key in (*SUMMARY_KEYS, *DIAGNOSTIC_KEYS):
+            values = [s[label][key] for s in per_seed if s[label].get(key) is not None]
             row[key] = statistics.fmean(values) if values else None
         row["seeds_reaching_target"] = sum(
             s[label]["time_to_target_s"] is not None for s in per_seed

@@ -74,6 +74,7 @@ class Point:
     accuracy: float
     version: int
     accepted: int
+    serving_accuracy: float | None = None  # the serving average's (None: serving is off)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class RunResult:
     wall_train_s: float
     wall_eval_s: float
     privacy: dict[str, float] | None = None  # the DP status at the end (epsilon spent, ...)
+    # what the run's slots were spent on (virtual seconds of sessions, any outcome) and the
+    # staleness of every accepted update: the "why is async not faster" measurements
+    slot_seconds: dict[str, float] = field(default_factory=dict)  # straggler / other
+    staleness: tuple[int, ...] = ()
 
     @property
     def final_accuracy(self) -> float:
@@ -164,6 +169,7 @@ class _Run:
         self.model_bytes = int(server.model.size) * 4 + 256  # an offer: float32 weights + header
         self.curve: list[Point] = []
         self.durations: list[float] = []  # sorted: finished async sessions (timed-out: censored)
+        self.slot_seconds: dict[str, float] = {"straggler": 0.0, "other": 0.0}  # session time held
         self.wall_train = self.wall_eval = 0.0
         self.cohorts = SimCohorts(config.secagg) if config.secagg is not None else None
 
@@ -197,13 +203,19 @@ class _Run:
         if not self.curve or self.curve[-1].t < self.c.duration_s:
             self.q.now = self.c.duration_s
             self._record()
+        for d, s in self.busy.items():  # sessions still running at the end held their slot too
+            kind = "straggler" if self.fleet[d].straggler else "other"
+            self.slot_seconds[kind] += self.c.duration_s - s.started
 
     def _record(self) -> None:
         t0 = time.perf_counter()
-        acc = self.trainer.accuracy(self.server.model, self.x_test, self.y_test)
-        self.wall_eval += time.perf_counter() - t0
         s = self.server
-        self.curve.append(Point(self.q.now, self.uplink_bytes, acc, s.version, s.accepted))
+        acc = self.trainer.accuracy(s.model, self.x_test, self.y_test)
+        served = None
+        if s.serving.enabled:
+            served = self.trainer.accuracy(s.serving_model, self.x_test, self.y_test)
+        self.wall_eval += time.perf_counter() - t0
+        self.curve.append(Point(self.q.now, self.uplink_bytes, acc, s.version, s.accepted, served))
 
     def _eval(self, _device: int, _payload: object) -> None:
         self._record()
@@ -267,6 +279,9 @@ class _Run:
         s = self.busy.pop(d)
         if self.cohorts is not None and s.delta is None:  # ended before its masked update
             self.cohorts.ended(self, d, s.token)
+        self.slot_seconds["straggler" if self.fleet[d].straggler else "other"] += (
+            self.q.now - s.started
+        )
         if self.available[d]:
             self.pool.add(d)
 
@@ -420,6 +435,8 @@ def run_simulation(
         wall_train_s=r.wall_train,
         wall_eval_s=r.wall_eval,
         privacy=_privacy(server.strategy.privacy),
+        slot_seconds=dict(r.slot_seconds),
+        staleness=tuple(server.staleness),
     )
 
 

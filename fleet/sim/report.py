@@ -13,9 +13,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fleet.sim.engine import RunResult
 
-__all__ = ["Reached", "default_target", "plot_runs", "reached", "summarise", "write_report"]
+__all__ = [
+    "Reached",
+    "default_target",
+    "diagnostics",
+    "plot_runs",
+    "reached",
+    "summarise",
+    "write_report",
+]
 
 TARGET_FRACTION = 0.95
 
@@ -31,6 +41,45 @@ def reached(run: RunResult, target: float) -> Reached:
         if p.accuracy >= target:
             return Reached(p.t, p.uplink_bytes)
     return Reached(None, None)
+
+
+def _updates_to_target(run: RunResult, target: float, serving: bool = False) -> int | None:
+    for p in run.curve:
+        acc = p.serving_accuracy if serving and p.serving_accuracy is not None else p.accuracy
+        if acc >= target:
+            return p.accepted
+    return None
+
+
+def _serving_time(run: RunResult, target: float) -> float | None:
+    for p in run.curve:
+        if (p.accuracy if p.serving_accuracy is None else p.serving_accuracy) >= target:
+            return p.t
+    return None
+
+
+def diagnostics(run: RunResult, baseline: RunResult, target: float) -> dict[str, Any]:
+    """Why a run is as fast as it is: throughput, straggler slot share, staleness, efficiency."""
+    minutes = run.curve[-1].t / 60.0 if run.curve else 0.0
+    slots = sum(run.slot_seconds.values())
+    tau = np.asarray(run.staleness, np.float64)
+    ours, base = _updates_to_target(run, target), _updates_to_target(baseline, target)
+    last = run.curve[-1] if run.curve else None
+    return {
+        "accepted_per_virtual_min": run.accepted / minutes if minutes > 0 else None,
+        "straggler_slot_share": run.slot_seconds.get("straggler", 0.0) / slots if slots else None,
+        "staleness_mean": float(tau.mean()) if tau.size else None,
+        "staleness_p50": float(np.percentile(tau, 50)) if tau.size else None,
+        "staleness_p90": float(np.percentile(tau, 90)) if tau.size else None,
+        "staleness_max": int(tau.max()) if tau.size else None,
+        "updates_to_target": ours,
+        # > 1: fewer accepted updates than FedAvg needed for the same accuracy
+        "update_efficiency_vs_fedavg": _ratio(
+            None if base is None else float(base), None if ours is None else float(ours)
+        ),
+        "serving_time_to_target_s": _serving_time(run, target),
+        "serving_final_accuracy": None if last is None else last.serving_accuracy,
+    }
 
 
 def default_target(baselines: Sequence[RunResult]) -> float:
@@ -68,6 +117,7 @@ def summarise(runs: Sequence[RunResult], baseline: RunResult, target: float) -> 
             "sim_wall_s": r.wall_s,
             "wall_train_s": r.wall_train_s,
             "wall_eval_s": r.wall_eval_s,
+            **diagnostics(r, baseline, target),
         }
         if r.privacy is not None:  # DP: epsilon spent by the final model, at delta
             out[r.label]["epsilon_spent"] = r.privacy["epsilon"]

@@ -6,6 +6,7 @@ partition and the same seed; only the server strategy and the codec differ.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from protocol.secagg.cohort import CohortConfig
 from server.admission import Admission, AdmissionLimits
 from server.privacy import PrivacyConfig
 from server.robust import RobustConfig
+from server.serving import ServingAverage
 from server.strategies import Strategy, make_strategy
 
 __all__ = [
@@ -46,6 +48,9 @@ class StrategySpec:
     staleness: str = "constant"  # fedasync / fedbuff
     buffer_size: int = 10  # fedbuff K
     codec: dict[str, Any] = field(default_factory=lambda: {"name": "float32"})
+    # server optimiser for fedbuff / fedavg: {"name": "adam", "lr": 0.01, "beta1": ..., "tau": ...,
+    # "lr_schedule": {...}}; None: the strategy's own sgd step (FedBuff lr: Experiment.fedbuff_lr)
+    optimizer: dict[str, Any] | None = None
 
     @property
     def mode(self) -> Mode:
@@ -58,11 +63,24 @@ class StrategySpec:
             "fedasync": f"fedasync-{self.staleness}",
             "fedbuff": f"fedbuff-K{self.buffer_size}-{self.staleness}",
         }[self.name]
+        if self.optimizer is not None:
+            base += f"+{self.optimizer['name']}{self.optimizer.get('lr', '')}"
         return f"{base}/{codec_label(codecs.validate_spec(self.codec))}"
 
 
-def parse_strategy(text: str, codec: dict[str, Any] | None = None) -> StrategySpec:
-    """'fedavg', 'fedasync[:STALENESS]', 'fedbuff[:K[:STALENESS]]'."""
+def parse_strategy(
+    text: str, codec: dict[str, Any] | None = None, optimizer: dict[str, Any] | None = None
+) -> StrategySpec:
+    """'fedavg', 'fedasync[:STALENESS]', 'fedbuff[:K[:STALENESS]]'; `optimizer` for fedbuff/avg."""
+    if optimizer is not None and text.split(":", maxsplit=1)[0] == "fedasync":
+        raise ConfigError(
+            "a server optimiser needs fedbuff or fedavg (fedasync has no server step)"
+        )
+    spec = _parse(text, codec)
+    return spec if optimizer is None else dataclasses.replace(spec, optimizer=dict(optimizer))
+
+
+def _parse(text: str, codec: dict[str, Any] | None) -> StrategySpec:
     parts = text.strip().split(":")
     name, rest = parts[0], parts[1:]
     c = codec or {"name": "float32"}
@@ -102,6 +120,7 @@ class Experiment:
     # (benchmarks/results/fleet_sweep_timeout.json).
     async_session_timeout: float | None = None
     max_staleness: int | None = None  # None: every update counts, weighted by staleness
+    serving_decay: float = 0.0  # the server's serving average (server/serving.py); 0: off
     duration_s: float = 4 * 3600.0
     eval_every_s: float = 300.0
     budget: LocalBudget = field(default_factory=LocalBudget)
@@ -118,6 +137,18 @@ class Experiment:
         return max(1, math.floor(self.concurrency / (1.0 + self.over_selection)))
 
 
+def _optimizer_params(spec: StrategySpec) -> dict[str, Any]:
+    """The spec's optimiser as the server config keys (server_lr, optimizer, lr_schedule)."""
+    if spec.optimizer is None:
+        return {}
+    table = dict(spec.optimizer)
+    out: dict[str, Any] = {"server_lr": table.pop("lr", 1.0)}
+    if "lr_schedule" in table:
+        out["lr_schedule"] = table.pop("lr_schedule")
+    out["optimizer"] = table
+    return out
+
+
 def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
     """A production strategy object from the server's own factory."""
     if spec.name == "fedavg":
@@ -125,6 +156,7 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
             "round_size": exp.round_size,
             "deadline_s": exp.deadline_s,
             "min_updates": 1,
+            **_optimizer_params(spec),
         }
         if exp.robust is not None:
             params["robust"] = exp.robust
@@ -135,12 +167,12 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
         return make_strategy(
             "fedasync", {"alpha": exp.fedasync_alpha, **robust}, staleness, privacy=exp.privacy
         )
-    params = {
-        "buffer_size": spec.buffer_size,
+    params = {"buffer_size": spec.buffer_size}
+    params |= _optimizer_params(spec) or {
         "server_lr": exp.fedbuff_lr,
         "momentum": exp.fedbuff_momentum,
-        **robust,
     }
+    params |= robust
     return make_strategy("fedbuff", params, staleness, privacy=exp.privacy)
 
 
@@ -174,7 +206,13 @@ def run_one(
 ) -> tuple[RunResult, SimServer]:
     strategy = strategy_factory(spec, exp)
     limits = AdmissionLimits(max_staleness=exp.max_staleness)
-    server = SimServer(strategy, Admission(manifest, limits), initial, record=record)
+    server = SimServer(
+        strategy,
+        Admission(manifest, limits),
+        initial,
+        record=record,
+        serving=ServingAverage(exp.serving_decay),
+    )
     config = RunConfig(
         label=spec.label,
         mode=spec.mode,

@@ -15,6 +15,7 @@ import numpy as np
 from protocol.errors import ProtocolError, RejectedUpdate
 from server.admission import Admission
 from server.secagg_apply import apply_cohort
+from server.serving import ServingAverage
 from server.strategies.base import AdmittedUpdate, StepResult, Strategy
 
 __all__ = ["Call", "SimServer"]
@@ -31,7 +32,12 @@ class Call:
 
 class SimServer:
     def __init__(
-        self, strategy: Strategy, admission: Admission, initial: np.ndarray, record: bool = False
+        self,
+        strategy: Strategy,
+        admission: Admission,
+        initial: np.ndarray,
+        record: bool = False,
+        serving: ServingAverage | None = None,
     ) -> None:
         self.strategy = strategy
         self.admission = admission
@@ -41,6 +47,9 @@ class SimServer:
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.calls: list[Call] | None = [] if record else None
+        self.serving = serving or ServingAverage()  # the server's own serving average
+        self.staleness: list[int] = []  # tau of every accepted update, in arrival order
+        self.samples_accepted = 0  # training samples behind the accepted updates
 
     def receive(self, device_id: str, payload: bytes, now: float) -> bool:
         """Admit and apply one update, then let time pass; True when the model stepped."""
@@ -57,6 +66,8 @@ class SimServer:
             return False
         self.sequences[device_id] = (admitted.update.seq, admitted.digest)
         self.accepted += 1
+        self.staleness.append(self.version - admitted.update.base_version)
+        self.samples_accepted += admitted.update.num_samples
         if self.calls is not None:
             self.calls.append(Call("apply", admitted.update))
         stepped = self._take(self.strategy.apply(self.model, self.version, admitted.update))
@@ -83,6 +94,12 @@ class SimServer:
             self.calls.append(Call("tick", now=now))
         return self._take(self.strategy.tick(self.model, self.version, now))
 
+    @property
+    def serving_model(self) -> np.ndarray:
+        return self.serving.model(self.model)
+
     def _take(self, result: StepResult) -> bool:
         self.model, self.version = result.model, result.version
+        if result.stepped:
+            self.serving.observe(self.model)
         return result.stepped

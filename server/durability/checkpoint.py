@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Checkpoint:
     strategy_state: dict[str, Any]  # arrays (float32/float64, flat) and scalars
     sequences: dict[str, tuple[int, str]]  # device id -> (last applied seq, payload digest)
     log_position: LogPosition  # the state includes every log record before this
+    serving_state: dict[str, Any] = field(default_factory=dict)  # server/serving.py (optional)
 
 
 def _pack_value(value: Any) -> Any:
@@ -80,6 +81,7 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint) -> Path:
         "strategy_state": {k: _pack_value(v) for k, v in ckpt.strategy_state.items()},
         "sequences": {d: [s, h] for d, (s, h) in ckpt.sequences.items()},
         "log": [ckpt.log_position.segment, ckpt.log_position.offset],
+        "serving_state": {k: _pack_value(v) for k, v in ckpt.serving_state.items()},
     }
     body = msgpack.packb(doc, use_bin_type=True)
     blob = body + hashlib.sha256(body).digest()
@@ -148,6 +150,12 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
         ):
             raise DataError(f"{path}: bad sequence entry for {device!r}")
         sequences[str(device)] = (entry[0], entry[1])
+    serving = doc.get("serving_state", {})  # absent in checkpoints older than the serving model
+    if not isinstance(serving, dict):
+        raise DataError(f"{path}: field 'serving_state' is not a map")
+    serving_state = {
+        str(k): _unpack_value(v, f"{path} serving_state.{k}") for k, v in serving.items()
+    }
     log = _get(doc, "log", list, path)
     if len(log) != 2 or not all(isinstance(x, int) and x >= 0 for x in log):
         raise DataError(f"{path}: bad log position {log!r}")
@@ -159,4 +167,5 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
         strategy_state=state,
         sequences=sequences,
         log_position=LogPosition(log[0], log[1]),
+        serving_state=serving_state,
     )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import ConfigError
+from server.optimizers import make_optimizer
 from server.privacy import DpMechanism, PrivacyConfig
 from server.robust import Aggregator, RobustConfig
 from server.staleness import make_staleness
@@ -29,6 +30,7 @@ __all__ = [
 
 STRATEGIES: dict[str, type[Strategy]] = {"fedasync": FedAsync, "fedbuff": FedBuff, "fedavg": FedAvg}
 _USES_STALENESS = {"fedasync", "fedbuff"}
+_USES_OPTIMIZER = {"fedbuff", "fedavg"}
 
 
 def make_strategy(
@@ -45,6 +47,9 @@ def make_strategy(
     FedProx is FedAvg with `fedprox_mu > 0`; the name "fedprox" is accepted as that alias.
     `robust` is `[strategy.robust]` (server/robust): None = no defence, {} = the default defence.
     `privacy` turns on user-level DP (FedBuff, FedAvg); FedAsync with DP is refused.
+    FedBuff and FedAvg take `optimizer` ("adam" or {name, beta1, beta2, tau}) and `lr_schedule`
+    ({name, warmup_steps, ...}) with `server_lr` as its rate (server/optimizers.py); FedBuff's
+    `momentum = b` alone still means avgm with beta1 = b.
     """
     if name == "fedprox":
         name = "fedavg"
@@ -85,6 +90,16 @@ def make_strategy(
             kwargs["privacy"] = DpMechanism(privacy, per_flush)
         except ValueError as exc:
             raise ConfigError(f"privacy: {exc}") from exc
+    if name in _USES_OPTIMIZER and ("optimizer" in kwargs or "lr_schedule" in kwargs):
+        try:
+            kwargs["optimizer"] = make_optimizer(
+                kwargs.pop("optimizer", None),
+                lr=float(kwargs.pop("server_lr", 1.0)),
+                momentum=float(kwargs.pop("momentum", 0.0)),
+                schedule=kwargs.pop("lr_schedule", None),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"strategy: {exc}") from exc
     try:
         return STRATEGIES[name](**kwargs)
     except TypeError as exc:

@@ -4,7 +4,8 @@ Versions advance in rounds. A round accepts only updates trained on the current 
 else is STALE: its round is over), and closes when `round_size` updates arrived, or at the deadline
 with at least `min_updates` of them:
 
-    x <- x + sum_i n_i * delta_i / sum_i n_i       (sample-weighted mean, float32)
+    g = sum_i n_i * delta_i / sum_i n_i            (sample-weighted mean, float32)
+    x <- opt(x, g)                                  (server/optimizers.py; default sgd lr 1: x + g)
 
 With `privacy` this is DP-FedAvg (McMahan et al. 2018): deltas clipped to C and weighted equally
 (n_i = 1, so the sum's sensitivity is C), Gaussian noise on the sum before dividing by the count.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.errors import Reason, RejectedUpdate
+from server.optimizers import ServerOptimizer, make_optimizer
 from server.privacy import DpMechanism
 from server.robust import Defence, RobustConfig
 from server.strategies.base import (
@@ -44,6 +46,9 @@ class FedAvg(Strategy):
     fedprox_mu: float = 0.0
     robust: RobustConfig | None = None  # None: plain FedAvg
     privacy: DpMechanism | None = None  # DP-FedAvg: clip in apply, noise in flush
+    server_lr: float = 1.0  # shorthand for optimizer=None: sgd at this lr (1: plain FedAvg)
+    optimizer: ServerOptimizer | None = None  # FedAvgM / FedAdam / ... on the round mean
+    _opt: ServerOptimizer = field(init=False, repr=False)
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _samples: int = field(default=0, init=False, repr=False)
@@ -60,6 +65,12 @@ class FedAvg(Strategy):
             raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
         if self.fedprox_mu < 0:
             raise ValueError(f"fedprox_mu must be >= 0, got {self.fedprox_mu}")
+        if self.optimizer is None:
+            self._opt = make_optimizer(None, lr=self.server_lr)
+        elif self.server_lr != 1.0:
+            raise ValueError("set the optimizer's lr, not server_lr, with it")
+        else:
+            self._opt = self.optimizer
         if self.robust is not None:
             self._defence = Defence(self.robust, keeps_rows=True)
         if self.privacy is not None and self._defence is not None and self._defence.keeps_rows:
@@ -76,6 +87,10 @@ class FedAvg(Strategy):
         if self._defence is None:
             return 1.0
         return self._defence.screen(device_id, norm, buffered=True)
+
+    @property
+    def server_optimizer(self) -> ServerOptimizer:
+        return self._opt
 
     @property
     def pending(self) -> int:
@@ -140,7 +155,7 @@ class FedAvg(Strategy):
             mean = total / np.float32(self._samples)  # (n,) float32; _samples > 0
         if d is not None:
             d.end_buffer()
-        new = model + mean  # (n,) float32
+        new = self.server_optimizer.step(model, mean)  # (n,) float32; sgd lr 1: model + mean
         self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
         return StepResult(new, version + 1, stepped=True)
 
@@ -150,6 +165,7 @@ class FedAvg(Strategy):
         state: StateDict = {"samples": self._samples, "count": self._count}
         if self._sum is not None:
             state["sum"] = self._sum.copy()
+        state.update(self.server_optimizer.state_dict())
         if self._defence is not None:
             state.update(self._defence.state_dict())
         if self.privacy is not None:
@@ -161,6 +177,7 @@ class FedAvg(Strategy):
         self._count = int(state.get("count", 0))
         self._round_started = None
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
+        self.server_optimizer.load_state_dict(state)
         if self._defence is not None:
             self._defence.load_state_dict(state)
         load_privacy_state(self.privacy, state)

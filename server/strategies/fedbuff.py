@@ -3,8 +3,9 @@
     buffer:   S = sum_i s(tau_i) * w_i * delta_i      (float32 accumulator, (n,))
               W = sum_i w_i                            w_i = num_samples if sample_weighted else 1
     after K:  g = S / W
-              m <- beta * m + g   (if momentum beta > 0)   else  m = g
-              x <- x + lr * m;    version += 1;   S, W reset
+              x <- opt(x, g);     version += 1;   S, W reset
+              (opt: server/optimizers.py, sgd | avgm | adam | yogi | adagrad, with an lr schedule;
+               `server_lr` and `momentum` alone give sgd or avgm: x <- x + lr * (m <- beta*m + g))
 
 With `privacy` (server/privacy), each delta is clipped to C on the way in and the flush adds
 Gaussian noise to S before dividing by W (refused once the budget is spent).
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.optimizers import ServerOptimizer, make_optimizer
 from server.privacy import DpMechanism
 from server.robust import Defence, RobustConfig
 from server.staleness import StalenessFn, constant
@@ -42,18 +44,19 @@ __all__ = ["FedBuff"]
 @dataclass
 class FedBuff(Strategy):
     buffer_size: int = 10  # K; the paper finds K=10 a good default
-    server_lr: float = 1.0
-    momentum: float = 0.0  # server momentum beta; 0 disables
+    server_lr: float = 1.0  # shorthand for optimizer=None: sgd (or avgm) at this lr
+    momentum: float = 0.0  # shorthand: avgm with beta1 = momentum; 0 disables
     staleness: StalenessFn = constant
     sample_weighted: bool = False
     fedprox_mu: float = 0.0
     robust: RobustConfig | None = None  # None: plain FedBuff
     privacy: DpMechanism | None = None  # user-level DP: clip in apply, noise in flush
+    optimizer: ServerOptimizer | None = None  # the server step; None: from server_lr/momentum
+    _opt: ServerOptimizer = field(init=False, repr=False)
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _weight: float = field(default=0.0, init=False, repr=False)
     _count: int = field(default=0, init=False, repr=False)
-    _velocity: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
     _defence: Defence | None = field(default=None, init=False, repr=False)
 
     name = "fedbuff"
@@ -65,6 +68,12 @@ class FedBuff(Strategy):
             raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer is None:
+            self._opt = make_optimizer(None, lr=self.server_lr, momentum=self.momentum)
+        elif self.momentum or self.server_lr != 1.0:
+            raise ValueError("set the optimizer's lr and beta1, not server_lr/momentum, with it")
+        else:
+            self._opt = self.optimizer
         if self.robust is not None:
             self._defence = Defence(self.robust, keeps_rows=True)
             if self._defence.keeps_rows and self.sample_weighted:
@@ -92,6 +101,10 @@ class FedBuff(Strategy):
     def check(self, version: int, base_version: int) -> None:
         if self.privacy is not None:
             self.privacy.check_open()
+
+    @property
+    def server_optimizer(self) -> ServerOptimizer:
+        return self._opt
 
     @property
     def pending(self) -> int:
@@ -157,12 +170,7 @@ class FedBuff(Strategy):
             g = total / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
         if d is not None:
             d.end_buffer()
-        if self.momentum > 0.0:
-            if self._velocity is None:
-                self._velocity = np.zeros_like(g)
-            self._velocity = np.float32(self.momentum) * self._velocity + g
-            g = self._velocity
-        new = model + np.float32(self.server_lr) * g  # (n,) float32
+        new = self.server_optimizer.step(model, g)  # (n,) float32
         self._sum, self._weight, self._count = None, 0.0, 0
         return StepResult(new, version + 1, stepped=True)
 
@@ -170,8 +178,7 @@ class FedBuff(Strategy):
         state: StateDict = {"weight": self._weight, "count": self._count}
         if self._sum is not None:
             state["sum"] = self._sum.copy()
-        if self._velocity is not None:
-            state["velocity"] = self._velocity.copy()
+        state.update(self.server_optimizer.state_dict())
         if self._defence is not None:
             state.update(self._defence.state_dict())
         if self.privacy is not None:
@@ -182,7 +189,9 @@ class FedBuff(Strategy):
         self._weight = float(state.get("weight", 0.0))
         self._count = int(state.get("count", 0))
         self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
-        self._velocity = as_array(state, "velocity", np.float32) if "velocity" in state else None
+        if "velocity" in state and "opt.m" not in state:  # checkpoints before server optimizers
+            state = {**state, "opt.m": state["velocity"]}
+        self.server_optimizer.load_state_dict(state)
         if self._defence is not None:
             self._defence.load_state_dict(state)
         load_privacy_state(self.privacy, state)

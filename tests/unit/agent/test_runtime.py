@@ -16,7 +16,7 @@ from agent.state import AgentState
 from protocol.errors import Reason
 from protocol.messages import Ack, decode_vector, encode_ack
 from protocol.signing import generate_keypair, sign_offer
-from protocol.topics import ack_topic, global_model_topic
+from protocol.topics import ack_topic, global_model_topic, serving_model_topic
 from protocol.update_header import decode_any_update
 from tests.unit.agent.fakes import (
     MANIFEST,
@@ -333,3 +333,37 @@ def test_internal_error_keeps_update_for_resend(tmp_path: Path) -> None:
     r.clock.now += 5.0
     r.agent.poll(0)
     assert [u.seq for u in r.updates()] == [1, 1]  # re-sent, same sequence
+
+
+class RecordingModels:
+    """Stands in for agent.personal.PersonalModels: records what the apps would get."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[str, int, np.ndarray]] = []
+
+    def save(self, kind: Any, weights: np.ndarray, *, version: int, **_: Any) -> Path:
+        self.saved.append((kind.value, version, weights.copy()))
+        return Path("unused")
+
+
+def test_serving_model_is_what_local_apps_get(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    models = RecordingModels()
+    r.agent.models = models  # type: ignore[assignment]
+    serving_topic = serving_model_topic("home", MANIFEST.model_id)
+    assert serving_topic in r.link.subscriptions
+    r.offer(1)
+    r.agent.poll(0.0)
+    assert [(k, v) for k, v, _ in models.saved] == [("global", 1)]  # no serving model yet
+    avg = np.full(MANIFEST.num_params, 0.25, np.float32)
+    r.link.deliver(serving_topic, offer_bytes(sign_offer(make_offer(2, weights=avg), KEY)))
+    r.offer(3)  # a newer iterate: trained from, but no longer saved for apps
+    r.link.deliver(serving_topic, offer_bytes(sign_offer(make_offer(2, weights=avg), KEY)))
+    r.agent.poll(0.0)
+    assert [(k, v) for k, v, _ in models.saved] == [("global", 1), ("global", 2)]
+    np.testing.assert_array_equal(models.saved[-1][2], avg)
+    assert r.agent.offer is not None and r.agent.offer.version == 3  # training uses the iterate
+    forged = sign_offer(make_offer(9, weights=avg), generate_keypair()[0])
+    r.link.deliver(serving_topic, offer_bytes(forged))
+    r.agent.poll(0.0)
+    assert len(models.saved) == 2  # an unsigned/forged serving model is refused

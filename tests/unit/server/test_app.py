@@ -15,7 +15,7 @@ import pytest
 from protocol.errors import ConfigError, Reason
 from protocol.messages import decode_ack, decode_offer, decode_vector
 from protocol.signing import verify_offer
-from protocol.topics import ack_topic, global_model_topic, update_topic
+from protocol.topics import ack_topic, global_model_topic, serving_model_topic, update_topic
 from server.app import ServerApp
 from server.config import ServerConfig, load_config, parse_config
 from tests.unit.server.factory import make_artifacts, update_bytes, write_key
@@ -216,3 +216,40 @@ def test_example_config_parses() -> None:
     config = load_config(example)
     assert config.strategy == "fedbuff" and config.staleness == {"function": "polynomial", "a": 0.5}
     assert config.metrics is not None and config.metrics.address == "127.0.0.1"
+
+
+def test_serving_model_published_beside_the_iterate(tmp_path: Path) -> None:
+    link = FakeLink()
+    config = _config(tmp_path, serving={"decay": 0.5})
+    with ServerApp(config, link=link) as app:
+        manifest = app.core.manifest
+        for seq in (1, 2):  # FedAsync alpha 1: iterate 1, then 1 + 2 = 3
+            payload = update_bytes(manifest, np.full(6, seq, np.float32), seq=seq, base=seq - 1)
+            link.queue.put(IncomingMessage(update_topic(FLEET, "dev-1"), payload, False))
+        assert app.wait_for_version(2, timeout=10)
+        serving_topic = serving_model_topic(FLEET, manifest.model_id)
+        _wait(lambda: len(link.on(serving_topic)) == 2)
+    offers = [decode_offer(p) for p in link.on(serving_topic)]
+    assert [o.version for o in offers] == [0, 2]
+    # versions 1 and 3 averaged uniformly (d = min(0.5, 1/2)): serving 2 while the iterate is 3
+    np.testing.assert_array_equal(decode_vector(offers[1].weights, manifest), np.full(6, 2.0))
+    iterate = decode_offer(link.on(global_model_topic(FLEET, manifest.model_id))[-1])
+    np.testing.assert_array_equal(decode_vector(iterate.weights, manifest), np.full(6, 3.0))
+
+
+def test_serving_off_publishes_no_serving_offer(tmp_path: Path) -> None:
+    link = FakeLink()
+    with ServerApp(_config(tmp_path, serving={"decay": 0}), link=link) as app:
+        assert not link.on(serving_model_topic(FLEET, app.core.manifest.model_id))
+
+
+@pytest.mark.parametrize(
+    ("serving", "match"),
+    [({"decay": 1.0}, "serving.decay"), ({"publish": "yes"}, "serving.publish"),
+     ({"window": 3}, "serving.window")],
+)  # fmt: skip
+def test_serving_config_errors_name_the_key(
+    tmp_path: Path, serving: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _config(tmp_path, serving=serving)

@@ -62,3 +62,39 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(bad: str) -> None:
     with pytest.raises(ConfigError):
         parse_duration(bad)
+
+
+def test_diagnostics_by_hand() -> None:
+    from dataclasses import replace
+
+    from fleet.sim.report import diagnostics
+
+    # accepted counts 0,1,2 at 0/300/600 s; serving curve reaches 0.86 only at 600 s
+    curve = (Point(0, 0, 0.1, 0, 0, 0.1), Point(300, 50, 0.86, 1, 10, 0.5),
+             Point(600, 100, 0.95, 2, 30, 0.9))  # fmt: skip
+    run = replace(FAST, curve=curve, accepted=30, staleness=(0, 2, 4, 10),
+                  slot_seconds={"straggler": 300.0, "other": 100.0})  # fmt: skip
+    d = diagnostics(run, BASE, 0.855)
+    assert d["accepted_per_virtual_min"] == pytest.approx(3.0)  # 30 in 10 virtual minutes
+    assert d["straggler_slot_share"] == pytest.approx(0.75)
+    assert d["staleness_mean"] == pytest.approx(4.0) and d["staleness_max"] == 10
+    assert d["updates_to_target"] == 10  # BASE needs 3 (its accepted count at 1800 s)
+    assert d["update_efficiency_vs_fedavg"] == pytest.approx(0.3)
+    assert d["serving_time_to_target_s"] == 600 and d["serving_final_accuracy"] == 0.9
+
+
+def test_server_optimizer_specs_build_production_strategies() -> None:
+    from fleet.sim.runner import Experiment, build_strategy, parse_strategy
+    from server.optimizers import OptimizerName
+    from server.strategies import FedAvg, FedBuff
+
+    spec = parse_strategy("fedbuff:4", optimizer={"name": "adam", "lr": 0.01})
+    strategy = build_strategy(spec, Experiment())
+    assert isinstance(strategy, FedBuff) and strategy.buffer_size == 4
+    assert strategy.server_optimizer.name is OptimizerName.ADAM
+    assert strategy.server_optimizer.lr == 0.01 and "+adam0.01" in spec.label
+    avgm = {"name": "avgm", "lr": 1.0, "beta1": 0.5}
+    sync = build_strategy(parse_strategy("fedavg", optimizer=avgm), Experiment())
+    assert isinstance(sync, FedAvg) and sync.server_optimizer.name is OptimizerName.AVGM
+    with pytest.raises(ConfigError, match="fedasync has no server step"):
+        parse_strategy("fedasync", optimizer={"name": "adam"})

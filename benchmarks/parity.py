@@ -1,0 +1,276 @@
+"""Federated vs central accuracy: is the published (serving) model as good as pooled training?
+
+For each offline data set (scikit-learn digits, a generated 3-channel sensor task, scikit-learn
+wine, breast-cancer and iris as tables), fleets of 8 and 100 devices at Dirichlet 0.5 and 0.1,
+each strategy runs in the fleet simulator (real ORT training, always-available devices, 15%
+stragglers 10x slower, the production admission and strategy objects) and is compared with the
+same zoo model trained centrally on the pooled training data for the same number of samples.
+
+    federated_accuracy   the serving model's held-out accuracy at the end of the run
+    central_accuracy     the same model trained centrally (same initial weights, local rate, batch
+                         size) on the pooled data, for as many samples as the fleet's accepted
+                         updates trained on
+    ratio                federated / central  (goal >= 0.95)
+    swing                std of the serving model's last 10 evaluations, in points (goal < 2)
+
+    .venv/bin/python benchmarks/parity.py [--quick] [--datasets digits,wine] [--strategies ...]
+
+Writes benchmarks/results/parity.json (rows with keys dataset, devices, alpha, strategy,
+federated_accuracy, central_accuracy, ratio, swing, plus iterate_accuracy / iterate_swing: the
+training iterate, for comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fleet.partition import Dataset, digits_dataset, dirichlet_partition  # noqa: E402
+from fleet.sim.engine import RunResult  # noqa: E402
+from fleet.sim.profiles import Availability, FleetConfig, make_fleet  # noqa: E402
+from fleet.sim.runner import Experiment, StrategySpec, parse_strategy, run_one  # noqa: E402
+from fleet.sim.training import LocalBudget, SharedTrainer  # noqa: E402
+from fleet.sim.world import Setup, prepare_trainer  # noqa: E402
+from server.recommended import recommended_strategy  # noqa: E402
+
+LOCAL_LR = 0.01  # local AdamW rate for every data set (the fleet benchmark's)
+EVALS = 40  # evaluations per run; swing uses the last 10
+FLEETS = ((8, 0.5), (8, 0.1), (100, 0.5), (100, 0.1))
+
+
+def _split(x: np.ndarray, y: np.ndarray, seed: int, classes: int) -> Dataset:
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = round(len(y) * 0.25)
+    te, tr = order[:n_test], order[n_test:]
+    mu, sd = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-6  # scale on training data only
+    xs = ((x - mu) / sd).astype(np.float32)
+    return Dataset(xs[tr], y[tr].astype(np.int64), xs[te], y[te].astype(np.int64), classes)
+
+
+def _sklearn(name: str) -> Callable[[int], Dataset]:
+    def load(seed: int) -> Dataset:
+        from sklearn import datasets  # shipped in the wheel: no download
+
+        bunch = getattr(datasets, f"load_{name}")()
+        return _split(bunch.data, bunch.target, seed, len(np.unique(bunch.target)))
+
+    return load
+
+
+def _sensor(seed: int) -> Dataset:
+    """Generated accelerometer-like windows (3 channels x 32 steps, 5 classes): class c is a
+    sine of c + 1 cycles per window on a random channel mix, random phase, Gaussian noise."""
+    rng = np.random.default_rng([seed, 5])
+    n, classes, length = 1500, 5, 32
+    y = rng.integers(0, classes, size=n)
+    t = np.arange(length) / length  # (length,)
+    wave = np.sin(2 * np.pi * (y[:, None] + 1) * t[None, :] + rng.uniform(0, 2 * np.pi, (n, 1)))
+    mix = rng.uniform(0.5, 1.5, size=(n, 3, 1))
+    x = mix * wave[:, None, :] + rng.normal(0, 0.6, size=(n, 3, length))  # (n, 3, length)
+    order = rng.permutation(n)
+    te, tr = order[: n // 4], order[n // 4 :]
+    xf, yi = x.astype(np.float32), y.astype(np.int64)
+    return Dataset(xf[tr], yi[tr], xf[te], yi[te], classes)
+
+
+DATASETS: dict[str, tuple[str, Callable[[int], Dataset]]] = {
+    "digits": ("mlp", digits_dataset),
+    "sensor": ("cnn1d", _sensor),
+    "wine": ("mlp", _sklearn("wine")),
+    "breast_cancer": ("mlp", _sklearn("breast_cancer")),
+    "iris": ("mlp", _sklearn("iris")),
+}
+
+
+def strategy_for(name: str, concurrency: int) -> tuple[StrategySpec, float]:
+    """(spec, serving decay) for a named strategy at this concurrency."""
+    if name == "recommended":
+        rec = recommended_strategy(concurrency)
+        table = dict(rec.strategy)
+        opt = {**table["optimizer"], "lr": table["server_lr"]}
+        spec = parse_strategy(f"fedbuff:{rec.buffer_size}:polynomial", optimizer=opt)
+        return spec, rec.serving_decay
+    if name == "fedasync":  # the demo's default before issue 16, no serving average
+        return parse_strategy("fedasync:polynomial"), 0.0
+    if name == "fedasync+serving":
+        return parse_strategy("fedasync:polynomial"), 0.9
+    if name.startswith("fedbuff:"):  # sweeps: fedbuff:K:OPT:LR:DECAY, K may be "c/4"
+        _, k, opt_name, lr, decay = name.split(":")
+        size = concurrency // int(k[2:]) if k.startswith("c/") else int(k)
+        spec = parse_strategy(f"fedbuff:{max(1, size)}:polynomial",
+                              optimizer={"name": opt_name, "lr": float(lr)})  # fmt: skip
+        return spec, float(decay)
+    raise SystemExit(f"unknown strategy {name!r}")
+
+
+def _central(
+    trainer: SharedTrainer, initial: np.ndarray, data: Dataset, samples: int, seed: int
+) -> float:
+    """The zoo model trained on the pooled data for `samples` samples (same batch size)."""
+    rng = np.random.default_rng([seed, 7])
+    reps = -(-samples // len(data.y_train))
+    idx = np.concatenate([rng.permutation(len(data.y_train)) for _ in range(reps)])[:samples]
+    budget = LocalBudget(max_samples=max(samples, 1), batch_size=LocalBudget().batch_size)
+    w, _ = trainer.local_update(initial, data.x_train[idx], data.y_train[idx], budget, seed)
+    return trainer.accuracy(w, data.x_test, data.y_test)
+
+
+def _partition(labels: np.ndarray, devices: int, alpha: float, seed: int) -> list[np.ndarray]:
+    """Dirichlet slices; when a skewed draw leaves a slice empty, fewer (shared) slices."""
+    min_size = 8
+    while True:
+        slices = dirichlet_partition(labels, devices, alpha, seed, min_size=min_size)
+        if min(len(s) for s in slices) > 0:
+            return slices
+        min_size *= 2  # fewer distinct slices: dirichlet_partition then reuses them
+
+
+def _swing(values: list[float]) -> float:
+    return 100.0 * statistics.pstdev(values[-10:]) if len(values) >= 2 else 0.0
+
+
+def run_row(
+    dataset: str, devices: int, alpha: float, strategies: list[str], hours: float, work: Path
+) -> list[dict[str, Any]]:
+    model, load = DATASETS[dataset]
+    seed = 0
+    data = load(seed)
+    art = work / f"art-{dataset}"
+    if not (art / "manifest.json").exists():
+        from models.export import export_artifacts
+
+        export_artifacts(model, data.input_shape, data.num_classes, art, seed=0,
+                         learning_rate=LOCAL_LR)  # fmt: skip
+    trainer, manifest, initial = prepare_trainer(Setup(artifacts=art), work)
+    slices = _partition(data.y_train, devices, alpha, seed)
+    duration = hours * 3600.0
+    fleet_cfg = FleetConfig(availability=Availability.ALWAYS)
+    fleet = make_fleet(devices, fleet_cfg, duration, seed)
+    concurrency = min(devices, 20)
+    rows = []
+    for name in strategies:
+        spec, decay = strategy_for(name, concurrency)
+        exp = Experiment(concurrency=concurrency, duration_s=duration,
+                         eval_every_s=duration / EVALS, serving_decay=decay)  # fmt: skip
+        t0 = time.perf_counter()
+        result, server = run_one(
+            spec, exp, manifest=manifest, initial=initial, fleet=fleet, slices=slices,
+            data=(data.x_train, data.y_train, data.x_test, data.y_test), trainer=trainer,
+            seed=seed,
+        )  # fmt: skip
+        central = _central(trainer, initial, data, server.samples_accepted, seed)
+        rows.append(_row(dataset, devices, alpha, name, spec, result, central, server))
+        rows[-1]["wall_s"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _row(
+    dataset: str, devices: int, alpha: float, name: str, spec: StrategySpec, result: RunResult,
+    central: float, server: Any,
+) -> dict[str, Any]:  # fmt: skip
+    served = [p.serving_accuracy if p.serving_accuracy is not None else p.accuracy
+              for p in result.curve]  # fmt: skip
+    iterate = [p.accuracy for p in result.curve]
+    return {
+        "dataset": dataset,
+        "devices": devices,
+        "alpha": alpha,
+        "strategy": name,
+        "federated_accuracy": served[-1],
+        "central_accuracy": central,
+        "ratio": served[-1] / central if central > 0 else None,
+        "swing": _swing(served),
+        "iterate_accuracy": iterate[-1],
+        "iterate_swing": _swing(iterate),
+        "label": spec.label,
+        "updates_accepted": result.accepted,
+        "samples_seen": server.samples_accepted,
+        "versions": result.curve[-1].version,
+    }
+
+
+def _write(out: Path, rows: list[dict[str, Any]], hours: float, wall: float) -> dict[str, Any]:
+    doc = {
+        "rows": sorted(
+            rows,
+            key=lambda r: (
+                list(DATASETS).index(r["dataset"]),
+                r["devices"],
+                -r["alpha"],
+                r["strategy"],
+            ),
+        ),
+        "goal": {"ratio_at_least": 0.95, "swing_below_points": 2.0},
+        "config": {
+            "virtual_hours": hours,
+            "evaluations": EVALS,
+            "concurrency": "min(devices, 20)",
+            "fleet": "always available, 15% stragglers 10x slower, 5% drop-outs",
+            "local": "AdamW lr 0.01, 32 samples per session, batch 8, 1 epoch",
+            "seed": 0,
+            "partition": "fleet.partition.dirichlet_partition(min_size=8): when the data cannot"
+            " give every device 8 samples, devices share slices",
+        },
+        "wall_s": round(wall, 1),
+    }
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--strategies", default="recommended,fedasync")
+    ap.add_argument("--hours", type=float, default=0.75, help="virtual hours per run")
+    ap.add_argument("--quick", action="store_true", help="8 devices at alpha 0.5 only")
+    ap.add_argument("--fleets", help="e.g. 8:0.1,100:0.5 (default: all four)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/parity.json")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep --out's rows and run only the missing ones"
+    )
+    ns = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="parity-"))
+    fleets: tuple[tuple[int, float], ...] = FLEETS[:1] if ns.quick else FLEETS
+    if ns.fleets:
+        fleets = tuple((int(d), float(a)) for d, a in (f.split(":") for f in ns.fleets.split(",")))
+    strategies = ns.strategies.split(",")
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    if ns.resume and ns.out.exists():
+        rows = json.loads(ns.out.read_text())["rows"]
+    for dataset in ns.datasets.split(","):
+        for devices, alpha in fleets:
+            done = {r["strategy"] for r in rows if (r["dataset"], r["devices"], r["alpha"])
+                    == (dataset, devices, alpha)}  # fmt: skip
+            todo = [s for s in strategies if s not in done]
+            if todo:
+                rows += run_row(dataset, devices, alpha, todo, ns.hours, work)
+                _write(ns.out, rows, ns.hours, time.perf_counter() - t0)  # a partial run keeps
+    doc = _write(ns.out, rows, ns.hours, time.perf_counter() - t0)
+    print("\n| dataset | devices | alpha | strategy | federated | central | ratio | swing |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['devices']} | {r['alpha']} | {r['strategy']} |"
+              f" {r['federated_accuracy']:.3f} | {r['central_accuracy']:.3f} |"
+              f" {r['ratio']:.2f} | {r['swing']:.1f} |")  # fmt: skip
+    ok = [r for r in rows if r["ratio"] >= 0.95 and r["swing"] < 2.0]
+    print(f"\n{len(ok)}/{len(rows)} rows meet ratio >= 0.95 and swing < 2; wall {doc['wall_s']} s")
+    print(f"wrote {ns.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
