@@ -253,7 +253,7 @@ def encode_offer(offer: ModelOffer) -> bytes:
 
 _OFFER_KEYS = frozenset(
     {"schema", "kind", "signature", "model_id", "version", "manifest_digest", "weights"}
-    | {"created_at", "fedprox_mu"}
+    | {"created_at", "fedprox_mu", "privacy"}  # privacy: the DP guarantee, under the signature
 )
 _VECTOR_KEYS = frozenset({"codec", "data", "length"})
 

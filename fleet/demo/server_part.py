@@ -65,10 +65,17 @@ def _strategy(name: str, t: ServerTuning) -> dict[str, Any]:
     }
 
 
-def _robust(defence: str) -> dict[str, Any]:
-    """The `[strategy.robust]` table of a named preset (server/robust/presets.py)."""
+def _robust(defence: str, private: bool) -> dict[str, Any]:
+    """The `[strategy.robust]` table of a named preset (server/robust/presets.py). With DP the
+    buffer is aggregated by the mean: the noise is calibrated to a sum of clipped deltas, which a
+    coordinate-wise aggregator does not bound (the norm bound and one-per-device rule stay)."""
     config = DEFENCES[defence]
-    return {"enabled": False} if config is None else config.to_mapping()
+    if config is None:
+        return {"enabled": False}
+    table = config.to_mapping()
+    if private:
+        table["aggregator"] = "mean"
+    return table
 
 
 def server_config_doc(
@@ -95,7 +102,8 @@ def server_config_doc(
         "state_dir": str(setup.run_dir / "server"),
         "test_data": str(setup.test_file),
         "broker": broker,
-        "strategy": _strategy(setup.strategy, tuning) | {"robust": _robust(setup.defence)},
+        "strategy": _strategy(setup.strategy, tuning)
+        | {"robust": _robust(setup.defence, bool(privacy))},
         "admission": {"max_staleness": tuning.max_staleness},
         "serving": {"decay": tuning.serving_decay},
         "publish": {

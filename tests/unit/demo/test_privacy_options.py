@@ -54,7 +54,7 @@ def test_dp_options_without_a_budget_are_refused() -> None:
 def test_demo_refuses_fedasync_with_dp() -> None:
     p = argparse.ArgumentParser()
     demo_cli.add_arguments(p)
-    args = p.parse_args(["--dp-epsilon", "8"])  # the default strategy is fedasync
+    args = p.parse_args(["--dp-epsilon", "8", "--strategy", "fedasync"])
     with pytest.raises(ConfigError, match="FedAsync"):
         demo_cli.run(args)
 

@@ -201,7 +201,12 @@ def test_status_metrics_and_signed_offer_carry_epsilon(tmp_path: Path) -> None:
     config = _config(
         tmp_path,
         strategy={"name": "fedbuff", "buffer_size": 2},
-        publish={"every_versions": 1, "every_seconds": 3600.0, "codec": "float32"},
+        publish={
+            "every_versions": 1,
+            "every_seconds": 3600.0,
+            "min_interval_seconds": 0.0,  # every version: this test counts offers
+            "codec": "float32",
+        },
         privacy=PRIVACY,
         metrics={"port": 0},
     )
@@ -209,9 +214,11 @@ def test_status_metrics_and_signed_offer_carry_epsilon(tmp_path: Path) -> None:
     app.start()
     try:
         manifest = app.core.manifest
-        for i in range(4):
+        for i in range(4):  # two buffers, each committed (and published) before the next
             p = update_bytes(manifest, np.full(6, 3.0, np.float32), device=f"d-{i}", seq=1)
             link.queue.put(IncomingMessage(update_topic(FLEET, f"d-{i}"), p, False))
+            if i == 1:
+                assert app.wait_for_version(1, timeout=10)
         assert app.wait_for_version(2, timeout=10)
         topic = global_model_topic(FLEET, manifest.model_id)
         _wait(lambda: len(link.on(topic)) == 3)
