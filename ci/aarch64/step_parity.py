@@ -1,0 +1,176 @@
+"""The exported training step on aarch64 (emulated) vs x86_64: same artifacts, data and batches.
+
+    python ci/aarch64/step_parity.py DIR [--json OUT]     # on the x86_64 host, torch installed
+
+exports each CASE with `models.export` into DIR, trains it natively with the agent's trainer
+(1 thread), then runs `ci/aarch64/python ci/aarch64/step_parity.py train DIR` (the agent's
+trainer on emulated aarch64 CPython, no torch installed, torch imports refused) and compares the
+weights. Exit status 1 if a case differs by more than float32 rounding can explain (TOLERANCE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CASES", "TOLERANCE", "compare", "train_case"]
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 8  # a few steps: the cnn2d step takes ~2 s under emulation
+BATCH = 16
+SAMPLES = 64
+# (name, model, input shape, classes, optimizer): every zoo model, both optimizers.
+CASES: tuple[tuple[str, str, tuple[int, ...], int, str], ...] = (
+    ("mlp-adamw", "mlp", (64,), 10, "adamw"),
+    ("cnn1d-sgd", "cnn1d", (3, 32), 4, "sgd"),
+    ("cnn2d-adamw", "cnn2d", (1, 8, 8), 10, "adamw"),
+)
+# Max |w_arm - w_x86| relative to max |w_x86 - w_initial| (the size of what training changed):
+# float32 rounding differences (summation order, FMA) after a few steps stay far below this;
+# a kernel computing something else would not.
+TOLERANCE = 1e-4
+
+
+def _arch() -> str:
+    return platform.machine()
+
+
+def train_case(case: Path) -> dict[str, Any]:
+    """Train one exported case with the agent's own trainer; save the weights for this arch."""
+    from agent.trainer import TrainConfig, load_trainer
+
+    trainer = load_trainer(case / "artifacts", threads=1)
+    x = np.load(case / "x.npy", allow_pickle=False)  # never unpickle (STYLE.md)
+    y = np.load(case / "y.npy", allow_pickle=False)
+    initial = trainer.get_weights()
+    start = time.perf_counter()
+    result = trainer.train(x, y, TrainConfig(steps=STEPS, batch_size=BATCH, seed=0))
+    seconds = time.perf_counter() - start
+    np.save(case / f"weights-{_arch()}.npy", result.weights)
+    np.save(case / "weights-initial.npy", initial)
+    return {
+        "steps": result.steps,
+        "step_ms": 1000 * seconds / max(result.steps, 1),
+        "mean_loss": result.mean_loss,
+    }
+
+
+def _train_all(directory: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {name: train_case(directory / name) for name, *_ in CASES}
+    report["torch_loaded"] = "torch" in sys.modules  # the agent's trainer must never load it
+    report["python"] = f"{_arch()} CPython {platform.python_version()}"
+    return report
+
+
+def _export_all(directory: Path) -> None:
+    from models.export import export_artifacts  # torch: host side only
+
+    rng = np.random.default_rng(0)
+    for name, model, shape, classes, optimizer in CASES:
+        case = directory / name
+        export_artifacts(model, shape, classes, case / "artifacts", seed=0, optimizer=optimizer)
+        np.save(case / "x.npy", rng.standard_normal((SAMPLES, *shape)).astype(np.float32))
+        np.save(case / "y.npy", rng.integers(0, classes, SAMPLES).astype(np.int64))
+
+
+def compare(case: Path, other_arch: str) -> dict[str, float]:
+    """Max differences of this arch's weights vs `other_arch`'s, for one trained case."""
+    here = np.load(case / f"weights-{_arch()}.npy", allow_pickle=False)
+    there = np.load(case / f"weights-{other_arch}.npy", allow_pickle=False)
+    initial = np.load(case / "weights-initial.npy", allow_pickle=False)
+    diff = np.abs(there.astype(np.float64) - here)  # (n_params,)
+    update = float(np.abs(here.astype(np.float64) - initial).max())
+    scale = np.maximum(np.abs(here), 1e-6)
+    return {
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float((diff / scale).max()),  # elementwise, |w| floored at 1e-6
+        "max_diff_vs_update": float(diff.max()) / update if update else float("inf"),
+        "max_update": update,
+    }
+
+
+def _emulated(directory: Path) -> tuple[dict[str, Any], float]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(ROOT / "ci/aarch64/python"), __file__, "train", str(directory)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"step_parity: emulated training failed:\n{done.stdout}{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("role", nargs="?", choices=["run", "train"], default="run")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--json", type=Path, help="write the summary here too")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    if args.role == "train":  # the emulated side: one JSON line on stdout
+        from check_imports import Tripwire  # this folder is sys.path[0]
+
+        tripwire = Tripwire()  # refuses (and records) any torch/onnx/models import
+        sys.meta_path.insert(0, tripwire)
+        report = _train_all(args.directory)
+        report["forbidden_imports"] = tripwire.attempts
+        print(json.dumps(report))
+        return 0
+    _export_all(args.directory)
+    native = _train_all(args.directory)
+    emulated, wall = _emulated(args.directory)
+    rows, ok = {}, not (emulated["torch_loaded"] or emulated["forbidden_imports"])
+    for name, *_ in CASES:
+        diffs = compare(args.directory / name, "aarch64")
+        ok = ok and diffs["max_diff_vs_update"] <= TOLERANCE
+        rows[name] = {
+            **diffs,
+            "x86_64_step_ms": native[name]["step_ms"],
+            "aarch64_step_ms": emulated[name]["step_ms"],
+            "x86_64_mean_loss": native[name]["mean_loss"],
+            "aarch64_mean_loss": emulated[name]["mean_loss"],
+        }
+    summary = {
+        "cases": rows,
+        "steps": STEPS,
+        "batch_size": BATCH,
+        "aarch64_python": emulated["python"],
+        "aarch64_torch_loaded": emulated["torch_loaded"],
+        "aarch64_forbidden_imports": emulated["forbidden_imports"],
+        "emulated_wall_s": wall,
+        "tolerance_vs_update": TOLERANCE,
+        "passed": ok,
+    }
+    print(
+        f"{'case':<12} {'max|diff|':>10} {'max rel':>9} {'vs update':>10} "
+        f"{'x86 ms/step':>11} {'arm ms/step':>11}"
+    )
+    for name, row in rows.items():
+        print(
+            f"{name:<12} {row['max_abs_diff']:>10.2e} {row['max_rel_diff']:>9.2e} "
+            f"{row['max_diff_vs_update']:>10.2e} {row['x86_64_step_ms']:>11.2f} "
+            f"{row['aarch64_step_ms']:>11.1f}"
+        )
+    print(
+        f"step_parity: aarch64 torch loaded: {emulated['torch_loaded']}, "
+        f"forbidden imports tried: {emulated['forbidden_imports'] or 'none'}; "
+        f"{'PASS' if ok else 'FAIL'} (tolerance {TOLERANCE:g} of the update)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
