@@ -1,30 +1,33 @@
 #!/usr/bin/env bash
 # The device-side unit tests on a second CPython, in its own venv (.venv-VERSION):
 #   ci/other_python.sh [VERSION]      (default 3.13; ./run test runs it after the main suite)
-# Installs what a device installs (pyproject's dependencies + the agent extra) and the test
-# tools, pinned to the main venv's versions (ci/aarch64/requirements.py), then runs the
-# protocol, agent, trainer and transport unit tests. The build-time extras (torch) are not
-# installed: the CPU torch wheel on this machine's disk is for CPython 3.11 only.
+# Installs pyproject's dependencies + the agent and server extras and the test tools, pinned to
+# the main venv's versions (ci/aarch64/requirements.py), then runs the protocol, agent, trainer,
+# transport and server unit tests. The build-time extra (torch) is not installed -- the CPU torch
+# wheel on this machine's disk is for CPython 3.11 only -- so tests that export a model are left
+# out (IGNORE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=${1:-3.13}
 MAIN_PY=${PYTHON:-.venv/bin/python}
 VENV=.venv-$VERSION
-TESTS="tests/unit/protocol tests/unit/agent tests/unit/trainer tests/unit/transport"
-IGNORE="--ignore=tests/unit/trainer/test_batching.py"  # compares with scikit-learn (not a device dep)
+TESTS="tests/unit/protocol tests/unit/agent tests/unit/trainer tests/unit/transport tests/unit/server"
+# test_batching compares with scikit-learn (not a device dependency); test_evaluation exports a
+# model with torch.
+IGNORE="--ignore=tests/unit/trainer/test_batching.py --ignore=tests/unit/server/test_evaluation.py"
 
 die() { echo "other_python: error: $*" >&2; exit 1; }
 
-find_interpreter() {
+find_interpreter() {  # pyenv's build first: its shim on PATH may exist without the version active
   local candidate
-  for candidate in "python$VERSION" "$(pyenv root 2>/dev/null)/versions/$VERSION"*/bin/"python$VERSION" \
-    "$HOME/.pyenv/versions/$VERSION"*/bin/"python$VERSION"; do
-    if command -v "$candidate" >/dev/null 2>&1; then command -v "$candidate"; return 0; fi
+  for candidate in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions/$VERSION"*/bin/"python$VERSION" \
+    "python$VERSION"; do
+    if "$candidate" -c 'import sys' >/dev/null 2>&1; then command -v "$candidate"; return 0; fi
   done
-  die "CPython $VERSION not found (looked on PATH and under pyenv); install it or pass another VERSION"
+  die "CPython $VERSION not found (looked under pyenv and on PATH); install it or pass another VERSION"
 }
 
-reqs=$("$MAIN_PY" ci/aarch64/requirements.py)
+reqs=$("$MAIN_PY" ci/aarch64/requirements.py --extra agent --extra server)
 stamp=$VENV/.fleetlearn-requirements
 if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs" ] \
   || [ pyproject.toml -nt "$stamp" ]; then
