@@ -27,11 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = 8  # a few steps: the cnn2d step takes ~2 s under emulation
 BATCH = 16
 SAMPLES = 64
-# (name, model, input shape, classes, optimizer): every zoo model, both optimizers.
-CASES: tuple[tuple[str, str, tuple[int, ...], int, str], ...] = (
-    ("mlp-adamw", "mlp", (64,), 10, "adamw"),
-    ("cnn1d-sgd", "cnn1d", (3, 32), 4, "sgd"),
-    ("cnn2d-adamw", "cnn2d", (1, 8, 8), 10, "adamw"),
+# (name, model, input shape, classes, optimizer, trainable): every zoo model, both optimizers,
+# and a frozen conv backbone with only the head trained.
+CASES: tuple[tuple[str, str, tuple[int, ...], int, str, str], ...] = (
+    ("mlp-adamw", "mlp", (64,), 10, "adamw", "all"),
+    ("cnn1d-sgd", "cnn1d", (3, 32), 4, "sgd", "all"),
+    ("cnn2d-adamw", "cnn2d", (1, 8, 8), 10, "adamw", "all"),
+    ("cnn2d-head-sgd", "cnn2d", (1, 8, 8), 10, "sgd", "head"),
 )
 # Max |w_arm - w_x86| relative to max |w_x86|: 1e-5 is ~84 float32 ulps of the largest weight,
 # room for rounding differences (summation order, FMA in the NEON vs AVX kernels) to accumulate
@@ -74,9 +76,11 @@ def _export_all(directory: Path) -> None:
     from models.export import export_artifacts  # torch: host side only
 
     rng = np.random.default_rng(0)
-    for name, model, shape, classes, optimizer in CASES:
+    for name, model, shape, classes, optimizer, trainable in CASES:
         case = directory / name
-        export_artifacts(model, shape, classes, case / "artifacts", seed=0, optimizer=optimizer)
+        export_artifacts(
+            model, shape, classes, case / "artifacts", optimizer=optimizer, trainable=trainable
+        )
         np.save(case / "x.npy", rng.standard_normal((SAMPLES, *shape)).astype(np.float32))
         np.save(case / "y.npy", rng.integers(0, classes, SAMPLES).astype(np.int64))
 
@@ -154,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         "passed": ok,
     }
     print(
-        f"{'case':<12} {'max|diff|':>10} {'/max|w|':>9} {'rel':>9} {'/update':>9} "
+        f"{'case':<15} {'max|diff|':>10} {'/max|w|':>9} {'rel':>9} {'/update':>9} "
         f"{'x86 ms/step':>11} {'arm ms/step':>11}"
     )
     for name, row in rows.items():
         print(
-            f"{name:<12} {row['max_abs_diff']:>10.2e} {row['max_diff_vs_max_weight']:>9.2e} "
+            f"{name:<15} {row['max_abs_diff']:>10.2e} {row['max_diff_vs_max_weight']:>9.2e} "
             f"{row['max_rel_diff']:>9.2e} {row['max_diff_vs_update']:>9.2e} "
             f"{row['x86_64_step_ms']:>11.2f} "
             f"{row['aarch64_step_ms']:>11.1f}"
