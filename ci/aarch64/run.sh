@@ -58,9 +58,10 @@ parity_s=$(since "$t3")
 total_s=$(since "$t0")
 say "done in ${total_s} s (setup ${setup_s}, imports ${imports_s}, unit tests ${tests_s}, step parity ${parity_s})"
 "$PYTHON" - "$JSON" "$CACHE/parity.json" <<PY
-import json, sys
+import json, os, sys
 parity = json.load(open(sys.argv[2]))
 json.dump({
+    "host": {"cpus": os.cpu_count(), "loadavg_1m_at_end": os.getloadavg()[0]},  # shared machine?
     "job_wall_s": $total_s, "setup_s": $setup_s, "imports_s": $imports_s,
     "unit_tests_s": $tests_s, "step_parity_s": $parity_s,
     "unit_tests": {"shard_a": "$SHARD_A: $(summary_line "$CACHE/shard-a.log")",
