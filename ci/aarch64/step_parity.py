@@ -3,15 +3,18 @@
     python ci/aarch64/step_parity.py DIR [--json OUT]     # on the x86_64 host, torch installed
 
 exports each CASE with `models.export` into DIR, trains it natively with the agent's trainer
-(1 thread), then runs `ci/aarch64/python ci/aarch64/step_parity.py train DIR` (the agent's
-trainer on emulated aarch64 CPython, no torch installed, torch imports refused) and compares the
-weights. Exit status 1 if a case differs by more than float32 rounding can explain (TOLERANCE).
+(1 thread), then once per emulated CPU in CPUS runs `ci/aarch64/python ci/aarch64/step_parity.py
+train DIR TAG` (the agent's trainer on emulated aarch64 CPython, no torch installed, torch imports
+refused) and compares the weights. ONNX Runtime picks kernels by the CPU's features, so the Pi 4
+and Pi 5 cores are emulated separately. Exit status 1 if a case differs by more than float32
+rounding can explain (TOLERANCE).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CASES", "TOLERANCE", "compare", "train_case"]
+__all__ = ["CASES", "CPUS", "TOLERANCE", "compare", "train_case"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 8  # a few steps: the cnn2d step takes ~2 s under emulation
@@ -35,6 +38,8 @@ CASES: tuple[tuple[str, str, tuple[int, ...], int, str, str], ...] = (
     ("cnn2d-adamw", "cnn2d", (1, 8, 8), 10, "adamw", "all"),
     ("cnn2d-head-sgd", "cnn2d", (1, 8, 8), 10, "sgd", "head"),
 )
+# qemu CPU models (QEMU_CPU) -> the boards that use them
+CPUS = {"cortex-a72": "Raspberry Pi 4", "cortex-a76": "Raspberry Pi 5"}
 # Max |w_arm - w_x86| relative to max |w_x86|: 1e-5 is ~84 float32 ulps of the largest weight,
 # room for rounding differences (summation order, FMA in the NEON vs AVX kernels) to accumulate
 # over a few steps; a kernel computing something else would be off by far more.
@@ -45,8 +50,8 @@ def _arch() -> str:
     return platform.machine()
 
 
-def train_case(case: Path) -> dict[str, Any]:
-    """Train one exported case with the agent's own trainer; save the weights for this arch."""
+def train_case(case: Path, tag: str) -> dict[str, Any]:
+    """Train one exported case with the agent's own trainer; save the weights as `tag`."""
     from agent.trainer import TrainConfig, load_trainer
 
     trainer = load_trainer(case / "artifacts", threads=1)
@@ -56,7 +61,7 @@ def train_case(case: Path) -> dict[str, Any]:
     start = time.perf_counter()
     result = trainer.train(x, y, TrainConfig(steps=STEPS, batch_size=BATCH, seed=0))
     seconds = time.perf_counter() - start
-    np.save(case / f"weights-{_arch()}.npy", result.weights)
+    np.save(case / f"weights-{tag}.npy", result.weights)
     np.save(case / "weights-initial.npy", initial)
     return {
         "steps": result.steps,
@@ -65,8 +70,8 @@ def train_case(case: Path) -> dict[str, Any]:
     }
 
 
-def _train_all(directory: Path) -> dict[str, Any]:
-    report: dict[str, Any] = {name: train_case(directory / name) for name, *_ in CASES}
+def _train_all(directory: Path, tag: str) -> dict[str, Any]:
+    report: dict[str, Any] = {name: train_case(directory / name, tag) for name, *_ in CASES}
     report["torch_loaded"] = "torch" in sys.modules  # the agent's trainer must never load it
     report["python"] = f"{_arch()} CPython {platform.python_version()}"
     return report
@@ -85,10 +90,10 @@ def _export_all(directory: Path) -> None:
         np.save(case / "y.npy", rng.integers(0, classes, SAMPLES).astype(np.int64))
 
 
-def compare(case: Path, other_arch: str) -> dict[str, float]:
-    """Max differences of `other_arch`'s trained weights vs this arch's, for one trained case."""
-    here = np.load(case / f"weights-{_arch()}.npy", allow_pickle=False)
-    there = np.load(case / f"weights-{other_arch}.npy", allow_pickle=False)
+def compare(case: Path, tag: str, reference: str = "x86_64") -> dict[str, float]:
+    """Max differences of the weights trained as `tag` vs `reference`, for one case."""
+    here = np.load(case / f"weights-{reference}.npy", allow_pickle=False)
+    there = np.load(case / f"weights-{tag}.npy", allow_pickle=False)
     initial = np.load(case / "weights-initial.npy", allow_pickle=False)
     diff = np.abs(there.astype(np.float64) - here)  # (n_params,)
     largest = float(np.abs(here).max())
@@ -102,11 +107,12 @@ def compare(case: Path, other_arch: str) -> dict[str, float]:
     }
 
 
-def _emulated(directory: Path) -> tuple[dict[str, Any], float]:
+def _emulated(directory: Path, cpu: str) -> tuple[dict[str, Any], float]:
     start = time.perf_counter()
     done = subprocess.run(
-        [str(ROOT / "ci/aarch64/python"), __file__, "train", str(directory)],
+        [str(ROOT / "ci/aarch64/python"), __file__, "train", str(directory), f"aarch64-{cpu}"],
         cwd=ROOT,
+        env={**os.environ, "QEMU_CPU": cpu},  # qemu-user reads its -cpu from here
         capture_output=True,
         text=True,
         check=False,
@@ -116,10 +122,35 @@ def _emulated(directory: Path) -> tuple[dict[str, Any], float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start
 
 
+def _print_table(
+    rows: dict[str, dict[str, Any]], emulated: dict[str, dict[str, Any]], ok: bool
+) -> None:
+    print(
+        f"{'case':<15} {'qemu cpu':<11} {'max|diff|':>10} {'/max|w|':>9} {'rel':>9} "
+        f"{'/update':>9} {'x86 ms/step':>11} {'arm ms/step':>11}"
+    )
+    for name, row in rows.items():
+        for cpu in CPUS:
+            r = row[cpu]
+            print(
+                f"{name:<15} {cpu:<11} {r['max_abs_diff']:>10.2e} "
+                f"{r['max_diff_vs_max_weight']:>9.2e} {r['max_rel_diff']:>9.2e} "
+                f"{r['max_diff_vs_update']:>9.2e} {row['x86_64_step_ms']:>11.2f} "
+                f"{r['aarch64_step_ms']:>11.1f}"
+            )
+    for cpu, e in emulated.items():
+        print(
+            f"step_parity: {e['python']} as {cpu} ({CPUS[cpu]}): torch loaded {e['torch_loaded']}, "
+            f"forbidden imports tried: {e['forbidden_imports'] or 'none'}"
+        )
+    print(f"step_parity: {'PASS' if ok else 'FAIL'} (tolerance {TOLERANCE:g} of max|w|)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("role", nargs="?", choices=["run", "train"], default="run")
     parser.add_argument("directory", type=Path)
+    parser.add_argument("tag", nargs="?", default="x86_64", help="train: name of the weights")
     parser.add_argument("--json", type=Path, help="write the summary here too")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -128,51 +159,44 @@ def main(argv: list[str] | None = None) -> int:
 
         tripwire = Tripwire()  # refuses (and records) any torch/onnx/models import
         sys.meta_path.insert(0, tripwire)
-        report = _train_all(args.directory)
+        report = _train_all(args.directory, args.tag)
         report["forbidden_imports"] = tripwire.attempts
         print(json.dumps(report))
         return 0
     _export_all(args.directory)
-    native = _train_all(args.directory)
-    emulated, wall = _emulated(args.directory)
-    rows, ok = {}, not (emulated["torch_loaded"] or emulated["forbidden_imports"])
-    for name, *_ in CASES:
-        diffs = compare(args.directory / name, "aarch64")
-        ok = ok and diffs["max_diff_vs_max_weight"] <= TOLERANCE
-        rows[name] = {
-            **diffs,
-            "x86_64_step_ms": native[name]["step_ms"],
-            "aarch64_step_ms": emulated[name]["step_ms"],
-            "x86_64_mean_loss": native[name]["mean_loss"],
-            "aarch64_mean_loss": emulated[name]["mean_loss"],
+    native = _train_all(args.directory, "x86_64")
+    rows: dict[str, dict[str, Any]] = {name: {} for name, *_ in CASES}
+    emulated: dict[str, dict[str, Any]] = {}
+    ok = True
+    for cpu in CPUS:
+        report, wall = _emulated(args.directory, cpu)
+        emulated[cpu] = {
+            "wall_s": wall,
+            "python": report["python"],
+            "torch_loaded": report["torch_loaded"],
+            "forbidden_imports": report["forbidden_imports"],
         }
+        ok = ok and not (report["torch_loaded"] or report["forbidden_imports"])
+        for name, *_ in CASES:
+            diffs = compare(args.directory / name, f"aarch64-{cpu}")
+            ok = ok and diffs["max_diff_vs_max_weight"] <= TOLERANCE
+            rows[name][cpu] = {
+                **diffs,
+                "aarch64_step_ms": report[name]["step_ms"],
+                "aarch64_mean_loss": report[name]["mean_loss"],
+            }
+    for name, *_ in CASES:
+        rows[name]["x86_64_step_ms"] = native[name]["step_ms"]
+        rows[name]["x86_64_mean_loss"] = native[name]["mean_loss"]
     summary = {
         "cases": rows,
         "steps": STEPS,
         "batch_size": BATCH,
-        "aarch64_python": emulated["python"],
-        "aarch64_torch_loaded": emulated["torch_loaded"],
-        "aarch64_forbidden_imports": emulated["forbidden_imports"],
-        "emulated_wall_s": wall,
+        "emulated": emulated,
         "tolerance_vs_max_weight": TOLERANCE,
         "passed": ok,
     }
-    print(
-        f"{'case':<15} {'max|diff|':>10} {'/max|w|':>9} {'rel':>9} {'/update':>9} "
-        f"{'x86 ms/step':>11} {'arm ms/step':>11}"
-    )
-    for name, row in rows.items():
-        print(
-            f"{name:<15} {row['max_abs_diff']:>10.2e} {row['max_diff_vs_max_weight']:>9.2e} "
-            f"{row['max_rel_diff']:>9.2e} {row['max_diff_vs_update']:>9.2e} "
-            f"{row['x86_64_step_ms']:>11.2f} "
-            f"{row['aarch64_step_ms']:>11.1f}"
-        )
-    print(
-        f"step_parity: aarch64 torch loaded: {emulated['torch_loaded']}, "
-        f"forbidden imports tried: {emulated['forbidden_imports'] or 'none'}; "
-        f"{'PASS' if ok else 'FAIL'} (tolerance {TOLERANCE:g} of max|w|)"
-    )
+    _print_table(rows, emulated, ok)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if ok else 1
