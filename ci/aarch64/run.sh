@@ -3,8 +3,10 @@
 # On an x86_64 Debian 12 host: builds/reuses the arm64 sysroot and aarch64 wheels (setup.sh,
 # cached in .cache/aarch64), then under qemu-aarch64-static:
 #   1. every device module imports, and none even tries to import torch (check_imports.py)
-#   2. the protocol, agent, trainer and transport unit tests (two shards in parallel)
-#   3. the exported training step trains on aarch64 and matches x86_64 (step_parity.py)
+#   2. the protocol, agent, trainer and transport unit tests (two shards in parallel, one as a
+#      Pi 4's Cortex-A72, one as a Pi 5's Cortex-A76)
+#   3. the exported training step trains on aarch64 (both CPU models) and matches x86_64
+#      (step_parity.py)
 # Usage: ci/aarch64/run.sh [--json OUT]  (default OUT: .cache/aarch64/last-run.json)  PYTHON: the host venv's interpreter (torch installed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,12 +37,15 @@ ci/aarch64/python ci/aarch64/check_imports.py
 imports_s=$(since "$t1")
 
 t2=$(now)
-pytest_emulated() {  # SHARD LOG: -p emulated_pytest lifts Hypothesis's deadline (emulation is slow)
+pytest_emulated() {  # CPU SHARD LOG: -p emulated_pytest lifts Hypothesis's deadline (emulation is slow)
   # shellcheck disable=SC2086  # the shard is a list of words
-  PYTHONPATH=ci/aarch64 ci/aarch64/python -m pytest -p emulated_pytest -p no:cacheprovider -q $1 >"$2" 2>&1
+  QEMU_CPU=$1 PYTHONPATH=ci/aarch64 ci/aarch64/python -m pytest -p emulated_pytest \
+    -p no:cacheprovider -q $2 >"$3" 2>&1
 }
-pytest_emulated "$SHARD_A" "$CACHE/shard-a.log" & pid_a=$!
-pytest_emulated "$SHARD_B" "$CACHE/shard-b.log" & pid_b=$!
+# One shard per Raspberry Pi core: numpy and ORT pick kernels by the CPU's features (the Pi 4's
+# Cortex-A72 lacks the dot-product and fp16 arithmetic of the Pi 5's Cortex-A76).
+pytest_emulated cortex-a72 "$SHARD_A" "$CACHE/shard-a.log" & pid_a=$!
+pytest_emulated cortex-a76 "$SHARD_B" "$CACHE/shard-b.log" & pid_b=$!
 rc_a=0; wait "$pid_a" || rc_a=$?
 rc_b=0; wait "$pid_b" || rc_b=$?
 tests_s=$(since "$t2")
@@ -64,8 +69,8 @@ json.dump({
     "host": {"cpus": os.cpu_count(), "loadavg_1m_at_end": os.getloadavg()[0]},  # shared machine?
     "job_wall_s": $total_s, "setup_s": $setup_s, "imports_s": $imports_s,
     "unit_tests_s": $tests_s, "step_parity_s": $parity_s,
-    "unit_tests": {"shard_a": "$SHARD_A: $(summary_line "$CACHE/shard-a.log")",
-                   "shard_b": "$SHARD_B: $(summary_line "$CACHE/shard-b.log")"},
+    "unit_tests": {"cortex-a72": "$SHARD_A: $(summary_line "$CACHE/shard-a.log")",
+                   "cortex-a76": "$SHARD_B: $(summary_line "$CACHE/shard-b.log")"},
     "step_parity": parity,
 }, open(sys.argv[1], "w"), indent=2)
 PY
