@@ -8,7 +8,8 @@ Layout (n elements, little-endian, no header -- the spec and `length` travel bes
 float16 error bound: |x - x'| <= max(|x| * 2**-11, 2**-25) (relative half-ulp for normal halves,
 absolute half-ulp of the smallest subnormal below 2**-14). Values with |x| >= 65520 would round to
 infinity; encoding refuses them (Reason.CODEC) rather than silently saturating. Decoding refuses
-NaN/Inf elements (Reason.NON_FINITE).
+NaN/Inf elements (Reason.NON_FINITE) by their bits, before any cast: casting a signalling-NaN half
+(e.g. 0x7d00) to float32 raises "invalid value encountered in cast" on aarch64 numpy (FACTS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from protocol.errors import ProtocolError, Reason
 __all__ = ["FLOAT16_LIMIT", "Float16", "Float32"]
 
 FLOAT16_LIMIT = 65520.0  # smallest |x| that rounds to inf in float16 (65504 + half ulp)
+_F16_EXPONENT = 0x7C00  # all-ones exponent: +-inf (zero mantissa) or a NaN (quiet or signalling)
 
 F32 = npt.NDArray[np.float32]
 
@@ -68,5 +70,7 @@ class Float16:
 
     @staticmethod
     def decode(buf: memoryview, spec: Mapping[str, Any], n: int) -> F32:
-        out = np.frombuffer(buf, dtype="<f2", count=n).astype(np.float32)  # (n,)
-        return _check_finite(out, "float16")
+        bits = np.frombuffer(buf, dtype="<u2", count=n)  # (n,) uint16 view, no float op yet
+        if ((bits & _F16_EXPONENT) == _F16_EXPONENT).any():
+            raise ProtocolError(Reason.NON_FINITE, "float16 payload holds NaN or infinity")
+        return bits.view("<f2").astype(np.float32)  # (n,) finite, so the cast never signals

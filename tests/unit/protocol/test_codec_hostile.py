@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from typing import Any
 
@@ -99,6 +100,23 @@ def test_float32_non_finite_element(bad: bytes) -> None:
 @pytest.mark.parametrize("bad", ["007c", "00fc", "007e"])  # +inf, -inf, NaN as <f2
 def test_float16_non_finite_element(bad: str) -> None:
     refused(Reason.NON_FINITE, bytes.fromhex("003c" + bad), {"name": "float16"}, 2)
+
+
+# Signalling NaNs (quiet bit 0x0200 clear): aarch64 numpy warned "invalid value encountered in
+# cast" when decoding them (FACTS.md). The refusal must carry its reason and raise no warning;
+# the aarch64 CI job (ci/aarch64) runs this test under emulation, where it failed before the fix.
+@pytest.mark.parametrize("bad", ["007d", "01fc", "ff7d", "00fd"])
+def test_float16_signalling_nan_refused_without_warning(bad: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refused(Reason.NON_FINITE, bytes.fromhex("003c" + bad), {"name": "float16"}, 2)
+
+
+def test_float16_decodes_largest_and_subnormal_halves() -> None:
+    # 0x7bff = 65504 (largest finite half), 0x0001 = 2**-24 (smallest subnormal), 0x8000 = -0.0
+    out = decode(bytes.fromhex("ff7b01000080"), {"name": "float16"}, 3)
+    assert out.tolist() == [65504.0, 2.0**-24, -0.0]
+    assert np.signbit(out[2])
 
 
 # ---- quantised: scales and values -----------------------------------------------------------
