@@ -55,7 +55,7 @@ def _args() -> argparse.Namespace:
     a = p.add_argument
     a("--devices", type=int, default=5000)
     a("--buffer", type=int, default=1000, help="FedBuff K and the FedAvg round size")
-    a("--planned", type=int, default=5, help="noised flushes the budget is calibrated for")
+    a("--planned", type=int, default=10, help="noised flushes the budget is calibrated for")
     a("--clip", type=float, default=2.5, help="clip norm C (initial C when adaptive)")
     a("--adaptive", action="store_true", help="adaptive clipping (Andrew et al.)")
     a("--server-lr", type=float, default=1.0)
