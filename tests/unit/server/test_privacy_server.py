@@ -119,7 +119,9 @@ def test_budget_stops_training_exactly_at_the_flush_that_would_exceed_it(
     budget = (eps3 + eps4) / 2  # 3 flushes fit, the 4th would exceed
     config = PrivacyConfig(epsilon=budget, delta=delta, noise_multiplier=sigma, seed=2)
     core = _core(tmp_path / "s", _fedbuff(2, config))
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(
+        logging.WARNING, logger="server.privacy.mechanism"
+    )  # demo tests quiet "server"
     outcomes = [core.handle(_device(i), p) for i, p in enumerate(_updates(12))]
     assert [o.ack.accepted for o in outcomes] == [True] * 6 + [False] * 6
     assert {o.ack.reason for o in outcomes[6:]} == {Reason.PRIVACY_BUDGET}
@@ -138,7 +140,9 @@ def test_a_flush_over_budget_is_refused_and_the_model_kept(
     budget = (_rdp_epsilon(sigma, 2, delta) + _rdp_epsilon(sigma, 3, delta)) / 2
     s = _fedbuff(1, PrivacyConfig(epsilon=budget, delta=delta, noise_multiplier=sigma, seed=4))
     model, version = np.zeros(N, np.float32), 0
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(
+        logging.WARNING, logger="server.privacy.mechanism"
+    )  # demo tests quiet "server"
     stepped = []
     for i in range(4):  # the strategy driven directly (no admission): the flush itself refuses
         d = np.full(N, 0.01, np.float32)
