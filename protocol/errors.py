@@ -47,6 +47,7 @@ class Reason(StrEnum):
     FUTURE = "future"  # base version newer than the server's
     REPLAY = "replay"  # sequence number already seen or out of order
     PRIVACY_BUDGET = "privacy_budget"  # the DP budget is spent: training has stopped
+    DP_BUFFER = "dp_buffer"  # DP: the device already has an update in the open buffer
     INTERNAL = "internal"  # the server failed; the device should retry later
 
 

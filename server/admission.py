@@ -163,6 +163,8 @@ class Admission:
         if lim.max_staleness is not None and tau > lim.max_staleness:
             raise RejectedUpdate(Reason.STALE, f"staleness {tau} > max {lim.max_staleness}")
         strategy.check(version, msg.base_version)
+        if strategy.privacy is not None:  # DP: at most one update per device in a flush
+            strategy.privacy.check_device(msg.device_id)
         delta = decode_vector(msg.delta, self.manifest)  # (n,) float32, finite
         scale = 1.0
         if lim.max_norm is not None:

@@ -76,7 +76,7 @@ class FedAvg(Strategy):
             self._sum = np.zeros(model.shape[0], np.float32)
         delta, n = update.delta, update.num_samples
         if self.privacy is not None:  # DP: clipped, equal weights (a count would exceed 1)
-            delta, n = self.privacy.clip(delta), 1
+            delta, n = self.privacy.clip(delta, update.device_id), 1
         # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
         self._sum += delta * np.float32(n)
         self._samples += n

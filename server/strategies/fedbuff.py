@@ -80,7 +80,7 @@ class FedBuff(Strategy):
             # DP: clip to C after decoding; s(tau) * w <= 1 keeps the sum's sensitivity at C
             if s_tau * w > 1.0:
                 raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
-            delta = self.privacy.clip(delta)
+            delta = self.privacy.clip(delta, update.device_id)
         if self._sum is None:
             self._sum = np.zeros(model.shape[0], np.float32)
         # float32 throughout: a float64 buffer made the mixed-type add 3 ms per 1M-param update,

@@ -85,8 +85,8 @@ def test_every_applied_contribution_is_clipped_after_dequantisation(tmp_path: Pa
     released: list[np.ndarray] = []
     real_clip, real_release = mech.clip, mech.release
 
-    def spy_clip(delta: np.ndarray) -> np.ndarray:
-        out = real_clip(delta)
+    def spy_clip(delta: np.ndarray, device_id: str) -> np.ndarray:
+        out = real_clip(delta, device_id)
         clipped.append(out.copy())
         return out
 
@@ -281,3 +281,22 @@ def test_planned_flushes_calibrate_sigma_to_the_budget() -> None:
     config = parse_privacy({"epsilon": 2.0, "delta": 1e-5, "planned_flushes": 40})
     assert _rdp_epsilon(config.noise_multiplier, 40, 1e-5) <= 2.0
     assert _rdp_epsilon(config.noise_multiplier, 41, 1e-5) > 2.0
+
+
+def test_one_update_per_device_per_flush_survives_a_restart(tmp_path: Path) -> None:
+    config = PrivacyConfig(epsilon=1e6, delta=1e-5, noise_multiplier=1.0, seed=5)
+    core = _core(tmp_path / "s", _fedbuff(3, config), every=1)  # checkpoint after each record
+    one = np.full(N, 0.1, np.float32)
+    assert core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=1)).ack.accepted
+    # a second update of dev-a in the same buffer would give it sensitivity 2C
+    again = core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=2)).ack
+    assert not again.accepted and again.reason is Reason.DP_BUFFER
+    core.close()
+    core = _core(tmp_path / "s", _fedbuff(3, config), every=1)  # the buffer's members persist
+    again = core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=2)).ack
+    assert again.reason is Reason.DP_BUFFER
+    for d in ("dev-b", "dev-c"):
+        assert core.handle(d, update_bytes(MANIFEST, one, device=d, seq=1)).ack.accepted
+    assert core.version == 1  # flushed: dev-a may contribute to the next buffer
+    ok = core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=2, base=1)).ack
+    assert ok.accepted
