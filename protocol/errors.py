@@ -49,6 +49,7 @@ class Reason(StrEnum):
     REPLAY = "replay"  # sequence number already seen or out of order
     RATE_LIMITED = "rate_limited"  # this device sent faster than its limit; re-send later
     PRIVACY_BUDGET = "privacy_budget"  # the DP budget is spent: training has stopped
+    DP_BUFFER = "dp_buffer"  # DP: the device already has an update in the open buffer
     INTERNAL = "internal"  # the server failed; the device should retry later
 
 

@@ -7,7 +7,8 @@
             C  <- C * exp(-eta * (b~ / m - gamma))            adaptive: b~ = noisy unclipped count
             g  = S~ / m                                       (the strategy)
 
-Sensitivity: each device adds at most one term to S per flush, weighted by s(tau) * 1 <= 1, so S
+Sensitivity: each device adds at most one term to S per flush (admission refuses a second one,
+Reason.DP_BUFFER), weighted by s(tau) * 1 <= 1, so S
 moves by at most C when one device's contribution is zeroed (the "zero-out" neighbouring relation
 of Kairouz et al. 2021, valid because who arrives in which flush does not depend on the data).
 Weights above 1 (FedBuff's sample_weighted) would break that bound and are refused.
@@ -84,6 +85,7 @@ class DpMechanism:
         self._flushes = 0
         self._unclipped = 0  # updates of the open buffer whose norm was <= C
         self._count = 0  # updates of the open buffer
+        self._devices: set[str] = set()  # devices with an update in the open buffer
         self._announced = False
 
     # --- accounting ---------------------------------------------------------------------------
@@ -121,11 +123,21 @@ class DpMechanism:
                 "flushes; training has stopped, the last model keeps being served",
             )
 
+    def check_device(self, device_id: str) -> None:
+        """Admission: a second update from one device in one flush would double its sensitivity."""
+        if device_id in self._devices:
+            raise RejectedUpdate(
+                Reason.DP_BUFFER,
+                f"{device_id} already has an update in the open buffer (one per flush under DP); "
+                "send it after the next model version",
+            )
+
     # --- the mechanism ------------------------------------------------------------------------
 
-    def clip(self, delta: np.ndarray) -> np.ndarray:
+    def clip(self, delta: np.ndarray, device_id: str) -> np.ndarray:
         """(n,) float32 -> clipped to C; counted for adaptive clipping."""
         clipped, was_clipped = clip_l2(delta, self._clip)
+        self._devices.add(device_id)
         self._count += 1
         self._unclipped += 0 if was_clipped else 1
         return clipped
@@ -176,6 +188,7 @@ class DpMechanism:
 
     def _reset_buffer(self) -> None:
         self._unclipped = self._count = 0
+        self._devices.clear()
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -186,6 +199,7 @@ class DpMechanism:
             _PREFIX + "flushes": self._flushes,
             _PREFIX + "unclipped": self._unclipped,
             _PREFIX + "count": self._count,
+            _PREFIX + "devices": "\n".join(sorted(self._devices)),  # device ids cannot hold \n
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -204,5 +218,7 @@ class DpMechanism:
         self._flushes = int(state[_PREFIX + "flushes"])  # type: ignore[call-overload]
         self._unclipped = int(state[_PREFIX + "unclipped"])  # type: ignore[call-overload]
         self._count = int(state[_PREFIX + "count"])  # type: ignore[call-overload]
+        devices = str(state.get(_PREFIX + "devices", ""))
+        self._devices = set(devices.split("\n")) if devices else set()
         if not (math.isfinite(self._clip) and self._clip > 0) or self._flushes < 0:
             raise ValueError("privacy state: bad clip norm or flush count")

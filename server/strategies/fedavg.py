@@ -110,7 +110,7 @@ class FedAvg(Strategy):
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
         delta, n = update.delta, update.num_samples
         if self.privacy is not None:  # DP: clipped, equal weights (a count would exceed 1)
-            delta, n = self.privacy.clip(delta), 1
+            delta, n = self.privacy.clip(delta, update.device_id), 1
         d = self._defence
         if d is not None:
             d.accept(update.device_id, delta)

@@ -128,7 +128,7 @@ class FedBuff(Strategy):
             # DP: clip to C after decoding; s(tau) * w <= 1 keeps the sum's sensitivity at C
             if s_tau * w > 1.0:
                 raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
-            dense = self.privacy.clip(dense)
+            dense = self.privacy.clip(dense, update.device_id)
         if d is not None:  # robust options score (and may keep) the whole vector
             assert dense is not None
             d.accept(update.device_id, dense)

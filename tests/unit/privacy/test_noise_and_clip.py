@@ -102,8 +102,8 @@ def test_adaptive_clip_moves_towards_the_target_quantile() -> None:
     rng = np.random.default_rng(1)
     for version in range(60):
         total = np.zeros(10, np.float32)
-        for _ in range(100):  # norms ~ 0.1 * chi(10): median about 0.31
-            total += m.clip((rng.standard_normal(10) * 0.1).astype(np.float32))
+        for i in range(100):  # norms ~ 0.1 * chi(10): median about 0.31
+            total += m.clip((rng.standard_normal(10) * 0.1).astype(np.float32), f"d{i}")
         assert m.release(total, version) is not None
     clip = m.status().clip_norm
     assert 0.25 < clip < 0.4  # Andrew et al.: C tracks the median norm

@@ -169,7 +169,7 @@ def test_sigkill_at_random_points_keeps_exactly_once(tmp_path: Path) -> None:
     assert total_kills >= TRIALS  # every trial was killed at least once
 
 
-DP_TRIALS = 6
+DP_TRIALS = 4
 
 
 @pytest.mark.slow

@@ -85,8 +85,8 @@ def test_every_applied_contribution_is_clipped_after_dequantisation(tmp_path: Pa
     released: list[np.ndarray] = []
     real_clip, real_release = mech.clip, mech.release
 
-    def spy_clip(delta: np.ndarray) -> np.ndarray:
-        out = real_clip(delta)
+    def spy_clip(delta: np.ndarray, device_id: str) -> np.ndarray:
+        out = real_clip(delta, device_id)
         clipped.append(out.copy())
         return out
 
@@ -119,7 +119,9 @@ def test_budget_stops_training_exactly_at_the_flush_that_would_exceed_it(
     budget = (eps3 + eps4) / 2  # 3 flushes fit, the 4th would exceed
     config = PrivacyConfig(epsilon=budget, delta=delta, noise_multiplier=sigma, seed=2)
     core = _core(tmp_path / "s", _fedbuff(2, config))
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(
+        logging.WARNING, logger="server.privacy.mechanism"
+    )  # demo tests quiet "server"
     outcomes = [core.handle(_device(i), p) for i, p in enumerate(_updates(12))]
     assert [o.ack.accepted for o in outcomes] == [True] * 6 + [False] * 6
     assert {o.ack.reason for o in outcomes[6:]} == {Reason.PRIVACY_BUDGET}
@@ -138,7 +140,9 @@ def test_a_flush_over_budget_is_refused_and_the_model_kept(
     budget = (_rdp_epsilon(sigma, 2, delta) + _rdp_epsilon(sigma, 3, delta)) / 2
     s = _fedbuff(1, PrivacyConfig(epsilon=budget, delta=delta, noise_multiplier=sigma, seed=4))
     model, version = np.zeros(N, np.float32), 0
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(
+        logging.WARNING, logger="server.privacy.mechanism"
+    )  # demo tests quiet "server"
     stepped = []
     for i in range(4):  # the strategy driven directly (no admission): the flush itself refuses
         d = np.full(N, 0.01, np.float32)
@@ -284,3 +288,22 @@ def test_planned_flushes_calibrate_sigma_to_the_budget() -> None:
     config = parse_privacy({"epsilon": 2.0, "delta": 1e-5, "planned_flushes": 40})
     assert _rdp_epsilon(config.noise_multiplier, 40, 1e-5) <= 2.0
     assert _rdp_epsilon(config.noise_multiplier, 41, 1e-5) > 2.0
+
+
+def test_one_update_per_device_per_flush_survives_a_restart(tmp_path: Path) -> None:
+    config = PrivacyConfig(epsilon=1e6, delta=1e-5, noise_multiplier=1.0, seed=5)
+    core = _core(tmp_path / "s", _fedbuff(3, config), every=1)  # checkpoint after each record
+    one = np.full(N, 0.1, np.float32)
+    assert core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=1)).ack.accepted
+    # a second update of dev-a in the same buffer would give it sensitivity 2C
+    again = core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=2)).ack
+    assert not again.accepted and again.reason is Reason.DP_BUFFER
+    core.close()
+    core = _core(tmp_path / "s", _fedbuff(3, config), every=1)  # the buffer's members persist
+    again = core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=2)).ack
+    assert again.reason is Reason.DP_BUFFER
+    for d in ("dev-b", "dev-c"):
+        assert core.handle(d, update_bytes(MANIFEST, one, device=d, seq=1)).ack.accepted
+    assert core.version == 1  # flushed: dev-a may contribute to the next buffer
+    ok = core.handle("dev-a", update_bytes(MANIFEST, one, device="dev-a", seq=2, base=1)).ack
+    assert ok.accepted
