@@ -12,9 +12,11 @@ import numpy as np
 
 from protocol.artifacts import (
     ARTIFACT_FILES,
+    FROZEN_WEIGHTS,
     INITIAL_WEIGHTS,
     MANIFEST_FILE,
     MAX_ARTIFACT_BYTES,
+    decode_frozen_weights,
     decode_initial_weights,
     verify_file,
 )
@@ -28,7 +30,8 @@ __all__ = ["Artifacts", "load_artifacts"]
 class Artifacts:
     dir: Path
     manifest: Manifest
-    initial_weights: np.ndarray  # (num_params,) float32, manifest order
+    initial_weights: np.ndarray  # (num_params,) float32, manifest order (trainable)
+    frozen_weights: np.ndarray  # (num_frozen,) float32, manifest.frozen order
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -59,6 +62,7 @@ def load_artifacts(dir: Path) -> Artifacts:
     if missing:
         raise DataError(f"{manifest_path}: files {missing} not listed")
     weights: np.ndarray | None = None
+    frozen: np.ndarray | None = None
     for name in ARTIFACT_FILES:
         path = dir / name
         data = _read(path, MAX_ARTIFACT_BYTES)
@@ -66,7 +70,9 @@ def load_artifacts(dir: Path) -> Artifacts:
             verify_file(manifest, name, data)
             if name == INITIAL_WEIGHTS:  # parse the verified bytes, not a second read
                 weights = decode_initial_weights(manifest, data)
+            elif name == FROZEN_WEIGHTS:
+                frozen = decode_frozen_weights(manifest, data)
         except ProtocolError as exc:  # its message names the file
             raise DataError(f"{dir}: {exc}") from exc
-    assert weights is not None  # INITIAL_WEIGHTS is in ARTIFACT_FILES
-    return Artifacts(dir=dir, manifest=manifest, initial_weights=weights)
+    assert weights is not None and frozen is not None  # both are in ARTIFACT_FILES
+    return Artifacts(dir=dir, manifest=manifest, initial_weights=weights, frozen_weights=frozen)

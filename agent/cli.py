@@ -80,9 +80,14 @@ def build_agent(
     if trainer is None:
         from agent.trainer import load_trainer
 
-        choice = choose_backend(config.trainer_backend)
+        choice = choose_backend(config.trainer_backend, config.trainer_providers)
         _log.info("%s", choice.why)
-        trainer = load_trainer(config.artifacts_dir, choice.name, threads=config.training.threads)
+        trainer = load_trainer(
+            config.artifacts_dir,
+            choice.name,
+            threads=config.training.threads,
+            providers=choice.providers,
+        )
     else:
         _log.info("trainer backend '%s' (injected by the caller)", trainer.name)
     b = config.broker

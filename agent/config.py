@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from agent.backend import provider_name
 from protocol.errors import ConfigError, FleetlearnError
 from protocol.topics import validate_device_id, validate_fleet, validate_model_id
 
@@ -113,6 +114,8 @@ class AgentConfig:
     training: TrainingSettings
     personal: PersonalSettings
     trainer_backend: str = "onnxruntime"
+    # ORT execution providers, most preferred first ([trainer] providers); CPU is the last resort
+    trainer_providers: tuple[str, ...] = ("cpu",)
 
 
 class _Table:
@@ -150,6 +153,14 @@ class _Table:
         if value is not None and not value:
             raise ConfigError(f"{self.name(key)}: must not be empty")
         return default if value is None else str(value)
+
+    def text_list(self, key: str, default: list[str]) -> list[str]:
+        value = self._get(key, (list,), "a list of strings")
+        if value is None:
+            return list(default)
+        if not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self.name(key)}: expected a list of non-empty strings")
+        return [str(v) for v in value]
 
     def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, (bool,), "true or false")
@@ -303,6 +314,13 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
     backend = t.text("trainer_backend", "onnxruntime") or "onnxruntime"
     if backend not in ("onnxruntime", "fake"):
         raise ConfigError(f"trainer_backend: must be 'onnxruntime' (or 'fake'), got {backend!r}")
+    trainer_t = t.table("trainer")
+    providers = trainer_t.text_list("providers", ["cpu"])
+    trainer_t.finish()
+    if not providers:
+        raise ConfigError('trainer.providers: list at least one provider, e.g. ["cpu"]')
+    for p in providers:
+        provider_name(p)  # ConfigError names a misspelt provider at load, not at start-up
     personal_t = t.table("personal")
     personal = PersonalSettings(enabled=personal_t.flag("enabled", False))
     personal_t.finish()
@@ -320,6 +338,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
         training=_training(t.table("training")),
         personal=personal,
         trainer_backend=backend,
+        trainer_providers=tuple(providers),
     )
     t.finish()
     return cfg

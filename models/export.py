@@ -1,150 +1,150 @@
-"""Export a zoo model to a self-contained ONNX Runtime training artifacts folder.
+"""Export a model to a self-contained artifacts folder that stock ONNX Runtime trains.
 
-    <out>/training_model.onnx eval_model.onnx optimizer_model.onnx inference.onnx
-          checkpoint initial_weights.npy manifest.json
+    <out>/train_step.onnx   one training step, default ONNX domain only (models/step_graph.py)
+          forward.onnx      (trainable..., frozen..., input) -> logits, for evaluation
+          inference.onnx    input -> logits, weights as named initializers (apps, the server)
+          initial_weights.npy   (num_params,) float32: the trainable parameters, manifest order
+          frozen_weights.npy    (num_frozen,) float32: frozen parameters and buffers
+          manifest.json     written last; the sha256 of every file above
+
+`export_module` takes any torch module whose forward maps one (batch, *input_shape) float32
+tensor to (batch, classes) logits, plus the names of the parameters that train; `export_artifacts`
+builds a zoo model and calls it. Only trainable parameters are in the flat vector that offers
+and updates carry; the manifest lists both sets.
 
 Choices (and why):
-- **Nominal checkpoint.** `checkpoint` holds parameter names and shapes but no values. Weights have
-  one source of truth: `initial_weights.npy` (hashed in the manifest) and after that every
-  ModelOffer. A full checkpoint would ship every weight twice, and a trainer could silently start
-  from stale checkpoint values instead of the offer. The trainer always sets weights after loading.
-- **Flat order = ORT's contiguous buffer order**, measured here, not assumed: the full checkpoint is
-  loaded into an ORT Module, the vector 0..n-1 is written with `copy_buffer_to_parameters` and each
-  named parameter is read back to find its offset; the initial weights are then checked against
-  `get_contiguous_parameters` of the full checkpoint. A mismatch aborts the export.
-- **Determinism.** torch is seeded, the TorchScript exporter is deterministic, and onnxblock names
-  nodes from a process-global counter (`onnx::loss::<n>`), so a second export in one process
-  would differ by those names only; the counter is reset before each export. Every file is
-  therefore byte-identical for the same arguments and toolchain, and so is the manifest digest.
-  The toolchain versions are recorded in `manifest.extra` (a different toolchain is a different
-  model id, which is honest).
-- opset 15 and IR version <= 10 (ORT 1.19.2 refuses newer IR; FACTS.md).
+- **Flat order = the module's parameter order** restricted to the trainable ones; the step graph's
+  inputs are named after the parameters, so the order is the one we chose, not one we measure.
+- **Determinism.** torch is seeded and the exporters are deterministic, so every file is
+  byte-identical for the same arguments and toolchain, and so is the manifest digest. The
+  toolchain versions are recorded in `manifest.extra` (a different toolchain is a different model
+  id, which is honest).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import io
 import logging
 import math
 import os
-import sys
-import tempfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime
 import torch
-from onnxruntime.training import artifacts as ort_artifacts
-from onnxruntime.training.api import CheckpointState, Module
-from onnxruntime.training.onnxblock import _graph_utils
+from torch import nn
 
+from models.optimizers import OPTIMIZERS, OptimizerSpec
+from models.step_graph import OPSET, export_step_graphs, frozen_tensors, inference_graph
+from models.trainable import resolve_trainable
 from models.zoo import MODEL_NAMES, build_model
 from protocol.artifacts import (
-    CHECKPOINT,
-    EVAL_MODEL,
+    FORWARD_MODEL,
+    FROZEN_WEIGHTS,
     INFERENCE_MODEL,
     INITIAL_WEIGHTS,
     MANIFEST_FILE,
-    OPTIMIZER_MODEL,
-    TRAINING_MODEL,
+    TRAIN_STEP_MODEL,
     sha256_hex,
 )
 from protocol.manifest import Manifest, ParamSpec, encode_manifest
 
-__all__ = ["DEFAULT_LEARNING_RATE", "INPUT_NAME", "OPTIMIZERS", "export_artifacts"]
+__all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "INPUT_NAME",
+    "OPTIMIZERS",
+    "export_artifacts",
+    "export_module",
+]
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
-_OUTPUT_NAME = "logits"
-_OPSET = 15  # decomposes LayerNorm into trainable primitives should a model ever use it
-_MAX_IR_VERSION = 10  # ORT 1.19.2 loads IR <= 10
 DEFAULT_LEARNING_RATE = 1e-3  # AdamW's usual default; SGD users pass their own
-OPTIMIZERS = {"adamw": ort_artifacts.OptimType.AdamW, "sgd": ort_artifacts.OptimType.SGD}
-_TORCHSCRIPT_DEPRECATED = "You are using the legacy TorchScript-based ONNX export"
 
 
-def _onnx_bytes(model: torch.nn.Module, sample: torch.Tensor, training: bool) -> bytes:
+def _npy(flat: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
-    model.train(training)
-    with warnings.catch_warnings():
-        # The TorchScript exporter (and its `training=` argument) is deprecated, but it is the one
-        # whose graphs ORT trains (FACTS.md). Silence only those deprecations: the legacy-export
-        # one is attributed to this module (torch warns with a stacklevel), the rest to torch.onnx.
-        warnings.filterwarnings("ignore", _TORCHSCRIPT_DEPRECATED, DeprecationWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        _export_torchscript(model, sample, buf, mode)
-    data = buf.getvalue()
-    ir = onnx.load_from_string(data).ir_version
-    if ir > _MAX_IR_VERSION:
-        raise RuntimeError(f"exported ONNX IR version {ir} > {_MAX_IR_VERSION}: pin onnx==1.16.2")
-    return data
+    np.save(buf, flat, allow_pickle=False)
+    return buf.getvalue()
 
 
-def _export_torchscript(
-    model: torch.nn.Module, sample: torch.Tensor, buf: io.BytesIO, mode: torch.onnx.TrainingMode
-) -> None:
-    torch.onnx.export(
-        model,
-        (sample,),
-        buf,  # type: ignore[arg-type]  # a file-like object works and keeps bytes in memory
-        input_names=[INPUT_NAME],
-        output_names=[_OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, _OUTPUT_NAME: {0: "batch"}},
-        opset_version=_OPSET,
-        dynamo=False,  # the TorchScript exporter is the one whose graphs ORT trains (FACTS.md)
-        training=mode,
-        do_constant_folding=False,  # keep every parameter a named initializer
-        export_params=True,
+def _flat(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+    parts = [t.detach().to(torch.float32).numpy().ravel() for t in tensors.values()]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)  # (n,) float32
+
+
+def export_module(
+    module: nn.Module,
+    out_dir: Path,
+    *,
+    model_name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    trainable: Sequence[str],
+    optimizer: OptimizerSpec,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """Export `module` (weights as they are now) into `out_dir` (created); return the manifest.
+
+    `trainable`: parameter names that train (see models/trainable.py); everything else is frozen.
+    """
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning rate must be positive, got {learning_rate}")
+    input_shape = tuple(int(d) for d in input_shape)
+    params = dict(module.named_parameters())
+    trainable = list(trainable)
+    sample = torch.zeros((2, *input_shape), dtype=torch.float32)  # (batch, *input_shape)
+    graphs = export_step_graphs(module, sample, trainable, optimizer, INPUT_NAME)
+    train_t = {n: params[n] for n in trainable}
+    frozen_t = frozen_tensors(module, trainable)
+    for name, t in frozen_t.items():
+        if t.dtype != torch.float32:
+            raise ValueError(f"frozen tensor {name} is {t.dtype}; only float32 is supported")
+    values = {n: t.detach().numpy() for n, t in (train_t | frozen_t).items()}
+    files = {
+        TRAIN_STEP_MODEL: graphs.train_step,
+        FORWARD_MODEL: graphs.forward,
+        INFERENCE_MODEL: inference_graph(graphs.forward, values),
+        INITIAL_WEIGHTS: _npy(_flat(train_t)),
+        FROZEN_WEIGHTS: _npy(_flat(frozen_t)),
+    }
+    manifest = Manifest(
+        model_name=model_name,
+        params=tuple(ParamSpec(n, tuple(t.shape)) for n, t in train_t.items()),
+        input_name=INPUT_NAME,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        loss="cross_entropy",
+        optimizer=optimizer.name,
+        learning_rate=float(learning_rate),
+        files={name: sha256_hex(data) for name, data in files.items()},
+        extra={
+            **(extra or {}),
+            "optimizer": optimizer.describe(),
+            "optimizer_state": {k: list(v) for k, v in graphs.state_shapes.items()},
+            "opset": OPSET,
+            "onnx": importlib.metadata.version("onnx"),
+            "onnxscript": importlib.metadata.version("onnxscript"),
+            "torch": torch.__version__,
+        },
+        frozen=tuple(ParamSpec(n, tuple(t.shape)) for n, t in frozen_t.items()),
     )
-
-
-def _measure_flat_order(
-    tmp: Path, names: list[str], shapes: dict[str, tuple[int, ...]]
-) -> list[str]:
-    """Parameter names in ORT's contiguous buffer order: write 0..n-1, read each one back."""
-    state = CheckpointState.load_checkpoint(str(tmp / "checkpoint"))
-    module = Module(str(tmp / TRAINING_MODEL), state, str(tmp / EVAL_MODEL))
-    n = module.get_parameters_size(trainable_only=False)
-    if n != sum(math.prod(s) for s in shapes.values()):
-        raise RuntimeError(
-            f"ORT holds {n} parameters, torch {sum(map(math.prod, shapes.values()))}"
-        )
-    probe = np.arange(n, dtype=np.float32)  # exact in float32 up to 2**24 parameters
-    if n >= 1 << 24:
-        raise RuntimeError("model too large for the exact order probe")
-    module.copy_buffer_to_parameters(
-        onnxruntime.OrtValue.ortvalue_from_numpy(probe)._ortvalue, trainable_only=False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        _write_atomic(out_dir / name, data)
+    _write_atomic(out_dir / MANIFEST_FILE, encode_manifest(manifest))  # last: marks the folder done
+    log.info(
+        "exported %s (%d trainable, %d frozen parameters) to %s",
+        model_name,
+        manifest.num_params,
+        manifest.num_frozen,
+        out_dir,
     )
-    offsets: dict[str, int] = {}
-    for name in names:
-        values = np.asarray(state.parameters[name].data).ravel()  # (size,) float32
-        start = int(values[0])
-        if not np.array_equal(values, probe[start : start + values.size]):
-            raise RuntimeError(f"parameter {name} is not one contiguous run of the ORT buffer")
-        offsets[name] = start
-    order = sorted(names, key=offsets.__getitem__)
-    expected = 0
-    for name in order:  # the runs must tile the buffer exactly
-        if offsets[name] != expected:
-            raise RuntimeError(f"gap or overlap before {name} in the ORT buffer")
-        expected += math.prod(shapes[name])
-    return order
-
-
-def _check_initial_weights(tmp: Path, flat: np.ndarray) -> None:
-    """The full checkpoint's contiguous buffer must equal our flat vector bit for bit."""
-    state = CheckpointState.load_checkpoint(str(tmp / "checkpoint"))
-    module = Module(str(tmp / TRAINING_MODEL), state, str(tmp / EVAL_MODEL))
-    ort_flat = module.get_contiguous_parameters(trainable_only=False).numpy()
-    if not np.array_equal(ort_flat, flat):
-        raise RuntimeError("initial weights in manifest order differ from ORT's buffer")
+    return manifest
 
 
 def export_artifacts(
@@ -157,102 +157,38 @@ def export_artifacts(
     *,
     optimizer: str = "adamw",
     hidden: tuple[int, ...] | None = None,
+    trainable: str = "all",
+    momentum: float = 0.0,
+    weight_decay: float | None = None,
 ) -> Manifest:
-    """Build `model`, export its artifacts into `out_dir` (created) and return the manifest."""
+    """Build zoo `model` (seeded), export its artifacts into `out_dir` and return the manifest.
+
+    `trainable`: all | head | module names (models/trainable.py). `momentum` (sgd) and
+    `weight_decay` (None: torch's default for the optimizer) are baked into the step graph.
+    """
     if model not in MODEL_NAMES:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning rate must be positive, got {learning_rate}")
-    input_shape = tuple(int(d) for d in input_shape)
-    onnxruntime.set_default_logger_severity(3)  # ORT's graph transformers log every pass at INFO
-
+    spec = OptimizerSpec(
+        optimizer, momentum=momentum, weight_decay=-1.0 if weight_decay is None else weight_decay
+    )
     torch.manual_seed(seed)
-    net = build_model(model, input_shape, num_classes, hidden)
-    sample = torch.zeros((2, *input_shape), dtype=torch.float32)  # (batch, *input_shape)
-    training_onnx = onnx.load_from_string(_onnx_bytes(net, sample, training=True))
-    inference_bytes = _onnx_bytes(net, sample, training=False)
-    tensors = {n: p.detach().numpy().astype(np.float32) for n, p in net.named_parameters()}
-    shapes = {n: tuple(t.shape) for n, t in tensors.items()}
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp_name:
-        tmp = Path(tmp_name)
-        _graph_utils._GRAPH_TOKEN = 0  # onnxblock's node-name counter; see module docstring
-        with _native_stderr_quiet():
-            ort_artifacts.generate_artifacts(
-                training_onnx,
-                requires_grad=list(tensors),
-                frozen_params=[],
-                loss=ort_artifacts.LossType.CrossEntropyLoss,
-                optimizer=OPTIMIZERS[optimizer],
-                artifact_directory=tmp,
-                nominal_checkpoint=True,
-                additional_output_names=[_OUTPUT_NAME],  # eval needs logits for accuracy and F1
-            )
-        order = _measure_flat_order(tmp, list(tensors), shapes)
-        params = tuple(ParamSpec(name, shapes[name]) for name in order)
-        flat = np.concatenate([tensors[p.name].ravel() for p in params])  # (num_params,) float32
-        _check_initial_weights(tmp, flat)
-
-        weights_buf = io.BytesIO()
-        np.save(weights_buf, flat, allow_pickle=False)
-        files = {
-            TRAINING_MODEL: (tmp / TRAINING_MODEL).read_bytes(),
-            EVAL_MODEL: (tmp / EVAL_MODEL).read_bytes(),
-            OPTIMIZER_MODEL: (tmp / OPTIMIZER_MODEL).read_bytes(),
-            INFERENCE_MODEL: inference_bytes,
-            CHECKPOINT: (tmp / "nominal_checkpoint").read_bytes(),
-            INITIAL_WEIGHTS: weights_buf.getvalue(),
-        }
-    manifest = Manifest(
+    net = build_model(model, tuple(input_shape), num_classes, hidden)
+    names = resolve_trainable(net, trainable)
+    return export_module(
+        net,
+        out_dir,
         model_name=model,
-        params=params,
-        input_name=INPUT_NAME,
-        input_shape=input_shape,
+        input_shape=tuple(input_shape),
         num_classes=num_classes,
-        loss="cross_entropy",
-        optimizer=optimizer,
-        learning_rate=float(learning_rate),
-        files={name: sha256_hex(data) for name, data in files.items()},
+        trainable=names,
+        optimizer=spec,
+        learning_rate=learning_rate,
         extra={
             "seed": seed,
             "hidden": list(hidden) if hidden is not None else None,
-            "opset": _OPSET,
-            "checkpoint": "nominal",
-            "onnx": importlib.metadata.version("onnx"),
-            "onnxruntime": onnxruntime.__version__,
-            "torch": torch.__version__,
+            "trainable": trainable,
         },
     )
-    for name, data in files.items():
-        _write_atomic(out_dir / name, data)
-    _write_atomic(out_dir / MANIFEST_FILE, encode_manifest(manifest))  # last: marks the folder done
-    log.info("exported %s (%d parameters) to %s", model, manifest.num_params, out_dir)
-    return manifest
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet() -> Iterator[None]:
-    """Silence C++ writes to fd 2 (ORT's gradient builder logs every pass at INFO, no knob).
-
-    What was written is replayed to stderr if the block raises, so failures stay diagnosable.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace")[-20000:])
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

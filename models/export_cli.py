@@ -1,4 +1,4 @@
-"""`fleetlearn export`: build a zoo model and write its ONNX Runtime training artifacts folder."""
+"""`fleetlearn export`: build a zoo model and write its artifacts folder (training-step graph)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="torch seed for initial weights")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     parser.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    parser.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="decoupled (adamw, default 0.01) or L2 (sgd, default 0) weight decay",
+    )
+    parser.add_argument(
+        "--trainable",
+        default="all",
+        help="all | head | module names or patterns (e.g. 3 or '*.lora_*'); the rest is frozen",
+    )
     parser.add_argument("--hidden", default=None, help="hidden widths, e.g. 128 or 16,32")
 
 
@@ -47,9 +59,15 @@ def run(args: argparse.Namespace) -> int:
             learning_rate=DEFAULT_LEARNING_RATE if args.lr is None else args.lr,
             optimizer=args.optimizer,
             hidden=hidden,
+            trainable=args.trainable,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     print(f"model_id {manifest.model_id}")
-    print(f"{manifest.model_name} {manifest.num_params} parameters -> {args.out}")
+    print(
+        f"{manifest.model_name} {manifest.num_params} trainable + {manifest.num_frozen} frozen"
+        f" parameters -> {args.out}"
+    )
     return 0

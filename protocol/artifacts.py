@@ -16,35 +16,38 @@ from protocol.manifest import Manifest
 
 __all__ = [
     "ARTIFACT_FILES",
-    "CHECKPOINT",
-    "EVAL_MODEL",
+    "FORWARD_MODEL",
+    "FROZEN_WEIGHTS",
     "INFERENCE_MODEL",
     "INITIAL_WEIGHTS",
     "MANIFEST_FILE",
     "MAX_ARTIFACT_BYTES",
-    "OPTIMIZER_MODEL",
-    "TRAINING_MODEL",
+    "TRAIN_STEP_MODEL",
+    "decode_frozen_weights",
     "decode_initial_weights",
     "sha256_hex",
     "verify_file",
 ]
 
 MANIFEST_FILE = "manifest.json"
-TRAINING_MODEL = "training_model.onnx"  # forward + loss + gradient graph (ORT training API)
-EVAL_MODEL = "eval_model.onnx"  # forward + loss, outputs (loss, logits)
-OPTIMIZER_MODEL = "optimizer_model.onnx"  # the optimizer graph (AdamW or SGD)
-INFERENCE_MODEL = "inference.onnx"  # plain forward graph; initializer names = manifest names
-CHECKPOINT = "checkpoint"  # ORT *nominal* checkpoint: parameter names and shapes, no values
-INITIAL_WEIGHTS = "initial_weights.npy"  # (num_params,) float32, manifest order
+# One training step as a plain ONNX graph (default domain only: any ONNX Runtime runs it).
+# Inputs: trainable params (manifest.params names), frozen tensors (manifest.frozen names),
+# optimizer state `state.<slot>` (zeros at round start), the batch (manifest.input_name),
+# `labels` (batch,) int64, `lr` () float32. Outputs: `new.<param>`, `new_state.<slot>`, `loss`,
+# `logits`. See models/step_graph.py.
+TRAIN_STEP_MODEL = "train_step.onnx"
+FORWARD_MODEL = "forward.onnx"  # (params..., frozen..., input) -> logits: evaluation
+INFERENCE_MODEL = "inference.onnx"  # self-contained input -> logits; initializers = param names
+INITIAL_WEIGHTS = "initial_weights.npy"  # (num_params,) float32, manifest order (trainable)
+FROZEN_WEIGHTS = "frozen_weights.npy"  # (num_frozen,) float32, manifest.frozen order
 
 # Every file the manifest must list (the manifest itself is not listed: it holds the hashes).
 ARTIFACT_FILES: tuple[str, ...] = (
-    TRAINING_MODEL,
-    EVAL_MODEL,
-    OPTIMIZER_MODEL,
+    TRAIN_STEP_MODEL,
+    FORWARD_MODEL,
     INFERENCE_MODEL,
-    CHECKPOINT,
     INITIAL_WEIGHTS,
+    FROZEN_WEIGHTS,
 )
 # Edge models are small; anything past this is not ours (checked before reading or hashing).
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
@@ -71,20 +74,25 @@ def verify_file(manifest: Manifest, name: str, data: bytes) -> None:
 
 def decode_initial_weights(manifest: Manifest, data: bytes) -> np.ndarray:
     """The bytes of INITIAL_WEIGHTS -> (num_params,) float32, finite; checked, never unpickled."""
+    return _decode_flat(INITIAL_WEIGHTS, data, manifest.num_params)
+
+
+def decode_frozen_weights(manifest: Manifest, data: bytes) -> np.ndarray:
+    """The bytes of FROZEN_WEIGHTS -> (num_frozen,) float32, finite; checked, never unpickled."""
+    return _decode_flat(FROZEN_WEIGHTS, data, manifest.num_frozen)
+
+
+def _decode_flat(name: str, data: bytes, size: int) -> np.ndarray:
     try:
         # allow_pickle=False: a .npy with object arrays would run code on load.
         flat = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, EOFError) as exc:
-        raise ProtocolError(
-            Reason.MALFORMED, f"{INITIAL_WEIGHTS}: not a plain .npy array: {exc}"
-        ) from exc
+        raise ProtocolError(Reason.MALFORMED, f"{name}: not a plain .npy array: {exc}") from exc
     if not isinstance(flat, np.ndarray) or flat.dtype != np.float32:
         dtype = getattr(flat, "dtype", None)
-        raise ProtocolError(Reason.DTYPE, f"{INITIAL_WEIGHTS}: dtype {dtype} is not float32")
-    if flat.shape != (manifest.num_params,):
-        raise ProtocolError(
-            Reason.SHAPE, f"{INITIAL_WEIGHTS}: shape {flat.shape} != ({manifest.num_params},)"
-        )
+        raise ProtocolError(Reason.DTYPE, f"{name}: dtype {dtype} is not float32")
+    if flat.shape != (size,):
+        raise ProtocolError(Reason.SHAPE, f"{name}: shape {flat.shape} != ({size},)")
     if not np.isfinite(flat).all():
-        raise ProtocolError(Reason.NON_FINITE, f"{INITIAL_WEIGHTS}: NaN or infinity")
+        raise ProtocolError(Reason.NON_FINITE, f"{name}: NaN or infinity")
     return flat

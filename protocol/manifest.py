@@ -1,7 +1,9 @@
 """A model's manifest: what both sides must agree on to exchange flat weight vectors.
 
-Weights and deltas travel as one flat float32 vector whose order is `Manifest.params` (ORT's
-contiguous parameter buffer order, recorded at export). The manifest also names the artifact files
+Weights and deltas travel as one flat float32 vector whose order is `Manifest.params`: the
+*trainable* parameters only. `Manifest.frozen` lists the frozen ones (a frozen backbone, buffers),
+whose values ship once in the artifacts folder (`frozen_weights.npy`, hashed like every file) and
+never travel in offers or updates. The manifest also names the artifact files
 with their sha256, so `digest` (sha256 of the canonical JSON) content-addresses the whole model.
 The model id *is* the digest.
 """
@@ -20,7 +22,7 @@ from protocol.errors import ProtocolError, Reason
 
 __all__ = ["MANIFEST_SCHEMA", "Manifest", "ParamSpec", "decode_manifest", "encode_manifest"]
 
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2  # 2: training-step graph artifacts, frozen parameters
 _MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists parameters, not weights: 1 MiB is generous
 _SUPPORTED_DTYPES = frozenset({"float32"})
 
@@ -41,7 +43,7 @@ class Manifest:
     """Parameters in flat order plus what a trainer needs to know about the model."""
 
     model_name: str  # zoo name, e.g. "mlp", "cnn2d"
-    params: tuple[ParamSpec, ...]  # trainable parameters, in flat-vector order
+    params: tuple[ParamSpec, ...]  # trainable parameters, in flat-vector order (what travels)
     input_name: str
     input_shape: tuple[int, ...]  # one sample, without the batch axis
     num_classes: int
@@ -50,10 +52,15 @@ class Manifest:
     learning_rate: float = 1e-3
     files: dict[str, str] = field(default_factory=dict)  # artifact file name -> sha256 hex
     extra: dict[str, Any] = field(default_factory=dict)  # free-form build info (seed, opset)
+    frozen: tuple[ParamSpec, ...] = ()  # frozen parameters and buffers, frozen_weights.npy order
 
     @property
     def num_params(self) -> int:
         return sum(p.size for p in self.params)
+
+    @property
+    def num_frozen(self) -> int:
+        return sum(p.size for p in self.frozen)
 
     @property
     def digest(self) -> str:
@@ -94,11 +101,16 @@ class Manifest:
             )
 
 
+def _specs(specs: tuple[ParamSpec, ...]) -> list[dict[str, Any]]:
+    return [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in specs]
+
+
 def _as_dict(m: Manifest) -> dict[str, Any]:
     return {
         "schema": MANIFEST_SCHEMA,
         "model_name": m.model_name,
-        "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in m.params],
+        "params": _specs(m.params),
+        "frozen": _specs(m.frozen),
         "input_name": m.input_name,
         "input_shape": list(m.input_shape),
         "num_classes": m.num_classes,
@@ -137,6 +149,18 @@ def _shape(value: Any, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _decode_specs(doc: dict[str, Any], key: str) -> tuple[ParamSpec, ...]:
+    specs = []
+    for i, p in enumerate(_field(doc, key, list)):
+        if not isinstance(p, dict):
+            raise ProtocolError(Reason.FIELD, f"manifest: {key}[{i}] is not an object")
+        dtype = _field(p, "dtype", str)
+        if dtype not in _SUPPORTED_DTYPES:
+            raise ProtocolError(Reason.DTYPE, f"manifest: {key}[{i}] dtype {dtype!r}")
+        specs.append(ParamSpec(_field(p, "name", str), _shape(p.get("shape"), "shape"), dtype))
+    return tuple(specs)
+
+
 def decode_manifest(data: bytes) -> Manifest:
     """Parse and validate manifest.json bytes (untrusted: size, schema, structure, digest)."""
     if len(data) > _MAX_MANIFEST_BYTES:
@@ -149,15 +173,10 @@ def decode_manifest(data: bytes) -> Manifest:
         raise ProtocolError(Reason.MALFORMED, "manifest is not a JSON object")
     if doc.get("schema") != MANIFEST_SCHEMA:
         raise ProtocolError(Reason.SCHEMA, f"manifest schema {doc.get('schema')!r} unsupported")
-    params = []
-    for i, p in enumerate(_field(doc, "params", list)):
-        if not isinstance(p, dict):
-            raise ProtocolError(Reason.FIELD, f"manifest: params[{i}] is not an object")
-        dtype = _field(p, "dtype", str)
-        if dtype not in _SUPPORTED_DTYPES:
-            raise ProtocolError(Reason.DTYPE, f"manifest: params[{i}] dtype {dtype!r}")
-        params.append(ParamSpec(_field(p, "name", str), _shape(p.get("shape"), "shape"), dtype))
-    if len({p.name for p in params}) != len(params):
+    params = _decode_specs(doc, "params")
+    frozen = _decode_specs(doc, "frozen")
+    names = [p.name for p in (*params, *frozen)]
+    if len(set(names)) != len(names):
         raise ProtocolError(Reason.FIELD, "manifest: duplicate parameter names")
     files = _field(doc, "files", dict)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
@@ -168,7 +187,7 @@ def decode_manifest(data: bytes) -> Manifest:
         raise ProtocolError(Reason.FIELD, "manifest: num_classes < 2 or bad learning_rate")
     manifest = Manifest(
         model_name=_field(doc, "model_name", str),
-        params=tuple(params),
+        params=params,
         input_name=_field(doc, "input_name", str),
         input_shape=_shape(doc.get("input_shape"), "input_shape"),
         num_classes=num_classes,
@@ -177,6 +196,7 @@ def decode_manifest(data: bytes) -> Manifest:
         learning_rate=float(lr),
         files=files,
         extra=_field(doc, "extra", dict),
+        frozen=frozen,
     )
     recorded = doc.get("digest")
     if recorded is not None and recorded != manifest.digest:

@@ -11,22 +11,14 @@ SPEC="${1:-fleetlearn[agent]}"
 PREFIX=/opt/fleetlearn
 ETC=/etc/fleetlearn
 VAR=/var/lib/fleetlearn
-PYTHON="${PYTHON:-python3.11}"
+PYTHON="${PYTHON:-python3}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
 if [[ $EUID -ne 0 ]]; then echo "install.sh: run as root" >&2; exit 1; fi
-command -v "$PYTHON" >/dev/null || { echo "install.sh: $PYTHON not found (the ORT training wheel needs CPython <= 3.11)" >&2; exit 1; }
-
-arch="$(uname -m)"
-if [[ "$arch" != "x86_64" ]]; then
-  cat >&2 <<MSG
-install.sh: this is $arch. PyPI has onnxruntime-training wheels only for x86_64 Linux.
-  Build ONNX Runtime with --enable_training_apis for $arch first (see agent/README.md), then
-  run:  PIP_FIND_LINKS=/path/to/wheels $0 '$SPEC'
-  (pip will then pick your onnxruntime-training wheel instead of failing.)
-MSG
-  [[ -n "${PIP_FIND_LINKS:-}" ]] || exit 1
-fi
+command -v "$PYTHON" >/dev/null || { echo "install.sh: $PYTHON not found" >&2; exit 1; }
+# stock onnxruntime has wheels for x86_64 and aarch64 (Raspberry Pi, Jetson), CPython 3.11-3.13
+"$PYTHON" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' ||
+  { echo "install.sh: $PYTHON is not CPython 3.11-3.13; set PYTHON=python3.11 (or 3.12, 3.13)" >&2; exit 1; }
 
 id fleetlearn >/dev/null 2>&1 || useradd --system --home-dir "$VAR" --shell /usr/sbin/nologin fleetlearn
 install -d -m 0755 "$PREFIX"

@@ -108,14 +108,23 @@ def check_arrays(manifest: Manifest, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def proximal_step(
-    weights: np.ndarray, anchor: np.ndarray, learning_rate: float, mu: float
+    weights: np.ndarray,
+    anchor: np.ndarray,
+    learning_rate: float,
+    mu: float,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """FedProx after an optimizer step: w0 + (w - w0) / (1 + lr * mu), a new array.
+    """FedProx after an optimizer step: w0 + (w - w0) / (1 + lr * mu), into `out` (may be
+    `weights`: the step then runs in place) or a new array.
 
     The exact proximal operator of (mu / 2) * ||w - w0||^2 at step size lr; it never overshoots
     the anchor w0 (the offer's weights) for any mu >= 0. Why it is a step and not a loss term:
-    see agent/trainer/ort_backend.py's docstring.
+    see agent/trainer/ort_step.py's docstring.
     """
     shrink = np.float32(1.0 / (1.0 + learning_rate * mu))
-    out: np.ndarray = anchor + (weights - anchor) * shrink  # (num_params,) float32
+    if out is None:
+        out = np.empty_like(weights)
+    np.subtract(weights, anchor, out=out)  # (num_params,) float32
+    out *= shrink
+    out += anchor
     return out

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["macro_f1", "plan_batches"]
+__all__ = ["cross_entropy", "macro_f1", "plan_batches"]
 
 
 def plan_batches(
@@ -41,3 +41,11 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         fn = int(np.sum((y_true == c) & (y_pred != c)))
         scores.append(2 * tp / (2 * tp + fp + fn))  # > 0 denominator: c occurs somewhere
     return float(np.mean(scores))
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of (n, classes) logits against (n,) labels, computed in float64."""
+    z = logits.astype(np.float64)  # (n, classes)
+    z -= z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(y)), y].mean())

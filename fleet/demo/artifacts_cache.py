@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent.artifacts import load_artifacts
 from protocol.errors import DataError, FleetlearnError
+from protocol.manifest import MANIFEST_SCHEMA
 
 __all__ = ["cache_root", "cached_artifacts"]
 
@@ -40,7 +41,9 @@ def cached_artifacts(
 ) -> tuple[Path, bool]:
     """(artifacts folder, True if it was exported just now)."""
     shape = "x".join(str(d) for d in input_shape)
-    folder = cache_root() / "artifacts" / f"{model}-{shape}-c{num_classes}-s{seed}"
+    # the manifest schema names the artifacts layout: an older checkout's cache stays its own
+    key = f"{model}-{shape}-c{num_classes}-s{seed}-m{MANIFEST_SCHEMA}"
+    folder = cache_root() / "artifacts" / key
     if (folder / _COMPLETE).is_file():
         try:
             load_artifacts(folder)  # hashes and manifest checked: a damaged cache is re-made

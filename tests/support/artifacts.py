@@ -41,11 +41,16 @@ def _export(
     optimizer: str,
     learning_rate: float | None,
     hidden: tuple[int, ...] | None,
+    trainable: str,
+    momentum: float,
 ) -> Path:
     from models.export import DEFAULT_LEARNING_RATE, export_artifacts  # torch: test side only
 
     shape, widths = "x".join(map(str, input_shape)), "x".join(map(str, hidden or ()))
-    key = f"{model}-{shape}-{classes}-{seed}-{optimizer}-{learning_rate}-{widths}"
+    key = (
+        f"{model}-{shape}-{classes}-{seed}-{optimizer}-{learning_rate}-{widths}-{trainable}"
+        f"-{momentum}"
+    )
     out = _cache_root() / key
     export_artifacts(
         model,
@@ -56,6 +61,8 @@ def _export(
         learning_rate=DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate,
         optimizer=optimizer,
         hidden=hidden,
+        trainable=trainable,
+        momentum=momentum,
     )
     return out
 
@@ -69,11 +76,23 @@ def exported_artifacts(
     optimizer: str = "adamw",
     learning_rate: float | None = None,
     hidden: tuple[int, ...] | None = None,
+    trainable: str = "all",
+    momentum: float = 0.0,
 ) -> Path:
     """An artifacts folder for these arguments, exported once per test process. Do not modify it
     (copy it with shutil.copytree first if a test must corrupt files)."""
     with _lock:
-        return _export(model, tuple(input_shape), classes, seed, optimizer, learning_rate, hidden)
+        return _export(
+            model,
+            tuple(input_shape),
+            classes,
+            seed,
+            optimizer,
+            learning_rate,
+            hidden,
+            trainable,
+            momentum,
+        )
 
 
 @functools.cache

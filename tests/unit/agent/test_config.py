@@ -40,6 +40,12 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.training.epochs == 1 and cfg.training.steps is None
     assert cfg.training.partial_work is PartialWork.SEND
     assert cfg.policy.no_battery_counts_as_charging
+    assert cfg.trainer_providers == ("cpu",)
+
+
+def test_trainer_providers_in_order(tmp_path: Path) -> None:
+    cfg = parse_config(base() | {"trainer": {"providers": ["cuda", "cpu"]}}, tmp_path)
+    assert cfg.trainer_providers == ("cuda", "cpu")
 
 
 def test_steps_override_epochs(tmp_path: Path) -> None:
@@ -80,6 +86,9 @@ def test_steps_override_epochs(tmp_path: Path) -> None:
         ),
         ({"training": {"codec": "nope"}}, "training.codec: "),
         ({"trainer_backend": "torch"}, "trainer_backend: must be 'onnxruntime'"),
+        ({"trainer": {"providers": ["gpu"]}}, "trainer.providers: 'gpu' is not an execution"),
+        ({"trainer": {"providers": "cpu"}}, "trainer.providers: expected a list of strings"),
+        ({"trainer": {"providers": []}}, "trainer.providers: list at least one provider"),
         ({"personal": {"enabled": 1}}, "personal.enabled: expected true or false, got int"),
         ({"extra": 1}, "extra: unknown key (typo?)"),
     ],

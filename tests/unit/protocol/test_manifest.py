@@ -14,12 +14,14 @@ MANIFEST = Manifest(
     "input",
     (3,),
     2,
-    files={"training_model.onnx": "ab" * 32},
+    files={"train_step.onnx": "ab" * 32},
+    frozen=(ParamSpec("fc0.weight", (3, 3)),),
 )
 
 
 def test_num_params_and_split_follow_the_flat_order() -> None:
-    assert MANIFEST.num_params == 12 + 4 + 2
+    assert MANIFEST.num_params == 12 + 4 + 2  # frozen parameters never travel
+    assert MANIFEST.num_frozen == 9
     flat = np.arange(18, dtype=np.float32)
     parts = MANIFEST.split(flat)
     np.testing.assert_array_equal(parts["fc1.weight"], flat[:12].reshape(4, 3))
@@ -50,7 +52,8 @@ def _doc(**changes: object) -> bytes:
     [
         (b"{", Reason.MALFORMED),
         (b"[]", Reason.MALFORMED),
-        (_doc(schema=2), Reason.SCHEMA),
+        (_doc(schema=1), Reason.SCHEMA),
+        (_doc(frozen=[{"name": "fc1.bias", "shape": [4], "dtype": "float32"}]), Reason.FIELD),
         (_doc(digest="0" * 64), Reason.UNKNOWN_MODEL),
         (_doc(params=[{"name": "w", "shape": [2, -1], "dtype": "float32"}]), Reason.SHAPE),
         (_doc(params=[{"name": "w", "shape": [2], "dtype": "float64"}]), Reason.DTYPE),

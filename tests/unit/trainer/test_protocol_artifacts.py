@@ -6,8 +6,10 @@ import pytest
 
 from protocol.artifacts import (
     ARTIFACT_FILES,
+    FROZEN_WEIGHTS,
     INITIAL_WEIGHTS,
     MANIFEST_FILE,
+    decode_frozen_weights,
     decode_initial_weights,
     verify_file,
 )
@@ -16,7 +18,8 @@ from protocol.manifest import Manifest, ParamSpec
 
 
 def _manifest(files: dict[str, str]) -> Manifest:
-    return Manifest("mlp", (ParamSpec("w", (2, 3)),), "input", (3,), 2, files=files)
+    frozen = (ParamSpec("backbone", (4,)),)
+    return Manifest("mlp", (ParamSpec("w", (2, 3)),), "input", (3,), 2, files=files, frozen=frozen)
 
 
 def test_verify_file_accepts_the_listed_bytes() -> None:
@@ -41,7 +44,7 @@ def test_verify_file_refuses_an_unlisted_name() -> None:
 
 def test_the_manifest_is_not_among_the_hashed_files() -> None:
     assert MANIFEST_FILE not in ARTIFACT_FILES
-    assert len(set(ARTIFACT_FILES)) == 6
+    assert len(set(ARTIFACT_FILES)) == 5
 
 
 def _npy(arr: np.ndarray, allow_pickle: bool = False) -> bytes:
@@ -71,3 +74,14 @@ def test_decode_initial_weights_refuses_bad_bytes(data: bytes, reason: Reason) -
         decode_initial_weights(_manifest({}), data)
     assert err.value.reason is reason
     assert INITIAL_WEIGHTS in str(err.value)
+
+
+def test_frozen_weights_decode_to_the_frozen_size_and_refuse_the_trainable_one() -> None:
+    frozen = np.arange(4, dtype=np.float32)  # the manifest's frozen (4,) tensor
+    np.testing.assert_array_equal(decode_frozen_weights(_manifest({}), _npy(frozen)), frozen)
+    with pytest.raises(ProtocolError) as err:
+        decode_frozen_weights(_manifest({}), _npy(np.zeros(6, np.float32)))
+    assert err.value.reason is Reason.SHAPE and FROZEN_WEIGHTS in str(err.value)
+    with pytest.raises(ProtocolError) as err:
+        decode_frozen_weights(_manifest({}), _npy(np.array([0, np.nan, 0, 0], np.float32)))
+    assert err.value.reason is Reason.NON_FINITE
