@@ -207,7 +207,9 @@ def _pick(rng: np.random.Generator, pool: tuple[str, ...], k: int) -> tuple[str,
     return tuple(str(pool[i]) for i in rng.choice(len(pool), size=min(k, len(pool)), replace=False))
 
 
-def make_households(count: int, alpha: float, seed: int, prefix: str = "household") -> list[Household]:
+def make_households(
+    count: int, alpha: float, seed: int, prefix: str = "household"
+) -> list[Household]:
     """`count` households; `alpha` is the Dirichlet concentration of their intent mix."""
     if count < 1 or alpha <= 0:
         raise ValueError("count must be >= 1 and alpha > 0")
@@ -262,7 +264,9 @@ def sample_commands(home: Household, n: int, rng: np.random.Generator) -> list[C
             item=str(rng.choice(home.items)),
             n=int(rng.choice((2, 3, 5, 10, 15, 20, 21, 30, 45, 50))),
         )
-        text = str(rng.choice(_PREFIXES[home.style])) + text + str(rng.choice(_SUFFIXES[home.style]))
+        text = (
+            str(rng.choice(_PREFIXES[home.style])) + text + str(rng.choice(_SUFFIXES[home.style]))
+        )
         if rng.random() < home.typo_rate:
             text = _typo(text, rng)
         out.append(Command(text, int(label)))

@@ -12,7 +12,8 @@ checks our encoder against `transformers` on the same weights.
     input   token ids (batch, length) int64; 0 is [PAD] (the attention mask is ids != 0)
     output  logits (batch, num_classes) from mean-pooled token embeddings (pads excluded)
 
-LoRA (Hu et al. 2021): a frozen Linear W gains a trainable low-rank update, y = W x + (alpha/r) B A x,
+LoRA (Hu et al. 2021): a frozen Linear W gains a trainable low-rank update,
+y = W x + (alpha/r) B A x,
 A (r, in) random, B (out, r) zero, so the adapted model starts exactly at the pretrained one.
 """
 
@@ -103,7 +104,8 @@ class LoRALinear(nn.Module):
         self.scale = alpha / rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_a.t() @ self.lora_b.t()) * self.scale
+        out: torch.Tensor = self.base(x) + (x @ self.lora_a.t() @ self.lora_b.t()) * self.scale
+        return out
 
 
 class _Attention(nn.Module):
@@ -126,7 +128,8 @@ class _Attention(nn.Module):
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
         scores = q @ k.transpose(-1, -2) / math.sqrt(dh) + bias  # (b, heads, t, t)
         ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
-        return self.norm(h + self.dense(ctx))
+        out: torch.Tensor = self.norm(h + self.dense(ctx))
+        return out
 
 
 class _Layer(nn.Module):
@@ -140,7 +143,8 @@ class _Layer(nn.Module):
     def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         h = self.attention(h, bias)
         ff = self.output(nn.functional.gelu(self.intermediate(h)))  # exact (erf) GELU, as BERT
-        return self.norm(h + ff)
+        out: torch.Tensor = self.norm(h + ff)
+        return out
 
 
 class MiniLMClassifier(nn.Module):
@@ -167,10 +171,12 @@ class MiniLMClassifier(nn.Module):
         for layer in self.layers:
             h = layer(h, bias)
         summed = (h * mask[:, :, None]).sum(1)
-        return summed / mask.sum(1, keepdim=True).clamp(min=1.0)
+        pooled: torch.Tensor = summed / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return pooled
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(ids))
+        logits: torch.Tensor = self.head(self.embed(ids))
+        return logits
 
     def add_lora(self, rank: int, alpha: float, targets: tuple[str, ...]) -> None:
         """Wrap the named Linear layers of every attention block in LoRALinear."""
@@ -214,7 +220,7 @@ def _hf_name(ours: str) -> str:
 
 
 def load_pretrained(num_classes: int) -> MiniLMClassifier:
-    """The packaged all-MiniLM-L6-v2 weights in our encoder, with a fresh head (seed torch first)."""
+    """The packaged all-MiniLM-L6-v2 weights in our encoder, a fresh head (seed torch first)."""
     model = MiniLMClassifier(_config_from_package(), num_classes)
     state = _pretrained_state()
     with torch.no_grad():

@@ -117,7 +117,7 @@ class RealAgents:
             "personal": {"enabled": False},
         }
         config = parse_config(doc, setup.run_dir)
-        data = load_device_data(Path(config.data_dir), artifacts.manifest)
+        data = load_device_data(Path(config.data_dir), artifacts.manifest, artifacts.dir)
         trainer = SlowTrainer(
             load_trainer(setup.artifacts_dir, threads=1), t.step_delay_s * life.slowdown
         )
