@@ -127,7 +127,11 @@ def _update_bytes(folder: Path, delta: np.ndarray) -> dict[str, int]:
 
 
 def _federated(
-    folder: Path, homes: list[Path], test: tuple[np.ndarray, np.ndarray], rounds: int
+    folder: Path,
+    homes: list[Path],
+    test: tuple[np.ndarray, np.ndarray],
+    rounds: int,
+    epochs: int,
 ) -> dict[str, Any]:
     """FedAvg of real ORT-trained deltas; every household takes part in every round."""
     from agent.artifacts import load_artifacts
@@ -202,7 +206,8 @@ def _central_full(homes: list[Path], folder: Path, test: tuple[np.ndarray, np.nd
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--households", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--local-epochs", type=int, default=4, help="passes per device and round")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--device-steps", type=int, default=10)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -225,9 +230,9 @@ def main() -> int:
         print("device process (agent only, backbone loaded):", flush=True)
         device = _device(lora, homes[0], args.device_steps)
         print(f"  {device}\nfederated LoRA + head:", flush=True)
-        fed_lora = _federated(lora, homes, test, args.rounds)
+        fed_lora = _federated(lora, homes, test, args.rounds, args.local_epochs)
         print("federated head only (frozen backbone):", flush=True)
-        fed_head = _federated(head, homes, test, args.rounds)
+        fed_head = _federated(head, homes, test, args.rounds, args.local_epochs)
         print("central full fine-tuning (torch):", flush=True)
         central = _central_full(homes, lora, test)
         sizes = _update_bytes(lora, fed_lora.pop("delta"))
@@ -239,6 +244,7 @@ def main() -> int:
         "config": {
             "households": args.households,
             "rounds": args.rounds,
+            "local_epochs": args.local_epochs,
             "lora_rank": args.rank,
             "lora_targets": ["query", "value"],
             "max_length": MAX_LENGTH,

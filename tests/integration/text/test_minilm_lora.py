@@ -145,3 +145,36 @@ def test_steps_match_torch_with_the_same_lora(
     )
     print(f"\nminilm-lora (test-sized) {optimizer}: max rel diff after 10 steps {worst:.2e}")
     assert worst < 1e-4
+
+
+def test_simulator_trains_the_text_model_on_smart_home_households(
+    export_root: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    folder = _exported("adamw", export_root)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    data, out = tmp_path / "homes", tmp_path / "sim"
+    prep = [sys.executable, "-m", "fleetlearn", "smarthome", "--out", str(data),
+            "--households", "6", "--artifacts", str(folder)]  # fmt: skip
+    done = subprocess.run(
+        prep, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with np.load(data / "household-000" / "train.npz") as npz:
+        assert npz["x"].dtype == np.int64 and npz["x"].shape == (40, MAX_LENGTH)
+    sim = [sys.executable, "-m", "fleetlearn", "simulate", "--data", str(data),
+           "--artifacts", str(folder), "--devices", "6", "--concurrency", "3",
+           "--duration", "10m", "--strategy", "fedbuff:3", "--target", "0.5",
+           "--out", str(out)]  # fmt: skip
+    done = subprocess.run(
+        sim, cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads((out / "report.json").read_text())["per_seed"]["0"]["runs"]
+    (run,) = runs.values()
+    print(f"\nsimulated text fleet: {run}")
+    assert run["updates_accepted"] > 0 and run["rejected"] == {}  # int64 token ids train
