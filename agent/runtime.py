@@ -44,17 +44,22 @@ from protocol.messages import (
     decode_offer,
     decode_vector,
     encode_status,
-    encode_update,
 )
 from protocol.signing import verify_offer
 from protocol.topics import ack_topic, global_model_topic, status_topic, update_topic
+from protocol.update_header import encode_update_compact
 
 __all__ = ["AgentRuntime", "offline_status"]
 
 _log = logging.getLogger("agent")
 
-# Ack reasons after which the update is kept and re-sent later (the server could not decide).
-_RETRY = frozenset({Reason.INTERNAL})
+# Ack reasons after which the update is kept and re-sent later (the server could not decide,
+# or this device sent faster than its rate limit).
+# Offers at QoS 0: a device needs only the latest offer, which is retained and re-sent on every
+# (re)subscribe. At QoS 1 a persistent session queued every offer published while the device
+# was away and replayed them all on reconnect (issue 15: 244 full models).
+OFFER_QOS = 0
+_RETRY = frozenset({Reason.INTERNAL, Reason.RATE_LIMITED})
 
 
 def offline_status(device_id: str, clock: Callable[[], float] = time.time) -> bytes:
@@ -119,7 +124,7 @@ class AgentRuntime:
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self.link.subscribe(self._offer_topic, qos=1)
+        self.link.subscribe(self._offer_topic, qos=OFFER_QOS)
         self.link.subscribe(self._ack_topic, qos=1)
         pending = self.store.pending_seqs()
         if pending:
@@ -355,7 +360,7 @@ class AgentRuntime:
             offer=offer, base=base, result=result, residual=residual_before, codec=self.codec,
             device_id=self.config.device_id, seq=seq, num_local=len(self.train_y),
         )  # fmt: skip
-        data = encode_update(update)
+        data = encode_update_compact(update)
         self.store.commit(seq, offer.version, data, residual_before, residual_after, self.clock())
         _log.info(
             "round on v%d: %d steps, loss %.4f, %.2fs; update seq %d (%d bytes) in outbox",

@@ -212,15 +212,16 @@ class Server(threading.Thread):
         import queue
 
         from protocol.errors import Reason
-        from protocol.messages import Ack, decode_update, encode_ack
+        from protocol.messages import Ack, encode_ack
         from protocol.topics import ack_topic
+        from protocol.update_header import decode_any_update
 
         while not self.stop_event.is_set():
             try:
                 msg = self.link.incoming().get(timeout=0.1)
             except queue.Empty:
                 continue
-            update = decode_update(msg.payload)
+            update = decode_any_update(msg.payload)
             ack = Ack(DEVICE, update.seq, True, Reason.OK, 1)
             self.link.publish(ack_topic(FLEET, DEVICE), encode_ack(ack), 1, False)
 

@@ -8,7 +8,11 @@ heavy-tailed values (Student-t, 3 degrees of freedom). Baseline: raw float32 (4 
 Per codec: bytes on the wire, ratio vs float32 (raw bytes / codec bytes), max abs and RMS
 error of decode(encode(x)) against x, and encode/decode throughput in MB of float32 input per
 second (best of `--repeats`, through the public `encode` / `decode` with all their checks).
-Writes benchmarks/results/codecs.json: {"meta": {...}, "codecs": [one entry per codec]}.
+Whole messages: for the 9,610-parameter demo MLP (64-128-10) and this 1,000,724-parameter model,
+the bytes of a complete ClientUpdate per codec, header included, in schema 2 (what agents send)
+and schema 1 (deprecated), with the agent's three metrics; `x_smaller_than_float32` compares
+whole schema 2 messages.
+Writes benchmarks/results/codecs.json: {"meta": {...}, "codecs": [...], "messages": {...}}.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
 from protocol.codecs import decode, encode, format_codec_arg, parse_codec_arg  # noqa: E402
+from protocol.messages import ClientUpdate, EncodedVector, encode_update  # noqa: E402
+from protocol.update_header import encode_update_compact, header_size  # noqa: E402
 
 CODECS = [
     "float32",
@@ -61,14 +67,30 @@ LAYERS = [
     ("head.bias", (10,)),
 ]
 
+# the demo's digits MLP 64-128-10: 9,610 parameters
+SMALL_LAYERS = [("fc1.weight", (128, 64)), ("fc1.bias", (128,)), ("fc2.weight", (10, 128)),
+                ("fc2.bias", (10,))]  # fmt: skip
+MESSAGE_CODECS = [
+    "float32",
+    "float16",
+    "int8:256",
+    "int4:64",
+    "topk:0.1+int8:256",
+    "topk:0.02+int8:256",
+    "topk:0.02+int8:256+zlib",
+    "topk:0.01+int8:256",
+]
+AGENT_METRICS = {"loss": 0.4321, "train_s": 0.125, "partial": 0.0}  # what agent/update.py sends
+MODEL_ID = "5f" * 32  # a sha256 model id
+
 F32 = npt.NDArray[np.float32]
 
 
-def realistic_delta(seed: int = 0) -> F32:
+def realistic_delta(seed: int = 0, layers: list[tuple[str, tuple[int, ...]]] = LAYERS) -> F32:
     """(n,) float32: per-layer scales 1e-4..1e-2, per-row variation, Student-t(3) tails."""
     rng = np.random.default_rng(seed)
     parts = []
-    for _, shape in LAYERS:
+    for _, shape in layers:
         scale = 10.0 ** rng.uniform(-4, -2)
         rows = shape[0]
         per_row = rng.lognormal(0.0, 0.5, size=(rows, 1))  # some neurons move more than others
@@ -106,6 +128,31 @@ def measure(x: F32, shorthand: str, repeats: int) -> dict[str, Any]:
     }
 
 
+def message_sizes(x: F32) -> list[dict[str, Any]]:
+    """Whole ClientUpdate bytes per codec (header included), schema 2 and schema 1."""
+    rows: list[dict[str, Any]] = []
+    for shorthand in MESSAGE_CODECS:
+        spec = parse_codec_arg(shorthand)
+        vec = EncodedVector(spec, encode(x, spec), int(x.size))
+        msg = ClientUpdate(MODEL_ID, 12, "dev-001", 37, 180, 10, vec, AGENT_METRICS)
+        compact = encode_update_compact(msg)
+        bare = encode_update_compact(ClientUpdate(MODEL_ID, 12, "dev-001", 37, 180, 10, vec, {}))
+        rows.append(
+            {
+                "codec": format_codec_arg(spec),
+                "payload_bytes": len(vec.data),
+                "message_bytes": len(compact),
+                "header_bytes": header_size(compact),
+                "header_bytes_without_metrics": header_size(bare),
+                "schema1_message_bytes": len(encode_update(msg)),
+            }
+        )
+    f32 = rows[0]["message_bytes"]
+    for r in rows:
+        r["x_smaller_than_float32"] = round(f32 / r["message_bytes"], 2)
+    return rows
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'codec':<26}{'bytes':>11}{'x smaller':>10}{'bits/p':>8}{'max|err|':>11}"
@@ -135,6 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = [measure(x, c, args.repeats) for c in CODECS]
     print(table(rows))
+    messages = {}
+    for name, delta in (("9610", realistic_delta(1, SMALL_LAYERS)), (str(x.size), x)):
+        messages[name] = message_sizes(delta)
+        print(f"\nwhole messages, {int(name):,} params (schema 2 with the agent's 3 metrics):")
+        print(
+            f"{'codec':<26}{'payload':>10}{'message':>10}{'header':>8}{'schema 1':>10}{'x<f32':>8}"
+        )
+        for r in messages[name]:
+            print(
+                f"{r['codec']:<26}{r['payload_bytes']:>10,}{r['message_bytes']:>10,}"
+                f"{r['header_bytes']:>8}{r['schema1_message_bytes']:>10,}"
+                f"{r['x_smaller_than_float32']:>8.1f}"
+            )
     meta = {
         "benchmark": "codecs",
         "num_params": int(x.size),
@@ -149,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "codecs": rows}, indent=2) + "\n")
+    doc = {"meta": meta, "codecs": rows, "messages": messages}
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

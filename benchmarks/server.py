@@ -1,16 +1,24 @@
-"""Server ingest benchmark: decode + admit + aggregate, side by side with the floor, one run.
+"""Server ingest benchmark: ours vs the arithmetic bound vs Flower's aggregation, one run.
 
 Run from the repo root:  python benchmarks/server.py [--updates N] [--out PATH]
 
-For 100k and 1M parameter models and int8 / top-k(1%)+int8 updates: updates per second through
-the server's real path (`Admission.admit`: size, msgpack decode, schema and field checks, device,
-model, sequence, samples, staleness, codec decode, finiteness, L2 norm bound; then FedBuff K=10
-with polynomial staleness) versus the floor of touching the same bytes once (a numpy copy of a
-buffer as large as the update payload). `fraction_of_floor` = ours / floor.
+For 100k and 1M parameter models and int8 / top-k(1%)+int8 updates, side by side on the same
+payloads in the same run (a loaded machine slows every column alike; read the ratios):
 
-Durability cost (100k, int8): the same path through ServerCore with the on-disk update log,
-fsync per update vs one fsync per batch of 32 (group commit), vs no log at all.
-Writes benchmarks/results/server.json.
+  ours     the server's real path: `Admission.admit` (size, msgpack, schema, fields, device,
+           model, sequence, samples, staleness, every codec check, L2 norm clip at 10) and FedBuff
+           K=10 with polynomial staleness, fed the fused codec-form delta (server/ingest.py)
+  bound    the arithmetic alone in numpy: dequantise the codes and add them into a float32
+           buffer (np.multiply(codes, scales, out=scratch); np.add(buf, scratch, out=buf)), no
+           checks, no decoding of the message (indices pre-decoded for top-k)
+  memory   bytes the arithmetic must move (codes + read-modify-write of the touched buffer) over
+           the copy bandwidth measured in this run
+  flower   Flower's `aggregate()` arithmetic as plain numpy, per float32 update: bytes -> array,
+           `layer * num_examples`, `reduce(np.add, ...)`, divide (K=10 per aggregate)
+  durable  ServerCore with the update log: group commit (one fdatasync per 32, the default) and
+           fsync per update; `disk` = raw os.write + fdatasync of the same bytes, 32 per sync
+
+`fraction_of_bound` = ours / bound. Writes benchmarks/results/server.json.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import platform
 import sys
 import tempfile
 import time
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +39,11 @@ sys.path[0] = str(ROOT)  # import the repo's packages; don't let benchmarks/ sha
 
 import numpy as np  # noqa: E402
 
+from protocol import codecs  # noqa: E402
 from protocol.codecs import parse_codec_arg  # noqa: E402
 from protocol.manifest import Manifest, ParamSpec  # noqa: E402
-from protocol.messages import ClientUpdate, encode_update, encode_vector  # noqa: E402
+from protocol.messages import ClientUpdate, encode_vector  # noqa: E402
+from protocol.update_header import decode_any_update, encode_update_compact  # noqa: E402
 from server.admission import Admission, AdmissionLimits  # noqa: E402
 from server.core import ServerCore  # noqa: E402
 from server.staleness import make_staleness  # noqa: E402
@@ -66,7 +77,7 @@ def payloads(m: Manifest, codec: str, count: int, seed: int = 0) -> list[tuple[s
             encode_vector(delta, spec),
             {"loss": 0.5},
         )
-        out.append((device, encode_update(msg)))
+        out.append((device, encode_update_compact(msg)))
     return out
 
 
@@ -79,29 +90,83 @@ def limits() -> AdmissionLimits:
 
 
 def ingest(m: Manifest, items: list[tuple[str, bytes]]) -> float:
-    """Updates/s through admission + aggregation, no durability (state kept like the core does)."""
+    """Updates/s through admission + FedBuff (fused), no durability, state kept as the core does."""
     admission, strat = Admission(m, limits()), strategy()
     model, version = np.zeros(m.num_params, np.float32), 0
     seqs: dict[str, tuple[int, str]] = {}
     start = time.perf_counter()
     for device, payload in items:
         a = admission.admit(device, payload, version=version, sequences=seqs, strategy=strat)
-        result = strat.apply(model, version, a.update)
+        result = strat.apply_contribution(model, version, a.fused)
         model, version = result.model, result.version
-        seqs[device] = (a.update.seq, a.digest)
+        seqs[device] = (a.fused.seq, a.digest)
     return len(items) / (time.perf_counter() - start)
 
 
-def floor(items: list[tuple[str, bytes]]) -> float:
-    """Updates/s of reading each payload's bytes once: a numpy copy of an equally sized buffer."""
-    buffers = [np.frombuffer(p, np.uint8) for _, p in items]
+def _codes(m: Manifest, payload: bytes) -> codecs.DecodedParts:
+    msg = decode_any_update(payload)
+    return codecs.decode_parts(msg.delta.data, msg.delta.codec, m.num_params)
+
+
+def bound(m: Manifest, items: list[tuple[str, bytes]]) -> float:
+    """Updates/s of the arithmetic alone in numpy: dequantise + add into one float32 buffer."""
+    parts = [_codes(m, p) for _, p in items]  # decoded outside the clock
+    buf = np.zeros(m.num_params, np.float32)  # (n,)
+    scratch = np.empty(m.num_params, np.float32)  # (n,) reused: no allocation in the loop
     start = time.perf_counter()
-    sink = 0
-    for b in buffers:
-        sink += int(b.copy()[-1])
-    elapsed = time.perf_counter() - start
-    del sink
-    return len(items) / elapsed
+    for p in parts:
+        assert p.codes is not None and p.scales is not None
+        k, chunk = p.codes.size, p.chunk
+        full = k // chunk
+        vals = scratch[:k]
+        np.multiply(
+            p.codes[: full * chunk].reshape(full, chunk),
+            p.scales[:full, None],
+            out=vals[: full * chunk].reshape(full, chunk),
+        )
+        np.multiply(p.codes[full * chunk :], p.scales[full:], out=vals[full * chunk :])
+        if p.index is None:
+            np.add(buf, vals, out=buf)
+        else:
+            buf[p.index] += vals
+    return len(items) / (time.perf_counter() - start)
+
+
+def copy_bandwidth() -> float:
+    """Bytes/s of a large numpy copy (read + write counted), best of 5."""
+    src = np.ones(32 * 1024 * 1024 // 4, np.float32)
+    dst = np.empty_like(src)
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(5))
+    return 2 * src.nbytes / best
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def memory_bound(m: Manifest, items: list[tuple[str, bytes]], bandwidth: float) -> float:
+    """Updates/s if the arithmetic moved only the bytes it must, at the measured bandwidth."""
+    p = _codes(m, items[0][1])
+    assert p.codes is not None and p.scales is not None
+    k = p.codes.size
+    moved = k + 4 * p.scales.size + 8 * k + (8 * k if p.index is not None else 0)
+    return bandwidth / moved
+
+
+def flower(m: Manifest, k: int = 10, rounds: int = 3) -> float:
+    """Updates/s of Flower's aggregate() arithmetic on float32 updates (plain numpy)."""
+    rng = np.random.default_rng(5)
+    blobs = [(rng.standard_normal(m.num_params).astype(np.float32).tobytes(), 32) for _ in range(k)]
+    start = time.perf_counter()
+    for _ in range(rounds):
+        results = [(np.frombuffer(b, np.float32).copy(), n) for b, n in blobs]  # deserialise
+        total = sum(n for _, n in results)
+        weighted = [w * n for w, n in results]  # layer * num_examples
+        agg = reduce(np.add, weighted) / total
+        del agg
+    return k * rounds / (time.perf_counter() - start)
 
 
 def durable(m: Manifest, items: list[tuple[str, bytes]], batch: int | None) -> float:
@@ -130,57 +195,67 @@ def durable(m: Manifest, items: list[tuple[str, bytes]], batch: int | None) -> f
     return rate
 
 
+def disk(items: list[tuple[str, bytes]], batch: int) -> float:
+    """Updates/s of writing the payloads raw to a file with one fdatasync per batch."""
+    with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
+        fd = os.open(Path(tmp) / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        start = time.perf_counter()
+        for i in range(0, len(items), batch):
+            for _, payload in items[i : i + batch]:
+                os.write(fd, payload)
+            os.fdatasync(fd)
+        rate = len(items) / (time.perf_counter() - start)
+        os.close(fd)
+    return rate
+
+
 def best(fn: Any, *args: Any, repeats: int = 3) -> float:
     return float(max(fn(*args) for _ in range(repeats)))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=100, help="updates per measurement")
+    parser.add_argument("--updates", type=int, default=128, help="updates per measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/server.json")
     args = parser.parse_args()
 
+    bandwidth = copy_bandwidth()
     results: dict[str, Any] = {}
     rows = []
     for size_name, n in SIZES.items():
         m = manifest(n)
-        count = args.updates if n <= 100_000 else max(20, args.updates // 4)
+        flower_rate = flower(m)
         for codec_name, codec in CODECS.items():
-            items = payloads(m, codec, count)
-            ours, base = best(ingest, m, items), best(floor, items)
+            items = payloads(m, codec, args.updates)
+            ingest(m, items[:4])  # compile / warm the kernels outside the clock
+            ours, bnd = best(ingest, m, items), best(bound, m, items)
+            group, each = best(durable, m, items, BATCH), best(durable, m, items, None)
+            raw = best(disk, items, BATCH)
             payload_bytes = int(np.mean([len(p) for _, p in items]))
             entry = {
                 "params": n,
                 "codec": codec,
                 "payload_bytes": payload_bytes,
-                "updates": count,
+                "updates": len(items),
                 "updates_per_s": round(ours, 1),
-                "floor_updates_per_s": round(base, 1),
-                "fraction_of_floor": round(ours / base, 5),
+                "bound_updates_per_s": round(bnd, 1),
+                "fraction_of_bound": round(ours / bnd, 3),
+                "memory_bound_updates_per_s": round(memory_bound(m, items, bandwidth), 1),
+                "flower_float32_updates_per_s": round(flower_rate, 1),
+                f"durable_group_commit_{BATCH}_updates_per_s": round(group, 1),
+                "durable_fsync_per_update_updates_per_s": round(each, 1),
+                f"disk_write_fdatasync_{BATCH}_updates_per_s": round(raw, 1),
             }
             results.setdefault(size_name, {})[codec_name] = entry
-            rows.append((size_name, codec_name, payload_bytes, ours, base, ours / base))
+            rows.append((size_name, codec_name, entry))
 
-    m = manifest(SIZES["100k"])
-    items = payloads(m, CODECS["int8"], args.updates, seed=1)
-    dur = {
-        "params": m.num_params,
-        "codec": CODECS["int8"],
-        "updates": len(items),
-        "no_log_updates_per_s": round(best(ingest, m, items), 1),
-        "fsync_per_update_updates_per_s": round(best(durable, m, items, None), 1),
-        f"fsync_per_{BATCH}_updates_per_s": round(best(durable, m, items, BATCH), 1),
-    }
-
-    print(f"{'model':>6} {'codec':>14} {'bytes':>9} {'updates/s':>10} {'floor/s':>11} {'ratio':>8}")
-    for size_name, codec_name, nbytes, ours, base, ratio in rows:
-        print(
-            f"{size_name:>6} {codec_name:>14} {nbytes:>9} {ours:>10.1f} {base:>11.1f} {ratio:>8.5f}"
-        )
-    print(f"\ndurability (100k params, int8, {len(items)} updates):")
-    for key, value in dur.items():
-        if key.endswith("per_s"):
-            print(f"  {key:<36} {value:>10.1f}")
+    head = ("model", "codec", "bytes", "ours/s", "bound/s", "ours/bnd", "memory/s", "flower/s",
+            "log+gc/s", "log+fs/s", "disk/s")  # fmt: skip
+    print(("{:>6} {:>14} " + "{:>9} " * 9).format(*head))
+    for size_name, codec_name, e in rows:
+        vals = list(e.values())[2:3] + list(e.values())[4:]
+        print(("{:>6} {:>14} " + "{:>9} " * 9).format(size_name, codec_name, *vals))
+    print(f"\ncopy bandwidth {bandwidth / 1e9:.2f} GB/s (read + write), load {os.getloadavg()}")
 
     doc = {
         "meta": {
@@ -188,13 +263,16 @@ def main() -> int:
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
             "numpy": np.__version__,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "copy_bandwidth_gb_s": round(bandwidth / 1e9, 2),
             "strategy": "fedbuff K=10, polynomial a=0.5",
             "admission": "max_norm=10 (clip)",
-            "floor": "numpy copy of a buffer the size of the update payload",
+            "bound": "numpy dequantise (multiply codes by chunk scales into a reused scratch) + "
+            "add into a float32 buffer; no checks, indices pre-decoded",
+            "flower": "numpy weighted mean as Flower's aggregate(): K=10 float32 updates",
             "timing": "best of 3",
         },
         "ingest": results,
-        "durability": dur,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -44,13 +44,15 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "trainer.json"
 # name -> (zoo model, input shape, classes, trainable, timed steps); mlp is FACTS.md's reference
 MODELS: dict[str, tuple[str, tuple[int, ...], int, str, int]] = {
-    "mlp": ("mlp", (784,), 10, "all", 1000),
-    "cnn1d": ("cnn1d", (3, 128), 10, "all", 300),
-    "cnn2d": ("cnn2d", (1, 28, 28), 10, "all", 150),
-    "cnn2d_head": ("cnn2d", (1, 28, 28), 10, "head", 1000),  # frozen conv backbone
+    "mlp": ("mlp", (784,), 10, "all", 600),
+    "cnn1d": ("cnn1d", (3, 128), 10, "all", 200),
+    "cnn2d": ("cnn2d", (1, 28, 28), 10, "all", 100),
+    "cnn2d_head": ("cnn2d", (1, 28, 28), 10, "head", 600),  # frozen conv backbone
 }
 BACKENDS = ("onnxruntime", "torch", "training_api")
 BATCH = 32
+ALL_THREADS_STEP_FRACTION = 4  # all-threads runs take 1/4 of the steps: oversubscribed torch
+# threads spin (on a loaded 2-core machine torch reached ~1/20 of its 1-thread rate)
 WARMUP_STEPS = 10
 N_SAMPLES = 2048
 
@@ -147,6 +149,9 @@ def _child_torch(folder: Path, steps: int, threads: int) -> dict[str, Any]:
 
 
 def _child(backend: str, folder: Path, steps: int, threads: int) -> None:
+    # run as a script, this folder is sys.path[0] and its agent.py would shadow the agent package
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     fn = _child_torch if backend == "torch" else _child_ort
     out = fn(folder, steps, threads)
     out["peak_rss_mb"] = _peak_rss_mb()
@@ -213,16 +218,18 @@ def _measure(name: str, tmp: Path, args: argparse.Namespace, repeats: int) -> di
         runners["training_api"] = (*old, _export(*old, tmp / f"{name}-old", name, legacy=True))
     entry: dict[str, Any] = {
         "input_shape": list(shape), "trainable": trainable, "steps": steps,
+        "steps_all_threads": max(steps // ALL_THREADS_STEP_FRACTION, 10),
         "num_params": manifest["num_params"],
         "num_frozen": sum(int(np.prod(p["shape"])) for p in manifest["frozen"]),
         "bytes_per_update_float32": 4 * manifest["num_params"],
     }  # fmt: skip
     for threads, key in ((1, "threads_1"), (0, "threads_all")):
         runs: dict[str, list[dict[str, Any]]] = {b: [] for b in runners}
+        n = steps if threads else max(steps // ALL_THREADS_STEP_FRACTION, 10)
         for _ in range(repeats):  # interleaved, so load from other work hits all alike
             for backend, (python, src, art) in runners.items():
                 child = "onnxruntime" if backend == "training_api" else backend
-                runs[backend].append(_spawn(python, src, child, art, steps, threads))
+                runs[backend].append(_spawn(python, src, child, art, n, threads))
         for backend, backend_runs in runs.items():
             entry.setdefault(backend, {})[key] = _summary(backend_runs)
     ort1, ref1 = entry["onnxruntime"]["threads_1"], entry["torch"]["threads_1"]

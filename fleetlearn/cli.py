@@ -20,7 +20,7 @@ from protocol.errors import FleetlearnError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("fleetlearn.keys_cli", "create an Ed25519 fleet key pair for signing model offers"),
     "agent": ("agent.cli", "run the device agent: train when idle and charging, send deltas"),
-    "export": ("models.export_cli", "write a zoo model's ONNX Runtime training artifacts"),
+    "export": ("models.export_cli", "write a zoo model's training-step graph and artifacts"),
     "broker": ("fleetlearn.provision_cli", "fleet CA, certificates, ACL; enrol/revoke devices"),
     "server": ("server.cli", "run the aggregation server (asynchronous, durable, signed offers)"),
     "demo": (

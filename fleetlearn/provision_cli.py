@@ -2,7 +2,7 @@
 
     fleetlearn broker init-ca --fleet home                 # once: the fleet CA
     fleetlearn broker server-cert --host broker.example.org --host 10.0.0.5
-    fleetlearn broker acl --fleet home                      # broker/acl from protocol/topics.py
+    fleetlearn broker acl --fleet home                      # broker/dynamic-security.json (+ acl)
     fleetlearn broker enrol-server                          # the aggregator's cert + password
     fleetlearn broker enrol-device kitchen-hub-01 --fleet home --url mqtts://broker.example.org:8883
     fleetlearn broker revoke-device kitchen-hub-01          # CRL + password entry removed
@@ -16,9 +16,14 @@ import argparse
 import shutil
 from pathlib import Path
 
-from fleetlearn.provision import CaFiles, init_ca, issue_client_cert, issue_server_cert, revoke
-from fleetlearn.provision_acl import DEFAULT_SERVER_USER, render_acl
-from fleetlearn.provision_enrol import enrol_device, remove_passwords, set_passwords
+from fleetlearn.provision import CaFiles, init_ca, issue_server_cert, revoke
+from fleetlearn.provision_acl import DEFAULT_SERVER_USER
+from fleetlearn.provision_enrol import (
+    enrol_device,
+    enrol_server,
+    remove_passwords,
+    write_broker_security,
+)
 from protocol.errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
@@ -34,10 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing CA (re-enrol all!)")
     p = sub.add_parser("server-cert", help="the broker's TLS certificate")
     p.add_argument("--host", action="append", required=True, help="DNS name or IP (repeatable)")
-    p = sub.add_parser("acl", help="write the Mosquitto ACL generated from protocol/topics.py")
+    p = sub.add_parser(
+        "acl",
+        help="write broker/dynamic-security.json (and broker/acl) for every enrolled identity",
+    )
     p.add_argument("--fleet", action="append", required=True, help="repeatable")
-    p.add_argument("--server-user", action="append", help=f"default {DEFAULT_SERVER_USER}")
-    p.add_argument("--out", type=Path, help="default DIR/broker/acl")
+    p.add_argument(
+        "--server-user",
+        action="append",
+        help=f"an aggregator name besides {DEFAULT_SERVER_USER} and those from enrol-server",
+    )
     p = sub.add_parser("enrol-server", help="client certificate and password for an aggregator")
     p.add_argument("name", nargs="?", default=DEFAULT_SERVER_USER)
     p = sub.add_parser("enrol-device", help="certificate and/or password + agent.toml for a device")
@@ -64,18 +75,13 @@ def run(args: argparse.Namespace) -> int:
         cert, key = issue_server_cert(ca, broker, args.host)
         print(f"wrote {cert} and {key} for {', '.join(args.host)}")
     elif args.action == "acl":
-        out = args.out or broker / "acl"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_acl(args.fleet, args.server_user or [DEFAULT_SERVER_USER]))
-        print(f"wrote {out}; reload Mosquitto (SIGHUP) to apply")
+        written = write_broker_security(root, args.fleet, args.server_user)
+        print(f"wrote {', '.join(map(str, written))}; restart Mosquitto to apply")
     elif args.action == "enrol-server":
+        cert, _ = enrol_server(root, args.name)
         out = root / "servers" / args.name
-        cert, _ = issue_client_cert(ca, args.name, out, stem="client")
-        secret = _new_password(broker, args.name)
-        (out / "password").write_text(secret + "\n")
-        (out / "password").chmod(0o600)
-        shutil.copyfile(ca.cert, out / "ca.crt")
         print(f"aggregator {args.name!r}: {cert} (port 8883) or the password in {out / 'password'}")
+        _rewrite_security(root)
     elif args.action == "enrol-device":
         bundle = enrol_device(
             root,
@@ -86,14 +92,17 @@ def run(args: argparse.Namespace) -> int:
             password=args.password or args.no_cert,
         )
         print(f"device {bundle.device_id!r}: copy {bundle.dir}/ to the device (agent.toml inside)")
-        if bundle.password is not None:
-            print("password entry added: reload Mosquitto (SIGHUP)")
+        _rewrite_security(root)
     elif args.action == "revoke-device":
         serials = revoke(ca, args.device_id)
         shutil.copyfile(ca.crl, broker / "crl.pem")
         removed = remove_passwords(broker / "passwd", [args.device_id])
         if not serials and not removed:
             raise ConfigError(f"revoke-device: nothing was issued to {args.device_id!r}")
+        bundle_dir = root / "devices" / args.device_id
+        if bundle_dir.is_dir():
+            shutil.rmtree(bundle_dir)  # no longer an enrolled identity: out of the ACLs
+        _rewrite_security(root)
         print(
             f"revoked {len(serials)} certificate(s) and {len(removed)} password entr(y/ies) of "
             f"{args.device_id!r}; restart Mosquitto to load {broker / 'crl.pem'}"
@@ -101,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_password(broker: Path, name: str) -> str:
-    import secrets
-
-    secret = secrets.token_urlsafe(24)
-    set_passwords(broker / "passwd", {name: secret})
-    return secret
+def _rewrite_security(root: Path) -> None:
+    written = write_broker_security(root)
+    if written:
+        print(f"rewrote {', '.join(map(str, written))}: restart Mosquitto to apply")
+    else:
+        print("then run `fleetlearn broker acl --fleet NAME` and restart Mosquitto")

@@ -15,16 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetlearn.provision import CaFiles, issue_client_cert, write_private
-from fleetlearn.provision_acl import DEFAULT_SERVER_USER
+from fleetlearn.provision_acl import DEFAULT_SERVER_USER, render_acl
+from fleetlearn.provision_dynsec import passwd_hashes, render_dynsec
 from protocol import topics
 from protocol.errors import ConfigError
 
 __all__ = [
     "DeviceBundle",
     "enrol_device",
+    "enrol_server",
+    "enrolled_devices",
+    "enrolled_servers",
     "remove_passwords",
     "render_agent_toml",
     "set_passwords",
+    "write_broker_security",
 ]
 
 
@@ -143,8 +148,11 @@ def enrol_device(
     """Everything one device needs, in root/devices/<id>/ (copy that folder to the device)."""
     topics.validate_device_id(device_id)
     topics.validate_fleet(fleet)
-    if device_id in reserved:
-        raise ConfigError(f"device id {device_id!r} is reserved for the aggregator")
+    if device_id in {*reserved, *enrolled_servers(root)}:
+        raise ConfigError(
+            f"device id {device_id!r} is reserved for an aggregator: device and server names "
+            "must be disjoint (a device under an aggregator's name gets its rights)"
+        )
     if not cert and not password:
         raise ConfigError("enrol-device: choose a certificate, a password, or both")
     ca = CaFiles(root / "ca")
@@ -163,3 +171,63 @@ def enrol_device(
     )
     write_private(out / "agent.toml", toml.encode())
     return DeviceBundle(device_id, out, cert_path, key_path, secret, out / "agent.toml")
+
+
+def enrolled_servers(root: Path) -> list[str]:
+    """Aggregator identities: the default one plus every `enrol-server` (root/servers/<name>)."""
+    found = sorted(p.name for p in (root / "servers").glob("*") if p.is_dir())
+    return [DEFAULT_SERVER_USER, *(n for n in found if n != DEFAULT_SERVER_USER)]
+
+
+def enrolled_devices(root: Path) -> list[str]:
+    """Device identities: every `enrol-device` (root/devices/<name>)."""
+    return sorted(p.name for p in (root / "devices").glob("*") if p.is_dir())
+
+
+def enrol_server(root: Path, name: str) -> tuple[Path, str]:
+    """An aggregator's client certificate and password in root/servers/<name>/."""
+    topics.validate_device_id(name)
+    if name in enrolled_devices(root):
+        raise ConfigError(
+            f"{name!r} is an enrolled device: device and server names must be disjoint "
+            "(revoke the device first, or choose another aggregator name)"
+        )
+    out = root / "servers" / name
+    cert, _ = issue_client_cert(CaFiles(root / "ca"), name, out, stem="client")
+    secret = secrets.token_urlsafe(24)
+    set_passwords(root / "broker" / "passwd", {name: secret})
+    write_private(out / "password", (secret + "\n").encode())
+    shutil.copyfile(CaFiles(root / "ca").cert, out / "ca.crt")
+    return cert, secret
+
+
+def write_broker_security(
+    root: Path, fleets: list[str] | None = None, extra_servers: list[str] | None = None
+) -> list[Path]:
+    """Write broker/acl and broker/dynamic-security.json for every enrolled identity.
+
+    `fleets` and `extra_servers` (aggregator names provisioned outside `enrol-server`) are
+    remembered in broker/fleets and broker/extra-servers; without `fleets` the remembered ones
+    are used (nothing is written before the first `fleetlearn broker acl`). Returns the files."""
+    broker = root / "broker"
+    remembered, remembered_servers = broker / "fleets", broker / "extra-servers"
+    if fleets is None:
+        if not remembered.exists():
+            return []
+        fleets = remembered.read_text().split()
+    if extra_servers is None and remembered_servers.exists():
+        extra_servers = remembered_servers.read_text().split()
+    for fleet in fleets:
+        topics.validate_fleet(fleet)
+    enrolled = enrolled_servers(root)
+    extra = sorted({s for s in extra_servers or [] if s not in enrolled})
+    servers = [*enrolled, *extra]
+    devices = enrolled_devices(root)
+    acl = render_acl(fleets, servers, devices)
+    dynsec = render_dynsec(fleets, servers, devices, passwd_hashes(broker / "passwd"))
+    broker.mkdir(parents=True, exist_ok=True)
+    remembered.write_text("\n".join(fleets) + "\n")
+    remembered_servers.write_text("".join(f"{n}\n" for n in extra))
+    (broker / "acl").write_text(acl)
+    write_private(broker / "dynamic-security.json", dynsec.encode(), 0o640)
+    return [broker / "acl", broker / "dynamic-security.json"]

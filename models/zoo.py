@@ -1,8 +1,8 @@
 """The model zoo: small torch models an edge device can train with ONNX Runtime.
 
-Only layers ORT 1.19.2 can train are used (FACTS.md): Linear, Conv1d/2d, ReLU, MaxPool, mean
-pooling, Flatten. No BatchNorm (running statistics never update) and no GroupNorm (exports as
-InstanceNormalization, which has no gradient).
+Layers: Linear, Conv1d/2d, ReLU, MaxPool, mean pooling, Flatten; each is traced into the
+training-step graph (models/step_graph.py). No BatchNorm: its running statistics are state the
+step graph does not carry yet.
 
     mlp    tabular rows / feature vectors; any input shape (flattened)
     cnn1d  sensor windows (channels, length), e.g. accelerometer or power traces

@@ -46,6 +46,7 @@ class Reason(StrEnum):
     STALE = "stale"  # base version too old (staleness above the maximum or an old round)
     FUTURE = "future"  # base version newer than the server's
     REPLAY = "replay"  # sequence number already seen or out of order
+    RATE_LIMITED = "rate_limited"  # this device sent faster than its limit; re-send later
     INTERNAL = "internal"  # the server failed; the device should retry later
 
 

@@ -17,6 +17,7 @@ import msgpack
 import numpy as np
 
 from protocol import codecs
+from protocol.bounded_msgpack import unpack_bounded
 from protocol.errors import ProtocolError, Reason
 from protocol.manifest import Manifest
 from protocol.topics import validate_device_id, validate_model_id
@@ -48,6 +49,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _MAX_LENGTH = 1 << 30  # no model we serve has a billion parameters; bounds allocations
 _MAX_METRICS = 64
 _MAX_TEXT = 1024
+# Decoding bounds (issue 15, object bomb): no message has more than a handful of maps and no
+# long arrays, so a payload with thousands of containers is refused before it is built.
+_MAX_CONTAINERS = 256
+_MAX_ARRAY = 4096
+_MAX_MAP = 1 << 12
 
 _T = TypeVar("_T")
 
@@ -57,7 +63,7 @@ class EncodedVector:
     """A flat float32 vector after a codec: the spec travels with the bytes."""
 
     codec: dict[str, Any]
-    data: bytes
+    data: bytes | memoryview  # a memoryview when decoded in place (protocol/update_header.py)
     length: int
 
 
@@ -203,19 +209,14 @@ def _unpack(data: bytes, kind: str, max_bytes: int) -> dict[str, Any]:
         raise ProtocolError(Reason.MALFORMED, f"{kind}: payload is {type(data).__name__}")
     if len(data) > max_bytes:
         raise ProtocolError(Reason.OVERSIZE, f"{kind}: {len(data)} bytes > limit {max_bytes}")
-    try:
-        raw = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=max_bytes,
-            max_str_len=max_bytes,
-            max_array_len=1 << 16,
-            max_map_len=1 << 12,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as exc:
-        raise ProtocolError(Reason.MALFORMED, f"{kind}: not a msgpack message ({exc})") from exc
+    raw = unpack_bounded(
+        data,
+        kind,
+        max_containers=_MAX_CONTAINERS,
+        max_array_len=_MAX_ARRAY,
+        max_map_len=_MAX_MAP,
+        max_bytes=max_bytes,
+    )
     doc = _as_map(raw, kind)
     schema = doc.get("schema")
     if schema != SCHEMA:
@@ -248,8 +249,25 @@ def encode_offer(offer: ModelOffer) -> bytes:
     return _pack("model_offer", _offer_body(offer) | {"signature": offer.signature})
 
 
+_OFFER_KEYS = frozenset(
+    {"schema", "kind", "signature", "model_id", "version", "manifest_digest", "weights"}
+    | {"created_at", "fedprox_mu"}
+)
+_VECTOR_KEYS = frozenset({"codec", "data", "length"})
+
+
+def _only_known(doc: object, known: frozenset[str], name: str) -> None:
+    """Signed messages carry exactly the fields the signature covers (issue 15: an offer with an
+    extra field verified, because the signature is over the fields the decoder re-encodes)."""
+    extra = set(doc) - known if isinstance(doc, dict) else set()
+    if extra:
+        raise ProtocolError(Reason.FIELD, f"{name}: unknown field(s) {sorted(map(str, extra))[:4]}")
+
+
 def decode_offer(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ModelOffer:
     doc = _unpack(data, "model_offer", max_bytes)
+    _only_known(doc, _OFFER_KEYS, "model_offer")
+    _only_known(doc.get("weights"), _VECTOR_KEYS, "model_offer.weights")
     mu = _get_float(doc, "fedprox_mu", "model_offer")
     if mu < 0:
         raise ProtocolError(Reason.FIELD, f"model_offer.fedprox_mu={mu} is negative")

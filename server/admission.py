@@ -4,15 +4,20 @@ Cheapest first (STYLE #5); each refusal raises ProtocolError or RejectedUpdate w
 is counted in metrics and sent back in the Ack:
 
     1. size                         OVERSIZE
-    2. msgpack, schema, fields      MALFORMED, SCHEMA, FIELD, BAD_DEVICE_ID   (decode_update)
+    2. msgpack, schema, fields      MALFORMED, SCHEMA, FIELD, BAD_DEVICE_ID   (decode_any_update:
+                                             schema 2 compact header, or schema 1, deprecated)
     3. payload device == topic's    DEVICE_MISMATCH
     4. model id == manifest digest  UNKNOWN_MODEL
     5. sequence number              REPLAY  (seq <= last applied; an identical redelivery of the
                                              last applied update is a duplicate, not a refusal)
     6. sample count                 SAMPLES (<= 0 or above the cap)
     7. base version                 FUTURE, STALE (tau > max_staleness, or the strategy's rule)
-    8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE           (decode_vector)
-    9. L2 norm                      NORM (reject), or scale the delta down to the bound (clip)
+    8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE   (codecs.decode_parts: the
+                                             delta stays in codec form, see server/ingest.py)
+    9. L2 norm                      NORM (reject; always when its square overflows float32),
+                                         or scale the delta down to the bound (clip)
+
+Before all of these the core applies the per-device rate limit (RATE_LIMITED, server/rate_limit.py).
 
 Admission reads the server's state (version, sequence table) but never changes it: the core
 records an update's sequence number only once the update is in the durable log.
@@ -21,16 +26,26 @@ records an update's sequence number only once the update is in the durable log.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
+from protocol import codecs
 from protocol.errors import ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
-from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, ClientUpdate, decode_update, decode_vector
+from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, ClientUpdate, EncodedVector
+from protocol.update_header import decode_any_update
+from server.ingest import (
+    FusedDelta,
+    FusedUpdate,
+    clip_factor,
+    payload_digest,
+    same_payload,
+    scale_delta,
+    sq_norm,
+)
 from server.strategies.base import AdmittedUpdate, Strategy
 
 __all__ = [
@@ -41,6 +56,7 @@ __all__ = [
     "NormAction",
     "SequenceTable",
     "decode_admitted",
+    "decode_delta",
     "payload_digest",
     "scale_delta",
 ]
@@ -61,6 +77,10 @@ class AdmissionLimits:
     max_norm: float | None = None  # L2 bound of a delta; None = unbounded
     norm_action: NormAction = NormAction.CLIP
     max_staleness: int | None = 50  # tau above this is STALE; None = any (still weighted)
+    # per-device token bucket (issue 15): an honest device sends one update per local round
+    # (seconds to minutes) plus its outbox after an outage; None = unlimited
+    rate_per_minute: float | None = 120.0
+    rate_burst: int = 30
 
     def __post_init__(self) -> None:
         if self.max_message_bytes <= 0 or self.max_samples <= 0:
@@ -69,15 +89,25 @@ class AdmissionLimits:
             raise ValueError("max_norm must be a positive finite number")
         if self.max_staleness is not None and self.max_staleness < 0:
             raise ValueError("max_staleness must be >= 0")
+        rate = self.rate_per_minute
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate_per_minute must be a positive finite number")
+        if self.rate_burst < 1:
+            raise ValueError("rate_burst must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    update: AdmittedUpdate  # what the strategy receives (delta already clipped)
+    fused: FusedUpdate  # what the strategy receives (codec form, clip factor attached)
     message: ClientUpdate
     staleness: int  # tau at admission
     scale: float  # norm clip factor applied to the delta; 1.0 = untouched
     digest: str  # payload digest, recorded in the sequence table
+
+    @property
+    def update(self) -> AdmittedUpdate:
+        """The dense form (delta decoded and clipped), for callers that keep whole vectors."""
+        return self.fused.admitted()
 
 
 class DuplicateUpdate(RejectedUpdate):
@@ -90,24 +120,25 @@ class DuplicateUpdate(RejectedUpdate):
         self.seq = seq
 
 
-def payload_digest(payload: bytes) -> str:
-    """Tells an identical redelivery from a different update with the same seq. Not a security
-    check (a forged match earns only an Ack, never a second apply), so CRC32 + length suffices;
-    blake2b cost 20% of ingest time at 100k parameters."""
-    return f"{len(payload):x}-{zlib.crc32(payload):08x}"
+def decode_delta(vector: EncodedVector, manifest: Manifest) -> codecs.DecodedParts:
+    """Step 8: the delta against the manifest (length, codec checks, finiteness), codec form."""
+    if vector.length != manifest.num_params:
+        raise ProtocolError(
+            Reason.SHAPE, f"vector has {vector.length} values, model has {manifest.num_params}"
+        )
+    return codecs.decode_parts(vector.data, vector.codec, vector.length)
 
 
-def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
-    """The one place a clip factor is applied, so log replay reproduces it bit for bit."""
-    if scale == 1.0:
-        return delta
-    return delta * np.float32(scale)  # (n,) float32
+# A delta whose squared norm overflows float32 is no training result: refuse it, never clip it
+# (issue 15: values near 1e18 once gave an infinite norm, a clip factor of 0.0, and the update
+# was accepted as a zero update). sq_norm sums in float64, so the norm itself is exact here.
+_OVERFLOW_NORM = math.sqrt(float(np.finfo(np.float32).max))  # about 1.8e19
 
 
-def decode_admitted(message: ClientUpdate, manifest: Manifest, scale: float) -> AdmittedUpdate:
+def decode_admitted(message: ClientUpdate, manifest: Manifest, scale: float) -> FusedUpdate:
     """Decode a logged, already admitted update (recovery path: no checks but the decoder's)."""
-    delta = scale_delta(decode_vector(message.delta, manifest), scale)
-    return AdmittedUpdate(
+    delta = FusedDelta(decode_delta(message.delta, manifest), scale)
+    return FusedUpdate(
         message.device_id, message.seq, message.base_version, message.num_samples, delta
     )
 
@@ -125,7 +156,7 @@ class Admission:
                 Reason.OVERSIZE,
                 f"update is {len(payload)} bytes > limit {self.limits.max_message_bytes}",
             )
-        return decode_update(payload, self.limits.max_message_bytes)
+        return decode_any_update(payload, self.limits.max_message_bytes)
 
     def check(
         self,
@@ -148,7 +179,7 @@ class Admission:
             raise RejectedUpdate(Reason.UNKNOWN_MODEL, f"model {msg.model_id[:16]}... not served")
         last = sequences.get(msg.device_id)
         if last is not None and msg.seq <= last[0]:
-            if msg.seq == last[0] and payload_digest(payload) == last[1]:
+            if msg.seq == last[0] and same_payload(payload, last[1]):
                 raise DuplicateUpdate(msg.device_id, msg.seq)
             raise RejectedUpdate(Reason.REPLAY, f"seq {msg.seq} <= last applied {last[0]}")
         if not 0 < msg.num_samples <= lim.max_samples:
@@ -163,16 +194,18 @@ class Admission:
         if lim.max_staleness is not None and tau > lim.max_staleness:
             raise RejectedUpdate(Reason.STALE, f"staleness {tau} > max {lim.max_staleness}")
         strategy.check(version, msg.base_version)
-        delta = decode_vector(msg.delta, self.manifest)  # (n,) float32, finite
+        parts = decode_delta(msg.delta, self.manifest)  # codec form; checked, finite
         scale = 1.0
+        norm = math.sqrt(sq_norm(parts))
+        if norm > _OVERFLOW_NORM:  # float32 maths would give inf and a clip factor of 0.0
+            raise RejectedUpdate(Reason.NORM, f"L2 norm {norm:.3g}: its square overflows float32")
         if lim.max_norm is not None:
-            norm = float(np.linalg.norm(delta))
-            if norm > lim.max_norm:
-                if lim.norm_action is NormAction.REJECT:
-                    raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
-                scale = lim.max_norm / norm
-                delta = scale_delta(delta, scale)
-        update = AdmittedUpdate(msg.device_id, msg.seq, msg.base_version, msg.num_samples, delta)
+            if norm > lim.max_norm and lim.norm_action is NormAction.REJECT:
+                raise RejectedUpdate(Reason.NORM, f"norm {norm:.4g} > bound {lim.max_norm}")
+            scale = clip_factor(norm, lim.max_norm)
+        update = FusedUpdate(
+            msg.device_id, msg.seq, msg.base_version, msg.num_samples, FusedDelta(parts, scale)
+        )
         return Admitted(update, msg, tau, scale, payload_digest(payload))
 
     def admit(

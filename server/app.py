@@ -6,8 +6,9 @@
         tick (FedAvg deadline) -> commit (fsync) -> Acks (QoS 1) -> publish? -> checkpoint?
 
 Only the worker touches the core, so there are no locks around the model. On start the server
-recovers its state folder and publishes the current model (retained, signed). Offers are throttled:
-after `publish.every_versions` new versions, or `publish.every_seconds` after any new version.
+recovers its state folder and publishes the current model (retained, signed). Offers are paced
+(server/offer_pacing.py): never within `publish.min_interval_seconds` of the last one, then after
+`publish.every_versions` new versions or `publish.every_seconds` after any new version.
 
 In-process use (demo, tests):
 
@@ -30,20 +31,17 @@ import numpy as np
 from protocol.errors import FleetlearnError, ProtocolError, Reason
 from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
 from protocol.signing import load_private_key, sign_offer
-from protocol.topics import (
-    DeviceTopicKind,
-    ack_topic,
-    global_model_topic,
-    parse_device_topic,
-    shared_update_subscription,
-    update_subscription,
-)
+from protocol.topics import DeviceTopicKind, ack_topic, global_model_topic, parse_device_topic
 from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
 from server.core import Outcome, ServerCore
 from server.evaluation import EvalResult, Evaluator, load_test_set
+from server.ingest import warm_up
 from server.metrics import ServerMetrics
+from server.offer_pacing import offer_due
+from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
+from server.subscriptions import plan_subscriptions, remember_subscriptions
 from transport import IncomingMessage, MqttLink, PublishHandle
 
 __all__ = ["LinkLike", "ServerApp", "ServerStatus"]
@@ -57,6 +55,7 @@ class LinkLike(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def subscribe(self, topic_filter: str, qos: int = 1) -> None: ...
+    def unsubscribe(self, topic_filter: str) -> None: ...
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
     ) -> PublishHandle: ...
@@ -114,11 +113,13 @@ class ServerApp:
         self._version_changed = threading.Condition(self._lock)
         self._committed_version = 0
         self.error: BaseException | None = None  # set if the worker died
+        self.offers_published = 0  # full offers sent (each goes to every device)
 
     # --- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         report = self.core.recover()
+        warm_up()  # load the fused-ingest kernels now, not while the first device waits
         self._committed_version = report.version
         self.metrics.version.set(report.version)
         if self.config.metrics is not None:
@@ -128,12 +129,15 @@ class ServerApp:
             _log.info(
                 "metrics on http://%s:%d/metrics", self.config.metrics.address, self.metrics_port
             )
-        self._link.start()
-        fleet = self.config.fleet
-        group = self.config.shared_group
-        self._link.subscribe(
-            shared_update_subscription(fleet, group) if group else update_subscription(fleet), 1
+        plan = plan_subscriptions(
+            self.config.fleet, self.config.shared_group, self.config.state_dir
         )
+        for topic_filter in plan.unwanted:  # before start: sent ahead of the SUBSCRIBEs
+            self._link.unsubscribe(topic_filter)
+        for topic_filter, qos in plan.wanted:
+            self._link.subscribe(topic_filter, qos)
+        remember_subscriptions(self.config.state_dir, plan)
+        self._link.start()
         self._publish(self._clock())
         self._thread = threading.Thread(target=self._run, name="fleetlearn-server", daemon=True)
         self._thread.start()
@@ -264,20 +268,40 @@ class ServerApp:
             _log.warning("dropping message on %r: %s", message.topic[:120], exc)
             self.metrics.count_rejected(exc.reason)
             return None
-        if topic.kind is not DeviceTopicKind.UPDATE or topic.fleet != self.config.fleet:
+        if topic.fleet != self.config.fleet or not message.payload:
+            return None  # (an empty payload is a clear of a retained message, ours included)
+        if topic.kind is DeviceTopicKind.STATUS:
+            if not status_is_acceptable(message.payload):
+                self._clear_retained(message.topic, "oversized or invalid status")
             return None
-        return self.core.submit(topic.device_id, message.payload)
+        if topic.kind is not DeviceTopicKind.UPDATE:
+            return None
+        if message.retained:  # parked on the topic, not sent now: re-delivered at every restart
+            self._clear_retained(message.topic, "retained update ignored")
+            return None
+        return self.core.submit(topic.device_id, message.payload, now=self._clock())
+
+    def _clear_retained(self, topic: str, why: str) -> None:
+        """Replace whatever a device left retained on `topic` with nothing (issue 15)."""
+        _log.warning("%s on %s: clearing it", why, topic[:120])
+        self.metrics.count_rejected(Reason.FIELD)
+        self._link.publish(topic, b"", qos=1, retain=True)
 
     # --- publishing ---------------------------------------------------------------------------
 
     def _maybe_publish(self, now: float) -> None:
         with self._lock:
             last = self._published[0] if self._published else -1
-        version = self.core.version
-        if version == last:
-            return
         pub = self.config.publish
-        if version - last >= pub.every_versions or now - self._published_at >= pub.every_seconds:
+        if offer_due(
+            self.core.version,
+            last,
+            now,
+            self._published_at,
+            every_versions=pub.every_versions,
+            every_seconds=pub.every_seconds,
+            min_interval_seconds=pub.min_interval_seconds,
+        ):
             self._publish(now)
 
     def _publish(self, now: float) -> None:
@@ -296,6 +320,7 @@ class ServerApp:
         with self._lock:
             self._published = (version, model)
         self._published_at = now
+        self.offers_published += 1
         _log.info("published model version %d", version)
         if self._evaluator is not None:
             result = self._evaluator.evaluate(model, version)

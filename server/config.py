@@ -12,8 +12,9 @@
     [strategy] name = "fedasync" | "fedbuff" | "fedavg" | "fedprox", plus its parameters
     [strategy.staleness]  function = "constant" | "polynomial" | "hinge", a = ..., b = ...
     [admission]  max_message_bytes, max_samples, max_norm, norm_action = "clip"|"reject",
-                 max_staleness (-1 = unbounded)
-    [publish]    every_versions = 1, every_seconds = 5.0, codec = "float32" | "float16"
+                 max_staleness (-1 = unbounded), rate_per_minute (0 = unlimited), rate_burst
+    [publish]    every_versions = 1, every_seconds = 5.0, min_interval_seconds = 1.0,
+                 codec = "float32" | "float16"
     [durability] fsync = "always" | "batch", batch_max = 64, checkpoint_every = 200
     [metrics]    address = "127.0.0.1", port = 9100 (0 = a free port; omit the table = off)
 
@@ -57,11 +58,14 @@ class PublishConfig:
     every_versions: int = 1  # publish after this many new versions...
     every_seconds: float = 5.0  # ...or once this long has passed with any new version
     codec: str = "float32"  # weights on the wire: float32 or float16 (half the bytes)
+    # ...but never sooner than this after the last offer: each offer is the whole model, sent to
+    # every device (issue 15: one offer per tiny update). 0 = no minimum.
+    min_interval_seconds: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class DurabilityConfig:
-    fsync: FsyncMode = FsyncMode.ALWAYS
+    fsync: FsyncMode = FsyncMode.BATCH  # group commit: Acks still wait for the fsync (exactly-once)
     batch_max: int = 64  # most updates in one group commit
     checkpoint_every: int = 200  # log records between checkpoints (bounds recovery replay)
 
@@ -123,6 +127,13 @@ def _float(doc: Mapping[str, Any], key: str, where: str, default: float) -> floa
         raise ConfigError(f"{where}{key}: must be a finite number, got {value!r}")
     if value <= 0:
         raise ConfigError(f"{where}{key}: must be > 0, got {value!r}")
+    return float(value)
+
+
+def _seconds(doc: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ConfigError(f"{where}{key}: must be a number of seconds >= 0, got {value!r}")
     return float(value)
 
 
@@ -188,7 +199,17 @@ def _broker(doc: dict[str, Any], base: Path) -> tuple[BrokerConfig, str]:
 def _admission(doc: dict[str, Any]) -> AdmissionLimits:
     w = "admission."
     _unknown(
-        doc, {"max_message_bytes", "max_samples", "max_norm", "norm_action", "max_staleness"}, w
+        doc,
+        {
+            "max_message_bytes",
+            "max_samples",
+            "max_norm",
+            "norm_action",
+            "max_staleness",
+            "rate_per_minute",
+            "rate_burst",
+        },
+        w,
     )
     action = doc.get("norm_action", "clip")
     try:
@@ -206,7 +227,17 @@ def _admission(doc: dict[str, Any]) -> AdmissionLimits:
         max_norm=_float(doc, "max_norm", w, 1.0) if "max_norm" in doc else None,
         norm_action=norm_action,
         max_staleness=None if staleness == -1 else staleness,
+        rate_per_minute=_rate(doc),
+        rate_burst=_int(doc, "rate_burst", w, 30, 1),
     )
+
+
+def _rate(doc: dict[str, Any]) -> float | None:
+    """admission.rate_per_minute: updates per device per minute; 0 = unlimited."""
+    value = doc.get("rate_per_minute", 120.0)
+    if value == 0 and not isinstance(value, bool):
+        return None
+    return _float(doc, "rate_per_minute", "admission.", 120.0)
 
 
 def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
@@ -243,7 +274,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
     make_strategy(name, strat, staleness or None)
 
     pub = _table(doc, "publish")
-    _unknown(pub, {"every_versions", "every_seconds", "codec"}, "publish.")
+    _unknown(pub, {"every_versions", "every_seconds", "min_interval_seconds", "codec"}, "publish.")
     codec = pub.get("codec", "float32")
     if codec not in ("float32", "float16"):
         raise ConfigError(f"publish.codec: 'float32' or 'float16', got {codec!r}")
@@ -251,11 +282,12 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         _int(pub, "every_versions", "publish.", 1, 1),
         _float(pub, "every_seconds", "publish.", 5.0),
         codec,
+        _seconds(pub, "min_interval_seconds", "publish.", 1.0),
     )
     dur = _table(doc, "durability")
     _unknown(dur, {"fsync", "batch_max", "checkpoint_every"}, "durability.")
     try:
-        fsync = FsyncMode(dur.get("fsync", "always"))
+        fsync = FsyncMode(dur.get("fsync", "batch"))
     except ValueError:
         raise ConfigError(
             f"durability.fsync: 'always' or 'batch', got {dur.get('fsync')!r}"

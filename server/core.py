@@ -27,9 +27,11 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
+from protocol.bounded_msgpack import unpack_bounded
 from protocol.errors import DataError, FleetlearnError, ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
-from protocol.messages import Ack, decode_update
+from protocol.messages import Ack
+from protocol.update_header import decode_any_update
 from server.admission import Admission, AdmissionLimits, DuplicateUpdate, decode_admitted
 from server.durability import (
     Checkpoint,
@@ -41,6 +43,7 @@ from server.durability import (
     save_checkpoint,
 )
 from server.faults import fault_point
+from server.rate_limit import DeviceRateLimiter
 from server.strategies.base import Strategy
 
 __all__ = ["Outcome", "RecoveryReport", "ServerCore"]
@@ -90,6 +93,12 @@ class ServerCore:
         self.strategy = strategy
         self.state_dir = state_dir
         self.admission = Admission(manifest, limits or AdmissionLimits())
+        lim = self.admission.limits
+        self._rate = (
+            None
+            if lim.rate_per_minute is None
+            else DeviceRateLimiter(lim.rate_per_minute, lim.rate_burst)
+        )
         self.checkpoint_every = checkpoint_every
         self.keep_log = keep_log
         self._model = initial_weights.copy()  # (n,) float32
@@ -159,9 +168,16 @@ class ServerCore:
 
     def _replay(self, raw: bytes) -> None:
         try:
-            rec = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            rec = unpack_bounded(
+                raw,
+                "log record",
+                max_containers=16,
+                max_array_len=16,
+                max_map_len=16,
+                max_bytes=len(raw),
+            )  # bounded (issue 15); the update inside is decoded by decode_update
             kind, version = rec["k"], rec["v"]
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+        except (ProtocolError, KeyError, TypeError) as exc:
             raise DataError(f"{self.log_dir}: undecodable log record: {exc}") from exc
         if version != self._version:
             raise DataError(
@@ -171,11 +187,11 @@ class ServerCore:
             result = self.strategy.flush(self._model, self._version)
         elif kind == "u":
             try:
-                msg = decode_update(rec["payload"])
+                msg = decode_any_update(rec["payload"])
                 update = decode_admitted(msg, self.manifest, float(rec["scale"]))
             except (ProtocolError, KeyError) as exc:
                 raise DataError(f"{self.log_dir}: logged update no longer decodes: {exc}") from exc
-            result = self.strategy.apply(self._model, self._version, update)
+            result = self.strategy.apply_contribution(self._model, self._version, update)
             self._sequences[msg.device_id] = (msg.seq, str(rec["digest"]))
             self._note_applied(msg.device_id, msg.seq)
         else:
@@ -184,10 +200,20 @@ class ServerCore:
 
     # --- write path -------------------------------------------------------------------------
 
-    def submit(self, device_id: str, payload: bytes) -> Outcome:
-        """Admit, log (not yet synced) and apply one update. Ack only after `commit()`."""
+    def submit(self, device_id: str, payload: bytes, *, now: float | None = None) -> Outcome:
+        """Admit, log (not yet synced) and apply one update. Ack only after `commit()`.
+
+        `now` (monotonic seconds) enables the per-device rate limit; None skips it (replay
+        tools and benchmarks that feed the core directly)."""
         log = self._require_log()
         version = self._version
+        if now is not None and self._rate is not None:
+            decision = self._rate.take(device_id, now)
+            if not decision.allowed:  # before decoding: a flood costs one dict lookup each
+                wait = decision.retry_after
+                detail = f"over {self._rate.rate * 60:g} updates/min; retry in {wait:.1f} s"
+                ack = Ack(device_id, 0, False, Reason.RATE_LIMITED, version, detail)
+                return Outcome(device_id, ack)
         try:
             msg = self.admission.decode(payload)
         except ProtocolError as exc:  # undecodable: the device's seq is unknown, Ack with 0
@@ -220,7 +246,7 @@ class ServerCore:
             "payload": payload,
         }
         log.append(msgpack.packb(record, use_bin_type=True))
-        result = self.strategy.apply(self._model, version, admitted.update)
+        result = self.strategy.apply_contribution(self._model, version, admitted.fused)
         self._model, self._version = result.model, result.version
         self._sequences[msg.device_id] = (msg.seq, admitted.digest)
         self._note_applied(msg.device_id, msg.seq)

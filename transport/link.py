@@ -74,6 +74,7 @@ class MqttLink:
         )  # guards handles/early/subscriptions; never held in paho calls
         self._swap_lock = threading.Lock()  # guards which paho client is current (v5 -> 3.1.1)
         self._subscriptions: dict[str, int] = {}
+        self._unwanted: set[str] = set()  # filters a persistent session may still hold: dropped
         self._handles: dict[int, PublishHandle] = {}
         self._early: dict[int, tuple[int, str]] = {}  # PUBACKs that beat publish() registering
         self._state = LinkState.STOPPED
@@ -137,8 +138,20 @@ class MqttLink:
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         with self._lock:
             self._subscriptions[topic_filter] = qos
+            self._unwanted.discard(topic_filter)
         if self.connected:
             self._client.subscribe(topic_filter, qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Drop a filter, also from a persistent session kept from an earlier run: the broker
+        keeps a session's subscriptions until told otherwise (issue 15: a server switched to a
+        shared group still held its plain subscription and got every update twice). Sent now
+        if connected, and after every CONNACK (before our own SUBSCRIBEs)."""
+        with self._lock:
+            self._subscriptions.pop(topic_filter, None)
+            self._unwanted.add(topic_filter)
+        if self.connected:
+            self._client.unsubscribe(topic_filter)
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
@@ -312,6 +325,9 @@ class MqttLink:
         # subscription exists and is dropped (seen: PUBACK rc16 "no matching subscribers").
         with self._lock:
             subs = list(self._subscriptions.items())
+            unwanted = sorted(self._unwanted)
+        if unwanted:
+            client.unsubscribe(unwanted)
         if subs:
             client.subscribe(subs)
         self._state = LinkState.CONNECTED

@@ -1,4 +1,4 @@
-"""The device side of an update on the wire: error feedback, the codec, `encode_update`.
+"""The device side of an update on the wire: error feedback, the codec, `encode_update_compact`.
 
 Bytes counted by the simulator are the real `ClientUpdate` messages production devices publish,
 so codec savings (and message overhead) are measured, not estimated.
@@ -14,7 +14,8 @@ import numpy as np
 from protocol import codecs
 from protocol.error_feedback import compress_with_feedback
 from protocol.manifest import Manifest
-from protocol.messages import ClientUpdate, EncodedVector, encode_update
+from protocol.messages import ClientUpdate, EncodedVector
+from protocol.update_header import encode_update_compact
 
 __all__ = ["Uplink", "codec_label"]
 
@@ -62,7 +63,7 @@ class Uplink:
         msg = ClientUpdate(
             self.manifest.model_id, base_version, device_id, seq, num_samples, local_steps, vec, {}
         )
-        return encode_update(msg), residual
+        return encode_update_compact(msg), residual
 
     def delivered(self, device: int, residual: np.ndarray | None) -> None:
         if residual is not None:

@@ -20,7 +20,8 @@ One module per concept: `spec` (validation, shorthand), `floats` (float32, float
 `quantized` (int8, int4), `topk`, `varint` (index coding), `lossless` (zlib), `api` (dispatch).
 """
 
-from protocol.codecs.api import MAX_LENGTH, decode, encode, payload_size_range
+from protocol.codecs.api import MAX_LENGTH, decode, decode_parts, encode, payload_size_range
+from protocol.codecs.parts import DecodedParts
 from protocol.codecs.spec import (
     DEFAULT_CHUNK,
     LOSSLESS,
@@ -38,7 +39,9 @@ __all__ = [
     "MAX_LENGTH",
     "NAMES",
     "VALUE_NAMES",
+    "DecodedParts",
     "decode",
+    "decode_parts",
     "encode",
     "format_codec_arg",
     "parse_codec_arg",

@@ -14,12 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.codecs.lossless import compress, decompress
+from protocol.codecs.parts import DecodedParts
+from protocol.codecs.quantized import Int4, Int8
 from protocol.codecs.spec import validate_spec
 from protocol.codecs.topk import TopK
 from protocol.codecs.values import VALUE_CODECS
 from protocol.errors import ProtocolError, Reason
 
-__all__ = ["MAX_LENGTH", "decode", "encode", "payload_size_range"]
+__all__ = ["MAX_LENGTH", "decode", "decode_parts", "encode", "payload_size_range"]
 
 MAX_LENGTH = 2**31 - 1  # elements; far above any edge model, keeps index arithmetic in int64
 
@@ -60,24 +62,46 @@ def encode(vec: np.ndarray[Any, Any], spec: Mapping[str, Any]) -> bytes:
     return compress(payload, norm["lossless"])
 
 
-def decode(data: bytes, spec: Mapping[str, Any], length: int) -> F32:
+def decode(data: bytes | memoryview, spec: Mapping[str, Any], length: int) -> F32:
     """Untrusted payload -> (length,) float32, finite. ProtocolError on any inconsistency.
 
     `length` is the caller's number (the manifest's num_params), not the payload's: the output
     is allocated from it, after the payload size has been checked against it.
+    """
+    return decode_parts(data, spec, length).dense()
+
+
+_QUANTIZED = {"int8": Int8, "int4": Int4}
+
+
+def _value_parts(
+    buf: memoryview, spec: Mapping[str, Any], k: int, n: int, index: Any
+) -> DecodedParts:
+    name = spec["name"]
+    if name in _QUANTIZED:
+        codes, scales = _QUANTIZED[name].decode_codes(buf, spec, k)
+        return DecodedParts(n, index, None, codes, scales, spec["chunk"])
+    return DecodedParts(n, index, VALUE_CODECS[name].decode(buf, spec, k), None, None)
+
+
+def decode_parts(data: bytes | memoryview, spec: Mapping[str, Any], length: int) -> DecodedParts:
+    """`decode` without the final expansion: every check, codes and scales kept as sent.
+
+    A memoryview payload is read in place (no copy) unless a lossless stage inflates it.
     """
     norm = validate_spec(spec)
     n = _check_length(length)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(Reason.CODEC, f"payload must be bytes, got {type(data).__name__}")
     lo, hi = payload_size_range(norm, n)
-    raw = decompress(data if isinstance(data, bytes) else bytes(data), norm["lossless"], hi)
+    raw = decompress(data, norm["lossless"], hi) if norm["lossless"] != "none" else data
     if not lo <= len(raw) <= hi:
         want = f"{lo}" if lo == hi else f"{lo}..{hi}"
         raise ProtocolError(
             Reason.CODEC, f"{norm['name']} payload of {len(raw)} bytes, expected {want} for {n}"
         )
-    buf = memoryview(raw)
+    buf = memoryview(raw).cast("B") if isinstance(raw, memoryview) else memoryview(raw)
     if norm["name"] == "topk":
-        return TopK.decode(buf, norm, n)
-    return VALUE_CODECS[norm["name"]].decode(buf, norm, n)
+        idx, values = TopK.decode_index(buf, norm, n)
+        return _value_parts(values, norm["values"], int(idx.size), n, idx)
+    return _value_parts(buf, norm, n, n, None)

@@ -21,7 +21,7 @@ def compress(payload: bytes, stage: str) -> bytes:
     return zlib.compress(payload, ZLIB_LEVEL) if stage == "zlib" else payload
 
 
-def decompress(data: bytes, stage: str, max_size: int) -> bytes:
+def decompress(data: bytes | memoryview, stage: str, max_size: int) -> bytes | memoryview:
     """Undo `compress`, producing at most `max_size` bytes."""
     if stage != "zlib":
         return data

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from protocol.errors import ProtocolError, Reason
 
-__all__ = ["Int4", "Int8"]
+__all__ = ["Int4", "Int8", "dequantize"]
 
 F32 = npt.NDArray[np.float32]
 I8 = npt.NDArray[np.int8]
@@ -69,7 +69,8 @@ def _divide(x: F32, s: F32, chunk: int) -> F32:
     return out
 
 
-def _multiply(q: I8, s: F32, chunk: int) -> F32:
+def dequantize(q: I8, s: F32, chunk: int) -> F32:
+    """(n,) codes times their chunk's scale -> (n,) float32 (the decoder's one expansion)."""
     n, full = q.size, q.size // chunk
     out = np.empty(n, dtype=np.float32)  # (n,)
     qf = q.astype(np.float32)
@@ -116,6 +117,12 @@ class _Quantized:
 
     @classmethod
     def decode(cls, buf: memoryview, spec: Mapping[str, Any], n: int) -> F32:
+        q, s = cls.decode_codes(buf, spec, n)
+        return dequantize(q, s, spec["chunk"])
+
+    @classmethod
+    def decode_codes(cls, buf: memoryview, spec: Mapping[str, Any], n: int) -> tuple[I8, F32]:
+        """Every decoder check, without expanding: (n,) int8 codes and (m,) float32 scales."""
         chunk = spec["chunk"]
         m = _nchunks(n, chunk)
         s = np.frombuffer(buf, dtype="<f4", count=m).astype(np.float32)  # (m,)
@@ -131,7 +138,7 @@ class _Quantized:
             nonzero = np.logical_or.reduceat(q != 0, np.arange(0, n, chunk))  # (m,)
             if (zero & nonzero).any():
                 raise _fail(Reason.CODEC, cls.name, "zero scale on a chunk with non-zero values")
-        return _multiply(q, s, chunk)
+        return q, s
 
 
 class Int8(_Quantized):

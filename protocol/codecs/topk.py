@@ -32,6 +32,7 @@ from protocol.errors import ProtocolError, Reason
 __all__ = ["TopK", "topk_count"]
 
 F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
 
 
 def topk_count(fraction: float, n: int) -> int:
@@ -65,14 +66,14 @@ class TopK:
         return encode_varints(gaps) + vals
 
     @staticmethod
-    def decode(buf: memoryview, spec: Mapping[str, Any], n: int) -> F32:
+    def decode_index(buf: memoryview, spec: Mapping[str, Any], n: int) -> tuple[I64, memoryview]:
+        """Every index check: (k,) strictly increasing positions < n, and the value section."""
         k = topk_count(spec["fraction"], n)
         codec = VALUE_CODECS[spec["values"]["name"]]
         split = len(buf) - codec.size(spec["values"], k)
         gaps = decode_varints(buf[:split], k)  # (k,) int64, each < 2**35
-        out = np.zeros(n, dtype=np.float32)  # (n,)
         if k == 0:
-            return out
+            return gaps, buf[split:]
         if (gaps[1:] == 0).any():
             raise ProtocolError(Reason.CODEC, "topk indices not strictly increasing (duplicate)")
         if int(gaps.max()) >= n:
@@ -80,5 +81,13 @@ class TopK:
         idx = np.cumsum(gaps)  # (k,) strictly increasing; <= k * n < 2**62, no overflow
         if int(idx[-1]) >= n:
             raise ProtocolError(Reason.CODEC, f"topk index {int(idx[-1])} out of range [0, {n})")
-        out[idx] = codec.decode(buf[split:], spec["values"], k)
+        return idx, buf[split:]
+
+    @staticmethod
+    def decode(buf: memoryview, spec: Mapping[str, Any], n: int) -> F32:
+        idx, values = TopK.decode_index(buf, spec, n)
+        out = np.zeros(n, dtype=np.float32)  # (n,)
+        if idx.size:
+            codec = VALUE_CODECS[spec["values"]["name"]]
+            out[idx] = codec.decode(values, spec["values"], idx.size)
         return out

@@ -57,8 +57,8 @@ def decode_varints(buf: memoryview, count: int) -> I64:
         raise ProtocolError(Reason.CODEC, f"varint longer than {MAX_VARINT_BYTES} bytes")
     if ((lengths > 1) & (b[ends] == 0)).any():
         raise ProtocolError(Reason.CODEC, "over-long varint encoding")
-    out = np.zeros(count, dtype=np.int64)  # (k,)
-    for j in range(MAX_VARINT_BYTES):
+    out = b[starts].astype(np.int64) & 0x7F  # (k,) every varint has a first byte
+    for j in range(1, int(lengths.max())):  # only as many passes as the longest varint needs
         has = lengths > j
         out[has] |= (b[starts[has] + j].astype(np.int64) & 0x7F) << (7 * j)
     return out

@@ -17,7 +17,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from protocol.errors import DataError
+from protocol.bounded_msgpack import unpack_bounded
+from protocol.errors import DataError, ProtocolError
 from server.durability.log import LogPosition, fsync_dir
 from server.faults import fault_point
 
@@ -116,8 +117,17 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
     if len(blob) < 32 or hashlib.sha256(blob[:-32]).digest() != blob[-32:]:
         raise DataError(f"{path}: checksum mismatch (corrupt checkpoint)")
     try:
-        doc = msgpack.unpackb(blob[:-32], raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        body = blob[:-32]
+        # bounded by its own size (issue 15): a checkpoint holds one map per device at most
+        doc = unpack_bounded(
+            body,
+            str(path),
+            max_containers=64 + len(body) // 4,
+            max_array_len=len(body),
+            max_map_len=len(body),
+            max_bytes=len(body),
+        )
+    except ProtocolError as exc:
         raise DataError(f"{path}: not a checkpoint: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("schema") != _SCHEMA:
         raise DataError(f"{path}: unsupported checkpoint schema")

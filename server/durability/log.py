@@ -3,7 +3,7 @@
     <folder>/00000001.log  00000002.log ...
     record = magic b"FLR1" | u32 length | u32 crc32(payload) | payload      (little endian)
 
-`append` writes one record with one write(2); `sync` makes everything appended durable
+`append` writes one record with one writev(2); `sync` makes everything appended durable
 (fdatasync). A position is (segment, byte offset). A checkpoint records the position its state
 includes; `rotate` starts a fresh segment so older ones can be deleted after the checkpoint.
 
@@ -118,10 +118,11 @@ class UpdateLog:
         return self._unsynced
 
     def append(self, payload: bytes) -> LogPosition:
-        record = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
-        written = os.write(self._fd, record)
-        if written != len(record):  # a short write on a regular file: disk full
-            raise OSError(f"short write to update log ({written} of {len(record)} bytes)")
+        header = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload))
+        size = len(header) + len(payload)
+        written = os.writev(self._fd, [header, payload])  # one syscall, no joined copy
+        if written != size:  # a short write on a regular file: disk full
+            raise OSError(f"short write to update log ({written} of {size} bytes)")
         self._offset += written
         self._unsynced += 1
         fault_point("log.appended")

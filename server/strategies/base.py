@@ -8,6 +8,9 @@ correctness property, not a nicety.
 
     check(version, base_version)        strategy-specific admission (FedAvg: current round only)
     apply(model, version, update)       -> StepResult   one admitted update
+    apply_contribution(model, version, c) -> StepResult one update whose delta may still be in
+                                                        codec form (server/ingest.py); the default
+                                                        expands it and calls `apply`
     tick(model, version, now)           -> StepResult   time passes (FedAvg's round deadline)
     flush(model, version)               -> StepResult   force the pending step (replay of a tick)
     state_dict() / load_state_dict(s)                   buffers and momentum for checkpoints
@@ -20,11 +23,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-__all__ = ["AdmittedUpdate", "StateDict", "StepResult", "Strategy", "as_array"]
+__all__ = [
+    "AdmittedUpdate",
+    "Contribution",
+    "StateDict",
+    "StepResult",
+    "Strategy",
+    "as_array",
+]
 
 # Values: flat float32/float64 numpy arrays or JSON-like scalars (the checkpoint stores them).
 StateDict = dict[str, Any]
@@ -39,6 +49,29 @@ class AdmittedUpdate:
     base_version: int
     num_samples: int
     delta: np.ndarray  # (n,) float32, local weights - base weights
+
+    def add_into(self, out: np.ndarray, weight: np.float32) -> None:
+        """out += delta * weight, in place (out: (n,) float32)."""
+        out += self.delta * weight
+
+    def admitted(self) -> AdmittedUpdate:
+        return self
+
+
+class Contribution(Protocol):
+    """What a strategy that only sums weighted deltas needs of an update (FedBuff): the delta
+    may stay in codec form and be added straight into the buffer (server/ingest.py)."""
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def base_version(self) -> int: ...
+    @property
+    def num_samples(self) -> int: ...
+    def add_into(self, out: np.ndarray, weight: np.float32) -> None: ...
+    def admitted(self) -> AdmittedUpdate: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +104,12 @@ class Strategy(ABC):
 
     @abstractmethod
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult: ...
+
+    def apply_contribution(
+        self, model: np.ndarray, version: int, update: Contribution
+    ) -> StepResult:
+        """Fold an update whose delta may be in codec form. Default: expand it, then `apply`."""
+        return self.apply(model, version, update.admitted())
 
     def tick(self, model: np.ndarray, version: int, now: float) -> StepResult:
         """Time passed (seconds, any monotonic origin). Default: nothing time-driven."""

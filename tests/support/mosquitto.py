@@ -7,9 +7,10 @@
         srv = broker.server_config()                           # the aggregator ("fleet-server")
 
 "prod" runs the COMMITTED broker-config/mosquitto.prod.conf, with only its ports, file paths and
-log destination rewritten (`localize_conf`), and PKI, passwords and ACL made by fleetlearn's own
-provisioning code. As root, Mosquitto would drop to user `mosquitto`, which cannot read files
-under pytest's 0700 tmp dirs: the test config says `user root` instead (tests only).
+log destination rewritten (`localize_conf`), and PKI, passwords and the dynamic-security file
+made by fleetlearn's own provisioning code (the plugin reads it at start: `reload()` restarts).
+As root, Mosquitto would drop to user `mosquitto`, which cannot read files under pytest's 0700
+tmp dirs: the test config says `user root` instead (tests only).
 
 Pytest fixtures: `mosquitto_dev`, `mosquitto_prod` (function scope). Import them into a
 conftest.py (`from tests.support.mosquitto import mosquitto_dev  # noqa: F401`) or call
@@ -35,7 +36,8 @@ import pytest
 
 from fleet.embedded_broker import free_port
 from fleetlearn.provision import CaFiles, init_ca, issue_client_cert, issue_server_cert, revoke
-from fleetlearn.provision_acl import DEFAULT_SERVER_USER, render_acl
+from fleetlearn.provision_acl import DEFAULT_SERVER_USER
+from fleetlearn.provision_dynsec import passwd_hashes, render_dynsec
 from fleetlearn.provision_enrol import set_passwords
 from transport import BrokerConfig
 
@@ -114,6 +116,8 @@ class MosquittoHandle:
     pki: Path | None = None  # provisioning root (prod): ca/, broker/, devices/
     fleet: str = "test"
     passwords: dict[str, str] = field(default_factory=dict)
+    server_users: list[str] = field(default_factory=list)  # aggregator identities (prod)
+    device_names: list[str] = field(default_factory=list)  # enrolled devices (prod)
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -178,9 +182,26 @@ class MosquittoHandle:
         self.start()
 
     def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads password file and ACL (after enrol/revoke)."""
+        """Apply enrolments: prod rewrites dynamic-security.json and restarts (the plugin reads
+        it at start-up only); dev gets SIGHUP."""
+        if self.pki is not None:
+            self.write_security()
+            self.restart()
+            return
         os.kill(self.pid, signal.SIGHUP)
         time.sleep(0.2)
+
+    def write_security(self) -> None:
+        """dynamic-security.json for every enrolled identity, from fleetlearn's generator."""
+        pki = self._need_pki()
+        broker = pki / "broker"
+        doc = render_dynsec(
+            [self.fleet],
+            self.server_users,
+            self.device_names,
+            passwd_hashes(broker / "passwd"),
+        )
+        (broker / "dynamic-security.json").write_text(doc)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -192,7 +213,10 @@ class MosquittoHandle:
         return self.pki
 
     def enrol(self, name: str, *, cert: bool = True, password: bool = False) -> None:
+        """A device identity; call reload() if the broker is already running."""
         pki = self._need_pki()
+        if name not in self.device_names and name not in self.server_users:
+            self.device_names.append(name)
         if cert:
             issue_client_cert(CaFiles(pki / "ca"), name, pki / "clients" / name, stem="client")
         if password:
@@ -207,6 +231,10 @@ class MosquittoHandle:
         entries = {n: f"pw-{n}-{os.urandom(6).hex()}" for n in names}
         set_passwords(pki / "broker" / "passwd", entries)
         self.passwords.update(entries)
+        for name in names:
+            if name not in self.device_names and name not in self.server_users:
+                self.device_names.append(name)
+        self.write_security()
 
     def revoke(self, name: str) -> None:
         """Revoke `name`'s certificates (new CRL copied to the broker) and restart to load it."""
@@ -256,7 +284,6 @@ def _provision_prod(
     issue_server_cert(ca, broker, ["127.0.0.1", "localhost"])
     shutil.copyfile(ca.cert, broker / "ca.crt")
     shutil.copyfile(ca.crl, broker / "crl.pem")
-    (broker / "acl").write_text(render_acl([fleet], server_users))
     for user in server_users:
         issue_client_cert(ca, user, pki / "clients" / user, "client")
     for device in devices:
@@ -293,6 +320,8 @@ def running_mosquitto(
         handle.port = ports[1883] = free_port()
     else:
         handle.pki = work / "pki"
+        handle.server_users = list(server_users)
+        handle.device_names = [*devices, *(d for d in password_devices if d not in devices)]
         _provision_prod(handle.pki, fleet, devices, server_users)
         handle.enrol_many([*server_users, *password_devices])
         handle.tls_port = ports[8883] = free_port()

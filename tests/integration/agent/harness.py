@@ -20,13 +20,13 @@ from protocol.messages import (
     DeviceStatus,
     ModelOffer,
     decode_status,
-    decode_update,
     encode_ack,
     encode_offer,
     encode_vector,
 )
 from protocol.signing import generate_keypair, public_key_to_pem, sign_offer
 from protocol.topics import ack_topic, global_model_topic, status_topic, update_topic
+from protocol.update_header import decode_any_update
 from transport import BrokerConfig, MqttLink
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -144,7 +144,7 @@ class TestServer:
             if msg.topic == status_topic(FLEET, DEVICE):
                 self.statuses.append(decode_status(msg.payload))
             elif msg.topic == update_topic(FLEET, DEVICE):
-                self.updates.append((msg.payload, decode_update(msg.payload)))
+                self.updates.append((msg.payload, decode_any_update(msg.payload)))
 
     def forget(self, settle: float = 0.5) -> None:
         """Drop everything received so far (after `settle` s for in-flight messages)."""

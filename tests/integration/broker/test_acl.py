@@ -12,6 +12,13 @@ from transport import PublishRefused
 pytestmark = pytest.mark.integration
 
 FLEET = "test"
+# What the aggregator identity may subscribe to (the broker refuses it `fl/#`: dynamic security
+# checks every SUBSCRIBE, issue 15).
+SERVER_VIEW = [
+    topics.update_subscription(FLEET),
+    topics.device_subscription(FLEET, topics.DeviceTopicKind.STATUS),
+    topics.global_model_subscription(FLEET),
+]
 FORBIDDEN_FOR_A = [
     topics.update_topic(FLEET, "dev-b"),  # another device's update
     topics.global_model_topic(FLEET, "m1"),  # the global model (server only)
@@ -26,7 +33,7 @@ def test_v5_forbidden_publish_is_refused_not_authorized(
 ) -> None:
     broker = mosquitto_prod
     with (
-        link(broker.server_config(), "fl/#") as server,
+        link(broker.server_config(), *SERVER_VIEW) as server,
         link(broker.client_config("dev-a")) as dev_a,
     ):
         with pytest.raises(PublishRefused) as refused:
@@ -42,8 +49,10 @@ def test_v5_forbidden_publish_is_refused_not_authorized(
 def test_v311_forbidden_publish_is_acked_but_not_delivered(mosquitto_prod: MosquittoHandle) -> None:
     broker = mosquitto_prod
     with (
-        link(broker.server_config(), "fl/#") as server,
-        link(broker.client_config("dev-a", protocol="v311")) as dev_a,
+        link(broker.server_config(), *SERVER_VIEW) as server,
+        link(
+            broker.client_config("dev-a", protocol="v311"), topics.ack_topic(FLEET, "dev-a")
+        ) as dev_a,
     ):
         assert dev_a.protocol == "3.1.1"
         for topic in FORBIDDEN_FOR_A:
@@ -52,6 +61,7 @@ def test_v311_forbidden_publish_is_acked_but_not_delivered(mosquitto_prod: Mosqu
         dev_a.publish(own, b"mine").wait(5)
         got = collect(server.incoming())
         assert [m.topic for m in got] == [own]  # ... but nothing forged was delivered
+        assert collect(dev_a.incoming(), quiet=0.2) == []  # (not even its own forged ack)
 
 
 @pytest.mark.parametrize("protocol", ["v5", "v311"])
@@ -60,6 +70,8 @@ def test_snooping_device_receives_nothing_of_others(
 ) -> None:
     broker = mosquitto_prod
     snoop_filters = [
+        topics.ack_topic(FLEET, "dev-a"),  # its own: allowed
+        topics.global_model_subscription(FLEET),  # allowed
         "#",
         topics.update_subscription(FLEET),
         topics.device_subscription(FLEET, topics.DeviceTopicKind.ACK),

@@ -29,7 +29,7 @@ def demo_env(demo_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
     yield os.environ | {"PYTHONPATH": str(REPO), "FLEETLEARN_CACHE": str(demo_cache)}
 
 
-def run_demo_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
+def run_demo_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
     """`python -m fleetlearn demo ARGS` as a user would run it; returns its output."""
     done = subprocess.run(
         [sys.executable, "-m", "fleetlearn", "demo", *args],

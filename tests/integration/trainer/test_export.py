@@ -133,7 +133,7 @@ def test_cli_exports_and_refuses_bad_arguments(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # an export takes minutes on a loaded 2-core machine
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
@@ -146,7 +146,7 @@ def test_cli_exports_and_refuses_bad_arguments(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # an export takes minutes on a loaded 2-core machine
         check=False,
     )
     assert bad.returncode == 2 and "--input-shape" in bad.stderr

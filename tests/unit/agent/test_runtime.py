@@ -14,9 +14,10 @@ from agent.conditions import Conditions, FakeConditions
 from agent.runtime import AgentRuntime
 from agent.state import AgentState
 from protocol.errors import Reason
-from protocol.messages import Ack, decode_update, decode_vector, encode_ack
+from protocol.messages import Ack, decode_vector, encode_ack
 from protocol.signing import generate_keypair, sign_offer
 from protocol.topics import ack_topic, global_model_topic
+from protocol.update_header import decode_any_update
 from tests.unit.agent.fakes import (
     MANIFEST,
     FakeLink,
@@ -57,7 +58,7 @@ class Rig:
         return self.agent.state
 
     def updates(self) -> list[Any]:
-        return [decode_update(p) for p in self.link.on("/update")]
+        return [decode_any_update(p) for p in self.link.on("/update")]
 
 
 def rig(tmp_path: Path, link: FakeLink | None = None, **training: Any) -> Rig:
@@ -304,7 +305,7 @@ def test_with_the_trainer_teams_fake_trainer(tmp_path: Path) -> None:
     agent.start()
     link.deliver(OFFER_TOPIC, offer_bytes(sign_offer(make_offer(1), KEY)))
     agent.poll(0)
-    (update,) = [decode_update(p) for p in link.on("/update")]
+    (update,) = [decode_any_update(p) for p in link.on("/update")]
     # Reads 2..5 allowed 4 steps; read 6 unplugged before step 5.
     assert update.local_steps == 4 and update.metrics["partial"] == 1.0
     np.testing.assert_allclose(decode_vector(update.delta, MANIFEST), 2.0, rtol=1e-6)

@@ -21,8 +21,8 @@ def test_acl_by_hand() -> None:
         "pattern read fl/home/device/%u/ack",
         "pattern read fl/home/model/+/global",
         "user agg",
-        "topic read fl/home/device/+/update",
-        "topic read fl/home/device/+/status",
+        "topic readwrite fl/home/device/+/update",  # write: only to clear retained (issue 15)
+        "topic readwrite fl/home/device/+/status",
         "topic write fl/home/device/+/ack",
         "topic readwrite fl/home/model/+/global",
     ]

@@ -21,7 +21,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-from protocol.messages import decode_update
+from protocol.update_header import decode_any_update
 from server.core import ServerCore
 from server.durability import LogPosition, read_from
 from server.staleness import make_staleness
@@ -72,7 +72,7 @@ def dump(state: Path, mode: str) -> None:
     for raw in records:
         rec = msgpack.unpackb(raw, raw=False)
         if rec["k"] == "u":
-            msg = decode_update(rec["payload"])
+            msg = decode_any_update(rec["payload"])
             applied.append([msg.device_id, msg.seq])
             payloads.append((msg.device_id, rec["payload"]))
     with tempfile.TemporaryDirectory() as tmp:

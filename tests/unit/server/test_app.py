@@ -29,6 +29,7 @@ class FakeLink:
         self.queue: queue.Queue[IncomingMessage] = queue.Queue()
         self.published: list[tuple[str, bytes, int, bool]] = []
         self.subscriptions: list[str] = []
+        self.unsubscribed: list[str] = []
 
     def start(self) -> None: ...
 
@@ -36,6 +37,9 @@ class FakeLink:
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         self.subscriptions.append(topic_filter)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self.unsubscribed.append(topic_filter)
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
@@ -59,7 +63,12 @@ def _config(tmp: Path, **extra: object) -> ServerConfig:
         "signing_key": key.name,
         "state_dir": "state",
         "strategy": {"name": "fedasync", "alpha": 1.0},
-        "publish": {"every_versions": 2, "every_seconds": 3600.0, "codec": "float32"},
+        "publish": {
+            "every_versions": 2,
+            "every_seconds": 3600.0,
+            "min_interval_seconds": 0,  # these tests count versions, not time
+            "codec": "float32",
+        },
     }
     doc.update(extra)
     return parse_config(doc, tmp)
@@ -68,7 +77,9 @@ def _config(tmp: Path, **extra: object) -> ServerConfig:
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[ServerApp, FakeLink]]:
     link = FakeLink()
-    app = ServerApp(_config(tmp_path), link=link)
+    # one commit per update, so the publish throttle sees every version (group commit, the
+    # default, may take the three queued updates in one batch)
+    app = ServerApp(_config(tmp_path, durability={"fsync": "always"}), link=link)
     app.start()
     yield app, link
     app.stop()

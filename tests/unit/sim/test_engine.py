@@ -17,7 +17,8 @@ from fleet.sim.runner import Experiment, StrategySpec, build_strategy, parse_str
 from fleet.sim.server_side import SimServer
 from fleet.sim.training import LocalBudget
 from protocol.errors import ConfigError
-from protocol.messages import ClientUpdate, EncodedVector, encode_update
+from protocol.messages import ClientUpdate, EncodedVector
+from protocol.update_header import encode_update_compact
 from tests.unit.sim.fakes import MANIFEST, SoftmaxTrainer, initial_weights
 
 DEVICES = 60
@@ -121,7 +122,7 @@ def test_uplink_bytes_are_real_message_sizes_and_codecs_shrink_them() -> None:
     n = MANIFEST.num_params
     one = EncodedVector({"name": "float32", "lossless": "none"}, bytes(4 * n), n)
     msg = ClientUpdate(MANIFEST.model_id, 1, "sim-00001", 1, 16, 2, one, {})
-    per_update = len(encode_update(msg))
+    per_update = len(encode_update_compact(msg))  # the simulator sends what agents send
     # same fleet, same scheduling: float32 bytes are exactly accepted x message size (+- a few
     # bytes of varint width for seq/base_version/num_samples)
     assert abs(f32.uplink_bytes / f32.accepted - per_update) < 8

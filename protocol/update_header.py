@@ -1,0 +1,282 @@
+"""ClientUpdate schema 2: a compact header, then the codec payload raw to the end of the message.
+
+Schema 1 (protocol/messages.py) spells every field name and the 64-hex-character model id, about
+290 bytes around a top-k payload of a few hundred. Schema 2 keeps the same fields:
+
+    message = header | payload
+    header  = msgpack array [2, model_digest, base_version, device_id, seq, num_samples,
+                             local_steps, codec, length, metrics]
+        model_digest  bin 32    the model id (sha256 of the manifest) as raw bytes
+        codec         array     [code, params...] (below)
+        metrics       map       well-known names as small ints (loss=0, train_s=1, partial=2,
+                                accuracy=3), others by name; values float32 or int
+    payload = the codec's bytes, everything after the header (never copied on decode)
+
+A top-2% + int8 update of a 9,610-parameter model with no metrics has a 57-byte header; the agent's
+three metrics add 16. Metric values travel as float32 (they are reports, never aggregated).
+
+Codec array: code = value codec (0 float32, 1 float16, 2 int8, 3 int4) | 4 if topk | 8 if zlib,
+then the topk fraction (an int in parts per million when that is exact, else a float), then the
+chunk of a quantised value codec when it is not the default. The expanded dict goes through
+`codecs.validate_spec`, so every spec rule still applies.
+
+Decoding is cheapest-first like schema 1: size, msgpack structure of the header only (bounded: at
+most `MAX_HEADER_BYTES` are parsed), schema by name, field types and ranges, the codec; the
+payload's own checks (size against spec and length, structure, finiteness) run where the delta is
+decoded against the manifest. `decode_any_update` accepts schema 1 (a map) during its deprecation
+period and schema 2 (an array); anything else is refused with a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from protocol import codecs
+from protocol.errors import ProtocolError, Reason
+from protocol.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ClientUpdate,
+    EncodedVector,
+    decode_update,
+)
+from protocol.topics import validate_device_id
+
+__all__ = [
+    "COMPACT_SCHEMA",
+    "LEGACY_SCHEMA",
+    "MAX_HEADER_BYTES",
+    "decode_any_update",
+    "decode_update_compact",
+    "encode_codec_compact",
+    "encode_update_compact",
+    "header_size",
+]
+
+COMPACT_SCHEMA = 2
+LEGACY_SCHEMA = 1  # accepted by decode_any_update during its deprecation period
+MAX_HEADER_BYTES = 4096  # 64 metrics with short names fit; a header is never parsed past this
+_FIELDS = 10
+_U63 = (1 << 63) - 1
+_MAX_LENGTH = 1 << 30
+_MAX_METRICS = 64
+_MAX_NAME = 64
+_VALUE_CODES = ("float32", "float16", "int8", "int4")
+_TOPK, _ZLIB = 4, 8
+_PPM = 1_000_000
+METRIC_CODES = {"loss": 0, "train_s": 1, "partial": 2, "accuracy": 3}
+_METRIC_NAMES = {code: name for name, code in METRIC_CODES.items()}
+_MAPS = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
+_ARRAYS = frozenset({*range(0x90, 0xA0), 0xDC, 0xDD})
+
+
+def _fail(reason: Reason, detail: str) -> ProtocolError:
+    return ProtocolError(reason, f"client_update: {detail}")
+
+
+# --- codec spec ------------------------------------------------------------------------------
+
+
+def encode_codec_compact(spec: Mapping[str, Any]) -> list[int | str]:
+    norm = codecs.validate_spec(dict(spec))
+    value = norm["values"] if norm["name"] == "topk" else norm
+    code = _VALUE_CODES.index(value["name"])
+    code |= _TOPK if norm["name"] == "topk" else 0
+    code |= _ZLIB if norm["lossless"] == "zlib" else 0
+    out: list[int | str] = [code]
+    if norm["name"] == "topk":
+        frac = float(norm["fraction"])
+        ppm = round(frac * _PPM)
+        out.append(ppm if ppm / _PPM == frac else repr(frac))  # repr: exact float round trip
+    if "chunk" in value and value["chunk"] != codecs.DEFAULT_CHUNK[value["name"]]:
+        out.append(int(value["chunk"]))
+    return out
+
+
+def _decode_codec(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= 3:
+        raise _fail(Reason.CODEC, "codec must be an array of 1 to 3 items")
+    code, rest = raw[0], list(raw[1:])
+    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < 16:
+        raise _fail(Reason.CODEC, f"codec code {code!r} outside 0..15")
+    value: dict[str, Any] = {"name": _VALUE_CODES[code & 3]}
+    spec: dict[str, Any] = value
+    if code & _TOPK:
+        if not rest:
+            raise _fail(Reason.CODEC, "topk codec without a fraction")
+        frac = rest.pop(0)
+        if isinstance(frac, str) and len(frac) <= 32:
+            try:
+                frac = float(frac)  # validate_spec refuses nan, inf and anything outside (0, 1]
+            except ValueError:
+                raise _fail(Reason.CODEC, f"topk fraction {frac!r} is not a number") from None
+        elif isinstance(frac, bool) or not isinstance(frac, int):
+            raise _fail(Reason.CODEC, f"topk fraction is {type(frac).__name__}")
+        spec = {"name": "topk", "fraction": frac / _PPM if isinstance(frac, int) else frac}
+        spec["values"] = value
+    if value["name"] in codecs.DEFAULT_CHUNK and rest:
+        value["chunk"] = rest.pop(0)
+    if rest:
+        raise _fail(Reason.CODEC, f"codec array has {len(rest)} unexpected item(s)")
+    spec["lossless"] = "zlib" if code & _ZLIB else "none"
+    return codecs.validate_spec(spec)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def _metric_value(v: float) -> int | float:
+    """Integral values as ints (1 byte for flags), others float32 (packed single)."""
+    if not math.isfinite(v):
+        raise _fail(Reason.NON_FINITE, "a metric is not finite")
+    if v.is_integer() and abs(v) < 2**31:
+        return int(v)
+    return float(np.float32(v)) if abs(v) < 3e38 else math.copysign(3e38, v)
+
+
+def _encode_metrics(metrics: Mapping[str, float]) -> dict[int | str, int | float]:
+    return {METRIC_CODES.get(k, k): _metric_value(float(v)) for k, v in metrics.items()}
+
+
+def _decode_metrics(raw: object) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise _fail(Reason.FIELD, "metrics must be a map")
+    if len(raw) > _MAX_METRICS:
+        raise _fail(Reason.FIELD, f"more than {_MAX_METRICS} metrics")
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if isinstance(key, int) and not isinstance(key, bool) and key in _METRIC_NAMES:
+            name = _METRIC_NAMES[key]
+        elif isinstance(key, str) and 0 < len(key) <= _MAX_NAME:
+            name = key
+        else:
+            raise _fail(Reason.FIELD, f"metric key {str(key)[:40]!r} unknown or too long")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(Reason.FIELD, f"metric {name!r} is not a number")
+        if not math.isfinite(value):
+            raise _fail(Reason.NON_FINITE, f"metric {name!r} is not finite")
+        if name in out:
+            raise _fail(Reason.FIELD, f"metric {name!r} given twice")
+        out[name] = float(value)
+    return out
+
+
+# --- the message -----------------------------------------------------------------------------
+
+
+def _model_digest(model_id: str) -> bytes:
+    if len(model_id) != 64 or model_id != model_id.lower():
+        raise _fail(Reason.UNKNOWN_MODEL, "schema 2 needs a sha256 model id (64 lowercase hex)")
+    try:
+        return bytes.fromhex(model_id)
+    except ValueError:
+        raise _fail(Reason.UNKNOWN_MODEL, "model id is not hexadecimal") from None
+
+
+def encode_update_compact(update: ClientUpdate) -> bytes:
+    """Schema 2 bytes of `update` (its payload appended raw, not copied into msgpack)."""
+    header = [
+        COMPACT_SCHEMA,
+        _model_digest(update.model_id),
+        update.base_version,
+        update.device_id,
+        update.seq,
+        update.num_samples,
+        update.local_steps,
+        encode_codec_compact(update.delta.codec),
+        update.delta.length,
+        _encode_metrics(update.metrics),
+    ]
+    packed: bytes = msgpack.packb(header, use_bin_type=True, use_single_float=True)
+    return packed + bytes(update.delta.data)
+
+
+def header_size(data: bytes) -> int:
+    """Bytes of a schema 2 message's header (what precedes the codec payload)."""
+    return _read_header(memoryview(data))[1]
+
+
+def _read_header(view: memoryview) -> tuple[list[Any], int]:
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,  # metric keys are small ints or names; checked in _decode_metrics
+        max_buffer_size=MAX_HEADER_BYTES,
+        max_bin_len=64,
+        max_str_len=MAX_HEADER_BYTES,
+        max_array_len=_FIELDS,
+        max_map_len=_MAX_METRICS,
+        max_ext_len=0,
+    )
+    unpacker.feed(view[:MAX_HEADER_BYTES])
+    try:
+        header = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise _fail(
+            Reason.MALFORMED, f"header truncated or over {MAX_HEADER_BYTES} bytes"
+        ) from None
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise _fail(Reason.MALFORMED, f"header is not msgpack ({exc})") from exc
+    if not isinstance(header, list):
+        raise _fail(Reason.MALFORMED, "header is not an array")
+    return header, unpacker.tell()
+
+
+def _int(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(Reason.FIELD, f"{name} is {type(value).__name__}, expected int")
+    if not low <= value <= high:
+        raise _fail(Reason.FIELD, f"{name}={value} outside [{low}, {high}]")
+    return value
+
+
+def decode_update_compact(
+    data: bytes | memoryview, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> ClientUpdate:
+    """Schema 2 bytes -> ClientUpdate whose `delta.data` is a view into `data` (no copy)."""
+    view = memoryview(data).cast("B")
+    if len(view) > max_bytes:
+        raise _fail(Reason.OVERSIZE, f"{len(view)} bytes > limit {max_bytes}")
+    header, end = _read_header(view)
+    if not header or header[0] != COMPACT_SCHEMA:
+        schema = header[0] if header else None
+        raise _fail(Reason.SCHEMA, f"schema {schema!r} unsupported, want {COMPACT_SCHEMA}")
+    if len(header) != _FIELDS:
+        raise _fail(Reason.MALFORMED, f"schema 2 header has {len(header)} fields, want {_FIELDS}")
+    _, digest, base, device, seq, samples, steps, codec, length, metrics = header
+    if not isinstance(digest, bytes) or len(digest) != 32:
+        raise _fail(Reason.FIELD, "model digest must be 32 bytes")
+    if not isinstance(device, str):
+        raise _fail(Reason.FIELD, f"device_id is {type(device).__name__}, expected str")
+    spec = _decode_codec(codec)
+    return ClientUpdate(
+        model_id=digest.hex(),
+        base_version=_int(base, "base_version", 0, _U63),
+        device_id=validate_device_id(device),
+        seq=_int(seq, "seq", 0, _U63),
+        num_samples=_int(samples, "num_samples", -_U63, _U63),  # admission bounds it
+        local_steps=_int(steps, "local_steps", 0, _U63),
+        delta=EncodedVector(spec, view[end:], _int(length, "length", 0, _MAX_LENGTH)),
+        metrics=_decode_metrics(metrics),
+    )
+
+
+def decode_any_update(
+    data: bytes | memoryview, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> ClientUpdate:
+    """Schema 2 (an array header), or schema 1 (a map; deprecated) -> ClientUpdate."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _fail(Reason.MALFORMED, f"payload is {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise _fail(Reason.OVERSIZE, f"{len(data)} bytes > limit {max_bytes}")
+    if not len(data):
+        raise _fail(Reason.MALFORMED, "empty payload")
+    first = data[0]
+    if first in _ARRAYS:
+        return decode_update_compact(data, max_bytes)
+    if first in _MAPS:
+        return decode_update(bytes(data), max_bytes)
+    raise _fail(Reason.MALFORMED, f"neither a schema 2 array nor a schema 1 map (0x{first:02x})")

@@ -1,0 +1,261 @@
+"""The fused ingest path against the path it replaced: bit-identical buffers and models.
+
+Reference (the pre-fusion code, written out here): decode to a dense float32 vector, multiply by
+the clip factor when it is not 1, then `buffer += delta * float32(weight)`. The fused path adds
+straight from codes and scales (server/ingest_kernels.py). Compared bit for bit (uint32 views).
+The norm is computed differently (float64 from exact integer code sums instead of a float32 BLAS
+dot), so it agrees to a stated tolerance: 1e-5 relative (float32 dot rounding on <= 4k values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import codecs
+from server import ingest
+from server.admission import Admission, AdmissionLimits
+from server.core import ServerCore
+from server.ingest import FusedDelta, payload_digest, same_payload, scale_delta, sq_norm
+from server.staleness import make_staleness
+from server.strategies import FedBuff
+from tests.unit.protocol.codec_cases import SPECS
+from tests.unit.server.factory import make_manifest, update_bytes
+
+
+@contextmanager
+def _path(kernel: bool) -> Iterator[None]:
+    """Force the compiled kernels (True) or their numpy form (False) whatever the size."""
+    saved = ingest.KERNEL_MIN_VALUES
+    ingest.KERNEL_MIN_VALUES = 0 if kernel else 1 << 62
+    try:
+        yield
+    finally:
+        ingest.KERNEL_MIN_VALUES = saved
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32).view(np.uint32)
+
+
+def _reference_add(buf: np.ndarray, payload: bytes, spec: dict[str, Any], n: int, clip: float,
+                   weight: float) -> None:  # fmt: skip
+    delta = scale_delta(codecs.decode(payload, spec, n), clip)
+    buf += delta * np.float32(weight)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    n=st.integers(1, 700),
+    seed=st.integers(0, 2**32 - 1),
+    clip=st.sampled_from([1.0, 0.5, 0.123456789, 1e-3]),
+    weight=st.floats(1e-3, 1e3),
+    spread=st.sampled_from([1e-6, 1e-2, 1.0, 1e3]),
+    kernel=st.booleans(),
+)
+def test_fused_add_is_bit_identical_to_decode_then_add(
+    spec: dict[str, Any], n: int, seed: int, clip: float, weight: float, spread: float, kernel: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_t(3, n) * spread).astype(np.float32)  # (n,) heavy tails, mixed signs
+    if spec["name"] == "float16" or spec.get("values", {}).get("name") == "float16":
+        x = np.clip(x, -6e4, 6e4)
+    payload = codecs.encode(x, spec)
+    start = (rng.standard_normal(n) * spread).astype(np.float32)  # a buffer already in use
+    ref, fused = start.copy(), start.copy()
+    _reference_add(ref, payload, spec, n, clip, weight)
+    with _path(kernel):
+        FusedDelta(codecs.decode_parts(payload, spec, n), clip).add_into(fused, np.float32(weight))
+    np.testing.assert_array_equal(_bits(fused), _bits(ref))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    n=st.integers(1, 4000),
+    seed=st.integers(0, 2**32 - 1),
+    kernel=st.booleans(),
+)
+def test_norm_from_codes_matches_dense_norm(
+    spec: dict[str, Any], n: int, seed: int, kernel: bool
+) -> None:
+    x = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+    payload = codecs.encode(x, spec)
+    dense = codecs.decode(payload, spec, n)
+    with _path(kernel):
+        fused = np.sqrt(sq_norm(codecs.decode_parts(payload, spec, n)))
+    exact = np.sqrt(np.sum(dense.astype(np.float64) ** 2))
+    # float64 from exact code sums vs float32-rounded products q * s: rel 2**-24 per product
+    assert fused == pytest.approx(exact, rel=1e-7, abs=1e-30)
+    assert fused == pytest.approx(float(np.linalg.norm(dense)), rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_norm_of_int8_by_hand(kernel: bool) -> None:
+    spec = codecs.parse_codec_arg("int8:2")
+    x = np.array([127.0, -127.0, 0.0, 63.5], np.float32)  # scales 1.0 and 0.5 exactly
+    parts = codecs.decode_parts(codecs.encode(x, spec), spec, 4)
+    assert parts.codes is not None and parts.scales is not None
+    assert parts.scales.tolist() == [1.0, 0.5]
+    assert parts.codes.tolist() == [127, -127, 0, 127]
+    with _path(kernel):
+        assert sq_norm(parts) == 127.0**2 * 2 + 63.5**2
+
+
+def test_add_into_refuses_a_wrong_buffer() -> None:
+    spec = codecs.parse_codec_arg("int8")
+    parts = codecs.decode_parts(codecs.encode(np.ones(8, np.float32), spec), spec, 8)
+    with pytest.raises(ValueError, match="contiguous"):
+        FusedDelta(parts).add_into(np.zeros(8, np.float64), np.float32(1))
+    with pytest.raises(ValueError, match="contiguous"):
+        FusedDelta(parts).add_into(np.zeros(16, np.float32)[::2], np.float32(1))
+
+
+@pytest.mark.parametrize("codec", ["int8", "topk:0.2+int8", "float16", "topk:0.3+float32+zlib"])
+@pytest.mark.parametrize("max_norm", [None, 0.05])
+@pytest.mark.parametrize("kernel", [True, False])
+def test_fedbuff_model_is_bit_identical_fused_or_dense(
+    codec: str, max_norm: float | None, kernel: bool
+) -> None:
+    """Same updates through admission, then FedBuff with the fused contribution or the dense
+    AdmittedUpdate: identical model bits after several flushes (K=3), clipped or not."""
+    m = make_manifest(300)
+    spec = codecs.parse_codec_arg(codec)
+    rng = np.random.default_rng(7)
+    admission = Admission(m, AdmissionLimits(max_norm=max_norm, max_staleness=None))
+    runs = {}
+    for mode in ("fused", "dense"):
+        strat = FedBuff(
+            buffer_size=3, momentum=0.5, staleness=make_staleness("polynomial", {"a": 0.5})
+        )
+        model, version = np.zeros(300, np.float32), 0
+        rng = np.random.default_rng(7)
+        seqs: dict[str, tuple[int, str]] = {}
+        for i in range(10):
+            delta = (rng.standard_normal(300) * 0.01).astype(np.float32)
+            payload = update_bytes(m, delta, seq=i + 1, base=max(0, version - i % 2), codec=spec)
+            a = admission.admit("dev-1", payload, version=version, sequences=seqs, strategy=strat)
+            seqs["dev-1"] = (a.fused.seq, a.digest)
+            if mode == "fused":
+                with _path(kernel):
+                    r = strat.apply_contribution(model, version, a.fused)
+            else:
+                r = strat.apply(model, version, a.update)
+            model, version = r.model, r.version
+        runs[mode] = (model, version)
+    assert runs["fused"][1] == runs["dense"][1] == 3
+    np.testing.assert_array_equal(_bits(runs["fused"][0]), _bits(runs["dense"][0]))
+    assert np.abs(runs["fused"][0]).max() > 0
+
+
+def test_replay_after_restart_reproduces_the_fused_model(tmp_path: Path) -> None:
+    """Live (fused, clipped) and recovered-from-log models agree bit for bit."""
+    m = make_manifest(200)
+    rng = np.random.default_rng(3)
+    limits = AdmissionLimits(max_norm=0.01, max_staleness=None)
+
+    def fedbuff() -> FedBuff:
+        return FedBuff(buffer_size=4, staleness=make_staleness("polynomial", {"a": 0.5}))
+
+    core = ServerCore(m, np.zeros(200, np.float32), fedbuff(), tmp_path, limits)
+    core.recover()
+    for i in range(11):
+        delta = (rng.standard_normal(200) * 0.01).astype(np.float32)
+        payload = update_bytes(m, delta, seq=i + 1, codec=codecs.parse_codec_arg("topk:0.1+int8"))
+        assert core.handle("dev-1", payload).ack.accepted
+    live, version = core.model.copy(), core.version
+    core.close()
+    again = ServerCore(m, np.zeros(200, np.float32), fedbuff(), tmp_path, limits)
+    again.recover()
+    assert again.version == version == 2
+    np.testing.assert_array_equal(_bits(again.model), _bits(live))
+    again.close()
+
+
+def test_payload_digest_tells_redelivery_from_a_different_update() -> None:
+    m = make_manifest(20_000)
+    x = np.random.default_rng(1).standard_normal(20_000).astype(np.float32)
+    first = update_bytes(m, x, codec=codecs.parse_codec_arg("int8"))
+    y = x.copy()
+    y[0] += 1.0  # changes the first chunk's scale: inside the first 4 KiB
+    other = update_bytes(m, y, codec=codecs.parse_codec_arg("int8"))
+    z = x.copy()
+    z[-1] = 50.0  # changes the last chunk's scale and code: inside the last 4 KiB
+    last = update_bytes(m, z, codec=codecs.parse_codec_arg("int8"))
+    assert len(first) == len(other) == len(last) > 2 * 4096
+    digest = payload_digest(first)
+    assert digest.startswith("h") and same_payload(bytes(first), digest)
+    assert not same_payload(other, digest) and not same_payload(last, digest)
+
+
+def test_same_payload_reads_digests_logged_before_the_cheap_identity() -> None:
+    import zlib
+
+    payload = b"\x01" * 10_000
+    legacy = f"{len(payload):x}-{zlib.crc32(payload):08x}"
+    assert same_payload(payload, legacy)
+    assert not same_payload(b"\x02" * 10_000, legacy)
+
+
+def test_core_takes_schema_2_and_refuses_its_hostile_payloads_with_reasons(tmp_path: Path) -> None:
+    from protocol.errors import Reason
+    from protocol.messages import ClientUpdate, EncodedVector
+    from protocol.update_header import encode_update_compact
+
+    m = make_manifest(200)
+    core = ServerCore(m, np.zeros(200, np.float32), FedBuff(buffer_size=1), tmp_path)
+    core.recover()
+    spec = codecs.parse_codec_arg("topk:0.1+int8")
+    x = np.random.default_rng(0).standard_normal(200).astype(np.float32)
+
+    def message(seq: int, payload: bytes, length: int = 200) -> bytes:
+        vec = EncodedVector(spec, payload, length)
+        return encode_update_compact(ClientUpdate(m.model_id, 0, "dev-1", seq, 5, 1, vec, {}))
+
+    good = codecs.encode(x, spec)
+    ok = core.handle("dev-1", message(1, good))
+    assert ok.ack.accepted and core.version == 1
+    expected = codecs.decode(good, spec, 200)
+    np.testing.assert_array_equal(core.model, expected)  # K=1, lr 1: model = the delta
+    cases = {
+        Reason.CODEC: message(2, good[:-1]),  # payload one byte short for its spec and length
+        Reason.SHAPE: message(2, good, length=199),  # length disagrees with the manifest
+        Reason.NON_FINITE: message(
+            2, good[: len(good) - 20 - 4] + np.float32("inf").tobytes() + good[-20:]
+        ),  # the value section's scale (4 bytes before the 20 int8 codes) set to infinity
+        Reason.REPLAY: message(1, codecs.encode(x * 2, spec)),  # seq 1 again, different update
+    }
+    for reason, data in cases.items():
+        out = core.handle("dev-1", data)
+        assert not out.ack.accepted and out.ack.reason is reason, (reason, out.ack.detail)
+    redelivered = core.handle("dev-1", message(1, good))  # QoS 1 redelivery: acked, not reapplied
+    assert redelivered.ack.accepted and core.version == 1
+    np.testing.assert_array_equal(core.model, expected)
+    core.close()
+
+
+def test_small_updates_do_not_import_numba() -> None:
+    """The demo, the simulator and small fleets never pay numba's start-up (seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from protocol import codecs\n"
+        "from server.ingest import FusedDelta, sq_norm\n"
+        "spec = codecs.parse_codec_arg('topk:0.1+int8')\n"
+        "x = np.ones(9610, np.float32)\n"
+        "p = codecs.decode_parts(codecs.encode(x, spec), spec, 9610)\n"
+        "sq_norm(p); FusedDelta(p, 0.5).add_into(np.zeros(9610, np.float32), np.float32(1))\n"
+        "print('numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
