@@ -42,6 +42,7 @@ RESULTS = REPO / "benchmarks" / "results" / "large_model.json"
 CACHE = REPO / ".cache" / "large_model"  # exports take minutes; reused when the code is unchanged
 MAX_LENGTH = 24
 BATCH = 16
+LEARNING_RATE = 3e-3  # AdamW on adapters and a fresh head; the backbone never moves
 
 
 def _peak_rss_mb() -> float:
@@ -54,11 +55,16 @@ def _peak_rss_mb() -> float:
 def _export(trainable: str, classes: int, rank: int) -> Path:
     from models.minilm_export import export_minilm_lora
 
-    out = CACHE / f"{trainable}-r{rank}-c{classes}-L{MAX_LENGTH}"
+    out = CACHE / f"{trainable}-r{rank}-c{classes}-L{MAX_LENGTH}-lr{LEARNING_RATE}"
     if not (out / "manifest.json").exists():
         t0 = time.perf_counter()
         export_minilm_lora(
-            out, classes, rank=rank, max_length=MAX_LENGTH, trainable=trainable, learning_rate=1e-3
+            out,
+            classes,
+            rank=rank,
+            max_length=MAX_LENGTH,
+            trainable=trainable,
+            learning_rate=LEARNING_RATE,
         )
         print(f"  exported {trainable} in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
     return out
@@ -105,7 +111,8 @@ def _update_bytes(folder: Path, delta: np.ndarray) -> dict[str, int]:
     from protocol.codecs.spec import parse_codec_arg
     from protocol.error_feedback import compress_with_feedback
     from protocol.manifest import decode_manifest
-    from protocol.messages import ClientUpdate, EncodedVector, encode_update
+    from protocol.messages import ClientUpdate, EncodedVector
+    from protocol.update_header import encode_update_compact  # what agents send
 
     manifest = decode_manifest((folder / "manifest.json").read_bytes())
     out = {}
@@ -122,7 +129,7 @@ def _update_bytes(folder: Path, delta: np.ndarray) -> dict[str, int]:
             delta=EncodedVector(dict(codec), payload, int(delta.size)),
             metrics={"loss": 1.0, "train_s": 1.0, "partial": 0.0},
         )
-        out[name] = len(encode_update(update))
+        out[name] = len(encode_update_compact(update))
     return out
 
 
@@ -148,9 +155,8 @@ def _federated(
         deltas, sizes = [], []
         for i, d in enumerate(data):
             trainer.set_weights(weights)
-            res = trainer.train(
-                d.train_x, d.train_y, TrainConfig(batch_size=BATCH, seed=r * 97 + i)
-            )
+            config = TrainConfig(epochs=epochs, batch_size=BATCH, seed=r * 97 + i)
+            res = trainer.train(d.train_x, d.train_y, config)
             deltas.append(res.weights - weights)
             sizes.append(d.num_train)
         weights = weights + np.average(np.stack(deltas), axis=0, weights=sizes).astype(np.float32)
@@ -205,9 +211,9 @@ def _central_full(homes: list[Path], folder: Path, test: tuple[np.ndarray, np.nd
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--households", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--local-epochs", type=int, default=4, help="passes per device and round")
+    parser.add_argument("--households", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--local-epochs", type=int, default=3, help="passes per device and round")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--device-steps", type=int, default=10)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
