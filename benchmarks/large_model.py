@@ -116,7 +116,7 @@ def _update_bytes(folder: Path, delta: np.ndarray) -> dict[str, int]:
 
     manifest = decode_manifest((folder / "manifest.json").read_bytes())
     out = {}
-    for name, text in (("float32", "float32"), ("int8", "int8"), ("topk10_int8", "topk0.1+int8")):
+    for name, text in (("float32", "float32"), ("int8", "int8"), ("topk10_int8", "topk:0.1+int8")):
         codec = parse_codec_arg(text)
         payload, _ = compress_with_feedback(delta, np.zeros_like(delta), codec)
         update = ClientUpdate(
@@ -174,7 +174,7 @@ def _federated(
         "accuracy": curve[-1],
         "curve": curve,
         "seconds": time.perf_counter() - t0,
-        "delta": deltas[0],
+        "delta": deltas[0].tolist(),  # one device's last delta: what an update carries
         "household_global_accuracy": float(np.mean(global_acc)),
         "household_personalised_accuracy": float(np.mean(personal_acc)),
     }
@@ -209,6 +209,17 @@ def _central_full(homes: list[Path], folder: Path, test: tuple[np.ndarray, np.nd
     return float(np.mean(preds == test[1]))
 
 
+def _phase(name: str, key: str, run: Any) -> Any:
+    """Run one phase, or reuse its result from an earlier run with the same settings."""
+    path = CACHE / f"phase-{name}-{key}.json"
+    if path.exists():
+        print(f"  {name}: reused {path}", flush=True)
+        return json.loads(path.read_text())
+    value = run()
+    path.write_text(json.dumps(value))
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--households", type=int, default=8)
@@ -233,16 +244,22 @@ def main() -> int:
         m = load_artifacts(lora).manifest
         tokenizer = TextTokenizer(lora / "tokenizer.json", MAX_LENGTH)
         test = load_text_split(Path(tmp) / "test.jsonl", tokenizer, classes)
+        key = (
+            f"h{args.households}-r{args.rounds}-e{args.local_epochs}-k{args.rank}-lr{LEARNING_RATE}"
+        )
         print("device process (agent only, backbone loaded):", flush=True)
         device = _device(lora, homes[0], args.device_steps)
         print(f"  {device}\nfederated LoRA + head:", flush=True)
-        fed_lora = _federated(lora, homes, test, args.rounds, args.local_epochs)
+        fed_lora = _phase(
+            "lora", key, lambda: _federated(lora, homes, test, args.rounds, args.local_epochs)
+        )
         print("federated head only (frozen backbone):", flush=True)
-        fed_head = _federated(head, homes, test, args.rounds, args.local_epochs)
+        fed_head = _phase(
+            "head", key, lambda: _federated(head, homes, test, args.rounds, args.local_epochs)
+        )
         print("central full fine-tuning (torch):", flush=True)
-        central = _central_full(homes, lora, test)
-        sizes = _update_bytes(lora, fed_lora.pop("delta"))
-        fed_head.pop("delta")
+        central = _phase("central", key, lambda: _central_full(homes, lora, test))
+        sizes = _update_bytes(lora, np.asarray(fed_lora["delta"], np.float32))
 
     total = m.num_params + m.num_frozen
     full_bytes = 4 * total
