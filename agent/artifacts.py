@@ -74,5 +74,10 @@ def load_artifacts(dir: Path) -> Artifacts:
                 frozen = decode_frozen_weights(manifest, data)
         except ProtocolError as exc:  # its message names the file
             raise DataError(f"{dir}: {exc}") from exc
+    for name in sorted(set(manifest.files) - set(ARTIFACT_FILES)):  # e.g. a text model's tokenizer
+        try:
+            verify_file(manifest, name, _read(dir / name, MAX_ARTIFACT_BYTES))
+        except ProtocolError as exc:
+            raise DataError(f"{dir}: {exc}") from exc
     assert weights is not None and frozen is not None  # both are in ARTIFACT_FILES
     return Artifacts(dir=dir, manifest=manifest, initial_weights=weights, frozen_weights=frozen)

@@ -75,7 +75,7 @@ def build_agent(
             f"model_id: config says {config.model_id[:16]}..., artifacts in "
             f"{config.artifacts_dir} are {manifest.model_id[:16]}..."
         )
-    data = load_device_data(config.data_dir, manifest)
+    data = load_device_data(config.data_dir, manifest, config.artifacts_dir)
     key = _read_key(config.fleet_public_key)
     if trainer is None:
         from agent.trainer import load_trainer

@@ -87,17 +87,22 @@ def export_module(
     optimizer: OptimizerSpec,
     learning_rate: float = DEFAULT_LEARNING_RATE,
     extra: dict[str, Any] | None = None,
+    input_dtype: str = "float32",
+    tokenizer: tuple[str, bytes] | None = None,
 ) -> Manifest:
     """Export `module` (weights as they are now) into `out_dir` (created); return the manifest.
 
     `trainable`: parameter names that train (see models/trainable.py); everything else is frozen.
+    `input_dtype`: float32, or int64 for token ids, whose `tokenizer` (file name, bytes) is
+    written beside the graphs and hashed in the manifest like them.
     """
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning rate must be positive, got {learning_rate}")
     input_shape = tuple(int(d) for d in input_shape)
     params = dict(module.named_parameters())
     trainable = list(trainable)
-    sample = torch.zeros((2, *input_shape), dtype=torch.float32)  # (batch, *input_shape)
+    dtype = {"float32": torch.float32, "int64": torch.int64}[input_dtype]
+    sample = torch.zeros((2, *input_shape), dtype=dtype)  # (batch, *input_shape)
     graphs = export_step_graphs(module, sample, trainable, optimizer, INPUT_NAME)
     train_t = {n: params[n] for n in trainable}
     frozen_t = frozen_tensors(module, trainable)
@@ -112,6 +117,8 @@ def export_module(
         INITIAL_WEIGHTS: _npy(_flat(train_t)),
         FROZEN_WEIGHTS: _npy(_flat(frozen_t)),
     }
+    if tokenizer is not None:
+        files[tokenizer[0]] = tokenizer[1]
     manifest = Manifest(
         model_name=model_name,
         params=tuple(ParamSpec(n, tuple(t.shape)) for n, t in train_t.items()),
@@ -132,6 +139,8 @@ def export_module(
             "torch": torch.__version__,
         },
         frozen=tuple(ParamSpec(n, tuple(t.shape)) for n, t in frozen_t.items()),
+        input_dtype=input_dtype,
+        tokenizer=tokenizer[0] if tokenizer is not None else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():

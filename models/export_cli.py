@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from protocol.errors import ConfigError
+from protocol.manifest import Manifest
 
 __all__ = ["add_arguments", "parse_shape", "run"]
 
@@ -20,9 +21,11 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="zoo model: mlp, cnn1d or cnn2d")
     parser.add_argument(
-        "--input-shape", required=True, help="one sample's shape, e.g. 64 | 3,128 | 1,28,28"
+        "--model", required=True, help="zoo model: mlp, cnn1d, cnn2d, or minilm-lora (text)"
+    )
+    parser.add_argument(
+        "--input-shape", help="one sample's shape, e.g. 64 | 3,128 | 1,28,28 (zoo models)"
     )
     parser.add_argument("--classes", type=int, required=True, help="number of classes")
     parser.add_argument("--out", type=Path, required=True, help="artifacts folder to write")
@@ -42,11 +45,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="all | head | module names or patterns (e.g. 3 or '*.lora_*'); the rest is frozen",
     )
     parser.add_argument("--hidden", default=None, help="hidden widths, e.g. 128 or 16,32")
+    text = parser.add_argument_group("minilm-lora (pretrained all-MiniLM-L6-v2 + LoRA + head)")
+    text.add_argument("--lora-rank", type=int, default=8, help="adapter rank r (default 8)")
+    text.add_argument("--lora-alpha", type=float, default=16.0, help="scale alpha (default 16)")
+    text.add_argument(
+        "--lora-targets",
+        default="query,value",
+        help="attention linears to adapt: query,key,value,dense",
+    )
+    text.add_argument("--max-length", type=int, default=24, help="tokens per text (default 24)")
+
+
+def _run_minilm(args: argparse.Namespace) -> Manifest:
+    from models.export import DEFAULT_LEARNING_RATE
+    from models.minilm_export import export_minilm_lora  # torch: only when run
+
+    return export_minilm_lora(
+        args.out,
+        args.classes,
+        rank=args.lora_rank,
+        alpha=args.lora_alpha,
+        targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+        max_length=args.max_length,
+        trainable="adapters" if args.trainable == "all" else args.trainable,
+        seed=args.seed,
+        learning_rate=DEFAULT_LEARNING_RATE if args.lr is None else args.lr,
+        optimizer=args.optimizer,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from models.export import DEFAULT_LEARNING_RATE, export_artifacts  # torch: only when run
 
+    if args.model == "minilm-lora":
+        try:
+            manifest = _run_minilm(args)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        return _report(manifest, args.out)
+    if args.input_shape is None:
+        raise ConfigError(f"--input-shape is required for --model {args.model}")
     shape = parse_shape(args.input_shape)
     hidden = parse_shape(args.hidden) if args.hidden else None
     try:
@@ -65,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    return _report(manifest, args.out)
+
+
+def _report(manifest: Manifest, out: Path) -> int:
     print(f"model_id {manifest.model_id}")
     print(
         f"{manifest.model_name} {manifest.num_params} trainable + {manifest.num_frozen} frozen"
-        f" parameters -> {args.out}"
+        f" parameters -> {out}"
     )
     return 0

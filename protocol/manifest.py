@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +21,21 @@ import numpy as np
 
 from protocol.errors import ProtocolError, Reason
 
-__all__ = ["MANIFEST_SCHEMA", "Manifest", "ParamSpec", "decode_manifest", "encode_manifest"]
+__all__ = [
+    "INPUT_DTYPES",
+    "MANIFEST_SCHEMA",
+    "Manifest",
+    "ParamSpec",
+    "decode_manifest",
+    "encode_manifest",
+]
 
 MANIFEST_SCHEMA = 2  # 2: training-step graph artifacts, frozen parameters
 _MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists parameters, not weights: 1 MiB is generous
 _SUPPORTED_DTYPES = frozenset({"float32"})
+# float32 for features, windows and images; int64 for token ids (text models, see `tokenizer`)
+INPUT_DTYPES = ("float32", "int64")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,10 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # artifact file name -> sha256 hex
     extra: dict[str, Any] = field(default_factory=dict)  # free-form build info (seed, opset)
     frozen: tuple[ParamSpec, ...] = ()  # frozen parameters and buffers, frozen_weights.npy order
+    input_dtype: str = "float32"  # one of INPUT_DTYPES
+    # Text models: the artifact file (listed in `files`) whose tokenizer turns a device's text
+    # into input_shape == (max_length,) int64 token ids; None for every other model.
+    tokenizer: str | None = None
 
     @property
     def num_params(self) -> int:
@@ -113,6 +128,8 @@ def _as_dict(m: Manifest) -> dict[str, Any]:
         "frozen": _specs(m.frozen),
         "input_name": m.input_name,
         "input_shape": list(m.input_shape),
+        "input_dtype": m.input_dtype,
+        "tokenizer": m.tokenizer,
         "num_classes": m.num_classes,
         "loss": m.loss,
         "optimizer": m.optimizer,
@@ -181,6 +198,14 @@ def decode_manifest(data: bytes) -> Manifest:
     files = _field(doc, "files", dict)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise ProtocolError(Reason.FIELD, "manifest: files must map names to sha256 strings")
+    if not all(_FILE_NAME.fullmatch(k) for k in files):  # a name, never a path out of the folder
+        raise ProtocolError(Reason.FIELD, "manifest: file names must be plain names")
+    input_dtype = _field(doc, "input_dtype", str)
+    if input_dtype not in INPUT_DTYPES:
+        raise ProtocolError(Reason.DTYPE, f"manifest: input_dtype {input_dtype!r}")
+    tokenizer = doc.get("tokenizer")
+    if tokenizer is not None and (not isinstance(tokenizer, str) or tokenizer not in files):
+        raise ProtocolError(Reason.FIELD, "manifest: tokenizer must name a file it lists")
     num_classes = _field(doc, "num_classes", int)
     lr = _field(doc, "learning_rate", (int, float))
     if num_classes < 2 or not math.isfinite(lr) or lr <= 0:
@@ -197,6 +222,8 @@ def decode_manifest(data: bytes) -> Manifest:
         files=files,
         extra=_field(doc, "extra", dict),
         frozen=frozen,
+        input_dtype=input_dtype,
+        tokenizer=tokenizer,
     )
     recorded = doc.get("digest")
     if recorded is not None and recorded != manifest.digest:

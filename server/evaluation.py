@@ -44,6 +44,10 @@ def load_test_set(path: Path, manifest: Manifest) -> tuple[np.ndarray, np.ndarra
         )
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= manifest.num_classes:
         raise DataError(f"{path}: labels must be integers in [0, {manifest.num_classes})")
+    if manifest.input_dtype == "int64":  # token ids of a text model
+        if not np.issubdtype(x.dtype, np.integer) or (x.size and x.min() < 0):
+            raise DataError(f"{path}: x must hold token ids (integers >= 0)")
+        return x.astype(np.int64, copy=False), y.astype(np.int64)
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise DataError(f"{path}: x holds NaN or infinity")

@@ -96,15 +96,20 @@ class Trainer(Protocol):
 
 
 def check_arrays(manifest: Manifest, x: np.ndarray, y: np.ndarray) -> None:
-    """x: (n, *input_shape) float32, y: (n,) int64 in [0, num_classes), n >= 1."""
-    if x.dtype != np.float32 or y.dtype != np.int64:
-        raise DataError(f"x must be float32 and y int64, got {x.dtype} and {y.dtype}")
+    """x: (n, *input_shape) of the manifest's input dtype (float32, or int64 token ids >= 0),
+    y: (n,) int64 in [0, num_classes), n >= 1."""
+    if x.dtype != np.dtype(manifest.input_dtype) or y.dtype != np.int64:
+        raise DataError(
+            f"x must be {manifest.input_dtype} and y int64, got {x.dtype} and {y.dtype}"
+        )
     if x.shape[1:] != manifest.input_shape or y.shape != (x.shape[0],) or x.shape[0] == 0:
         raise DataError(
             f"x {x.shape} / y {y.shape} do not match (n, *{manifest.input_shape}) / (n,), n >= 1"
         )
     if int(y.min()) < 0 or int(y.max()) >= manifest.num_classes:
         raise DataError(f"labels outside [0, {manifest.num_classes - 1}]")
+    if x.dtype == np.int64 and int(x.min()) < 0:
+        raise DataError("token ids must be >= 0")
 
 
 def proximal_step(

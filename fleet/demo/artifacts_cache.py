@@ -54,6 +54,12 @@ def cached_artifacts(
             return folder, False
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    # minilm-lora's one input dimension is its token count; zoo models take the sample shape
+    shape_args = (
+        ["--max-length", str(input_shape[0])]
+        if model == "minilm-lora"
+        else ["--input-shape", ",".join(str(d) for d in input_shape)]
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -61,8 +67,7 @@ def cached_artifacts(
         "export",
         "--model",
         model,
-        "--input-shape",
-        ",".join(str(d) for d in input_shape),
+        *shape_args,
         "--classes",
         str(num_classes),
         "--seed",

@@ -69,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="zoo model (default follows the data: (F,)->mlp, (C,L)->cnn1d, (C,H,W)->cnn2d)",
+        help="zoo model (default follows the data: (F,)->mlp, (C,L)->cnn1d, (C,H,W)->cnn2d),"
+        " or minilm-lora: the pretrained MiniLM with LoRA adapters on generated smart-home"
+        " commands (use few --devices: each holds the 22.7M-parameter backbone)",
     )
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet non-IID alpha")
     parser.add_argument("--duration", type=float, default=180.0, help="time limit, seconds")

@@ -21,7 +21,14 @@ import numpy as np
 from fleet.partition import digits_dataset, dirichlet_partition, load_data_dir, write_device_folders
 from protocol.errors import DataError
 
-__all__ = ["DemoData", "model_for_shape", "prepare_digits", "scan_data_dir"]
+__all__ = [
+    "SMARTHOME_MAX_LENGTH",
+    "DemoData",
+    "model_for_shape",
+    "prepare_digits",
+    "prepare_smarthome",
+    "scan_data_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -82,3 +89,30 @@ def prepare_digits(root: Path, devices: int, alpha: float, seed: int) -> DemoDat
     parts = dirichlet_partition(dataset.y_train, devices, alpha, seed=seed)
     folders = write_device_folders(root, dataset, parts)
     return DemoData(tuple(folders), root / "test.npz", dataset.input_shape, dataset.num_classes)
+
+
+SMARTHOME_MAX_LENGTH = 24  # tokens: a spoken command is ~10; longer ones are truncated
+
+
+def prepare_smarthome(root: Path, devices: int, alpha: float, seed: int) -> DemoData:
+    """Generated smart-home commands (fleet/smarthome.py), one household per device, as raw
+    text: each agent tokenises its own train.jsonl. The server's test set is commands from
+    households never seen in training; `tokenize_server_test` turns it into test.npz once the
+    model (and so its tokenizer) is exported."""
+    from fleet.smarthome import INTENTS, write_smarthome
+
+    folders = write_smarthome(root, devices, alpha=alpha, seed=seed)
+    return DemoData(tuple(folders), root / "test.npz", (SMARTHOME_MAX_LENGTH,), len(INTENTS))
+
+
+def tokenize_server_test(data: DemoData, artifacts_dir: Path) -> None:
+    """<root>/test.jsonl -> <root>/test.npz (x int64 token ids) with the model's own tokenizer."""
+    from agent.artifacts import load_artifacts
+    from agent.text_data import TextTokenizer, load_text_split
+
+    manifest = load_artifacts(artifacts_dir).manifest
+    if manifest.tokenizer is None:
+        raise DataError(f"{artifacts_dir}: model {manifest.model_name} has no tokenizer")
+    tokenizer = TextTokenizer(artifacts_dir / manifest.tokenizer, manifest.input_shape[0])
+    x, y = load_text_split(data.test_file.with_suffix(".jsonl"), tokenizer, data.num_classes)
+    np.savez(data.test_file, x=x, y=y)

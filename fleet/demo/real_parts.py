@@ -126,7 +126,7 @@ class RealAgents:
             "secure_aggregation": {"enabled": self.secure, "cohort_timeout_s": 30.0},
         }
         config = parse_config(doc, setup.run_dir)
-        data = load_device_data(Path(config.data_dir), artifacts.manifest)
+        data = load_device_data(Path(config.data_dir), artifacts.manifest, artifacts.dir)
         inner = load_trainer(setup.artifacts_dir, threads=1)
         if setup.attack is not None and index in setup.attackers:
             inner = HostileTrainer(inner, setup.attack, index)  # fleet/demo/hostile.py

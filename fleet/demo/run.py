@@ -16,7 +16,14 @@ from rich.table import Table
 from agent.artifacts import load_artifacts
 from fleet.attacks import Attack, AttackKind, choose_attackers
 from fleet.demo.artifacts_cache import cached_artifacts
-from fleet.demo.data import DemoData, model_for_shape, prepare_digits, scan_data_dir
+from fleet.demo.data import (
+    DemoData,
+    model_for_shape,
+    prepare_digits,
+    prepare_smarthome,
+    scan_data_dir,
+    tokenize_server_test,
+)
 from fleet.demo.display import Progress, format_bytes
 from fleet.demo.life import draw_fleet_life
 from fleet.demo.orchestrator import RunSpec, run_fleet
@@ -28,6 +35,8 @@ from fleet.demo.server_part import ServerTuning, start_server
 from protocol.codecs import parse_codec_arg
 from protocol.errors import ConfigError, FleetlearnError
 from protocol.signing import generate_keypair, private_key_to_pem, public_key_to_pem
+
+TEXT_MODEL = "minilm-lora"  # the pretrained text model; its demo data is the smart-home set
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
@@ -205,6 +214,10 @@ def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
     if options.data is not None:
         data = scan_data_dir(options.data)
         source = f"data {options.data}"
+    elif options.model == TEXT_MODEL:
+        shutil.rmtree(out / "data", ignore_errors=True)  # ours: a re-used --out starts clean
+        data = prepare_smarthome(out / "data", options.devices, options.alpha, options.seed)
+        source = f"smart-home commands, one household each (intent skew alpha {options.alpha})"
     else:
         shutil.rmtree(out / "data", ignore_errors=True)  # ours: a re-used --out starts clean
         data = prepare_digits(out / "data", options.devices, options.alpha, options.seed)
@@ -213,6 +226,8 @@ def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
     with console.status(f"exporting {model} for input {data.input_shape} (cached after once)"):
         # Initial weights are fixed (seed 0): --seed varies the fleet, not the model.
         artifacts_dir, exported = cached_artifacts(model, data.input_shape, data.num_classes)
+    if model == TEXT_MODEL and options.data is None:
+        tokenize_server_test(data, artifacts_dir)
     manifest = load_artifacts(artifacts_dir).manifest
     console.print(
         f"[bold]fleetlearn demo[/]: {len(data.device_folders)} devices, {source}\n"

@@ -78,10 +78,15 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             x, y = np.asarray(npz["x"]), np.asarray(npz["y"])
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: not an .npz with arrays x and y ({exc})") from exc
-    if x.dtype != np.float32 or y.dtype != np.int64 or x.shape[:1] != y.shape or y.ndim != 1:
-        raise DataError(f"{path}: need x float32 (n, ...) and y int64 (n,)")
-    if not np.isfinite(x).all():
+    # x: float32 features, or int64 token ids of a text model (`fleetlearn smarthome --artifacts`)
+    if x.dtype not in (np.float32, np.int64) or y.dtype != np.int64:
+        raise DataError(f"{path}: need x float32 or int64 (n, ...) and y int64 (n,)")
+    if x.shape[:1] != y.shape or y.ndim != 1:
+        raise DataError(f"{path}: x {x.shape} and y {y.shape} disagree on n")
+    if x.dtype == np.float32 and not np.isfinite(x).all():
         raise DataError(f"{path}: x holds NaN or infinity")
+    if x.dtype == np.int64 and x.size and int(x.min()) < 0:
+        raise DataError(f"{path}: token ids must be >= 0")
     return x, y
 
 

@@ -74,3 +74,52 @@ def test_flat_vectors_of_the_wrong_shape_or_dtype_are_refused() -> None:
     with pytest.raises(ProtocolError) as info:
         MANIFEST.check_flat(np.zeros(18, np.float64))
     assert info.value.reason is Reason.DTYPE
+
+
+TEXT = Manifest(
+    "minilm-lora",
+    MANIFEST.params,
+    "input",
+    (16,),
+    12,
+    files={"train_step.onnx": "ab" * 32, "tokenizer.json": "cd" * 32},
+    input_dtype="int64",
+    tokenizer="tokenizer.json",
+)
+
+
+def test_a_text_model_round_trips_its_input_dtype_and_tokenizer() -> None:
+    decoded = decode_manifest(encode_manifest(TEXT))
+    assert decoded == TEXT
+    assert (decoded.input_dtype, decoded.tokenizer) == ("int64", "tokenizer.json")
+    assert TEXT.digest != Manifest(**{**_fields(TEXT), "input_dtype": "float32"}).digest
+
+
+def _fields(m: Manifest) -> dict[str, object]:
+    return {name: getattr(m, name) for name in m.__dataclass_fields__}
+
+
+def _edited(m: Manifest, **changes: object) -> bytes:
+    doc = json.loads(encode_manifest(m))
+    del doc["digest"]
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"input_dtype": "float64"}, Reason.DTYPE),
+        ({"input_dtype": 3}, Reason.FIELD),
+        ({"tokenizer": "vocab.txt"}, Reason.FIELD),  # not a listed (hashed) file
+        ({"files": {"../../etc/passwd": "ab" * 32}, "tokenizer": None}, Reason.FIELD),
+        ({"files": {"sub/tokenizer.json": "ab" * 32}, "tokenizer": None}, Reason.FIELD),
+        ({"files": {".hidden": "ab" * 32}, "tokenizer": None}, Reason.FIELD),
+    ],
+)
+def test_bad_text_fields_and_path_like_file_names_are_refused(
+    changes: dict[str, object], reason: Reason
+) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_manifest(_edited(TEXT, **changes))
+    assert err.value.reason is reason
