@@ -26,6 +26,9 @@ def test_device_cannot_read_another_devices_cohort_messages(
         topics.device_subscription(FLEET, topics.DeviceTopicKind.SECAGG_DOWN),
         topics.device_subscription(FLEET, topics.DeviceTopicKind.SECAGG_UP),
         topics.secagg_down_topic(FLEET, "dev-b"),
+        # its own: the dynamic-security plugin refuses the SUBSCRIBEs above outright (issue 15),
+        # so without this dev-a would receive nothing at all and the control would say nothing
+        topics.secagg_down_topic(FLEET, "dev-a"),
     ]
     share = ShareOut("dev-a", b"\x01" * 148, b"\x02" * 32, b"\x03" * 32)
     for_b = encode(ShareBundle(CID, ("dev-a", "dev-b"), (share,)))
@@ -61,6 +64,9 @@ def test_device_cannot_read_another_devices_cohort_messages(
         topics.secagg_up_topic(FLEET, "dev-b"),  # speak in another device's cohort
         topics.secagg_down_topic(FLEET, "dev-a"),  # forge the server's cohort messages
         topics.secagg_down_topic(FLEET, "dev-b"),
+        # its own: the dynamic-security plugin refuses the SUBSCRIBEs above outright (issue 15),
+        # so without this dev-a would receive nothing at all and the control would say nothing
+        topics.secagg_down_topic(FLEET, "dev-a"),
     ],
 )
 def test_device_cannot_forge_cohort_messages(mosquitto_prod: MosquittoHandle, topic: str) -> None:
