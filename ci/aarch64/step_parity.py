@@ -37,6 +37,9 @@ CASES: tuple[tuple[str, str, tuple[int, ...], int, str, str], ...] = (
     ("cnn1d-sgd", "cnn1d", (3, 32), 4, "sgd", "all"),
     ("cnn2d-adamw", "cnn2d", (1, 8, 8), 10, "adamw", "all"),
     ("cnn2d-head-sgd", "cnn2d", (1, 8, 8), 10, "sgd", "head"),
+    # attention, LayerNorm and erf-GELU with LoRA adapters (a test-sized MiniLM: same tokenizer
+    # and vocabulary, two narrow layers); input = token ids, only adapters and head train
+    ("minilm-lora-adamw", "minilm-lora", (16,), 12, "adamw", "adapters"),
 )
 # qemu CPU models (QEMU_CPU) -> the boards that use them
 CPUS = {"cortex-a72": "Raspberry Pi 4", "cortex-a76": "Raspberry Pi 5"}
@@ -83,6 +86,17 @@ def _export_all(directory: Path) -> None:
     rng = np.random.default_rng(0)
     for name, model, shape, classes, optimizer, trainable in CASES:
         case = directory / name
+        if model == "minilm-lora":
+            from models.minilm_export import export_minilm_lora
+
+            export_minilm_lora(
+                case / "artifacts", classes, rank=4, max_length=shape[0], pretrained=False
+            )
+            ids = rng.integers(1000, 30000, (SAMPLES, *shape))  # (n, length) token ids
+            ids[:, shape[0] // 2 :] *= rng.random((SAMPLES, 1)) < 0.5  # half the rows padded
+            np.save(case / "x.npy", ids.astype(np.int64))
+            np.save(case / "y.npy", rng.integers(0, classes, SAMPLES).astype(np.int64))
+            continue
         export_artifacts(
             model, shape, classes, case / "artifacts", optimizer=optimizer, trainable=trainable
         )
