@@ -42,7 +42,6 @@ RESULTS = REPO / "benchmarks" / "results" / "large_model.json"
 CACHE = REPO / ".cache" / "large_model"  # exports take minutes; reused when the code is unchanged
 MAX_LENGTH = 24
 BATCH = 16
-LEARNING_RATE = 3e-3  # AdamW on adapters and a fresh head; the backbone never moves
 
 
 def _peak_rss_mb() -> float:
@@ -53,6 +52,7 @@ def _peak_rss_mb() -> float:
 
 
 def _export(trainable: str, classes: int, rank: int) -> Path:
+    from models.minilm_export import ADAPTER_LEARNING_RATE as LEARNING_RATE
     from models.minilm_export import export_minilm_lora
 
     out = CACHE / f"{trainable}-r{rank}-c{classes}-L{MAX_LENGTH}-lr{LEARNING_RATE}"
@@ -236,6 +236,7 @@ def main() -> int:
     from agent.artifacts import load_artifacts
     from agent.text_data import TextTokenizer, load_text_split
     from fleet.smarthome import INTENTS, write_smarthome
+    from models.minilm_export import ADAPTER_LEARNING_RATE as LEARNING_RATE  # torch: parent only
 
     classes = len(INTENTS)
     with tempfile.TemporaryDirectory() as tmp:

@@ -57,8 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_minilm(args: argparse.Namespace) -> Manifest:
-    from models.export import DEFAULT_LEARNING_RATE
-    from models.minilm_export import export_minilm_lora  # torch: only when run
+    from models.minilm_export import ADAPTER_LEARNING_RATE, export_minilm_lora  # torch
 
     return export_minilm_lora(
         args.out,
@@ -69,7 +68,7 @@ def _run_minilm(args: argparse.Namespace) -> Manifest:
         max_length=args.max_length,
         trainable="adapters" if args.trainable == "all" else args.trainable,
         seed=args.seed,
-        learning_rate=DEFAULT_LEARNING_RATE if args.lr is None else args.lr,
+        learning_rate=ADAPTER_LEARNING_RATE if args.lr is None else args.lr,
         optimizer=args.optimizer,
     )
 

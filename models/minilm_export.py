@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from models.export import DEFAULT_LEARNING_RATE, export_module
+from models.export import export_module
 from models.minilm import (
     LORA_TARGETS,
     MiniLMClassifier,
@@ -30,13 +30,22 @@ from models.optimizers import OptimizerSpec
 from models.trainable import resolve_trainable
 from protocol.manifest import Manifest
 
-__all__ = ["MODEL_NAME", "TINY_CONFIG", "TOKENIZER_FILE", "export_minilm_lora"]
+__all__ = [
+    "ADAPTER_LEARNING_RATE",
+    "MODEL_NAME",
+    "TINY_CONFIG",
+    "TOKENIZER_FILE",
+    "export_minilm_lora",
+]
 
 MODEL_NAME = "minilm-lora"
 TOKENIZER_FILE = "tokenizer.json"
 # A test-sized encoder: the real vocabulary and tokenizer, two narrow layers.
 TINY_CONFIG = MiniLMConfig(hidden=32, layers=2, heads=2, intermediate=64, max_positions=128)
 _ADAPTERS = "*.lora_*,head"
+# AdamW on the adapters and a fresh head: 3e-3 reached 0.72 on unseen households in 6 federated
+# rounds where 1e-3 reached 0.45 in 8 (benchmarks/large_model.py; the backbone never moves)
+ADAPTER_LEARNING_RATE = 3e-3
 
 
 def export_minilm_lora(
@@ -49,7 +58,7 @@ def export_minilm_lora(
     max_length: int = 24,
     trainable: str = "adapters",
     seed: int = 0,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
+    learning_rate: float = ADAPTER_LEARNING_RATE,
     optimizer: str = "adamw",
     pretrained: bool = True,
 ) -> Manifest:
