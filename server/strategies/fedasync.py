@@ -11,12 +11,14 @@ over, and one update per device per buffer is one per step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from server.robust import Defence, RobustConfig
 from server.staleness import StalenessFn, constant
 from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
+from server.strategies.defended import Defended
 
 __all__ = ["FedAsync", "fedasync_weight"]
 
@@ -30,7 +32,8 @@ def fedasync_weight(
 
 
 @dataclass
-class FedAsync(Strategy):
+class FedAsync(Defended, Strategy):
+    buffered: ClassVar[bool] = False  # each update applies on arrival: no buffer to limit
     alpha: float = 0.6  # mixing rate; the paper's experiments use 0.5-0.9
     staleness: StalenessFn = constant
     reference_samples: int | None = None  # None: no sample weighting
@@ -48,15 +51,6 @@ class FedAsync(Strategy):
             raise ValueError("reference_samples must be > 0")
         if self.robust is not None:
             self._defence = Defence(self.robust, keeps_rows=False)
-
-    @property
-    def defence(self) -> Defence | None:
-        return self._defence
-
-    def screen(self, device_id: str, norm: float) -> float:
-        if self._defence is None:
-            return 1.0
-        return self._defence.screen(device_id, norm, buffered=False)
 
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult:
         tau = version - update.base_version

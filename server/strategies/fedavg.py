@@ -34,12 +34,13 @@ from server.strategies.base import (
     as_array,
     load_privacy_state,
 )
+from server.strategies.defended import Defended
 
 __all__ = ["FedAvg"]
 
 
 @dataclass
-class FedAvg(Strategy):
+class FedAvg(Defended, Strategy):
     round_size: int = 10  # M: updates that close a round early
     deadline_s: float = 60.0  # a round closes after this long if >= min_updates arrived
     min_updates: int = 1
@@ -73,20 +74,7 @@ class FedAvg(Strategy):
             self._opt = self.optimizer
         if self.robust is not None:
             self._defence = Defence(self.robust, keeps_rows=True)
-        if self.privacy is not None and self._defence is not None and self._defence.keeps_rows:
-            raise ValueError(
-                "privacy: the noise is calibrated to a sum of contributions clipped to C; a "
-                "coordinate-wise robust aggregator has another sensitivity: use aggregator mean"
-            )
-
-    @property
-    def defence(self) -> Defence | None:
-        return self._defence
-
-    def screen(self, device_id: str, norm: float) -> float:
-        if self._defence is None:
-            return 1.0
-        return self._defence.screen(device_id, norm, buffered=True)
+        self._refuse_rows_with_privacy(self.privacy)
 
     @property
     def server_optimizer(self) -> ServerOptimizer:

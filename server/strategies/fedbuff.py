@@ -37,12 +37,13 @@ from server.strategies.base import (
     as_array,
     load_privacy_state,
 )
+from server.strategies.defended import Defended
 
 __all__ = ["FedBuff"]
 
 
 @dataclass
-class FedBuff(Strategy):
+class FedBuff(Defended, Strategy):
     buffer_size: int = 10  # K; the paper finds K=10 a good default
     server_lr: float = 1.0  # shorthand for optimizer=None: sgd (or avgm) at this lr
     momentum: float = 0.0  # shorthand: avgm with beta1 = momentum; 0 disables
@@ -83,20 +84,7 @@ class FedBuff(Strategy):
                 "privacy: sample_weighted weights a delta by its sample count (> 1), which "
                 "breaks the sensitivity bound C of the noised sum; set sample_weighted = false"
             )
-        if self.privacy is not None and self._defence is not None and self._defence.keeps_rows:
-            raise ValueError(
-                "privacy: the noise is calibrated to a sum of contributions clipped to C; a "
-                "coordinate-wise robust aggregator has another sensitivity: use aggregator mean"
-            )
-
-    @property
-    def defence(self) -> Defence | None:
-        return self._defence
-
-    def screen(self, device_id: str, norm: float) -> float:
-        if self._defence is None:
-            return 1.0
-        return self._defence.screen(device_id, norm, buffered=True)
+        self._refuse_rows_with_privacy(self.privacy)
 
     def check(self, version: int, base_version: int) -> None:
         if self.privacy is not None:
