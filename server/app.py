@@ -143,7 +143,7 @@ class ServerApp:
 
     def start(self) -> None:
         report = self.core.recover()
-        warm_up()  # load the fused-ingest kernels now, not while the first device waits
+        warm_up(self.core.manifest.num_params)  # kernels now, not while a device waits
         self._committed_version = report.version
         self.metrics.version.set(report.version)
         self.metrics.set_privacy(self._privacy_status())

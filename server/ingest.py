@@ -91,9 +91,12 @@ def same_payload(payload: bytes | memoryview, digest: str) -> bool:
     return f"{len(payload):x}-{zlib.crc32(payload):08x}" == digest  # logged before the tag
 
 
-def warm_up() -> None:
+def warm_up(num_params: int) -> None:
     """Load (or compile, first run after install: seconds) every kernel now, at start-up, so the
-    first large update does not pay for it while a device waits for its Ack."""
+    first large update does not pay for it while a device waits for its Ack. A model smaller
+    than KERNEL_MIN_VALUES never reaches the kernels: numba is then not even imported."""
+    if num_params < KERNEL_MIN_VALUES:
+        return
     k = _kernels()
     out, index = np.zeros(4, np.float32), np.array([0, 2], np.int64)  # (4,), (2,)
     codes, scales, values = np.ones(4, np.int8), np.ones(1, np.float32), np.ones(4, np.float32)

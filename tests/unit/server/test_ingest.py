@@ -259,3 +259,17 @@ def test_small_updates_do_not_import_numba() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_warm_up_leaves_numba_unloaded_for_a_model_the_kernels_never_see() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from server.ingest import KERNEL_MIN_VALUES, warm_up; "
+        "warm_up(KERNEL_MIN_VALUES - 1); print('numba' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"
