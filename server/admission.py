@@ -43,6 +43,7 @@ from server.ingest import (
     FusedDelta,
     FusedUpdate,
     clip_factor,
+    index_decoder,
     payload_digest,
     same_payload,
     scale_delta,
@@ -128,7 +129,12 @@ def decode_delta(vector: EncodedVector, manifest: Manifest) -> codecs.DecodedPar
         raise ProtocolError(
             Reason.SHAPE, f"vector has {vector.length} values, model has {manifest.num_params}"
         )
-    return codecs.decode_parts(vector.data, vector.codec, vector.length)
+    return codecs.decode_parts(
+        vector.data,
+        vector.codec,
+        vector.length,
+        index_decoder=index_decoder(manifest.num_params),
+    )
 
 
 # A delta whose squared norm overflows float32 is no training result: refuse it, never clip it

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from protocol.codecs import DecodedParts
+from protocol.codecs import DecodedParts, IndexDecoder
+from protocol.errors import ProtocolError, Reason
 from server.strategies.base import AdmittedUpdate
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "FusedDelta",
     "FusedUpdate",
     "clip_factor",
+    "index_decoder",
     "payload_digest",
     "same_payload",
     "scale_delta",
@@ -53,8 +55,9 @@ __all__ = [
 
 F32 = npt.NDArray[np.float32]
 _EDGE = 4096  # bytes of each end of a payload that identify it (see payload_digest)
-# Below this many carried values the numpy form (same float32 operations, same bits) is cheap,
-# and a process that only sees small models (demo, simulator, tests) never imports numba.
+# Models below this many parameters use the numpy form (same float32 operations, same bits): it
+# is cheap there, and a process that only sees small models (demo, simulator, tests) never
+# imports numba. Larger models use the kernels for every update, a top-k one included.
 KERNEL_MIN_VALUES = 1 << 15
 _DIGEST_TAG = "h"  # not a hex digit: older digests were "<len hex>-<crc32 of it all>"
 
@@ -107,6 +110,34 @@ def warm_up(num_params: int) -> None:
     k.add_codes_sparse(out, index, codes[:2], scales, 4, one, True, one)
     k.add_values_dense(out, values, one, True, one)
     k.add_values_sparse(out, index, values[:2], one, True, one)
+    k.topk_positions(np.array([1, 2], np.uint8), 2, 4, index)
+
+
+_INDEX_REFUSALS = {
+    1: "varint section truncated",
+    2: "wrong number of varints",
+    3: "varint longer than 5 bytes",
+    4: "over-long varint encoding",
+    5: "topk indices not strictly increasing (duplicate)",
+    6: "topk index gap beyond the vector's length",
+    7: "topk index out of range",
+}
+
+
+def index_decoder(num_params: int) -> IndexDecoder | None:
+    """The compiled topk index decoder for a model that uses the kernels, else None (numpy's).
+
+    One pass over the varints instead of numpy's dozen (0.2 ms for a top-1% update of a 1M
+    model); it accepts and refuses exactly the same bytes (tests/unit/server/test_ingest.py)."""
+    return _decode_positions if num_params >= KERNEL_MIN_VALUES else None
+
+
+def _decode_positions(buf: memoryview, count: int, n: int) -> npt.NDArray[np.int64]:
+    out = np.empty(count, np.int64)  # (k,)
+    status = _kernels().topk_positions(np.frombuffer(buf, np.uint8), count, n, out)
+    if status:
+        raise ProtocolError(Reason.CODEC, _INDEX_REFUSALS[int(status)])
+    return out
 
 
 def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
@@ -118,7 +149,7 @@ def scale_delta(delta: np.ndarray, scale: float) -> np.ndarray:
 
 def sq_norm(parts: DecodedParts) -> float:
     """Squared L2 norm of the decoded vector, in float64, without expanding it."""
-    if parts.kept < KERNEL_MIN_VALUES:
+    if parts.length < KERNEL_MIN_VALUES:
         return _sq_norm_numpy(parts)
     _k = _kernels()
     if parts.codes is not None:
@@ -161,7 +192,7 @@ class FusedDelta:
         if out.dtype != np.float32 or out.shape != (p.length,) or not out.flags.c_contiguous:
             raise ValueError(f"accumulator must be a contiguous ({p.length},) float32 array")
         clip, clipping, w = np.float32(self.clip), self.clip != 1.0, np.float32(weight)
-        if p.kept < KERNEL_MIN_VALUES:  # the numpy form of the same float32 operations
+        if p.length < KERNEL_MIN_VALUES:  # the numpy form of the same float32 operations
             vals = p.kept_values()  # (k,) float32
             if clipping:
                 vals = vals * clip

@@ -24,6 +24,7 @@ __all__ = [
     "add_values_sparse",
     "sq_norm_codes",
     "sq_norm_values",
+    "topk_positions",
 ]
 
 _jit = numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -110,3 +111,50 @@ def add_values_sparse(out, index, values, clip, clipping, weight):  # type: igno
             d = d * clip
         k = index[j]
         out[k] = out[k] + d * weight
+
+
+# topk_positions' status codes (0 = accepted); server/ingest.py maps them to refusal reasons.
+INDEX_OK, INDEX_TRUNCATED, INDEX_COUNT, INDEX_LONG, INDEX_OVERLONG, INDEX_DUPLICATE = range(6)
+INDEX_GAP_RANGE, INDEX_RANGE = 6, 7
+
+
+@_jit
+def topk_positions(buf, count, n, out):  # type: ignore[no-untyped-def]
+    """Decode `count` LEB128 gaps filling all of `buf` (uint8) into positions out (count,) int64,
+    refusing exactly what protocol/codecs (varint.py, topk.py) refuses; returns a status code."""
+    size = buf.size
+    if size == 0:
+        return INDEX_OK if count == 0 else INDEX_TRUNCATED
+    if buf[size - 1] & 0x80:
+        return INDEX_TRUNCATED
+    i = 0
+    j = 0
+    pos = np.int64(0)
+    while i < size:
+        if j == count:
+            return INDEX_COUNT
+        start = i
+        gap = np.int64(0)
+        shift = 0
+        byte = buf[i]
+        while True:
+            byte = buf[i]
+            i += 1
+            gap |= np.int64(byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if i - start == 5:  # a 6th byte would follow: longer than any legal varint
+                return INDEX_LONG
+        if i - start > 1 and byte == 0:
+            return INDEX_OVERLONG
+        if j > 0 and gap == 0:
+            return INDEX_DUPLICATE
+        if gap >= n:
+            return INDEX_GAP_RANGE
+        pos = gap if j == 0 else pos + gap
+        if pos >= n:
+            return INDEX_RANGE
+        out[j] = pos
+        j += 1
+    return INDEX_OK if j == count else INDEX_COUNT

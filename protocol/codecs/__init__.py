@@ -31,7 +31,7 @@ from protocol.codecs.spec import (
     parse_codec_arg,
     validate_spec,
 )
-from protocol.codecs.topk import topk_count
+from protocol.codecs.topk import IndexDecoder, topk_count
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -40,6 +40,7 @@ __all__ = [
     "NAMES",
     "VALUE_NAMES",
     "DecodedParts",
+    "IndexDecoder",
     "decode",
     "decode_parts",
     "encode",

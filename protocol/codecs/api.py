@@ -17,7 +17,7 @@ from protocol.codecs.lossless import compress, decompress
 from protocol.codecs.parts import DecodedParts
 from protocol.codecs.quantized import Int4, Int8
 from protocol.codecs.spec import validate_spec
-from protocol.codecs.topk import TopK
+from protocol.codecs.topk import IndexDecoder, TopK
 from protocol.codecs.values import VALUE_CODECS
 from protocol.errors import ProtocolError, Reason
 
@@ -84,10 +84,17 @@ def _value_parts(
     return DecodedParts(n, index, VALUE_CODECS[name].decode(buf, spec, k), None, None)
 
 
-def decode_parts(data: bytes | memoryview, spec: Mapping[str, Any], length: int) -> DecodedParts:
+def decode_parts(
+    data: bytes | memoryview,
+    spec: Mapping[str, Any],
+    length: int,
+    *,
+    index_decoder: IndexDecoder | None = None,
+) -> DecodedParts:
     """`decode` without the final expansion: every check, codes and scales kept as sent.
 
     A memoryview payload is read in place (no copy) unless a lossless stage inflates it.
+    `index_decoder` replaces topk's numpy index decoding (see `TopK.decode_index`).
     """
     norm = validate_spec(spec)
     n = _check_length(length)
@@ -102,6 +109,6 @@ def decode_parts(data: bytes | memoryview, spec: Mapping[str, Any], length: int)
         )
     buf = memoryview(raw).cast("B") if isinstance(raw, memoryview) else memoryview(raw)
     if norm["name"] == "topk":
-        idx, values = TopK.decode_index(buf, norm, n)
+        idx, values = TopK.decode_index(buf, norm, n, index_decoder)
         return _value_parts(values, norm["values"], int(idx.size), n, idx)
     return _value_parts(buf, norm, n, n, None)

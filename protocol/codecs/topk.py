@@ -19,7 +19,7 @@ kept |x|.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,9 @@ import numpy.typing as npt
 from protocol.codecs.values import VALUE_CODECS
 from protocol.codecs.varint import MAX_VARINT_BYTES, decode_varints, encode_varints
 from protocol.errors import ProtocolError, Reason
+
+# (varint section, k, n) -> (k,) strictly increasing positions < n; ProtocolError(CODEC) otherwise
+IndexDecoder = Callable[[memoryview, int, int], "npt.NDArray[np.int64]"]
 
 __all__ = ["TopK", "topk_count"]
 
@@ -66,11 +69,18 @@ class TopK:
         return encode_varints(gaps) + vals
 
     @staticmethod
-    def decode_index(buf: memoryview, spec: Mapping[str, Any], n: int) -> tuple[I64, memoryview]:
-        """Every index check: (k,) strictly increasing positions < n, and the value section."""
+    def decode_index(
+        buf: memoryview, spec: Mapping[str, Any], n: int, decoder: IndexDecoder | None = None
+    ) -> tuple[I64, memoryview]:
+        """Every index check: (k,) strictly increasing positions < n, and the value section.
+
+        `decoder` (varint bytes, k, n) -> (k,) positions may replace the numpy decoding below
+        with a compiled one (the server's); it must accept and refuse exactly the same bytes."""
         k = topk_count(spec["fraction"], n)
         codec = VALUE_CODECS[spec["values"]["name"]]
         split = len(buf) - codec.size(spec["values"], k)
+        if decoder is not None:
+            return decoder(buf[:split], k, n), buf[split:]
         gaps = decode_varints(buf[:split], k)  # (k,) int64, each < 2**35
         if k == 0:
             return gaps, buf[split:]

@@ -155,7 +155,11 @@ class FedBuff(Defended, Strategy):
                     self._sum, self._weight, self._count = None, 0.0, 0
                     return StepResult(model, version, stepped=False)
                 total = noised
-            g = total / np.float32(self._weight)  # (n,) float32; _weight >= 1 as count > 0
+            # (n,) float32; _weight >= 1 as count > 0. In place when the sum is ours to reuse
+            # (it is dropped below): one pass over the buffer instead of a new (n,) array.
+            g = np.divide(
+                total, np.float32(self._weight), out=total if total is self._sum else None
+            )
         if d is not None:
             d.end_buffer()
         new = self.server_optimizer.step(model, g)  # (n,) float32

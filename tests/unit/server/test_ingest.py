@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import codecs
+from protocol.errors import ProtocolError, Reason
 from server import ingest
 from server.admission import Admission, AdmissionLimits
 from server.core import ServerCore
@@ -273,3 +274,61 @@ def test_warm_up_leaves_numba_unloaded_for_a_model_the_kernels_never_see() -> No
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "False"
+
+
+def _index_outcome(payload: bytes, spec: dict[str, Any], n: int, kernel: bool) -> Any:
+    """The decoded topk positions, or the refusal's reason, through either index decoder."""
+    with _path(kernel):
+        decoder = ingest.index_decoder(n)
+    assert (decoder is not None) == kernel
+    try:
+        parts = codecs.decode_parts(payload, spec, n, index_decoder=decoder)
+    except ProtocolError as exc:
+        return exc.reason
+    assert parts.index is not None
+    return parts.index.tolist()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    n=st.integers(1, 3000),
+    fraction=st.sampled_from([0.001, 0.01, 0.1, 0.5, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+)
+def test_compiled_index_decoder_accepts_and_refuses_exactly_what_numpy_does(
+    n: int, fraction: float, seed: int, edits: list[tuple[int, int]]
+) -> None:
+    """Valid top-k payloads and hostile edits of their varint section (truncated, over-long,
+    6-byte, zero gaps, gaps past the end): the same positions or the same refusal."""
+    spec = codecs.parse_codec_arg(f"topk:{fraction}+float16")
+    x = np.random.default_rng(seed).standard_normal(n).astype(np.float32)  # (n,)
+    payload = bytearray(codecs.encode(x, spec))
+    k = codecs.topk_count(fraction, n)
+    index_bytes = len(payload) - 2 * k  # float16 values follow the varints
+    for at, value in edits:
+        payload[at % index_bytes] = value
+    numpy_way = _index_outcome(bytes(payload), spec, n, kernel=False)
+    assert _index_outcome(bytes(payload), spec, n, kernel=True) == numpy_way
+
+
+@pytest.mark.parametrize(
+    ("varints", "why"),
+    [
+        (b"\x01\x82", "truncated"),  # ends on a continuation byte
+        (b"\x01\x01\x01", "number"),  # three varints where k = 2
+        (b"\x81\x80\x80\x80\x80\x00", "longer"),  # six bytes
+        (b"\x01\x80\x00", "over-long"),  # a multi-byte varint ending in a zero group
+        (b"\x01\x00", "duplicate"),  # a zero gap after the first
+        (b"\x0a\x01", "gap"),  # the first gap is already past n = 10
+        (b"\x05\x05", "out of range"),  # 5 + 5 = 10 = n
+    ],
+)
+def test_compiled_index_decoder_names_each_refusal(varints: bytes, why: str) -> None:
+    with _path(True):
+        decoder = ingest.index_decoder(10)
+    assert decoder is not None
+    with pytest.raises(ProtocolError, match=why) as refused:
+        decoder(memoryview(varints), 2, 10)
+    assert refused.value.reason is Reason.CODEC
+    assert decoder(memoryview(b"\x03\x06"), 2, 10).tolist() == [3, 9]  # by hand: 3, 3 + 6
