@@ -36,6 +36,7 @@ from server.admission import Admission, AdmissionLimits, DuplicateUpdate, decode
 from server.durability import (
     Checkpoint,
     LogPosition,
+    LogRecord,
     TailReport,
     UpdateLog,
     load_checkpoint,
@@ -176,7 +177,8 @@ class ServerCore:
             self.checkpoint()
         return report
 
-    def _replay(self, raw: bytes) -> None:
+    def _replay(self, record: LogRecord) -> None:
+        raw = record.meta
         try:
             rec = unpack_bounded(
                 raw,
@@ -185,7 +187,7 @@ class ServerCore:
                 max_array_len=16,
                 max_map_len=16,
                 max_bytes=len(raw),
-            )  # bounded (issue 15); the update inside is decoded by decode_update
+            )  # bounded (issue 15); the update itself is decoded by decode_any_update
             kind, version = rec["k"], rec["v"]
         except (ProtocolError, KeyError, TypeError) as exc:
             raise DataError(f"{self.log_dir}: undecodable log record: {exc}") from exc
@@ -197,7 +199,8 @@ class ServerCore:
             result = self.strategy.flush(self._model, self._version)
         elif kind == "u":
             try:
-                msg = decode_any_update(rec["payload"])
+                # the update is the record's body (FLR1 records carried it inside the meta)
+                msg = decode_any_update(rec.get("payload", record.body))
                 update = decode_admitted(msg, self.manifest, float(rec["scale"]))
             except (ProtocolError, KeyError) as exc:
                 raise DataError(f"{self.log_dir}: logged update no longer decodes: {exc}") from exc
@@ -255,9 +258,8 @@ class ServerCore:
             "seq": msg.seq,
             "scale": admitted.scale,
             "digest": admitted.digest,
-            "payload": payload,
         }
-        log.append(msgpack.packb(record, use_bin_type=True))
+        log.append(msgpack.packb(record, use_bin_type=True), payload)  # the update as the body
         result = self.strategy.apply_contribution(self._model, version, admitted.fused)
         self._take(result)
         self._sequences[msg.device_id] = (msg.seq, admitted.digest)

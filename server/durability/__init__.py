@@ -6,12 +6,20 @@ from server.durability.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from server.durability.log import LogPosition, TailReport, UpdateLog, fsync_dir, read_from
+from server.durability.log import (
+    LogPosition,
+    LogRecord,
+    TailReport,
+    UpdateLog,
+    fsync_dir,
+    read_from,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
     "Checkpoint",
     "LogPosition",
+    "LogRecord",
     "TailReport",
     "UpdateLog",
     "fsync_dir",

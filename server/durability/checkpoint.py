@@ -45,10 +45,8 @@ def _pack_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.name not in _ARRAY_DTYPES or value.ndim != 1:
             raise ValueError(f"cannot checkpoint array of {value.dtype} shape {value.shape}")
-        return {
-            "__nd__": value.dtype.name,
-            "data": value.astype(value.dtype.newbyteorder("<")).tobytes(),
-        }
+        little = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+        return {"__nd__": value.dtype.name, "data": little.data.cast("B")}  # no copy
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise ValueError(f"cannot checkpoint value of type {type(value).__name__}")
@@ -84,14 +82,14 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint) -> Path:
         "serving_state": {k: _pack_value(v) for k, v in ckpt.serving_state.items()},
     }
     body = msgpack.packb(doc, use_bin_type=True)
-    blob = body + hashlib.sha256(body).digest()
     final = folder / CHECKPOINT_NAME
     tmp = folder / (CHECKPOINT_NAME + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(blob)
-        while view:
-            view = view[os.write(fd, view) :]
+        for part in (body, hashlib.sha256(body).digest()):  # body + digest without joining them
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -56,6 +56,9 @@ class FedBuff(Defended, Strategy):
     _opt: ServerOptimizer = field(init=False, repr=False)
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
+    # the last buffer's (n,) float32 array, zeroed for the next one: a fresh 4 MB array per
+    # flush cost more than the top-1% updates that filled it (page faults on first touch)
+    _spare: np.ndarray | None = field(default=None, init=False, repr=False)
     _weight: float = field(default=0.0, init=False, repr=False)
     _count: int = field(default=0, init=False, repr=False)
     _defence: Defence | None = field(default=None, init=False, repr=False)
@@ -124,7 +127,7 @@ class FedBuff(Defended, Strategy):
                 d.add_row(dense * np.float32(s_tau))
         if d is None or not d.keeps_rows:
             if self._sum is None:
-                self._sum = np.zeros(model.shape[0], np.float32)
+                self._sum = self._fresh_sum(model.shape[0])
             # float32 throughout: a float64 buffer made the mixed-type add 3 ms per 1M-param
             # update, half of all ingest time; K <= ~100 float32 adds lose nothing a model notices.
             # In place: a codec-form delta is added straight from its codes (server/ingest.py)
@@ -162,9 +165,18 @@ class FedBuff(Defended, Strategy):
             )
         if d is not None:
             d.end_buffer()
-        new = self.server_optimizer.step(model, g)  # (n,) float32
+        new = self.server_optimizer.step(model, g)  # (n,) float32; keeps no reference to g
+        if g is self._sum:
+            self._spare = g
         self._sum, self._weight, self._count = None, 0.0, 0
         return StepResult(new, version + 1, stepped=True)
+
+    def _fresh_sum(self, n: int) -> np.ndarray:
+        spare, self._spare = self._spare, None
+        if spare is None or spare.shape != (n,):
+            return np.zeros(n, np.float32)
+        spare.fill(0.0)
+        return spare
 
     def state_dict(self) -> StateDict:
         state: StateDict = {"weight": self._weight, "count": self._count}

@@ -90,12 +90,12 @@ def dump(state: Path, mode: str) -> None:
     core = make_core(state, mode)
     records, _, _ = read_from(core.log_dir, LogPosition(1, 0))
     applied, payloads = [], []
-    for raw in records:
-        rec = msgpack.unpackb(raw, raw=False)
+    for record in records:
+        rec = msgpack.unpackb(record.meta, raw=False)
         if rec["k"] == "u":
-            msg = decode_any_update(rec["payload"])
+            msg = decode_any_update(record.body)
             applied.append([msg.device_id, msg.seq])
-            payloads.append((msg.device_id, rec["payload"]))
+            payloads.append((msg.device_id, record.body))
     privacy = core.strategy.privacy
     key = str(core.strategy.state_dict()["dp_key"]) if privacy is not None else None
     with tempfile.TemporaryDirectory() as tmp:
