@@ -278,8 +278,9 @@ def main() -> int:
             "durable/s", "+ckpt/s", "fsync/upd", "disk/s", "dur/disk", "goal")  # fmt: skip
     keys = ("payload_bytes", "updates_per_s", "bound_updates_per_s", "fraction_of_bound",
             "memory_bound_updates_per_s", "flower_float32_updates_per_s", "durable_updates_per_s",
-            "durable_checkpointed_updates_per_s", "durable_fsync_per_update_updates_per_s", "disk_updates_per_s",
-            "durable_fraction_of_disk", "durable_goal_updates_per_s")  # fmt: skip
+            "durable_checkpointed_updates_per_s", "durable_fsync_per_update_updates_per_s",
+            "disk_updates_per_s", "durable_fraction_of_disk",
+            "durable_goal_updates_per_s")  # fmt: skip
     print(("{:>6} {:>14} " + "{:>9} " * 12).format(*head))
     for size_name, codec_name, e in rows:
         vals = [e.get(k, "-") for k in keys]
