@@ -17,7 +17,8 @@ payloads in the same run (a loaded machine slows every column alike; read the ra
            `layer * num_examples`, `reduce(np.add, ...)`, divide (K=10 per aggregate)
   durable  ServerCore with the update log as the server runs it by default: group commit (one
            fdatasync per batch of 64, `[durability] batch_max`), records written by the log's
-           writer thread (server/durability/writer.py), acks after the fsync; `+ckpt` adds the
+           writer thread (server/durability/writer.py), the next batch decoded while the last
+           one syncs (pipelined, as server/app.py runs), acks after the fsync; `+ckpt` adds the
            default checkpoint every 200 records (a 1M model's checkpoint is ~8 MB, ~25 ms);
            `fsync/upd` is fsync per update (batch of one)
   disk     the same bytes written raw the way the log writes them (writeback started per MiB,
@@ -51,7 +52,7 @@ from protocol.messages import ClientUpdate, encode_vector  # noqa: E402
 from protocol.update_header import decode_any_update, encode_update_compact  # noqa: E402
 from server.admission import Admission, AdmissionLimits  # noqa: E402
 from server.config import DurabilityConfig  # noqa: E402
-from server.core import ServerCore  # noqa: E402
+from server.core import Commit, Outcome, ServerCore  # noqa: E402
 from server.staleness import make_staleness  # noqa: E402
 from server.strategies import FedBuff  # noqa: E402
 
@@ -197,12 +198,16 @@ def durable(
             for device, payload in items:
                 assert core.handle(device, payload).ack.accepted
                 core.maybe_checkpoint()
-        else:
-            for i in range(0, len(items), batch):
+        else:  # as the service loop runs: batch i+1 is decoded while batch i's fsync runs
+            in_flight: tuple[Commit, list[Outcome]] | None = None
+            for i in range(0, len(items) + batch, batch):
                 outs = [core.submit(d, p) for d, p in items[i : i + batch]]
-                core.commit()
-                assert all(o.ack.accepted for o in outs)
-                core.maybe_checkpoint()
+                started = core.commit_start() if outs else None
+                if in_flight is not None:
+                    in_flight[0].wait()  # now its Acks may leave
+                    assert all(o.ack.accepted for o in in_flight[1])
+                    core.maybe_checkpoint()
+                in_flight = None if started is None else (started, outs)
         rate = len(items) / (time.perf_counter() - start)
         core.close()
     return rate

@@ -3,7 +3,12 @@
     link callbacks ──enqueue──> incoming queue ──> one worker thread:
         take 1 message (or up to batch_max in group-commit mode)
         ServerCore.submit each (decode -> admit -> log append -> apply)
-        tick (FedAvg deadline) -> commit (fsync) -> Acks (QoS 1) -> publish? -> checkpoint?
+        tick (FedAvg deadline) -> commit_start (fsync queued)
+        then, for the batch before: wait for its fsync -> Acks (QoS 1) -> publish? -> checkpoint?
+
+The fsync of one batch overlaps the decoding of the next (a pipelined group commit): Acks and
+offers still leave only after the fsync that covers them, and an offer carries the model as of
+its batch's commit (`Commit.model`), never one with updates not yet on disk.
 
 Only the worker touches the core, so there are no locks around the model. On start the server
 recovers its state folder and publishes the current model (retained, signed). Offers are paced
@@ -42,7 +47,7 @@ from protocol.topics import (
 )
 from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
-from server.core import Outcome, ServerCore
+from server.core import Commit, Outcome, ServerCore
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.ingest import warm_up
 from server.metrics import ServerMetrics
@@ -82,6 +87,17 @@ class ServerStatus:
     pending: int  # updates buffered in the strategy
     privacy: PrivacyStatus | None = None  # epsilon spent, budget, exhausted; None = no DP
     last_serving_eval: EvalResult | None = None  # the serving average (server/serving.py)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A processed batch waiting for its fsync before anything about it leaves the process."""
+
+    commit: Commit
+    outcomes: list[Outcome]
+    secagg_out: list[tuple[str, bytes]]  # secure-aggregation replies released by this batch
+    now: float
+    started: float  # perf_counter at the start of processing (ingest latency metric)
 
 
 class ServerApp:
@@ -256,10 +272,11 @@ class ServerApp:
             if self.config.durability.fsync is FsyncMode.BATCH
             else 1
         )
+        in_flight: _InFlight | None = None  # a batch whose fsync is queued, Acks not yet sent
         try:
             while not self._stop.is_set():
-                try:
-                    batch = [incoming.get(timeout=0.1)]
+                try:  # with a batch in flight, don't sit on its Acks waiting for more traffic
+                    batch = [incoming.get(timeout=0.0 if in_flight else 0.1)]
                 except queue.Empty:
                     batch = []
                 while batch and len(batch) < batch_max:
@@ -267,14 +284,24 @@ class ServerApp:
                         batch.append(incoming.get_nowait())
                     except queue.Empty:
                         break
-                self._step(batch)
+                if in_flight is not None and not batch:
+                    self._finish(in_flight)
+                    in_flight = None
+                    continue
+                started = self._process(batch)
+                if in_flight is not None:
+                    self._finish(in_flight)
+                in_flight = started
+            if in_flight is not None:
+                self._finish(in_flight)
         except BaseException as exc:  # the state on disk is consistent; stop and say why
             self.error = exc
             _log.critical("server worker failed; stopping (state is safe on disk)", exc_info=exc)
             with self._version_changed:
                 self._version_changed.notify_all()
 
-    def _step(self, batch: list[IncomingMessage]) -> None:
+    def _process(self, batch: list[IncomingMessage]) -> _InFlight:
+        """Submit a batch and queue its fsync; nothing leaves the process yet."""
         started = time.perf_counter()
         outcomes: list[Outcome] = []
         for message in batch:
@@ -284,9 +311,13 @@ class ServerApp:
         now = self._clock()
         self.core.tick(now)
         finished = self._secagg_apply(now)
-        self.core.commit()  # durable from here on: Acks and offers may leave
-        self._secagg_send(finished)
-        for outcome in outcomes:
+        return _InFlight(self.core.commit_start(), outcomes, finished, now, started)
+
+    def _finish(self, done: _InFlight) -> None:
+        """Once its fsync is done: the batch's Acks, metrics, offer and checkpoint."""
+        done.commit.wait()  # durable from here on: Acks and offers may leave
+        self._secagg_send(done.secagg_out)
+        for outcome in done.outcomes:
             self._link.publish(
                 ack_topic(self.config.fleet, outcome.device_id), encode_ack(outcome.ack), qos=1
             )
@@ -294,16 +325,17 @@ class ServerApp:
                 self.metrics.count_accepted(outcome.staleness)
             else:
                 self.metrics.count_rejected(outcome.ack.reason)
-        if outcomes:
-            elapsed = time.perf_counter() - started
-            for _ in outcomes:
+        if done.outcomes:
+            elapsed = time.perf_counter() - done.started
+            for _ in done.outcomes:
                 self.metrics.ingest.observe(elapsed)
+        version = done.commit.version
         with self._version_changed:
-            self._committed_version = self.core.version
+            self._committed_version = version
             self._version_changed.notify_all()
-        self.metrics.version.set(self.core.version)
+        self.metrics.version.set(version)
         self.metrics.set_privacy(self._privacy_status())
-        self._maybe_publish(now)
+        self._maybe_publish(done.commit, done.now)
         self.core.maybe_checkpoint()
 
     def _submit(self, message: IncomingMessage) -> Outcome | None:
@@ -361,12 +393,12 @@ class ServerApp:
 
     # --- publishing ---------------------------------------------------------------------------
 
-    def _maybe_publish(self, now: float) -> None:
+    def _maybe_publish(self, state: Commit, now: float) -> None:
         with self._lock:
             last = self._published[0] if self._published else -1
         pub = self.config.publish
         if offer_due(
-            self.core.version,
+            state.version,
             last,
             now,
             self._published_at,
@@ -374,7 +406,7 @@ class ServerApp:
             every_seconds=pub.every_seconds,
             min_interval_seconds=pub.min_interval_seconds,
         ):
-            self._publish(now)
+            self._publish(now, state)
 
     def _offer(self, model: np.ndarray, version: int) -> bytes:
         privacy = self._privacy_status()
@@ -389,9 +421,11 @@ class ServerApp:
         )
         return encode_offer(sign_offer(offer, self._key))
 
-    def _publish(self, now: float) -> None:
-        model, version = self.core.model.copy(), self.core.version  # committed: called after sync
-        serving = self.core.serving_model.copy()
+    def _publish(self, now: float, state: Commit | None = None) -> None:
+        state = state or self.core.commit_start()  # None: at start-up, nothing in flight
+        state.wait()  # an offer never carries an update that is not on disk
+        model, version = state.model.copy(), state.version
+        serving = state.serving_model.copy()
         self._link.publish(self._topic, self._offer(model, version), qos=1, retain=True)
         if self.core.serving.enabled and self.config.serving.publish:
             # Devices' inference model: same signed offer format, its own retained topic.

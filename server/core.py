@@ -21,6 +21,7 @@ applied). Replays are idempotent: a record's (device, seq) lands in the sequence
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from server.secagg_apply import apply_cohort
 from server.serving import ServingAverage
 from server.strategies.base import StepResult, Strategy
 
-__all__ = ["Outcome", "RecoveryReport", "ServerCore"]
+__all__ = ["Commit", "Outcome", "RecoveryReport", "ServerCore"]
 
 _log = logging.getLogger(__name__)
 
@@ -62,6 +63,17 @@ class Outcome:
     ack: Ack
     staleness: int | None = None  # tau of an accepted update
     stepped: bool = False  # the model version advanced
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The state as of a `commit_start`: durable once `wait()` returns. Strategies build a new
+    model array at every step (never in place), so these references stay as they were."""
+
+    version: int
+    model: np.ndarray  # (n,) float32, the iterate
+    serving_model: np.ndarray  # (n,) float32, server/serving.py's average (or the iterate)
+    wait: Callable[[], None]  # blocks until durable; raises OSError if the log failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +303,14 @@ class ServerCore:
 
     def commit(self) -> None:
         """Make everything submitted durable. After this, Acks may go out."""
+        self.commit_start().wait()
+
+    def commit_start(self) -> Commit:
+        """Start making everything submitted so far durable, without waiting: the caller may
+        submit the next batch while the disk works, and sends this batch's Acks (and publishes
+        `Commit.model`, the state they built) only after `Commit.wait()` returns."""
         log = self._require_log()
-        log.sync()
+        return Commit(self._version, self._model, self.serving_model, log.sync_start())
 
     def handle(self, device_id: str, payload: bytes) -> Outcome:
         """submit + commit: the fsync-per-update path."""

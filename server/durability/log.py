@@ -26,7 +26,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +85,10 @@ def _segments(folder: Path) -> list[int]:
         if p.stem.isdigit() and len(p.stem) == 8:
             out.append(int(p.stem))
     return sorted(out)
+
+
+def _done() -> None:
+    """Waiting for nothing."""
 
 
 def _crc(meta: bytes, body: bytes) -> int:
@@ -170,9 +174,16 @@ class UpdateLog:
         return self.position
 
     def sync(self) -> None:
-        if self._unsynced:
-            self._writer.sync()
-            self._unsynced = 0
+        self.sync_start()()
+
+    def sync_start(self) -> Callable[[], None]:
+        """Queue the fdatasync of everything appended so far; call the result to wait for it
+        (the caller may append more meanwhile: a pipelined group commit)."""
+        if not self._unsynced:
+            return _done
+        barrier = self._writer.barrier()
+        self._unsynced = 0
+        return lambda: self._writer.wait(barrier)
 
     def rotate(self) -> LogPosition:
         """Sync, then continue in a fresh segment; returns its start position."""

@@ -55,9 +55,16 @@ class RecordWriter:
 
     def sync(self) -> None:
         """Block until every record appended so far is written and fdatasync'ed."""
+        self.wait(self.barrier())
+
+    def barrier(self) -> threading.Event:
+        """Queue an fdatasync covering every record appended so far; `wait` on what it returns."""
         done = threading.Event()
         self._queue.put(done)
-        done.wait()
+        return done
+
+    def wait(self, barrier: threading.Event) -> None:
+        barrier.wait()
         self._raise_error()
 
     def close(self) -> None:

@@ -253,3 +253,44 @@ def test_serving_config_errors_name_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=match):
         _config(tmp_path, serving=serving)
+
+
+def test_no_ack_or_offer_leaves_before_the_fsync_that_covers_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker decodes the next batch while the disk syncs the last one (pipelined group
+    commit); an Ack or an offer must still wait for its own fsync."""
+    import os
+    import threading
+
+    from server.durability import writer
+
+    disk_free = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        assert disk_free.wait(10)
+        real_fdatasync(fd)
+
+    link = FakeLink()
+    config = _config(tmp_path, publish={"every_versions": 1, "min_interval_seconds": 0})
+    app = ServerApp(config, link=link)
+    app.start()  # start-up publishes version 0 with the real fdatasync: nothing to sync yet
+    monkeypatch.setattr(writer.os, "fdatasync", slow_fdatasync)
+    manifest = app.core.manifest
+    offers = global_model_topic(FLEET, manifest.model_id)
+    try:
+        payload = update_bytes(manifest, np.ones(6, np.float32), seq=1)
+        link.queue.put(IncomingMessage(update_topic(FLEET, "dev-1"), payload, False))
+        _wait(lambda: app.core.version == 1)  # applied in memory ...
+        time.sleep(0.3)
+        assert link.on(ack_topic(FLEET, "dev-1")) == []  # ... but not acknowledged
+        assert len(link.on(offers)) == 1 and app.status().version == 0
+        disk_free.set()
+        _wait(lambda: len(link.on(ack_topic(FLEET, "dev-1"))) == 1)
+        assert decode_ack(link.on(ack_topic(FLEET, "dev-1"))[0]).accepted
+        _wait(lambda: len(link.on(offers)) == 2)
+        assert decode_offer(link.on(offers)[1]).version == 1
+    finally:
+        disk_free.set()
+        app.stop()

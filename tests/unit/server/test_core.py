@@ -85,3 +85,27 @@ def test_state_of_another_model_or_strategy_refused(tmp_path: Path) -> None:
     other = make_manifest(8)
     with pytest.raises(DataError, match="model"):
         ServerCore(other, np.zeros(8, np.float32), FedBuff(), tmp_path).recover()
+
+
+def test_commit_start_keeps_the_state_it_covers_while_the_next_batch_is_applied(
+    tmp_path: Path,
+) -> None:
+    """Pipelined group commit: a Commit's model and version are those of its batch, whatever
+    is submitted after it, and waiting for it makes exactly that batch durable."""
+    core = _core(tmp_path, FedAsync(alpha=1.0), every=10**6)
+    one = update_bytes(M, np.full(6, 1.0, np.float32), seq=1, base=0)
+    assert core.submit("dev-1", one).ack.accepted
+    first = core.commit_start()
+    two = update_bytes(M, np.full(6, 2.0, np.float32), seq=2, base=1)
+    assert core.submit("dev-1", two).ack.accepted  # the next batch, while the fsync runs
+    assert core.version == 2
+    first.wait()
+    assert first.version == 1
+    np.testing.assert_array_equal(first.model, np.full(6, 1.0))  # by hand: 0 + 1 * 1
+    np.testing.assert_array_equal(core.model, np.full(6, 3.0))  # 1 + 2, not yet durable
+    core.commit_start().wait()
+    core.close()
+    again = _core(tmp_path, FedAsync(alpha=1.0), every=10**6)
+    assert again.version == 2
+    np.testing.assert_array_equal(again.model, np.full(6, 3.0))
+    again.close()
