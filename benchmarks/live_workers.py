@@ -33,7 +33,12 @@ def publisher(
     out: Any,
     go: Any,
 ) -> None:
-    """One process: `conns` connections, `updates` each, `window` in flight per connection."""
+    """One process: `conns` connections, `updates` each, `window` in flight per connection.
+
+    Each connection is a gateway for many devices: every update comes from a device of its own
+    (seq 1), as in a large fleet, so the per-device defences (rate limit, one update per device
+    per buffer) see a fleet, not one device flooding. The connection subscribes to that device's
+    Ack topic just before publishing (the broker handles a client's packets in order)."""
     from protocol import codecs
     from protocol.messages import ClientUpdate, EncodedVector, decode_ack
     from protocol.topics import ack_topic, update_topic
@@ -50,13 +55,12 @@ def publisher(
         )
         for _ in names
     ]
-    for name, link in zip(names, links, strict=True):
-        link.subscribe(ack_topic(FLEET, name), 1)
+    for link in links:
         link.start()
     assert all(link.wait_connected(30) for link in links)
     time.sleep(0.5)  # SUBACKs before the first Ack can be due
     go.wait()
-    sent_at: dict[tuple[int, int], float] = {}
+    sent_at: dict[tuple[int, str], float] = {}
     latencies: list[float] = []
     acked = [0] * conns
     next_seq = [1] * conns
@@ -67,13 +71,14 @@ def publisher(
     started = time.perf_counter()
 
     def send(j: int) -> None:
-        seq = next_seq[j]
+        device = f"{names[j]}-{next_seq[j]:05d}"
         next_seq[j] += 1
-        msg = ClientUpdate(model_id, base[j], names[j], seq, 32, 10, deltas[j], {"loss": 0.5})
+        msg = ClientUpdate(model_id, base[j], device, 1, 32, 10, deltas[j], {"loss": 0.5})
         data = encode_update_compact(msg)
         sizes.append(len(data))
-        sent_at[(j, seq)] = time.perf_counter()
-        links[j].publish(update_topic(FLEET, names[j]), data, qos=1)
+        links[j].subscribe(ack_topic(FLEET, device), 1)
+        sent_at[(j, device)] = time.perf_counter()
+        links[j].publish(update_topic(FLEET, device), data, qos=1)
 
     for j in range(conns):
         for _ in range(min(window, updates)):
@@ -88,7 +93,7 @@ def publisher(
                 continue
             idle = False
             ack = decode_ack(incoming.payload)
-            t = sent_at.pop((j, ack.seq), None)
+            t = sent_at.pop((j, ack.device_id), None)
             if t is None:
                 dup += 1
                 continue

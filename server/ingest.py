@@ -233,6 +233,10 @@ class FusedUpdate:
     def add_into(self, out: F32, weight: np.float32) -> None:
         self.delta.add_into(out, weight)
 
+    def norm(self) -> float:
+        """L2 norm of the delta as admitted (clipped), from its codes: no (n,) expansion."""
+        return math.sqrt(sq_norm(self.delta.parts)) * self.delta.clip
+
     def admitted(self) -> AdmittedUpdate:
         """The dense form, for strategies that keep or inspect the whole vector."""
         return AdmittedUpdate(

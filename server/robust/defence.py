@@ -161,11 +161,13 @@ class Defence:
 
     # --- buffer ------------------------------------------------------------------------------
 
-    def accept(self, device_id: str, delta: np.ndarray) -> None:
-        """An admitted update entered the buffer (or, for FedAsync, the model)."""
+    def accept(self, device_id: str, norm: float) -> None:
+        """An admitted update of L2 norm `norm` (as clipped) entered the buffer (or, for
+        FedAsync, the model). The norm, not the vector: a defence without rows lets FedBuff
+        keep the delta in codec form."""
         self._devices.append(device_id)
         if self.norm_bound is not None:
-            self.norm_bound.record(float(np.linalg.norm(delta)))
+            self.norm_bound.record(norm)
 
     def add_row(self, row: np.ndarray) -> None:
         self._rows.append(np.array(row, np.float32, copy=True))

@@ -59,6 +59,10 @@ class AdmittedUpdate:
         """out += delta * weight, in place (out: (n,) float32)."""
         out += self.delta * weight
 
+    def norm(self) -> float:
+        """L2 norm of the delta as admitted (clipped)."""
+        return float(np.linalg.norm(self.delta))
+
     def admitted(self) -> AdmittedUpdate:
         return self
 
@@ -76,6 +80,7 @@ class Contribution(Protocol):
     @property
     def num_samples(self) -> int: ...
     def add_into(self, out: np.ndarray, weight: np.float32) -> None: ...
+    def norm(self) -> float: ...
     def admitted(self) -> AdmittedUpdate: ...
 
 

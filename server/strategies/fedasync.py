@@ -58,7 +58,7 @@ class FedAsync(Defended, Strategy):
             self.alpha, self.staleness(tau), update.num_samples, self.reference_samples
         )
         if self._defence is not None:
-            self._defence.accept(update.device_id, update.delta)
+            self._defence.accept(update.device_id, update.norm())
             self._defence.end_buffer()
         new = model + np.float32(w) * update.delta  # (n,) float32
         return StepResult(new, version + 1, stepped=True)

@@ -101,7 +101,7 @@ class FedAvg(Defended, Strategy):
             delta, n = self.privacy.clip(delta, update.device_id), 1
         d = self._defence
         if d is not None:
-            d.accept(update.device_id, delta)
+            d.accept(update.device_id, float(np.linalg.norm(delta)))
         if d is not None and d.keeps_rows:
             d.add_row(delta)
         else:

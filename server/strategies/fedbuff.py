@@ -112,7 +112,7 @@ class FedBuff(Defended, Strategy):
         s_tau = self.staleness(tau)
         d = self._defence
         dense: np.ndarray | None = None  # (n,) float32 when a stage needs the whole vector
-        if d is not None or self.privacy is not None:
+        if (d is not None and d.keeps_rows) or self.privacy is not None:
             dense = update.admitted().delta  # clipped as admitted
         if self.privacy is not None:
             assert dense is not None
@@ -120,10 +120,11 @@ class FedBuff(Defended, Strategy):
             if s_tau * w > 1.0:
                 raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
             dense = self.privacy.clip(dense, update.device_id)
-        if d is not None:  # robust options score (and may keep) the whole vector
-            assert dense is not None
-            d.accept(update.device_id, dense)
+        if d is not None:  # robust options record the norm (and may keep the whole vector)
+            norm = update.norm() if dense is None else float(np.linalg.norm(dense))
+            d.accept(update.device_id, norm)
             if d.keeps_rows:
+                assert dense is not None
                 d.add_row(dense * np.float32(s_tau))
         if d is None or not d.keeps_rows:
             if self._sum is None:

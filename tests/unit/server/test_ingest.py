@@ -332,3 +332,43 @@ def test_compiled_index_decoder_names_each_refusal(varints: bytes, why: str) -> 
         decoder(memoryview(varints), 2, 10)
     assert refused.value.reason is Reason.CODEC
     assert decoder(memoryview(b"\x03\x06"), 2, 10).tolist() == [3, 9]  # by hand: 3, 3 + 6
+
+
+def test_a_defence_without_rows_keeps_the_fused_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A robust defence that aggregates by the mean (norm bound, one update per device) needs
+    only each update's norm: FedBuff must not expand the delta, and the bound must see the norm
+    the dense vector has."""
+    from server.robust import Aggregator, RobustConfig
+
+    m = make_manifest(300)
+    spec = codecs.parse_codec_arg("topk:0.2+int8")
+    robust = RobustConfig(aggregator=Aggregator.MEAN, norm_warmup=1)
+    strat = FedBuff(buffer_size=4, robust=robust)
+    admission = Admission(m, AdmissionLimits(max_norm=None, max_staleness=None))
+
+    def no_expansion(self: FusedDelta) -> np.ndarray:
+        raise AssertionError("the delta was expanded to a dense vector")
+
+    monkeypatch.setattr(FusedDelta, "dense", no_expansion)
+    model, version = np.zeros(300, np.float32), 0
+    rng = np.random.default_rng(3)
+    seqs: dict[str, tuple[int, str]] = {}
+    dense_norms = []
+    for i in range(4):
+        delta = (rng.standard_normal(300) * 0.01).astype(np.float32)
+        device = f"dev-{i}"
+        payload = update_bytes(m, delta, device=device, codec=spec)
+        a = admission.admit(device, payload, version=version, sequences=seqs, strategy=strat)
+        dense_norms.append(float(np.linalg.norm(codecs.decode(payload_delta(payload), spec, 300))))
+        result = strat.apply_contribution(model, version, a.fused)
+        model, version = result.model, result.version
+    assert version == 1 and np.abs(model).max() > 0
+    bound = strat.defence.norm_bound if strat.defence else None
+    assert bound is not None
+    np.testing.assert_allclose(sorted(bound.state_dict()), sorted(dense_norms), rtol=1e-6)
+
+
+def payload_delta(payload: bytes) -> bytes:
+    from protocol.update_header import decode_any_update
+
+    return bytes(decode_any_update(payload).delta.data)
