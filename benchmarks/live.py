@@ -13,6 +13,9 @@ schema 2 messages through MQTT QoS 1 and wait for the server's Acks.
             updates/s, Ack latency (publish call -> Ack received) p50 / p99, and the CPU each
             component used (broker, server process, publishers) over the wall time: on a machine
             whose cores are all busy, the component with the largest share is the bottleneck.
+            Each connection publishes for many devices (one update each), as a gateway would.
+            Run once per `--defences` entry: the server's default robust defence, and aggregator
+            mean (norm bound and one per device kept; the fused codec-form path).
 2. fleet    `--agents` real `AgentRuntime`s (FakeTrainer on a 9,610-parameter model, codec
             topk:0.02+int8, on-disk outbox) in `--agent-procs` processes, each on its own MQTT
             connection. The server publishes a new model every `--offer-every` s; every agent
@@ -51,7 +54,16 @@ from benchmarks.live_workers import FLEET, agent_group, publisher  # noqa: E402
 # --- the server and the broker ----------------------------------------------------------------
 
 
-def server_app(tmp: Path, n: int, publish_every_s: float) -> tuple[Any, Any]:
+# The server's robust defence for the ingest runs: "default" is what a server without a
+# [strategy.robust] table runs (cosine against the buffer's coordinate-wise median: every update
+# expanded to a dense row); "mean" keeps the norm bound and one update per device but aggregates
+# by the mean, so updates stay in codec form (the fused path).
+DEFENCES: dict[str, dict[str, Any] | None] = {"default": None, "mean": {"aggregator": "mean"}}
+
+
+def server_app(
+    tmp: Path, n: int, publish_every_s: float, robust: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     from server.config import parse_config
     from tests.unit.server.factory import make_artifacts, write_key
 
@@ -63,7 +75,8 @@ def server_app(tmp: Path, n: int, publish_every_s: float) -> tuple[Any, Any]:
             "artifacts": "artifacts",
             "signing_key": str(key),
             "state_dir": "state",
-            "strategy": {"name": "fedbuff", "buffer_size": 10},
+            "strategy": {"name": "fedbuff", "buffer_size": 10,
+                         **({"robust": robust} if robust is not None else {})},
             "admission": {"max_norm": 10.0, "max_staleness": -1},
             "publish": {"every_versions": 1_000_000, "every_seconds": publish_every_s,
                         "codec": "float16"},
@@ -87,12 +100,20 @@ def _cpu(proc: psutil.Process) -> float:
 
 
 def run_ingest(
-    broker: Any, tmp: Path, codec: str, n: int, procs: int, conns: int, updates: int, window: int
+    broker: Any,
+    tmp: Path,
+    codec: str,
+    n: int,
+    procs: int,
+    conns: int,
+    updates: int,
+    window: int,
+    defence: str,
 ) -> dict[str, Any]:
     from server.app import ServerApp
     from transport import BrokerConfig, MqttLink
 
-    config, manifest = server_app(tmp, n, publish_every_s=3600.0)
+    config, manifest = server_app(tmp, n, 3600.0, DEFENCES[defence])
     app = ServerApp(config, link=MqttLink(BrokerConfig(url=broker.url(), client_id="fl-server")))
     app.start()
     ctx = mp.get_context("spawn")
@@ -130,6 +151,7 @@ def run_ingest(
     }
     return {
         "codec": codec,
+        "defence": defence,
         "params": n,
         "message_bytes": results[0]["message_bytes"],
         "connections": procs * conns,
@@ -244,14 +266,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", type=int, default=4, help="publisher processes")
     parser.add_argument("--conns", type=int, default=4, help="MQTT connections per publisher")
-    parser.add_argument("--window", type=int, default=2, help="updates in flight per connection")
-    parser.add_argument("--int8-updates", type=int, default=8, help="1M int8 updates per conn")
-    parser.add_argument("--topk-updates", type=int, default=60, help="top-1% updates per conn")
+    parser.add_argument("--window", type=int, default=8, help="updates in flight per connection")
+    parser.add_argument("--int8-updates", type=int, default=24, help="1M int8 updates per conn")
+    parser.add_argument("--topk-updates", type=int, default=200, help="top-1% updates per conn")
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--agent-procs", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=40.0, help="fleet training time")
     parser.add_argument("--offer-every", type=float, default=2.0, help="s between new models")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument(
+        "--defences", default="default,mean", help=f"ingest runs, from {sorted(DEFENCES)}"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/live.json")
     args = parser.parse_args()
 
@@ -262,12 +287,19 @@ def main() -> int:
         tmp = Path(tmp_name)
         ingest = []
         if not args.skip_ingest:
-            runs = [("int8:256", args.int8_updates), ("topk:0.01+int8:256", args.topk_updates)]
-            for i, (codec, updates) in enumerate(runs):
+            runs = [
+                (codec, updates, defence)
+                for defence in args.defences.split(",")
+                for codec, updates in (
+                    ("int8:256", args.int8_updates),
+                    ("topk:0.01+int8:256", args.topk_updates),
+                )
+            ]
+            for i, (codec, updates, defence) in enumerate(runs):
                 with running_mosquitto(tmp / f"mq{i}", "dev") as broker:
                     r = run_ingest(
                         broker, tmp / f"ingest{i}", codec, 1_000_724,
-                        args.procs, args.conns, updates, args.window,
+                        args.procs, args.conns, updates, args.window, defence,
                     )  # fmt: skip
                 ingest.append(r)
                 print(json.dumps(r))
@@ -286,7 +318,8 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "broker": "mosquitto, broker-config/mosquitto.dev.conf (port rewritten)",
-        "server": "ServerApp, FedBuff K=10, admission max_norm 10 (clip), group commit + fsync",
+        "server": "ServerApp, FedBuff K=10, admission max_norm 10 (clip), pipelined group "
+        "commit + fsync; ingest runs with the default robust defence and with aggregator mean",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -6,8 +6,12 @@ driver and the benchmark feed it directly.
 
 Write path for a batch of updates (a batch of one when fsync is per update):
 
-    for each payload:  admit (reads state) -> append log record -> apply -> record seq
+    for each payload:  admit (reads state) -> append log record (written by the log's thread)
+                       -> apply -> record seq
     commit():          fsync the log            <- only now may Acks be sent and the model published
+    commit_start():    the same fsync, queued: the caller submits the next batch meanwhile and
+                       waits on the returned Commit before sending this batch's Acks or
+                       publishing Commit.model (the service loop's pipelined group commit)
 
 Applying before the fsync is safe because nothing leaves the process until `commit` returns: a
 crash before it loses exactly the records that were never acknowledged. A tick that takes a step
