@@ -224,7 +224,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--strategies", default="recommended,fedasync")
-    ap.add_argument("--hours", type=float, default=0.75, help="virtual hours per run")
+    ap.add_argument("--hours", type=float, default=2.0, help="virtual hours per run")
     ap.add_argument("--quick", action="store_true", help="8 devices at alpha 0.5 only")
     ap.add_argument("--fleets", help="e.g. 8:0.1,100:0.5 (default: all four)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/parity.json")
