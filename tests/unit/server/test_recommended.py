@@ -63,6 +63,4 @@ def test_the_serving_average_has_the_recommended_horizon() -> None:
         serving.observe(np.array([float(v)], np.float32))
     np.testing.assert_allclose(serving.model(np.zeros(1)), [(horizon + 1) / 2], rtol=1e-5)
     serving.observe(np.array([0.0], np.float32))  # then an EMA: avg <- d * avg + (1 - d) * x
-    np.testing.assert_allclose(
-        serving.model(np.zeros(1)), [decay * (horizon + 1) / 2], rtol=1e-5
-    )
+    np.testing.assert_allclose(serving.model(np.zeros(1)), [decay * (horizon + 1) / 2], rtol=1e-5)
