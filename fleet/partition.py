@@ -60,23 +60,50 @@ def dirichlet_partition(
     Small alpha gives each device few classes (non-IID); large alpha approaches IID. When devices
     outnumber what the data can give `min_size` samples each, slices are reused: device i gets
     partition i % P of P = len(labels) // min_size partitions (stated in the returned order).
+
+    Every partition gets at least min(min_size, len(labels) // P) >= 1 samples: a draw is
+    redrawn up to 100 times, and when even the best draw leaves a partition short (very small
+    alpha, many devices), samples move to it from the largest partitions, preferring the class
+    it already holds most of, so the skew of the draw is kept. Never an empty slice.
     """
     if num_devices < 1 or alpha <= 0:
         raise ValueError("num_devices must be >= 1 and alpha > 0")
+    if len(labels) < 1:
+        raise ValueError("dirichlet_partition: no samples to split")
     rng = np.random.default_rng(seed)
     n_parts = max(1, min(num_devices, len(labels) // max(min_size, 1)))
+    floor = max(1, min(min_size, len(labels) // n_parts))
     classes = np.unique(labels)
-    for _ in range(100):  # redraw until every partition has at least min_size samples
+    best: list[list[int]] | None = None
+    for _ in range(100):  # redraw until every partition has at least `floor` samples
         parts: list[list[int]] = [[] for _ in range(n_parts)]
         for c in classes:
             idx = rng.permutation(np.flatnonzero(labels == c))
             cuts = (np.cumsum(rng.dirichlet(np.full(n_parts, alpha))) * len(idx)).astype(int)
             for p, chunk in enumerate(np.split(idx, cuts[:-1])):
                 parts[p].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= min(min_size, len(labels) // n_parts):
+        if best is None or min(map(len, parts)) > min(map(len, best)):
+            best = parts
+        if min(map(len, best)) >= floor:
             break
-    slices = [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+    assert best is not None
+    _top_up(best, labels, floor)
+    slices = [np.sort(np.asarray(p, dtype=np.int64)) for p in best]
     return [slices[i % n_parts] for i in range(num_devices)]
+
+
+def _top_up(parts: list[list[int]], labels: np.ndarray, floor: int) -> None:
+    """Move samples into partitions below `floor` from the largest ones (in place)."""
+    for p in sorted(range(len(parts)), key=lambda i: len(parts[i])):
+        while len(parts[p]) < floor:
+            own = labels[parts[p]]  # (size,) the classes this partition already holds
+            wanted = int(np.bincount(own).argmax()) if len(own) else None
+            donors = [d for d in range(len(parts)) if len(parts[d]) > floor]
+            holding = [d for d in donors if wanted in labels[parts[d]]]
+            donor = max(holding or donors, key=lambda d: len(parts[d]))
+            theirs = labels[parts[donor]]  # (size,)
+            c = wanted if holding else int(np.bincount(theirs).argmax())
+            parts[p].append(parts[donor].pop(int(np.flatnonzero(theirs == c)[-1])))
 
 
 def write_device_folders(

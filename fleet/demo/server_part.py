@@ -44,7 +44,9 @@ class ServerTuning:
     secagg_min_size: int = 3
     secagg_join_timeout_s: float = 3.0
     secagg_phase_timeout_s: float = 10.0
-    serving_decay: float = 0.95  # the published model averages ~20 versions (server/serving.py)
+    # the published model's average (server/serving.py); None: server.recommended's decay
+    # with --strategy auto, else 0.95 (~20 versions)
+    serving_decay: float | None = None
     # "auto": server.recommended's measured FedBuff settings for this many concurrent devices
     recommended_concurrency: int = 20
 
@@ -63,6 +65,14 @@ def _strategy(name: str, t: ServerTuning) -> dict[str, Any]:
         "deadline_s": t.fedavg_deadline_s,
         "min_updates": 1,
     }
+
+
+def _serving_decay(name: str, t: ServerTuning) -> float:
+    if t.serving_decay is not None:
+        return t.serving_decay
+    if name == "auto":
+        return recommended_strategy(t.recommended_concurrency).serving_decay
+    return 0.95
 
 
 def _robust(defence: str, private: bool) -> dict[str, Any]:
@@ -105,7 +115,7 @@ def server_config_doc(
         "strategy": _strategy(setup.strategy, tuning)
         | {"robust": _robust(setup.defence, bool(privacy))},
         "admission": {"max_staleness": tuning.max_staleness},
-        "serving": {"decay": tuning.serving_decay},
+        "serving": {"decay": _serving_decay(setup.strategy, tuning)},
         "publish": {
             "every_versions": tuning.publish_every_versions,
             "every_seconds": tuning.publish_every_seconds,
