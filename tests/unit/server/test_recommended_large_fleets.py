@@ -1,4 +1,4 @@
-"""The measured defaults: FedBuff K relative to the fleet's concurrency (server/recommended.py)."""
+"""Recommended defaults at fleet scale: FedBuff K relative to concurrency (server.recommended)."""
 
 from __future__ import annotations
 
