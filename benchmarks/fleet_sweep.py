@@ -10,6 +10,8 @@ The sync FedAvg baseline is run once with its fixed settings and sets the target
     combos   issue 16: over-commit (concurrency 50/100/200) x FedBuff K (concurrency/10, /5)
              x server lr schedule, with the serving average (decay 0.9), evaluated every 20 s;
              rows report the iterate's and the serving model's speedup
+    combos-extra  on top of the best 4x combination: session timeout, constant / hinge
+             staleness, FedAvgM, FedAdam
 
     /work/main/.venv/bin/python benchmarks/fleet_sweep.py {timeout,fedbuff,codec} ...
 
@@ -77,19 +79,34 @@ def _variants(part: str) -> list[tuple[str, Experiment, str, dict[str, Any] | No
                     out += [(f"concurrency={c} schedule={sname}", e, f"fedbuff:{k}:polynomial",
                              None if sched is None else {"name": "sgd", "lr": 1.0,
                                                          "lr_schedule": sched})]  # fmt: skip
+    elif part == "combos-extra":  # the other literature levers, on top of the 4x combination
+        e = dataclasses.replace(COMBOS_BASE, concurrency=200)
+        cos = {"name": "sgd", "lr": 1.0, "lr_schedule": SCHEDULES["cosine300"]}
+        out += [("session timeout 3x median", dataclasses.replace(e, async_session_timeout=3.0),
+                 "fedbuff:20:polynomial", cos)]  # fmt: skip
+        out += [("constant staleness (no damping)", e, "fedbuff:20:constant", cos)]
+        out += [("hinge staleness (a=10, b=4)", e, "fedbuff:20:hinge", cos)]
+        out += [("FedAvgM beta 0.5 (lr 0.5)", e, "fedbuff:20:polynomial",
+                 {**cos, "name": "avgm", "beta1": 0.5, "lr": 0.5})]  # fmt: skip
+        out += [("FedAdam lr 0.003", e, "fedbuff:20:polynomial",
+                 {"name": "adam", "lr": 0.003, "lr_schedule": SCHEDULES["cosine300"]})]  # fmt: skip
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("timeout", "fedbuff", "fedbuff-low", "codec", "combos"))
+    ap.add_argument(
+        "part",
+        choices=("timeout", "fedbuff", "fedbuff-low", "codec", "combos", "combos-extra"),
+    )
     ns = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix=f"fleet-sweep-{ns.part}-"))
     art = _export(work)
     setup = Setup(devices=1000, alpha=0.3, fleet=FleetConfig(straggler_fraction=0.15),
                   artifacts=art)  # fmt: skip
     rows = []
-    base = COMBOS_BASE if ns.part == "combos" else BASE
+    combos = ns.part.startswith("combos")
+    base = COMBOS_BASE if combos else BASE
     rep = compare([parse_strategy("fedavg")], base, setup, [0], work / "fedavg")
     run = rep["per_seed"]["0"]["runs"]["fedavg/float32"]
     target: float = rep["per_seed"]["0"]["target"]
@@ -97,7 +114,6 @@ def main() -> int:
     print(f"fedavg: target {target:.4f}, {run}", flush=True)
     for i, (name, exp, strat, extra) in enumerate(_variants(ns.part)):
         # combos vary the server optimiser, the other parts the codec
-        combos = ns.part == "combos"
         spec = parse_strategy(strat, None if combos else extra, extra if combos else None)
         rep = compare([spec], exp, setup, [0], work / f"v{i}", target, progress=lambda _m: None)
         r = rep["per_seed"]["0"]["runs"][spec.label]
