@@ -54,9 +54,12 @@ FedAvg's update efficiency (1,438 updates to the target); it spends 1.4x FedAvg'
 Seed 0 (FedAvg's fastest seed) stays below 5x in every combination tried (best 4.38x). Not met
 at equal concurrency (3.74x). Stretch 8x: not met. Sync FedAvg gains only 1.37x from the same
 4x over-commit (a round still waits for its 153rd of 200), so the over-commit is an async lever.
-The session timeout and FedAdam/FedAvgM stay off (results/fleet_levers.json: 1.77x, <= 1.43x;
-momentum was worse in the combos sweep too); a step lr schedule that decays to zero froze the
-model at 0.936-0.944 final accuracy, hence the cosine floor.
+Added on top of the 4x combination (seed 0, results/fleet_sweep_combos-extra.json; it gets
+3.35x iterate / 3.8x serving there), every other literature lever made it worse: a 3x session
+timeout 2.28x / 2.71x, constant staleness 1.46x / 1.68x, hinge 2.04x / 1.90x, FedAvgM (beta 0.5,
+lr 0.5) 2.19x / 2.71x, FedAdam (lr 0.003) 2.71x / 2.59x: larger or less damped steps raise the
+noise floor, and a timeout drops the stragglers' non-IID data. A step lr schedule that decays to
+zero froze the model at 0.936-0.944 final accuracy, hence the cosine floor.
 Compression (top-2% + int8) stays 24-31x fewer bytes but slower (0.64x FedAsync, 0.50x FedBuff).
 A compact update header (a top-2% + int8 update of this 9,610-parameter model is 696 bytes, of
 which about 290 are header) and a real availability trace (`--trace`) remain the open levers.
