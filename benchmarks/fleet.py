@@ -17,8 +17,8 @@ benchmarks/results/fleet/).
 What it measured (results/fleet.json, 3 seeds, re-run for issue 16 on a loaded 2-core machine,
 --no-scaling so the scaling block is the previous run's; every run evaluated every 20 s, FedAvg
 included: a 60 s grid rounded async's ~5-minute times up by up to 20%, FedAvg's by <= 40 s):
-FedAvg reaches its target in 1140/1700/1280 s (seeds 0/1/2; a compact update header since the
-last run changed arrival times, so targets and times moved). At concurrency 50, as before:
+FedAvg reaches its target in 1140/1700/1280 s (seeds 0/1/2; code merged since the last run,
+such as the smaller update header, changed arrival times, so targets and times moved). At concurrency 50, as before:
 FedAsync 1.97x, FedBuff K=5 2.59x; their serving models (decay 0.95) 3.79x and 3.58x.
 
 Why the advantage is small at equal concurrency (means over seeds, report keys in brackets):
