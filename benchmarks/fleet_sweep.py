@@ -7,6 +7,11 @@ The sync FedAvg baseline is run once with its fixed settings and sets the target
     timeout  async session timeout (multiple of the running median session time): none, 2, 3
     fedbuff  K x (server lr, server momentum); fedbuff-low: server lr 0.5 for K 5, 10
     codec    topk fraction x values (int8, int4), with error feedback, on FedAsync
+    combos   issue 16: over-commit (concurrency 50/100/200) x FedBuff K (concurrency/10, /5)
+             x server lr schedule, with the serving average (decay 0.9), evaluated every 20 s;
+             rows report the iterate's and the serving model's speedup
+    combos-extra  on top of the best 4x combination: session timeout, constant / hinge
+             staleness, FedAvgM, FedAdam
 
     /work/main/.venv/bin/python benchmarks/fleet_sweep.py {timeout,fedbuff,codec} ...
 
@@ -33,6 +38,15 @@ from fleet.sim.runner import Experiment, parse_strategy  # noqa: E402
 from fleet.sim.world import Setup  # noqa: E402
 
 BASE = Experiment(concurrency=50, duration_s=1.5 * 3600, eval_every_s=60)
+# combos: a finer evaluation grid (async reaches the target in ~5 minutes: a 60 s grid rounds
+# that up by up to 20%) and the serving average; FedAvg is run with the same grid
+COMBOS_BASE = dataclasses.replace(BASE, eval_every_s=20, serving_decay=0.9)
+SCHEDULES: dict[str, dict[str, Any] | None] = {
+    "constant": None,
+    "step40": {"name": "step", "every": 40, "gamma": 0.5},
+    "inverse_sqrt20": {"name": "inverse_sqrt", "every": 20},
+    "cosine300": {"name": "cosine", "total_steps": 300, "min_factor": 0.1},
+}
 
 
 def _variants(part: str) -> list[tuple[str, Experiment, str, dict[str, Any] | None]]:
@@ -57,25 +71,50 @@ def _variants(part: str) -> list[tuple[str, Experiment, str, dict[str, Any] | No
                 codec = {"name": "topk", "fraction": frac, "values": values}
                 out += [("", BASE, "fedasync:polynomial", codec)]
         out += [("", BASE, "fedasync:polynomial", {"name": "int4", "chunk": 64})]
+    elif part == "combos":
+        for c in (50, 100, 200):
+            e = dataclasses.replace(COMBOS_BASE, concurrency=c)
+            for k in (max(5, c // 10), c // 5):
+                for sname, sched in SCHEDULES.items():
+                    out += [(f"concurrency={c} schedule={sname}", e, f"fedbuff:{k}:polynomial",
+                             None if sched is None else {"name": "sgd", "lr": 1.0,
+                                                         "lr_schedule": sched})]  # fmt: skip
+    elif part == "combos-extra":  # the other literature levers, on top of the 4x combination
+        e = dataclasses.replace(COMBOS_BASE, concurrency=200)
+        cos = {"name": "sgd", "lr": 1.0, "lr_schedule": SCHEDULES["cosine300"]}
+        out += [("session timeout 3x median", dataclasses.replace(e, async_session_timeout=3.0),
+                 "fedbuff:20:polynomial", cos)]  # fmt: skip
+        out += [("constant staleness (no damping)", e, "fedbuff:20:constant", cos)]
+        out += [("hinge staleness (a=10, b=4)", e, "fedbuff:20:hinge", cos)]
+        out += [("FedAvgM beta 0.5 (lr 0.5)", e, "fedbuff:20:polynomial",
+                 {**cos, "name": "avgm", "beta1": 0.5, "lr": 0.5})]  # fmt: skip
+        out += [("FedAdam lr 0.003", e, "fedbuff:20:polynomial",
+                 {"name": "adam", "lr": 0.003, "lr_schedule": SCHEDULES["cosine300"]})]  # fmt: skip
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("timeout", "fedbuff", "fedbuff-low", "codec"))
+    ap.add_argument(
+        "part",
+        choices=("timeout", "fedbuff", "fedbuff-low", "codec", "combos", "combos-extra"),
+    )
     ns = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix=f"fleet-sweep-{ns.part}-"))
     art = _export(work)
     setup = Setup(devices=1000, alpha=0.3, fleet=FleetConfig(straggler_fraction=0.15),
                   artifacts=art)  # fmt: skip
     rows = []
-    rep = compare([parse_strategy("fedavg")], BASE, setup, [0], work / "fedavg")
+    combos = ns.part.startswith("combos")
+    base = COMBOS_BASE if combos else BASE
+    rep = compare([parse_strategy("fedavg")], base, setup, [0], work / "fedavg")
     run = rep["per_seed"]["0"]["runs"]["fedavg/float32"]
     target: float = rep["per_seed"]["0"]["target"]
     fedavg_time, fedavg_bytes = run["time_to_target_s"], run["uplink_bytes_to_target"]
     print(f"fedavg: target {target:.4f}, {run}", flush=True)
-    for i, (name, exp, strat, codec) in enumerate(_variants(ns.part)):
-        spec = parse_strategy(strat, codec)
+    for i, (name, exp, strat, extra) in enumerate(_variants(ns.part)):
+        # combos vary the server optimiser, the other parts the codec
+        spec = parse_strategy(strat, None if combos else extra, extra if combos else None)
         rep = compare([spec], exp, setup, [0], work / f"v{i}", target, progress=lambda _m: None)
         r = rep["per_seed"]["0"]["runs"][spec.label]
         t, b = r["time_to_target_s"], r["uplink_bytes_to_target"]
@@ -87,6 +126,17 @@ def main() -> int:
             "bytes_reduction_vs_fedavg": fedavg_bytes / b if b and fedavg_bytes else None,
             "final_accuracy": r["final_accuracy"],
         }
+        if combos:
+            st = r["serving_time_to_target_s"]
+            row |= {
+                "concurrency": exp.concurrency,
+                "serving_decay": exp.serving_decay,
+                "serving_time_to_target_s": st,
+                "serving_speedup_vs_fedavg": fedavg_time / st if st and fedavg_time else None,
+                "accepted_per_virtual_min": r["accepted_per_virtual_min"],
+                "staleness_mean": r["staleness_mean"],
+                "updates_to_target": r["updates_to_target"],
+            }
         rows.append(row)
         print(json.dumps(row), flush=True)
     doc = {"seed": 0, "target": target, "fedavg_time_to_target_s": fedavg_time,

@@ -3,8 +3,11 @@
 `recommended_strategy(concurrency)` is the `[strategy]` table (plus `[serving]`) the demo uses for
 `--data` and the parity benchmark measures (benchmarks/parity.py, results/parity.json):
 
-    FedBuff, K = clamp(concurrency // 2, 2, 10)     a step averages several devices' pulls, so
-                                                    one skewed device never moves the model alone
+    FedBuff, K = clamp(concurrency // 2, 2, max(10, concurrency // 10))
+                                                    a step averages several devices' pulls, so
+                                                    one skewed device never moves the model alone;
+                                                    above 100 concurrent devices K grows with them
+                                                    so staleness stays ~10 steps
     polynomial staleness (1 + tau) ** -0.5          stale deltas count less
     server step sgd, lr 2                           a K-mean of skewed pulls cancels; 2x restores
                                                     the step (FedAdam/FedYogi measured worse)
@@ -26,6 +29,10 @@ class per device, and the training iterate swings by tens of points between eval
 0.1) and 100 devices alpha 0.1 (0.94x, swing 3.9). Earlier (0.5 h, digits 8 devices alpha 0.1): K =
 concurrency / 2 beat / 4 and / 1; FedAdam at lr 0.003-0.03 needed 1.4x to inf as many updates as
 plain FedBuff to the fleet benchmark's target, so the server step stays sgd.
+At 1,000 devices over-committed to 100-200 concurrent (benchmarks/fleet_sweep.py combos, seed 0,
+results/fleet_sweep_combos.json), K = concurrency/10 beat concurrency/5 on the serving model at
+100, 150 and 200, and K = 10 at 200 concurrent (staleness ~18 steps) took 440 s to the target
+against K = 20's 260-280 s: hence the upper clamp max(10, concurrency // 10).
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ def recommended_strategy(concurrency: int) -> Recommended:
     """The measured default for a fleet where about `concurrency` devices train at once."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    k = min(10, max(2, concurrency // 2))
+    k = min(max(10, concurrency // 10), max(2, concurrency // 2))
     # server_lr 2 and decay 0.98: measured on small skewed fleets (module docstring)
     return Recommended(
         strategy={

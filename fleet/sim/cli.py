@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import json
 import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from fleet.attacks import Attack, AttackKind
 from fleet.privacy_args import add_privacy_arguments, privacy_table
@@ -21,10 +23,11 @@ from fleet.sim.training import LocalBudget
 from fleet.sim.world import Setup
 from protocol import codecs
 from protocol.errors import ConfigError
+from server.optimizers import make_schedule
 from server.privacy import parse_privacy
 from server.robust import DEFENCES
 
-__all__ = ["add_arguments", "parse_duration", "run"]
+__all__ = ["add_arguments", "parse_duration", "parse_lr_schedule", "run", "server_optimizer"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -56,6 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--target", type=float, help="target accuracy (default: 95%% of best FedAvg final)")
     a("--out", type=Path, default=Path("sim-out"), help="output folder (default sim-out)")
     a("--concurrency", type=int, default=50, help="devices training at once / per round")
+    a(
+        "--async-concurrency",
+        type=int,
+        help="async runs only: devices training at once (over-commit; default: --concurrency,"
+        " which FedAvg keeps selecting per round)",
+    )
     a("--over-selection", type=float, default=0.3, help="FedAvg over-selection (default 0.3)")
     a("--deadline", default="120s", help="FedAvg round deadline (virtual, default 120s)")
     a("--eval-every", default="60s", help="evaluate every this much virtual time")
@@ -72,6 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["sgd", "avgm", "adam", "yogi", "adagrad"],
         help="FedBuff server optimiser at --fedbuff-lr (server/optimizers.py; default: sgd,"
         " or avgm with --fedbuff-momentum)",
+    )
+    a(
+        "--lr-schedule",
+        help="FedBuff server lr schedule as a TOML inline table, e.g."
+        " '{name = \"cosine\", total_steps = 300, min_factor = 0.1}' (server/optimizers.py)",
     )
     a("--serving-decay", type=float, default=0.0, help="serving average decay (0: off)")
     a(
@@ -99,6 +113,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_lr_schedule(text: str) -> dict[str, Any]:
+    """`--lr-schedule` (a TOML inline table) -> the `[strategy.lr_schedule]` table, validated."""
+    try:
+        table = tomllib.loads(f"schedule = {text}")["schedule"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--lr-schedule {text!r}: not a TOML inline table ({exc})") from exc
+    if not isinstance(table, dict):
+        raise ConfigError(f'--lr-schedule {text!r}: expected a table like {{name = "cosine"}}')
+    try:
+        make_schedule(table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--lr-schedule: {exc}") from exc
+    return table
+
+
+def server_optimizer(args: argparse.Namespace) -> dict[str, Any] | None:
+    """FedBuff's server optimiser from --server-optimizer/--fedbuff-lr/--fedbuff-momentum/
+    --lr-schedule (None: the strategy's own step at --fedbuff-lr)."""
+    if not args.server_optimizer and not args.lr_schedule:
+        return None
+    name = args.server_optimizer or ("avgm" if args.fedbuff_momentum else "sgd")
+    opt: dict[str, Any] = {"name": name, "lr": args.fedbuff_lr}
+    if args.fedbuff_momentum:
+        opt["beta1"] = args.fedbuff_momentum
+    if args.lr_schedule:
+        opt["lr_schedule"] = parse_lr_schedule(args.lr_schedule)
+    return opt
+
+
 def _attack(args: argparse.Namespace) -> Attack | None:
     if not 0.0 <= args.attackers < 1.0:
         raise ConfigError(f"--attackers {args.attackers}: a share in [0, 1)")
@@ -116,11 +159,11 @@ def run(args: argparse.Namespace) -> int:
         default = ["fedavg", "fedbuff:100:polynomial"]
     strategies = args.strategy or default
     specs = specs_for(strategies, codec_specs)
-    if args.server_optimizer:
-        opt = {"name": args.server_optimizer, "lr": args.fedbuff_lr}
-        if args.fedbuff_momentum:
-            opt["beta1"] = args.fedbuff_momentum
+    opt = server_optimizer(args)
+    if opt is not None:
         specs = [dataclasses.replace(s, optimizer=opt) if s.name == "fedbuff" else s for s in specs]
+    if args.async_concurrency is not None and args.async_concurrency < 1:
+        raise ConfigError("--async-concurrency must be >= 1")
     try:
         fleet = FleetConfig(
             straggler_fraction=args.stragglers,
@@ -130,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         budget = LocalBudget(max_samples=args.local_samples, batch_size=args.batch_size)
         exp = Experiment(
             concurrency=args.concurrency,
+            async_concurrency=args.async_concurrency,
             over_selection=args.over_selection,
             deadline_s=parse_duration(args.deadline),
             fedasync_alpha=args.fedasync_alpha,

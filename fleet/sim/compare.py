@@ -42,6 +42,8 @@ DIAGNOSTIC_KEYS = (
     "update_efficiency_vs_fedavg",
     "serving_time_to_target_s",
     "serving_final_accuracy",
+    "device_seconds_to_target",
+    "serving_device_seconds_to_target",
 )
 
 

@@ -75,6 +75,9 @@ class Point:
     version: int
     accepted: int
     serving_accuracy: float | None = None  # the serving average's (None: serving is off)
+    # device time spent in sessions so far (any outcome, running ones up to t): what over-
+    # committing concurrency costs the fleet, against what it saves in time
+    device_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,12 @@ class _Run:
         if s.serving.enabled:
             served = self.trainer.accuracy(s.serving_model, self.x_test, self.y_test)
         self.wall_eval += time.perf_counter() - t0
-        self.curve.append(Point(self.q.now, self.uplink_bytes, acc, s.version, s.accepted, served))
+        busy = sum(self.slot_seconds.values()) + sum(
+            self.q.now - b.started for b in self.busy.values()
+        )
+        self.curve.append(
+            Point(self.q.now, self.uplink_bytes, acc, s.version, s.accepted, served, busy)
+        )
 
     def _eval(self, _device: int, _payload: object) -> None:
         self._record()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fleet.sim.engine import RunResult
+from fleet.sim.engine import Point, RunResult
 
 __all__ = [
     "Reached",
@@ -51,11 +51,15 @@ def _updates_to_target(run: RunResult, target: float, serving: bool = False) -> 
     return None
 
 
-def _serving_time(run: RunResult, target: float) -> float | None:
+def _serving_point(run: RunResult, target: float) -> Point | None:
     for p in run.curve:
         if (p.accuracy if p.serving_accuracy is None else p.serving_accuracy) >= target:
-            return p.t
+            return p
     return None
+
+
+def _first(run: RunResult, target: float) -> Point | None:
+    return next((p for p in run.curve if p.accuracy >= target), None)
 
 
 def diagnostics(run: RunResult, baseline: RunResult, target: float) -> dict[str, Any]:
@@ -65,6 +69,7 @@ def diagnostics(run: RunResult, baseline: RunResult, target: float) -> dict[str,
     tau = np.asarray(run.staleness, np.float64)
     ours, base = _updates_to_target(run, target), _updates_to_target(baseline, target)
     last = run.curve[-1] if run.curve else None
+    first, served = _first(run, target), _serving_point(run, target)
     return {
         "accepted_per_virtual_min": run.accepted / minutes if minutes > 0 else None,
         "straggler_slot_share": run.slot_seconds.get("straggler", 0.0) / slots if slots else None,
@@ -77,8 +82,11 @@ def diagnostics(run: RunResult, baseline: RunResult, target: float) -> dict[str,
         "update_efficiency_vs_fedavg": _ratio(
             None if base is None else float(base), None if ours is None else float(ours)
         ),
-        "serving_time_to_target_s": _serving_time(run, target),
+        "serving_time_to_target_s": None if served is None else served.t,
         "serving_final_accuracy": None if last is None else last.serving_accuracy,
+        # device time (all sessions, any outcome) spent until the model reached the target
+        "device_seconds_to_target": None if first is None else first.device_seconds,
+        "serving_device_seconds_to_target": None if served is None else served.device_seconds,
     }
 
 

@@ -109,6 +109,9 @@ class Experiment:
     """Knobs shared by every run of one comparison."""
 
     concurrency: int = 100  # devices training at once (async) / selected per round (sync)
+    # async runs only: devices training at once when over-committing (None: `concurrency`); the
+    # sync baseline keeps selecting `concurrency` per round
+    async_concurrency: int | None = None
     over_selection: float = 0.3  # sync: select 30% more than the round needs (Bonawitz et al.)
     deadline_s: float = 120.0  # sync round deadline (virtual seconds)
     fedasync_alpha: float = 0.6
@@ -213,10 +216,13 @@ def run_one(
         record=record,
         serving=ServingAverage(exp.serving_decay),
     )
+    concurrency = exp.concurrency
+    if spec.mode is Mode.ASYNC and exp.async_concurrency is not None:
+        concurrency = exp.async_concurrency
     config = RunConfig(
         label=spec.label,
         mode=spec.mode,
-        concurrency=exp.concurrency,
+        concurrency=concurrency,
         duration_s=exp.duration_s,
         eval_every_s=exp.eval_every_s,
         budget=exp.budget,

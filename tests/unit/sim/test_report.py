@@ -70,8 +70,8 @@ def test_diagnostics_by_hand() -> None:
     from fleet.sim.report import diagnostics
 
     # accepted counts 0,1,2 at 0/300/600 s; serving curve reaches 0.86 only at 600 s
-    curve = (Point(0, 0, 0.1, 0, 0, 0.1), Point(300, 50, 0.86, 1, 10, 0.5),
-             Point(600, 100, 0.95, 2, 30, 0.9))  # fmt: skip
+    curve = (Point(0, 0, 0.1, 0, 0, 0.1, 0.0), Point(300, 50, 0.86, 1, 10, 0.5, 4_000.0),
+             Point(600, 100, 0.95, 2, 30, 0.9, 9_500.0))  # fmt: skip
     run = replace(FAST, curve=curve, accepted=30, staleness=(0, 2, 4, 10),
                   slot_seconds={"straggler": 300.0, "other": 100.0})  # fmt: skip
     d = diagnostics(run, BASE, 0.855)
@@ -81,6 +81,9 @@ def test_diagnostics_by_hand() -> None:
     assert d["updates_to_target"] == 10  # BASE needs 3 (its accepted count at 1800 s)
     assert d["update_efficiency_vs_fedavg"] == pytest.approx(0.3)
     assert d["serving_time_to_target_s"] == 600 and d["serving_final_accuracy"] == 0.9
+    # device time at the first point each model reached 0.855: the iterate at 300 s, serving 600
+    assert d["device_seconds_to_target"] == 4_000.0
+    assert d["serving_device_seconds_to_target"] == 9_500.0
 
 
 def test_server_optimizer_specs_build_production_strategies() -> None:
