@@ -14,14 +14,32 @@ as ratios to FedAvg; then how the simulator's wall cost scales with the fleet.
 Writes benchmarks/results/fleet.json (and the full report with curves and plots under
 benchmarks/results/fleet/).
 
-What it measured (results/fleet.json, 3 seeds, re-run for issue 16 on a loaded 2-core machine,
---no-scaling so the scaling block is the previous run's; every run evaluated every 20 s, FedAvg
-included: a 60 s grid rounded async's ~5-minute times up by up to 20%, FedAvg's by <= 40 s):
-FedAvg reaches its target in 1140/1700/1280 s (seeds 0/1/2; code merged since the last run,
-such as the smaller update header, changed arrival times, so targets and times moved). At concurrency 50, as before:
-FedAsync 1.97x, FedBuff K=5 2.59x; their serving models (decay 0.95) 3.79x and 3.58x.
+What it measured (results/fleet.json, 3 seeds, --no-scaling so the scaling block is an earlier
+run's; re-run by the integrator on main after merging issue 16's two branches, i.e. with
+fleet/partition.py's fix that no device gets an empty or near-empty slice -- this fleet's smallest
+slice went from 5 to 32 samples -- on a 2-core machine shared with other work; every run evaluated
+every 20 s, FedAvg included): FedAvg reaches its target in 1140/1660/2040 s (seeds 0/1/2). At
+concurrency 50: FedAsync 2.31x, FedBuff K=5 2.09x; their serving models (decay 0.95) 2.47x and
+3.23x.
+Combinations (`levers` in results/fleet.json; chosen on seed 0 only, before the partition fix, by
+benchmarks/fleet_sweep.py combos, results/fleet_sweep_combos.json; the same FedAvg runs, targets):
+                                               iterate   serving   device-s to target (serving)
+  equal concurrency 50: FedBuff K=5, cosine     2.26x     3.38x     25,000  (FedAvg 42,100)
+    server lr (1 -> 0.1 over 300 steps), serving decay 0.9
+  over-commit 2x: concurrency 100, K=10, same   2.67x     4.20x     41,300
+  over-commit 4x: concurrency 200, K=20, same   3.90x     4.38x     73,300  (per seed serving
+                                                                    3.2, 4.6, 5.4x)
+  over-commit 4x, constant server lr            2.75x     4.38x     73,300
+  sync FedAvg over-committed 4x (NOT baseline)  1.20x     0.87x    212,000
+GOAL >= 5x: NOT met on the merged code (best 4.38x, serving model, 4x over-commit; it spends 1.7x
+FedAvg's device time). Before the partition fix the same recipe measured 6.00x serving / 4.78x
+iterate (per seed 3.8, 7.1, 7.1x): the fix made the fleet's data less degenerate, FedAvg's seed 2
+slower (1280 -> 2040 s) and async's seed 1-2 wins smaller. The analysis below is from that earlier
+run (marked "pre-fix"); its ratios hold on the re-run (FedAsync 39.1 vs FedAvg 26.7 accepted
+updates per virtual minute, 1.46x; stragglers hold 53% vs 30% of slots; FedBuff K=5 staleness
+9.3, 559 vs 678 updates to the target, 1.2x). Stretch 8x: not met.
 
-Why the advantage is small at equal concurrency (means over seeds, report keys in brackets):
+Why the advantage is small at equal concurrency (pre-fix run; means over seeds, report keys):
   - throughput: async accepts 1.5x the updates per virtual minute of FedAvg (48.8 vs 32.9
     [accepted_per_virtual_min]): stragglers hold 53% of the async slots (FedAvg 30%: it aborts
     them when a round closes) [straggler_slot_share];
@@ -33,28 +51,14 @@ Why the advantage is small at equal concurrency (means over seeds, report keys i
   accuracy curves show the rest: async gets to ~0.89 in 2-3 minutes, then its iterate hovers
   there (non-IID, Adam-normalised deltas of 4 local steps), so the last points to the target
   are a noise floor, which an average or a shrinking step removes, not more updates.
-Combinations (`levers` in results/fleet.json; chosen on seed 0 only by benchmarks/fleet_sweep.py
-combos, results/fleet_sweep_combos.json; the same FedAvg runs and targets):
-                                               iterate   serving   device-s to target (serving)
-  equal concurrency 50: FedBuff K=5, cosine     2.81x     3.74x     18,700  (FedAvg 35,300)
-    server lr (1 -> 0.1 over 300 steps), serving decay 0.9
-  over-commit 2x: concurrency 100, K=10, same   3.80x     4.50x     30,700
-  over-commit 4x: concurrency 200, K=20, same   4.78x     6.00x     48,000  (per seed serving
-                                                                    3.8, 7.1, 7.1x; iterate 3.4,
-                                                                    6.1, 4.9x)
-  over-commit 4x, constant server lr            3.17x     5.35x     52,000
-  sync FedAvg over-committed 4x (NOT baseline)  1.37x     0.84x    178,000
-The grid matters for the noisy iterate only: re-reading the same curves on a 60 s grid gives the
-4x combination 6.13x (serving) but 3.36x (iterate; 20 s catches more upward swings), equal
-concurrency 3.75x / 2.59x; FedAvg's own times move by <= 40 s.
-GOAL >= 5x: met by the serving (published) model with 4x over-commit, K = concurrency/10 (staleness
-stays ~10 steps: K=10 at concurrency 200 gave tau 18 and 440 s on seed 0), a decaying server lr
-and the serving average: 275-288 accepted updates per virtual minute (8.5x FedAvg) at half
-FedAvg's update efficiency (1,438 updates to the target); it spends 1.4x FedAvg's device time.
-Seed 0 (FedAvg's fastest seed) stays below 5x in every combination tried (best 4.38x). Not met
-at equal concurrency (3.74x). Stretch 8x: not met. Sync FedAvg gains only 1.37x from the same
-4x over-commit (a round still waits for its 153rd of 200), so the over-commit is an async lever.
-Added on top of the 4x combination (seed 0, results/fleet_sweep_combos-extra.json; it gets
+Pre-fix, the same combinations gave: equal concurrency 2.81x iterate / 3.74x serving, 2x
+over-commit 3.80x / 4.50x, 4x over-commit 4.78x / 6.00x (per seed serving 3.8, 7.1, 7.1x), 4x
+with constant server lr 3.17x / 5.35x, sync FedAvg over-committed 4x 1.37x / 0.84x. The grid
+matters for the noisy iterate only: re-reading those curves on a 60 s grid gave the 4x
+combination 6.13x (serving) but 3.36x (iterate). K = concurrency/10 keeps staleness ~10 steps
+(K=10 at concurrency 200 gave tau 18 and 440 s on seed 0); sync FedAvg gains little from the same
+over-commit (a round still waits for its 153rd of 200), so over-commit is an async lever.
+Added on top of the 4x combination (pre-fix, seed 0, results/fleet_sweep_combos-extra.json; it gets
 3.35x iterate / 3.8x serving there), every other literature lever made it worse: a 3x session
 timeout 2.28x / 2.71x, constant staleness 1.46x / 1.68x, hinge 2.04x / 1.90x, FedAvgM (beta 0.5,
 lr 0.5) 2.19x / 2.71x, FedAdam (lr 0.003) 2.71x / 2.59x: larger or less damped steps raise the
