@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ class UpdateLog:
             fsync_dir(folder)
         self._unsynced = 0
         self._writer = RecordWriter(fd, _frame)
+        self._last_barrier: threading.Event | None = None  # the newest fdatasync queued
         self._closed = False
 
     @property
@@ -174,15 +176,19 @@ class UpdateLog:
         return self.position
 
     def sync(self) -> None:
+        """Return once everything appended so far is on disk."""
         self.sync_start()()
 
     def sync_start(self) -> Callable[[], None]:
         """Queue the fdatasync of everything appended so far; call the result to wait for it
-        (the caller may append more meanwhile: a pipelined group commit)."""
-        if not self._unsynced:
+        (the caller may append more meanwhile: a pipelined group commit). With nothing new
+        appended it waits for the last fdatasync queued, which may still be running."""
+        if self._unsynced:
+            self._last_barrier = self._writer.barrier()
+            self._unsynced = 0
+        barrier = self._last_barrier
+        if barrier is None:
             return _done
-        barrier = self._writer.barrier()
-        self._unsynced = 0
         return lambda: self._writer.wait(barrier)
 
     def rotate(self) -> LogPosition:

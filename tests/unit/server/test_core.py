@@ -109,3 +109,24 @@ def test_commit_start_keeps_the_state_it_covers_while_the_next_batch_is_applied(
     assert again.version == 2
     np.testing.assert_array_equal(again.model, np.full(6, 3.0))
     again.close()
+
+
+def test_a_checkpoint_while_a_commit_is_in_flight_waits_for_it(tmp_path: Path) -> None:
+    """Pipelined group commit: the service loop checkpoints after finishing batch N while batch
+    N+1's fsync is queued. The checkpoint's segment switch must wait for that write (a closed
+    file under the writer once failed every later append with EBADF)."""
+    core = _core(tmp_path, FedAsync(alpha=1.0), every=10**6)
+    for seq in (1, 2):
+        payload = update_bytes(M, np.full(6, float(seq), np.float32), seq=seq, base=seq - 1)
+        assert core.submit("dev-1", payload).ack.accepted
+        in_flight = core.commit_start()
+    core.checkpoint()  # nothing appended since the last commit_start, which may still run
+    in_flight.wait()
+    three = update_bytes(M, np.full(6, 3.0, np.float32), seq=3, base=2)
+    assert core.submit("dev-1", three).ack.accepted
+    core.commit()
+    core.close()
+    again = _core(tmp_path, FedAsync(alpha=1.0), every=10**6)
+    assert again.version == 3
+    np.testing.assert_array_equal(again.model, np.full(6, 6.0))  # by hand: 1 + 2 + 3
+    again.close()
