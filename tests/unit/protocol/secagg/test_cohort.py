@@ -79,8 +79,11 @@ def _chi2_uniform(values: np.ndarray, bits: int, bins: int = 256) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
-# chi-square with 255 degrees of freedom: the 99.9% quantile is 330.5
-_CHI2_255_999 = 330.5
+# chi-square with 255 degrees of freedom: the 1 - 1e-7 quantile is 390.2 (scipy.stats.chi2.ppf).
+# The masks are fresh random keys each run and the test makes 16 such checks, so at the 99.9%
+# quantile (330.5) about one run in 60 failed by chance (seen: 340.1); structured bytes score in
+# the thousands, far above either bound.
+_CHI2_255_TAIL = 390.2
 
 
 @pytest.mark.parametrize("bits", [16, 32])
@@ -102,14 +105,14 @@ def test_masked_vectors_are_indistinguishable_from_uniform(bits: int) -> None:
     dtype = fixedpoint.uint_dtype(bits)
     for msg in seen:
         y = np.frombuffer(msg.data, dtype)
-        assert _chi2_uniform(y, bits) < _CHI2_255_999
+        assert _chi2_uniform(y, bits) < _CHI2_255_TAIL
         # the low byte too (fixed point puts all the structure there)
         low = (y & 0xFF).astype(np.int64)
         counts = np.bincount(low, minlength=256)
-        assert float(((counts - n / 256) ** 2 / (n / 256)).sum()) < _CHI2_255_999
+        assert float(((counts - n / 256) ** 2 / (n / 256)).sum()) < _CHI2_255_TAIL
     # the test can fail: the unmasked fixed-point vector is far from uniform
     z = fixedpoint.encode(deltas["dev1"], run.cohort.view.scale, bits, np.random.default_rng(0))  # type: ignore[union-attr]
-    assert _chi2_uniform(z, bits) > 10 * _CHI2_255_999
+    assert _chi2_uniform(z, bits) > 10 * _CHI2_255_TAIL
 
 
 @pytest.mark.parametrize("phase", ["before_masked", "before_reveal", "mixed"])
