@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from protocol.errors import ConfigError, DataError
+from protocol.errors import ConfigError, DataError, ProtocolError, Reason
 from protocol.manifest import Manifest
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "check_arrays",
+    "check_weights",
     "never_stop",
     "proximal_step",
 ]
@@ -110,6 +111,13 @@ def check_arrays(manifest: Manifest, x: np.ndarray, y: np.ndarray) -> None:
         raise DataError(f"labels outside [0, {manifest.num_classes - 1}]")
     if x.dtype == np.int64 and int(x.min()) < 0:
         raise DataError("token ids must be >= 0")
+
+
+def check_weights(manifest: Manifest, flat: np.ndarray) -> None:
+    """A flat weight vector a trainer may load: the manifest's shape and dtype, all finite."""
+    manifest.check_flat(flat)
+    if not np.isfinite(flat).all():
+        raise ProtocolError(Reason.NON_FINITE, "weights hold NaN or infinity")
 
 
 def proximal_step(

@@ -20,11 +20,11 @@ from agent.trainer.base import (
     TrainConfig,
     TrainResult,
     check_arrays,
+    check_weights,
     never_stop,
     proximal_step,
 )
 from agent.trainer.batching import macro_f1, plan_batches
-from protocol.errors import ProtocolError, Reason
 from protocol.manifest import Manifest
 
 __all__ = ["FakeTrainer"]
@@ -52,9 +52,7 @@ class FakeTrainer:
             self.set_weights(initial_weights)
 
     def set_weights(self, flat: np.ndarray) -> None:
-        self.manifest.check_flat(flat)
-        if not np.isfinite(flat).all():
-            raise ProtocolError(Reason.NON_FINITE, "weights hold NaN or infinity")
+        check_weights(self.manifest, flat)
         self._weights = flat.copy()
 
     def get_weights(self) -> np.ndarray:

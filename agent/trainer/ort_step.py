@@ -42,12 +42,13 @@ from agent.trainer.base import (
     TrainConfig,
     TrainResult,
     check_arrays,
+    check_weights,
     never_stop,
     proximal_step,
 )
 from agent.trainer.batching import cross_entropy, macro_f1, plan_batches
 from protocol.artifacts import FORWARD_MODEL, TRAIN_STEP_MODEL
-from protocol.errors import DataError, ProtocolError, Reason
+from protocol.errors import DataError
 from protocol.manifest import Manifest
 
 __all__ = ["OrtStepTrainer"]
@@ -148,9 +149,7 @@ class OrtStepTrainer:
         return self._params[self._current]
 
     def set_weights(self, flat: np.ndarray) -> None:
-        self.manifest.check_flat(flat)
-        if not np.isfinite(flat).all():
-            raise ProtocolError(Reason.NON_FINITE, "weights hold NaN or infinity")
+        check_weights(self.manifest, flat)
         self._live.write(flat)
 
     def get_weights(self) -> np.ndarray:

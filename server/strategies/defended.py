@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from server.privacy import DpMechanism
 from server.robust import Defence
 
@@ -36,3 +38,26 @@ class Defended:
                 "privacy: the noise is calibrated to a sum of contributions clipped to C; a "
                 "coordinate-wise robust aggregator has another sensitivity: use aggregator mean"
             )
+
+    def _aggregate(
+        self, total: np.ndarray | None, weight: float, version: int, privacy: DpMechanism | None
+    ) -> np.ndarray | None:
+        """A buffer's (n,) float32 update direction, and the defence's buffer ended: the robust
+        rows' aggregate, or the (DP-noised) sum divided by its weight. None when the privacy
+        budget refuses this flush (the caller drops the buffer and keeps its model). The sum is
+        divided in place: the caller drops or reuses its array."""
+        d = self._defence
+        try:
+            if d is not None and d.keeps_rows:
+                return d.reduce()  # coordinate-wise robust aggregate
+            assert total is not None  # count > 0
+            if privacy is not None:
+                noised = privacy.release(total, version)  # S + noise, before dividing
+                if noised is None:
+                    return None
+                total = noised  # a fresh array
+            mean: np.ndarray = np.divide(total, np.float32(weight), out=total)
+            return mean
+        finally:
+            if d is not None:
+                d.end_buffer()

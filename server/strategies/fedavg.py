@@ -126,23 +126,10 @@ class FedAvg(Defended, Strategy):
     def flush(self, model: np.ndarray, version: int) -> StepResult:
         if self._count == 0:
             return StepResult(model, version, stepped=False)
-        d = self._defence
-        if d is not None and d.keeps_rows:
-            mean = d.reduce()  # (n,) float32, coordinate-wise robust aggregate
-        else:
-            assert self._sum is not None  # count > 0
-            total = self._sum
-            if self.privacy is not None:
-                noised = self.privacy.release(self._sum, version)  # S + noise, before dividing
-                if noised is None:  # the budget refuses this round: drop it, keep the model
-                    if d is not None:
-                        d.end_buffer()
-                    self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
-                    return StepResult(model, version, stepped=False)
-                total = noised
-            mean = total / np.float32(self._samples)  # (n,) float32; _samples > 0
-        if d is not None:
-            d.end_buffer()
+        mean = self._aggregate(self._sum, float(self._samples), version, self.privacy)
+        if mean is None:  # the privacy budget refuses this round: drop it, keep the model
+            self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
+            return StepResult(model, version, stepped=False)
         new = self.server_optimizer.step(model, mean)  # (n,) float32; sgd lr 1: model + mean
         self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
         return StepResult(new, version + 1, stepped=True)

@@ -145,27 +145,10 @@ class FedBuff(Defended, Strategy):
     def flush(self, model: np.ndarray, version: int) -> StepResult:
         if self._count == 0:
             return StepResult(model, version, stepped=False)
-        d = self._defence
-        if d is not None and d.keeps_rows:
-            g = d.reduce()  # (n,) float32, coordinate-wise robust aggregate
-        else:
-            assert self._sum is not None  # count > 0
-            total = self._sum
-            if self.privacy is not None:
-                noised = self.privacy.release(self._sum, version)  # S + noise, before dividing
-                if noised is None:  # the budget refuses this flush: drop the buffer, keep the model
-                    if d is not None:
-                        d.end_buffer()
-                    self._sum, self._weight, self._count = None, 0.0, 0
-                    return StepResult(model, version, stepped=False)
-                total = noised
-            # (n,) float32; _weight >= 1 as count > 0. In place when the sum is ours to reuse
-            # (it is dropped below): one pass over the buffer instead of a new (n,) array.
-            g = np.divide(
-                total, np.float32(self._weight), out=total if total is self._sum else None
-            )
-        if d is not None:
-            d.end_buffer()
+        g = self._aggregate(self._sum, self._weight, version, self.privacy)
+        if g is None:  # the privacy budget refuses this flush: drop the buffer, keep the model
+            self._sum, self._weight, self._count = None, 0.0, 0
+            return StepResult(model, version, stepped=False)
         new = self.server_optimizer.step(model, g)  # (n,) float32; keeps no reference to g
         if g is self._sum:
             self._spare = g
