@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from fleet.sim.profiles import Availability, FleetConfig  # noqa: E402
 from fleet.sim.report import reached  # noqa: E402
-from fleet.sim.runner import Experiment, parse_strategy, run_one  # noqa: E402
+from fleet.sim.runner import Experiment, parse_strategy, run_in_world  # noqa: E402
 from fleet.sim.training import LocalBudget  # noqa: E402
 from fleet.sim.world import Setup, load_world, prepare_trainer  # noqa: E402
 from server.privacy import PrivacyConfig, calibrate_noise_multiplier  # noqa: E402
@@ -134,14 +134,12 @@ def main() -> int:
                 exp = replace(exp, concurrency=math.ceil(args.buffer * (1 + exp.over_selection)))
             for eps in epsilons:
                 privacy = _privacy(args, eps, delta)
-                result, server = run_one(
+                result, server = run_in_world(
                     spec,
                     replace(exp, privacy=privacy),
+                    world,
                     manifest=manifest,
                     initial=initial,
-                    fleet=world.fleet,
-                    slices=world.slices,
-                    data=world.data,
                     trainer=trainer,
                     seed=args.seed,
                 )

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from fleet.attacks import Attack, AttackKind, backdoor_test_set  # noqa: E402
 from fleet.sim.profiles import FleetConfig  # noqa: E402
-from fleet.sim.runner import Experiment, parse_strategy, run_one  # noqa: E402
+from fleet.sim.runner import Experiment, parse_strategy, run_in_world  # noqa: E402
 from fleet.sim.world import Setup, load_world, prepare_trainer  # noqa: E402
 from server.robust import DEFENCES  # noqa: E402
 
@@ -97,14 +97,12 @@ def _run(job: tuple[str, float, str]) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     world = w["world"]
-    result, server = run_one(
+    result, server = run_in_world(
         parse_strategy(STRATEGY),
         exp,
+        world,
         manifest=w["manifest"],
         initial=w["initial"],
-        fleet=world.fleet,
-        slices=world.slices,
-        data=world.data,
         trainer=w["trainer"],
         seed=w["seed"],
     )

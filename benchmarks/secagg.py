@@ -48,7 +48,7 @@ sys.path[0] = str(ROOT)  # import the repo's packages; don't let benchmarks/ sha
 import numpy as np  # noqa: E402
 
 from fleet.sim.profiles import FleetConfig  # noqa: E402
-from fleet.sim.runner import Experiment, StrategySpec, run_one  # noqa: E402
+from fleet.sim.runner import Experiment, StrategySpec, run_in_world  # noqa: E402
 from fleet.sim.world import Setup, load_world, prepare_trainer  # noqa: E402
 from protocol.secagg.cohort import CohortConfig  # noqa: E402
 from protocol.secagg.local import run_cohort  # noqa: E402
@@ -102,14 +102,12 @@ def sim_rows(quick: bool, work: Path) -> list[dict[str, Any]]:
         world = load_world(setup, duration, 0)
         trainer, manifest, initial = prepare_trainer(setup, work)
         for secure in (False, True):
-            result, _ = run_one(
+            result, _ = run_in_world(
                 spec,
                 replace(exp, secure_aggregation=secure),
+                world,
                 manifest=manifest,
                 initial=initial,
-                fleet=world.fleet,
-                slices=world.slices,
-                data=world.data,
                 trainer=trainer,
                 seed=0,
             )

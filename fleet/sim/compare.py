@@ -16,7 +16,7 @@ from typing import Any
 
 from fleet.sim.engine import Mode, RunResult
 from fleet.sim.report import default_target, plot_runs, summarise, write_report
-from fleet.sim.runner import Experiment, StrategySpec, run_one
+from fleet.sim.runner import Experiment, StrategySpec, run_in_world
 from fleet.sim.world import Setup, load_world, prepare_trainer
 from protocol.errors import ConfigError
 
@@ -86,14 +86,12 @@ def compare(
         world = first if seed == seeds[0] else load_world(setup, exp.duration_s, seed)
         runs: list[RunResult] = []
         for spec in specs:
-            result, _server = run_one(
+            result, _server = run_in_world(
                 spec,
                 exp,
+                world,
                 manifest=manifest,
                 initial=initial,
-                fleet=world.fleet,
-                slices=world.slices,
-                data=world.data,
                 trainer=trainer,
                 seed=seed,
             )

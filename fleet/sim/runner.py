@@ -20,6 +20,7 @@ from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
 from fleet.sim.training import LocalBudget, LocalTrainer
 from fleet.sim.uplink import Uplink, codec_label
+from fleet.sim.world import World
 from protocol import codecs
 from protocol.errors import ConfigError
 from protocol.manifest import Manifest
@@ -35,6 +36,7 @@ __all__ = [
     "StrategySpec",
     "build_strategy",
     "parse_strategy",
+    "run_in_world",
     "run_one",
     "secagg_config",
 ]
@@ -238,6 +240,30 @@ def run_one(
         config = replace(config, label=f"{spec.label}+secagg")
     uplink = Uplink(manifest, spec.codec)
     return run_simulation(config, fleet, slices, data, trainer, server, uplink), server
+
+
+def run_in_world(
+    spec: StrategySpec,
+    exp: Experiment,
+    world: World,
+    *,
+    manifest: Manifest,
+    initial: np.ndarray,
+    trainer: LocalTrainer,
+    seed: int,
+) -> tuple[RunResult, SimServer]:
+    """`run_one` on a loaded World: its fleet, data slices and data."""
+    return run_one(
+        spec,
+        exp,
+        manifest=manifest,
+        initial=initial,
+        fleet=world.fleet,
+        slices=world.slices,
+        data=world.data,
+        trainer=trainer,
+        seed=seed,
+    )
 
 
 def specs_for(
