@@ -53,10 +53,12 @@ from server.ingest import warm_up
 from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
 from server.privacy import PrivacyStatus
+from server.robust import warm_up_kernels
 from server.secagg import CohortRunner
 from server.serving import ServingAverage
 from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
+from server.strategies.defended import Defended
 from server.subscriptions import plan_subscriptions, remember_subscriptions
 from transport import IncomingMessage, MqttLink, PublishHandle
 
@@ -160,6 +162,9 @@ class ServerApp:
     def start(self) -> None:
         report = self.core.recover()
         warm_up(self.core.manifest.num_params)  # kernels now, not while a device waits
+        strategy = self.core.strategy
+        if isinstance(strategy, Defended) and strategy.defence and strategy.defence.keeps_rows:
+            warm_up_kernels(self.core.manifest.num_params)  # the robust aggregators' too
         self._committed_version = report.version
         self.metrics.version.set(report.version)
         self.metrics.set_privacy(self._privacy_status())

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from server.robust.aggregators import Aggregator, aggregate, trim_count
+from server.robust.aggregators import warm_up as warm_up_kernels
 from server.robust.defence import Defence, DeviceScore, RobustConfig
 from server.robust.norm_bound import AdaptiveNormBound, BoundAction
 from server.robust.presets import DEFENCES, defence
@@ -22,4 +23,5 @@ __all__ = [
     "aggregate",
     "defence",
     "trim_count",
+    "warm_up_kernels",
 ]

@@ -111,21 +111,17 @@ class FedBuff(Defended, Strategy):
         w = float(update.num_samples) if self.sample_weighted else 1.0
         s_tau = self.staleness(tau)
         d = self._defence
-        dense: np.ndarray | None = None  # (n,) float32 when a stage needs the whole vector
-        if (d is not None and d.keeps_rows) or self.privacy is not None:
-            dense = update.admitted().delta  # clipped as admitted
+        dense: np.ndarray | None = None  # (n,) float32 when DP needs the whole vector
         if self.privacy is not None:
-            assert dense is not None
             # DP: clip to C after decoding; s(tau) * w <= 1 keeps the sum's sensitivity at C
             if s_tau * w > 1.0:
                 raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
-            dense = self.privacy.clip(dense, update.device_id)
+            dense = self.privacy.clip(update.admitted().delta, update.device_id)
         if d is not None:  # robust options record the norm (and may keep the whole vector)
             norm = update.norm() if dense is None else float(np.linalg.norm(dense))
             d.accept(update.device_id, norm)
-            if d.keeps_rows:
-                assert dense is not None
-                d.add_row(dense * np.float32(s_tau))
+            if d.keeps_rows:  # (never with privacy) the row s(tau) * delta, written in place
+                update.add_into(d.new_row(model.shape[0]), np.float32(s_tau))
         if d is None or not d.keeps_rows:
             if self._sum is None:
                 self._sum = self._fresh_sum(model.shape[0])
