@@ -331,3 +331,48 @@ def test_each_flush_logs_a_score_per_device(caplog: pytest.LogCaptureFixture) ->
     line = next(r.getMessage() for r in caplog.records if r.name == "server.robust")
     assert "flipper -0.99" in line and "good-1 +0.99" in line and "good-2 +0.99" in line
     assert [sc.device_id for sc in s.defence.scores] == ["good-1", "good-2", "flipper"]  # type: ignore[union-attr]
+
+
+def test_cosine_aggregate_hand_computed() -> None:
+    """m = median = [3, 4] (|m| 5); row norms 5, 10, 5 -> s = 5; cosines 1, 1, -1 -> t = 1, 1, 0;
+    g = (1 * 5/5 * [3, 4] + 1 * 5/10 * [6, 8]) / 2 = [3, 4]."""
+    rows = np.array([[3, 4], [6, 8], [-3, -4]], np.float32)
+    np.testing.assert_allclose(aggregate(rows, Aggregator.COSINE), f32(3, 4), rtol=1e-6)
+
+
+def test_cosine_aggregate_rescales_to_the_median_row_norm() -> None:
+    """m = [2, 2] (|m| 2.83), row norms 2, 2, 2.83 -> s = 2; cosines 0.707, 0.707, 1;
+    g = (0.707 * [2, 0] + 0.707 * [0, 2] + 1 * (2 / 2.83) * [2, 2]) / 2.414 = [1.1716, 1.1716]
+    (the median's norm as the scale would give 1.414x that)."""
+    rows = np.array([[2, 0], [0, 2], [2, 2]], np.float32)
+    c = 1 / math.sqrt(2)
+    expected = (c * 2 + 2 / math.sqrt(8) * 2) / (2 * c + 1)
+    np.testing.assert_allclose(
+        aggregate(rows, Aggregator.COSINE), f32(expected, expected), rtol=1e-6
+    )
+    assert expected == pytest.approx(1.1716, abs=1e-4)
+
+
+def test_cosine_aggregate_of_sparse_rows_without_a_majority_still_steps() -> None:
+    """Defect: four top-k rows with disjoint supports have a zero coordinate-wise median, and the
+    old aggregate (rescaled to |m| = 0) stepped by nothing at all; now every row counts once at
+    the median row norm s = 1: g = mean = 0.25 each."""
+    rows = np.eye(4, dtype=np.float32)
+    np.testing.assert_allclose(aggregate(rows, Aggregator.COSINE), np.full(4, 0.25), rtol=1e-6)
+
+
+def test_cosine_aggregate_of_overlapping_top_k_rows_keeps_the_mean_step() -> None:
+    """Top-10% rows of a shared direction plus noise: each keeps a different part of the
+    support, so |median| is far below a row's norm. The aggregate keeps the plain mean's
+    direction and at least half its length (FLTrust's |m| scale kept under a fifth)."""
+    rng = np.random.default_rng(0)
+    common = rng.standard_normal(2_000)
+    rows = np.zeros((10, 2_000), np.float32)
+    for i in range(10):
+        full = common + 2 * rng.standard_normal(2_000)
+        top = np.argsort(-np.abs(full))[:200]
+        rows[i, top] = full[top]
+    g, mean = aggregate(rows, Aggregator.COSINE), rows.mean(axis=0)
+    cos = float(g @ mean) / (np.linalg.norm(g) * np.linalg.norm(mean))
+    assert cos > 0.95
+    assert np.linalg.norm(g) > 0.5 * np.linalg.norm(mean)
