@@ -21,6 +21,9 @@ payloads in the same run (a loaded machine slows every column alike; read the ra
            one syncs (pipelined, as server/app.py runs), acks after the fsync; `+ckpt` adds the
            default checkpoint every 200 records (a 1M model's checkpoint is ~8 MB, ~25 ms);
            `fsync/upd` is fsync per update (batch of one)
+  defaults `+ckpt` with everything else as an empty server.toml configures it: the default
+           strategy and staleness, the default robust defence (cosine to the buffer's median,
+           which keeps every update's dense row), default admission limits, the serving average
   disk     the same bytes written raw the way the log writes them (writeback started per MiB,
            one fdatasync per 64): what this disk takes, the bound for `durable`
 
@@ -51,15 +54,22 @@ from protocol.manifest import Manifest, ParamSpec  # noqa: E402
 from protocol.messages import ClientUpdate, encode_vector  # noqa: E402
 from protocol.update_header import decode_any_update, encode_update_compact  # noqa: E402
 from server.admission import Admission, AdmissionLimits  # noqa: E402
-from server.config import DurabilityConfig  # noqa: E402
+from server.config import DurabilityConfig, ServerConfig  # noqa: E402
 from server.core import Commit, Outcome, ServerCore  # noqa: E402
+from server.robust import RobustConfig  # noqa: E402
+from server.serving import ServingAverage  # noqa: E402
 from server.staleness import make_staleness  # noqa: E402
-from server.strategies import FedBuff  # noqa: E402
+from server.strategies import FedBuff, make_strategy  # noqa: E402
+from transport import BrokerConfig  # noqa: E402
 
 SIZES = {"100k": 100_000, "1M": 1_000_000}
 CODECS = {"int8": "int8:256", "topk0.01+int8": "topk:0.01+int8:256"}
 DEVICES = 64
 DEFAULTS = DurabilityConfig()  # the server's group commit and checkpoint interval
+SERVER = ServerConfig(
+    "f", Path(), Path(), Path(), BrokerConfig("mqtt://127.0.0.1", "bench")
+)  # an empty server.toml's
+DEFAULT_DEFENCE = RobustConfig.from_mapping(SERVER.robust)
 BATCH = DEFAULTS.batch_max
 GOALS = {("1M", "int8"): 1500.0, ("1M", "topk0.01+int8"): 5000.0}  # durable, issue 17
 
@@ -179,18 +189,30 @@ def flower(m: Manifest, k: int = 10, rounds: int = 3) -> float:
 
 
 def durable(
-    m: Manifest, items: list[tuple[str, bytes]], batch: int | None, checkpoints: bool = False
+    m: Manifest,
+    items: list[tuple[str, bytes]],
+    batch: int | None,
+    checkpoints: bool = False,
+    server_defaults: bool = False,
 ) -> float:
     """Updates/s through ServerCore with its log: fsync per update (batch None) or per batch;
-    with `checkpoints`, checkpointing as the service loop does (server/app.py)."""
+    with `checkpoints`, checkpointing as the service loop does (server/app.py); with
+    `server_defaults`, also the strategy, defence, admission and serving average an empty
+    server.toml gives (server/config.py)."""
     with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
+        if server_defaults:
+            strat, lim = make_strategy(SERVER.strategy, {}, None, SERVER.robust), AdmissionLimits()
+            serving = ServingAverage(SERVER.serving.decay)
+        else:
+            strat, lim, serving = strategy(), limits(), None
         core = ServerCore(
             m,
             np.zeros(m.num_params, np.float32),
-            strategy(),
+            strat,
             Path(tmp),
-            limits(),
+            lim,
             checkpoint_every=DEFAULTS.checkpoint_every if checkpoints else 10**9,
+            serving=serving,
         )
         core.recover()
         start = time.perf_counter()
@@ -254,6 +276,7 @@ def main() -> int:
             ours, bnd = best(ingest, m, items), best(bound, m, items)
             group, each = best(durable, m, items, BATCH), best(durable, m, items, None)
             checkpointed = best(durable, m, items, BATCH, True)
+            defaults = best(durable, m, items, BATCH, True, True)
             raw = best(disk, items, BATCH)
             payload_bytes = int(np.mean([len(p) for _, p in items]))
             entry = {
@@ -268,6 +291,7 @@ def main() -> int:
                 "flower_float32_updates_per_s": round(flower_rate, 1),
                 "durable_updates_per_s": round(group, 1),
                 "durable_checkpointed_updates_per_s": round(checkpointed, 1),
+                "server_defaults_updates_per_s": round(defaults, 1),
                 "durable_fsync_per_update_updates_per_s": round(each, 1),
                 "disk_updates_per_s": round(raw, 1),
                 "durable_fraction_of_disk": round(group / raw, 3),
@@ -280,16 +304,17 @@ def main() -> int:
             rows.append((size_name, codec_name, entry))
 
     head = ("model", "codec", "bytes", "ours/s", "bound/s", "ours/bnd", "memory/s", "flower/s",
-            "durable/s", "+ckpt/s", "fsync/upd", "disk/s", "dur/disk", "goal")  # fmt: skip
+            "durable/s", "+ckpt/s", "defaults", "fsync/upd", "disk/s", "dur/disk",
+            "goal")  # fmt: skip
     keys = ("payload_bytes", "updates_per_s", "bound_updates_per_s", "fraction_of_bound",
             "memory_bound_updates_per_s", "flower_float32_updates_per_s", "durable_updates_per_s",
-            "durable_checkpointed_updates_per_s", "durable_fsync_per_update_updates_per_s",
-            "disk_updates_per_s", "durable_fraction_of_disk",
-            "durable_goal_updates_per_s")  # fmt: skip
-    print(("{:>6} {:>14} " + "{:>9} " * 12).format(*head))
+            "durable_checkpointed_updates_per_s", "server_defaults_updates_per_s",
+            "durable_fsync_per_update_updates_per_s", "disk_updates_per_s",
+            "durable_fraction_of_disk", "durable_goal_updates_per_s")  # fmt: skip
+    print(("{:>6} {:>14} " + "{:>9} " * 13).format(*head))
     for size_name, codec_name, e in rows:
         vals = [e.get(k, "-") for k in keys]
-        print(("{:>6} {:>14} " + "{:>9} " * 12).format(size_name, codec_name, *vals))
+        print(("{:>6} {:>14} " + "{:>9} " * 13).format(size_name, codec_name, *vals))
     print(f"\ncopy bandwidth {bandwidth / 1e9:.2f} GB/s (read + write), load {os.getloadavg()}")
 
     doc = {
@@ -308,6 +333,10 @@ def main() -> int:
             "timing": "best of 3",
             "durable": f"group commit of {BATCH} (the server's default), log writer thread; "
             f"checkpointed: plus a checkpoint every {DEFAULTS.checkpoint_every} records",
+            "server_defaults": "durable + checkpoints with what an empty server.toml gives: "
+            f"{SERVER.strategy} with its default K and staleness, the default robust defence "
+            f"({DEFAULT_DEFENCE.label if DEFAULT_DEFENCE else 'none'}), default "
+            f"admission limits, serving average decay {SERVER.serving.decay}",
         },
         "ingest": results,
     }

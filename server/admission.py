@@ -217,7 +217,11 @@ class Admission:
         # norm after the fixed clip; the product is applied once, so replay reproduces it exactly
         scale *= strategy.screen(msg.device_id, norm * scale)
         update = FusedUpdate(
-            msg.device_id, msg.seq, msg.base_version, msg.num_samples, FusedDelta(parts, scale)
+            msg.device_id,
+            msg.seq,
+            msg.base_version,
+            msg.num_samples,
+            FusedDelta(parts, scale, norm),
         )
         return Admitted(update, msg, tau, scale, payload_digest(payload))
 

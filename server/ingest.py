@@ -185,6 +185,9 @@ class FusedDelta:
 
     parts: DecodedParts
     clip: float = 1.0  # 1.0 = untouched
+    # the L2 norm before the clip when admission already computed it (sq_norm: the value a
+    # replay recomputes), so a robust defence's norm does not read 1 MB of codes twice
+    raw_norm: float | None = None
 
     def add_into(self, out: F32, weight: np.float32) -> None:
         """out += (delta * clip) * weight, in place, each element once. out: (n,) float32."""
@@ -235,7 +238,9 @@ class FusedUpdate:
 
     def norm(self) -> float:
         """L2 norm of the delta as admitted (clipped), from its codes: no (n,) expansion."""
-        return math.sqrt(sq_norm(self.delta.parts)) * self.delta.clip
+        d = self.delta
+        raw = math.sqrt(sq_norm(d.parts)) if d.raw_norm is None else d.raw_norm
+        return raw * d.clip
 
     def admitted(self) -> AdmittedUpdate:
         """The dense form, for strategies that keep or inspect the whole vector."""
