@@ -19,7 +19,8 @@ payloads in the same run (a loaded machine slows every column alike; read the ra
            fdatasync per batch of 64, `[durability] batch_max`), records written by the log's
            writer thread (server/durability/writer.py), the next batch decoded while the last
            one syncs (pipelined, as server/app.py runs), acks after the fsync; `+ckpt` adds the
-           default checkpoint every 200 records (a 1M model's checkpoint is ~8 MB, ~25 ms);
+           default checkpoints (every 200 records once the log since the last one holds 4x its
+           bytes: a 1M model's checkpoint is 8+ MB, ~25 ms);
            `fsync/upd` is fsync per update (batch of one)
   defaults `+ckpt` with everything else as an empty server.toml configures it: the default
            strategy and staleness, the default robust defence (cosine to the buffer's median,
@@ -212,6 +213,7 @@ def durable(
             Path(tmp),
             lim,
             checkpoint_every=DEFAULTS.checkpoint_every if checkpoints else 10**9,
+            checkpoint_log_ratio=DEFAULTS.checkpoint_log_ratio,
             serving=serving,
         )
         core.recover()
@@ -332,7 +334,9 @@ def main() -> int:
             "flower": "numpy weighted mean as Flower's aggregate(): K=10 float32 updates",
             "timing": "best of 3",
             "durable": f"group commit of {BATCH} (the server's default), log writer thread; "
-            f"checkpointed: plus a checkpoint every {DEFAULTS.checkpoint_every} records",
+            f"checkpointed: plus the default checkpoints (every {DEFAULTS.checkpoint_every} "
+            f"records once the log holds {DEFAULTS.checkpoint_log_ratio:g}x the checkpoint's "
+            "bytes)",
             "server_defaults": "durable + checkpoints with what an empty server.toml gives: "
             f"{SERVER.strategy} with its default K and staleness, the default robust defence "
             f"({DEFAULT_DEFENCE.label if DEFAULT_DEFENCE else 'none'}), default "

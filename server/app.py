@@ -132,6 +132,7 @@ class ServerApp:
             config.state_dir,
             config.admission,
             checkpoint_every=config.durability.checkpoint_every,
+            checkpoint_log_ratio=config.durability.checkpoint_log_ratio,
             serving=ServingAverage(config.serving.decay),
         )
         self.metrics = ServerMetrics()

@@ -39,6 +39,7 @@ from protocol.messages import Ack
 from protocol.update_header import decode_any_update
 from server.admission import Admission, AdmissionLimits, DuplicateUpdate, decode_admitted
 from server.durability import (
+    CHECKPOINT_NAME,
     Checkpoint,
     LogPosition,
     LogRecord,
@@ -91,7 +92,9 @@ class RecoveryReport:
 
 @dataclass
 class _Counters:
-    since_checkpoint: int = 0
+    since_checkpoint: int = 0  # log records
+    bytes_since_checkpoint: int = 0  # log bytes (meta + body)
+    checkpoint_bytes: int = 0  # the last checkpoint's size
     applied: int = 0
 
 
@@ -105,6 +108,7 @@ class ServerCore:
         limits: AdmissionLimits | None = None,
         *,
         checkpoint_every: int = 200,  # log records between checkpoints (bounds replay time)
+        checkpoint_log_ratio: float = 0.0,  # ...and log bytes >= this x the checkpoint's size
         keep_log: bool = False,  # keep checkpointed segments (tests inspect the full history)
         serving: ServingAverage | None = None,  # average of recent versions (None: the iterate)
     ) -> None:
@@ -120,6 +124,7 @@ class ServerCore:
             else DeviceRateLimiter(lim.rate_per_minute, lim.rate_burst)
         )
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_log_ratio = checkpoint_log_ratio
         self.keep_log = keep_log
         self._model = initial_weights.copy()  # (n,) float32
         self._version = 0
@@ -191,6 +196,8 @@ class ServerCore:
         )
         if ckpt is None or records:
             self.checkpoint()
+        else:
+            self._counters.checkpoint_bytes = (self.state_dir / CHECKPOINT_NAME).stat().st_size
         return report
 
     def _replay(self, record: LogRecord) -> None:
@@ -275,7 +282,9 @@ class ServerCore:
             "scale": admitted.scale,
             "digest": admitted.digest,
         }
-        log.append(msgpack.packb(record, use_bin_type=True), payload)  # the update as the body
+        meta = msgpack.packb(record, use_bin_type=True)
+        log.append(meta, payload)  # the update as the body
+        self._counters.bytes_since_checkpoint += len(meta) + len(payload)
         result = self.strategy.apply_contribution(self._model, version, admitted.fused)
         self._take(result)
         self._sequences[msg.device_id] = (msg.seq, admitted.digest)
@@ -288,7 +297,9 @@ class ServerCore:
         """Log and apply one cohort's unmasked mean as one buffer (`cohort_record`); commit."""
         log = self._require_log()
         record = {**record, "v": self._version}
-        log.append(msgpack.packb(record, use_bin_type=True))
+        meta = msgpack.packb(record, use_bin_type=True)
+        log.append(meta)
+        self._counters.bytes_since_checkpoint += len(meta)
         result = apply_cohort(self.strategy, self._model, self._version, record, self.manifest)
         self._take(result)  # the serving average follows cohort steps like any other
         self._counters.since_checkpoint += 1
@@ -323,16 +334,22 @@ class ServerCore:
         return outcome
 
     def maybe_checkpoint(self) -> bool:
-        if self._counters.since_checkpoint >= self.checkpoint_every:
+        """Checkpoint once `checkpoint_every` records are logged and, with a log ratio, the log
+        holds that many times the last checkpoint's bytes (or 10 x checkpoint_every records)."""
+        c = self._counters
+        due = c.since_checkpoint >= self.checkpoint_every and (
+            c.bytes_since_checkpoint >= self.checkpoint_log_ratio * c.checkpoint_bytes
+            or c.since_checkpoint >= 10 * self.checkpoint_every
+        )
+        if due:
             self.checkpoint()
-            return True
-        return False
+        return due
 
     def checkpoint(self) -> None:
         """Sync the log, start a new segment, atomically save the state, drop old segments."""
         log = self._require_log()
         position = log.rotate()
-        save_checkpoint(
+        path = save_checkpoint(
             self.state_dir,
             Checkpoint(
                 model_id=self.manifest.model_id,
@@ -347,7 +364,8 @@ class ServerCore:
         )
         if not self.keep_log:
             log.remove_before(position.segment)
-        self._counters.since_checkpoint = 0
+        self._counters.since_checkpoint = self._counters.bytes_since_checkpoint = 0
+        self._counters.checkpoint_bytes = path.stat().st_size
 
     def close(self) -> None:
         if self._log is not None:

@@ -17,7 +17,7 @@ from protocol.messages import decode_ack, decode_offer, decode_vector
 from protocol.signing import verify_offer
 from protocol.topics import ack_topic, global_model_topic, serving_model_topic, update_topic
 from server.app import ServerApp
-from server.config import ServerConfig, load_config, parse_config
+from server.config import DurabilityConfig, ServerConfig, load_config, parse_config
 from tests.unit.server.factory import make_artifacts, update_bytes, write_key
 from transport import IncomingMessage, PublishHandle
 
@@ -190,6 +190,12 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         _config(tmp_path, strategy={"name": "fedbuff", "buffer_size": 0})
     with pytest.raises(ConfigError, match=r"durability\.fsnyc"):
         _config(tmp_path, durability={"fsnyc": "always"})
+    for ratio in (-1, "4", float("nan")):
+        with pytest.raises(ConfigError, match=r"durability\.checkpoint_log_ratio"):
+            _config(tmp_path, durability={"checkpoint_log_ratio": ratio})
+    assert _config(tmp_path, durability={"checkpoint_log_ratio": 0}).durability == (
+        DurabilityConfig(checkpoint_log_ratio=0.0)
+    )
     bad = tmp_path / "server.toml"
     bad.write_text("fleet = [")
     with pytest.raises(ConfigError, match="TOML"):

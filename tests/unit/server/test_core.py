@@ -9,6 +9,7 @@ import pytest
 
 from protocol.errors import DataError
 from server.core import ServerCore
+from server.durability import CHECKPOINT_NAME
 from server.strategies import FedAsync, FedAvg, FedBuff
 from tests.unit.server.factory import make_manifest, update_bytes
 
@@ -130,3 +131,48 @@ def test_a_checkpoint_while_a_commit_is_in_flight_waits_for_it(tmp_path: Path) -
     assert again.version == 3
     np.testing.assert_array_equal(again.model, np.full(6, 6.0))  # by hand: 1 + 2 + 3
     again.close()
+
+
+def _checkpoints(core: ServerCore, count: int) -> list[tuple[int, int]]:
+    """(seq, checkpoint size before it) for each checkpoint `maybe_checkpoint` took."""
+    done = []
+    size = (core.state_dir / CHECKPOINT_NAME).stat().st_size
+    for seq in range(1, count + 1):
+        delta = np.full(6, float(seq), np.float32)
+        assert core.handle("dev-1", update_bytes(M, delta, seq=seq, base=core.version)).ack.accepted
+        if core.maybe_checkpoint():
+            done.append((seq, size))
+            size = (core.state_dir / CHECKPOINT_NAME).stat().st_size
+    return done
+
+
+def _core_with_ratio(state: Path, ratio: float) -> ServerCore:
+    core = ServerCore(
+        M, np.zeros(6, np.float32), FedAsync(), state, checkpoint_every=3,
+        checkpoint_log_ratio=ratio,
+    )  # fmt: skip
+    core.recover()
+    return core
+
+
+def test_the_log_ratio_spaces_checkpoints_by_bytes_then_by_ten_times_the_records(
+    tmp_path: Path,
+) -> None:
+    """With a ratio of 4 a checkpoint waits for the first record at which the log since the last
+    one holds 4x that checkpoint's bytes (and at least checkpoint_every records); a ratio no
+    log reaches falls back to 10 x checkpoint_every records; ratio 0 is the record count."""
+    record = len(update_bytes(M, np.ones(6, np.float32)))  # the body; the meta adds < 100
+    plain = _core_with_ratio(tmp_path / "a", 0.0)
+    assert [seq for seq, _ in _checkpoints(plain, 12)] == [3, 6, 9, 12]
+    plain.close()
+    ratio = _core_with_ratio(tmp_path / "b", 4.0)
+    done, last = _checkpoints(ratio, 40), 0
+    assert len(done) >= 2
+    for seq, size in done:
+        gap = seq - last
+        assert gap > 3 and (gap - 1) * record < 4 * size <= gap * (record + 100)
+        last = seq
+    ratio.close()
+    capped = _core_with_ratio(tmp_path / "c", 1000.0)
+    assert [seq for seq, _ in _checkpoints(capped, 35)] == [30]
+    capped.close()
