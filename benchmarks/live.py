@@ -80,7 +80,8 @@ def server_app(
             "admission": {"max_norm": 10.0, "max_staleness": -1},
             "publish": {"every_versions": 1_000_000, "every_seconds": publish_every_s,
                         "codec": "float16"},
-            "durability": {"fsync": "batch", "batch_max": 64, "checkpoint_every": 2000},
+            # durability: the defaults (group commit of 64; checkpoints every 200 records once
+            # the log holds 4x the checkpoint's bytes)
         },
         tmp,
     )  # fmt: skip

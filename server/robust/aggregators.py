@@ -9,14 +9,16 @@ the plain mean), so the plain mean of the rows is exactly FedBuff's `S / W`:
     median:        g_j = median_i rows[i, j]
     cosine:        FLTrust (Cao et al. 2021) with the buffer's coordinate-wise median m as the
                    trusted direction instead of a server-side root data set:
-                   t_i = max(0, cos(rows[i], m)),
-                   g = sum_i t_i * (|m| / |rows[i]|) * rows[i] / sum_i t_i
-                   (a row pointing away from the median counts zero; every row is rescaled to the
-                   median's norm, so a boosted row weighs no more than an honest one).
-                   When m = 0 (sparse top-k rows whose supports rarely overlap: no coordinate
-                   has a majority) there is no direction to check: t_i = 1, and the scale is
-                   median_i |rows[i]| / sqrt(k), the norm of the mean of k orthogonal rows of the
-                   median norm (|m| = 0 stepped by nothing at all).
+                   t_i = max(0, cos(rows[i], m)),       s = max(|m|, median_i |rows[i]| / sqrt(k))
+                   g = sum_i t_i * (s / |rows[i]|) * rows[i] / sum_i t_i
+                   (a row pointing away from the median counts zero; every row is rescaled to s,
+                   so a boosted row weighs no more than an honest one). s is the median's norm
+                   (FLTrust), floored at the norm of the mean of k orthogonal rows of the median
+                   row norm: sparse top-k rows, whose supports overlap little, have a median of
+                   almost no norm, and |m| alone shrank their steps to nothing (top-10% + int8
+                   reached 0.63 where no defence reached 0.94: digits, 200 devices, 60 virtual
+                   minutes). Dense rows keep |m| (it is above the floor). When m = 0 every row
+                   counts once (t_i = 1): there is no direction to check.
 
 Trimming and the median bound what any b < k/2 (median) or b <= floor(trim * k) (trimmed mean)
 hostile rows can do to each coordinate: the result stays within the honest rows' range
@@ -128,14 +130,15 @@ def _cosine_to_reference(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
     sq, dot = row_stats(rows, ref)  # (k,) float64 each
     norms = np.sqrt(sq)
     ref_sq, _ = row_stats(ref[None, :], ref)
-    scale = math.sqrt(float(ref_sq[0]))  # |m|
-    if scale > 0.0:
-        cos = dot / (np.maximum(norms, 1e-30) * scale)  # (k,)
+    ref_norm = math.sqrt(float(ref_sq[0]))  # |m|
+    floor = float(np.median(norms)) / math.sqrt(rows.shape[0])  # k orthogonal rows' mean
+    if ref_norm > 0.0:
+        cos = dot / (np.maximum(norms, 1e-30) * ref_norm)  # (k,)
         trust = np.maximum(cos, 0.0) * (norms > 0)
         if float(trust.sum()) == 0.0:
             return _f32(ref)  # nothing agrees with the median: step by the median itself
     else:  # no coordinate has a majority (sparse rows with little overlap): no direction to
-        trust = (norms > 0).astype(np.float64)  # check; every row counts once, at the norm
-        scale = float(np.median(norms)) / math.sqrt(rows.shape[0])  # k orthogonal rows' mean has
+        trust = (norms > 0).astype(np.float64)  # check, every row counts once
+    scale = max(ref_norm, floor)
     coef = (trust * scale / np.maximum(norms, 1e-30) / float(trust.sum())).astype(np.float32)
     return _f32(coef @ rows)  # (n,)

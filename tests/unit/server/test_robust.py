@@ -360,6 +360,16 @@ def test_cosine_aggregate_of_sparse_rows_without_a_majority_still_steps() -> Non
     np.testing.assert_allclose(aggregate(rows, Aggregator.COSINE), np.full(4, 0.375), rtol=1e-6)
 
 
+def test_cosine_aggregate_floors_the_scale_of_sparse_rows() -> None:
+    """Three sparse rows agreeing on one coordinate: m = [1, 0, 0, 0] (|m| 1), every row norm
+    sqrt(10), cos 1/sqrt(10) each (equal trust). The floor median|r| / sqrt(3) = 1.826 is above
+    |m|, so g = (1.826 / 3.162) * mean(rows) = [1/sqrt(3)] * 4 (|m| alone gave 0.316)."""
+    rows = np.array([[1, 3, 0, 0], [1, 0, 3, 0], [1, 0, 0, 3]], np.float32)
+    np.testing.assert_allclose(
+        aggregate(rows, Aggregator.COSINE), np.full(4, 1 / math.sqrt(3)), rtol=1e-6
+    )
+
+
 def test_cosine_aggregate_of_noisy_top_k_rows_follows_the_mean() -> None:
     """Top-5% rows of a shared direction under heavy noise: each keeps a different part of the
     support and no coordinate has a majority, so the median is zero. The old aggregate stepped
