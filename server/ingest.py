@@ -218,6 +218,17 @@ class FusedDelta:
         elif p.index.size:
             _k.add_values_sparse(out, p.index, p.values, clip, clipping, w)
 
+    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
+        """(positions (k,) int64, values (k,) float32) of a top-k delta, clipped and weighted
+        with the float32 operations `add_into` does; None for a dense delta."""
+        p = self.parts
+        if p.index is None:
+            return None
+        vals = p.kept_values()  # (k,) float32
+        if self.clip != 1.0:
+            vals = vals * np.float32(self.clip)
+        return p.index, vals * np.float32(weight)
+
     def dense(self) -> F32:
         """(n,) float32: exactly the delta the unfused path applied (decoded, then clipped)."""
         return scale_delta(self.parts.dense(), self.clip)
@@ -241,6 +252,9 @@ class FusedUpdate:
         d = self.delta
         raw = math.sqrt(sq_norm(d.parts)) if d.raw_norm is None else d.raw_norm
         return raw * d.clip
+
+    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.delta.sparse(weight)
 
     def admitted(self) -> AdmittedUpdate:
         """The dense form, for strategies that keep or inspect the whole vector."""

@@ -29,6 +29,7 @@ import numpy as np
 from protocol.errors import Reason, RejectedUpdate
 from server.robust.aggregators import Aggregator, aggregate, row_stats
 from server.robust.norm_bound import AdaptiveNormBound, BoundAction
+from server.robust.rows import RowBuffer
 
 __all__ = ["Defence", "DeviceScore", "RobustConfig"]
 
@@ -143,11 +144,7 @@ class Defence:
             )
         )
         self._devices: list[str] = []  # devices in the open buffer, in arrival order
-        # (capacity, n) float32, weight already applied; the first _count rows are the buffer's.
-        # Kept across buffers: a fresh (n,) array per row, then np.stack, cost three copies and
-        # the page faults of 4 MB per 1M-parameter update
-        self._matrix: np.ndarray | None = None
-        self._count = 0
+        self._rows = RowBuffer()  # weight already applied (server/robust/rows.py)
         self.scores: list[DeviceScore] = []  # the last flush's
 
     # --- admission ---------------------------------------------------------------------------
@@ -176,19 +173,11 @@ class Defence:
     def new_row(self, n: int) -> np.ndarray:
         """The next row of the buffer, (n,) float32 zeros, for the caller to add its weighted
         delta into (FedBuff writes a codec-form delta straight from its codes)."""
-        m = self._matrix
-        if m is None or m.shape[1] != n:
-            if m is not None and self._count:
-                raise ValueError(f"robust rows: a row of {n} values in a buffer of {m.shape[1]}")
-            m = self._matrix = np.empty((4, n), np.float32)
-        elif self._count == m.shape[0]:  # grow by doubling; a steady K fits after the first
-            grown = np.empty((2 * m.shape[0], n), np.float32)
-            grown[: self._count] = m
-            m = self._matrix = grown
-        row: np.ndarray = m[self._count]
-        row.fill(0.0)
-        self._count += 1
-        return row
+        return self._rows.new_row(n)
+
+    def add_sparse_row(self, n: int, index: np.ndarray, values: np.ndarray) -> None:
+        """The next row: weighted `values` at strictly increasing positions `index` (top-k)."""
+        self._rows.add_sparse(n, index, values)
 
     def add_row(self, row: np.ndarray) -> None:
         np.copyto(self.new_row(row.shape[0]), row)
@@ -196,20 +185,22 @@ class Defence:
     @property
     def rows(self) -> np.ndarray:
         """The open buffer's rows, (k, n) float32 (a view: valid until the next row or buffer)."""
-        if self._matrix is None:
-            return np.empty((0, 0), np.float32)
-        return self._matrix[: self._count]
+        return self._rows.dense()
 
     def reduce(self) -> np.ndarray:
         """The buffer's coordinate-wise aggregate of its rows, (n,) float32."""
-        rows = self.rows  # (k, n) float32
+        support, rows = self._rows.compact()  # (k, n), or (k, |support|) for sparse rows
         g = aggregate(rows, self.config.aggregator, self.config.trim_fraction)
         self._score(rows, g)
-        return g
+        if support is None:
+            return g
+        full = np.zeros(self._rows.width, np.float32)  # (n,): zero off every row's support
+        full[support] = g
+        return full
 
     def end_buffer(self) -> None:
         self._devices.clear()
-        self._count = 0
+        self._rows.clear()
 
     def _score(self, rows: np.ndarray, g: np.ndarray) -> None:
         (g_sq,), _ = row_stats(g[None, :], g)
@@ -234,7 +225,7 @@ class Defence:
 
     def state_dict(self) -> StateDict:
         state: StateDict = {"robust_devices": "\n".join(self._devices)}
-        if self._count:
+        if self._rows.count:
             state["robust_rows"] = self.rows.reshape(-1).copy()  # (k * n,) float32
         if self.norm_bound is not None:
             state["robust_norms"] = self.norm_bound.state_dict()
@@ -245,7 +236,7 @@ class Defence:
         if not isinstance(text, str):
             raise ValueError("strategy state 'robust_devices': expected a string")
         self._devices = text.split("\n") if text else []
-        self._count = 0
+        self._rows.clear()
         if "robust_rows" in state:
             flat = _array(state, "robust_rows", np.float32)
             k = len(self._devices)

@@ -63,6 +63,10 @@ class AdmittedUpdate:
         """L2 norm of the delta as admitted (clipped)."""
         return float(np.linalg.norm(self.delta))
 
+    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
+        """A dense delta has no sparse form."""
+        return None
+
     def admitted(self) -> AdmittedUpdate:
         return self
 
@@ -81,6 +85,10 @@ class Contribution(Protocol):
     def num_samples(self) -> int: ...
     def add_into(self, out: np.ndarray, weight: np.float32) -> None: ...
     def norm(self) -> float: ...
+    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
+        """(positions, delta * weight there) of a top-k delta; None for a dense one."""
+        ...
+
     def admitted(self) -> AdmittedUpdate: ...
 
 

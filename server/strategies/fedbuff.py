@@ -121,7 +121,12 @@ class FedBuff(Defended, Strategy):
             norm = update.norm() if dense is None else float(np.linalg.norm(dense))
             d.accept(update.device_id, norm)
             if d.keeps_rows:  # (never with privacy) the row s(tau) * delta, written in place
-                update.add_into(d.new_row(model.shape[0]), np.float32(s_tau))
+                n, weight = model.shape[0], np.float32(s_tau)
+                sparse = update.sparse(weight)  # a top-k delta stays sparse
+                if sparse is None:
+                    update.add_into(d.new_row(n), weight)
+                else:
+                    d.add_sparse_row(n, *sparse)
         if d is None or not d.keeps_rows:
             if self._sum is None:
                 self._sum = self._fresh_sum(model.shape[0])

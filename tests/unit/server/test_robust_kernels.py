@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.admission import AdmissionLimits
+from server.admission import Admission, AdmissionLimits
 from server.core import ServerCore
 from server.robust import Aggregator, RobustConfig, aggregate, kernels
 from server.robust import aggregators as agg
@@ -111,10 +111,9 @@ def test_defence_rows_reuse_one_matrix_across_buffers_and_round_trip() -> None:
     again = Defence(RobustConfig(), keeps_rows=True)
     again.load_state_dict(state)
     np.testing.assert_array_equal(again.rows, data)
-    first = d.reduce()
+    first, matrix = d.reduce(), d.rows.base
     d.end_buffer()
     assert d.rows.shape == (0, 50)
-    matrix = d.rows.base
     for i, row in enumerate(data):
         d.accept(f"d{i}", 1.0)
         np.copyto(d.new_row(50), row)
@@ -194,3 +193,112 @@ def test_replay_rebuilds_the_default_defence_bit_for_bit(tmp_path: Path) -> None
     for key, value in state_live.items():
         np.testing.assert_array_equal(state[key], value, err_msg=key)
     again.close()
+
+
+def _sparse_rows(k: int, n: int, keep: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    common = rng.choice(n, keep // 2, replace=False)  # half of each support shared
+    out = []
+    for _ in range(k):
+        own = rng.choice(n, keep, replace=False)
+        index = np.unique(np.concatenate([common, own]))[:keep].astype(np.int64)  # sorted
+        out.append((index, (rng.standard_normal(index.size) + 0.5).astype(np.float32)))
+    return out
+
+
+def _defence_with(rows: list[tuple[np.ndarray, np.ndarray]], n: int, sparse: bool) -> Defence:
+    d = Defence(RobustConfig(norm_multiplier=None), keeps_rows=True)
+    for i, (index, values) in enumerate(rows):
+        d.accept(f"d{i}", 1.0)
+        if sparse:
+            d.add_sparse_row(n, index, values)
+        else:
+            row = np.zeros(n, np.float32)
+            row[index] = values
+            d.add_row(row)
+    return d
+
+
+@pytest.mark.parametrize("n", [5_000, 200_000])
+@pytest.mark.parametrize("kind", [Aggregator.MEDIAN, Aggregator.TRIMMED_MEAN, Aggregator.COSINE])
+def test_sparse_rows_aggregate_on_their_support_as_the_dense_rows_do(
+    n: int, kind: Aggregator
+) -> None:
+    rows = _sparse_rows(10, n, n // 100, seed=n)
+    config = RobustConfig(aggregator=kind, norm_multiplier=None)
+    sparse, dense = _defence_with(rows, n, True), _defence_with(rows, n, False)
+    sparse.config = dense.config = config
+    support, compact = sparse._rows.compact()
+    assert support is not None and compact.shape == (10, support.size) < (10, n // 4)
+    g_sparse, g_dense = sparse.reduce(), dense.reduce()
+    if kind is Aggregator.COSINE:  # float32 weighted sums, summed in another order: 1e-6 of max
+        np.testing.assert_allclose(g_sparse, g_dense, rtol=0, atol=1e-6 * np.abs(g_dense).max())
+    else:
+        np.testing.assert_array_equal(g_sparse, g_dense)
+    assert [s.device_id for s in sparse.scores] == [s.device_id for s in dense.scores]
+    np.testing.assert_allclose(
+        [s.cosine for s in sparse.scores], [s.cosine for s in dense.scores], rtol=1e-6
+    )
+
+
+def test_a_dense_row_or_a_wide_support_expands_the_sparse_rows() -> None:
+    n = 4_000
+    rows = _sparse_rows(6, n, 300, seed=1)  # union of 6 x 300 > n / 4: not worth compacting
+    d = _defence_with(rows, n, True)
+    assert d._rows.compact()[0] is None
+    np.testing.assert_array_equal(d.reduce(), _defence_with(rows, n, False).reduce())
+    mixed = _defence_with(rows[:3], n, True)
+    dense_row = np.full(n, 0.1, np.float32)
+    mixed.accept("dense", 1.0)
+    mixed.add_row(dense_row)  # one dense row: every row is expanded
+    expanded = mixed.rows
+    assert expanded.shape == (4, n)
+    np.testing.assert_array_equal(expanded[3], dense_row)
+    for row, (index, values) in zip(expanded, rows[:3], strict=False):
+        np.testing.assert_array_equal(row[index], values)
+        assert np.count_nonzero(row) == index.size
+
+
+def test_sparse_rows_round_trip_through_the_state_as_dense_rows() -> None:
+    n = 3_000
+    rows = _sparse_rows(5, n, 30, seed=2)
+    d = _defence_with(rows, n, True)
+    again = Defence(RobustConfig(norm_multiplier=None), keeps_rows=True)
+    again.load_state_dict(d.state_dict())
+    np.testing.assert_array_equal(again.reduce(), _defence_with(rows, n, False).reduce())
+
+
+def test_fedbuff_keeps_top_k_rows_sparse_and_builds_the_same_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Top-k + int8 updates through the default defence: no (n,) row is ever written, and the
+    model is the one the same deltas make as dense rows."""
+    manifest = make_manifest(100_000)
+    n = manifest.num_params
+    codec = {"name": "topk", "fraction": 0.01, "values": {"name": "int8", "chunk": 256}}
+    common = _rows(1, n, seed=40)[0]
+    payloads = [
+        update_bytes(
+            manifest, (common + _rows(1, n, seed=41 + i)[0]) * np.float32(1e-3),
+            device=f"d{i}", seq=1, codec=codec,
+        )
+        for i in range(10)
+    ]  # fmt: skip
+    admission = Admission(manifest, AdmissionLimits(max_staleness=None))
+
+    def run(fused: bool) -> np.ndarray:
+        strat = make_strategy("fedbuff", {"buffer_size": 10}, None, {})
+        model, version = np.zeros(n, np.float32), 0
+        for i, payload in enumerate(payloads):
+            a = admission.admit(f"d{i}", payload, version=0, sequences={}, strategy=strat)
+            update = a.fused if fused else a.fused.admitted()
+            r = strat.apply_contribution(model, version, update)
+            model, version = r.model, r.version
+        assert version == 1
+        return model
+
+    dense = run(fused=False)
+    monkeypatch.setattr(Defence, "new_row", lambda *_: pytest.fail("a dense row was written"))
+    sparse = run(fused=True)
+    assert np.abs(dense).max() > 0
+    np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-12)
