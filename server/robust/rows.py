@@ -74,16 +74,18 @@ class RowBuffer:
         if self._mark is None or self._mark.shape != (n,):
             self._mark, self._where = np.zeros(n, np.bool_), np.empty(n, np.int64)
         assert self._where is not None
-        for index, _ in self._sparse.values():
-            self._mark[index] = True
+        slots = list(self._sparse)
+        index = np.concatenate([self._sparse[s][0] for s in slots])  # (total,) every row's
+        self._mark[index] = True
         support = np.flatnonzero(self._mark)  # (u,) sorted union
         self._mark[support] = False
         if support.size * _COMPACT_SHARE > n:
             return None, self.dense()
         self._where[support] = np.arange(support.size)
+        sizes = [self._sparse[s][0].size for s in slots]
+        at = np.repeat(np.array(slots, np.int64) * support.size, sizes) + self._where[index]
         rows = np.zeros((self._count, support.size), np.float32)  # (k, u)
-        for slot, (index, values) in self._sparse.items():
-            rows[slot, self._where[index]] = values
+        rows.reshape(-1)[at] = np.concatenate([self._sparse[s][1] for s in slots])
         return support, rows
 
     def clear(self) -> None:
