@@ -120,14 +120,18 @@ def test_add_into_refuses_a_wrong_buffer() -> None:
         FusedDelta(parts).add_into(np.zeros(16, np.float32)[::2], np.float32(1))
 
 
-@pytest.mark.parametrize("codec", ["int8", "topk:0.2+int8", "float16", "topk:0.3+float32+zlib"])
+@pytest.mark.parametrize(
+    "codec", ["int8", "topk:0.2+int8", "float16", "topk:0.3+float32+zlib", "topk:0.05+int8"]
+)
 @pytest.mark.parametrize("max_norm", [None, 0.05])
 @pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize(("momentum", "lr"), [(0.5, 1.0), (0.0, 1.0), (0.0, 0.7)])
 def test_fedbuff_model_is_bit_identical_fused_or_dense(
-    codec: str, max_norm: float | None, kernel: bool
+    codec: str, max_norm: float | None, kernel: bool, momentum: float, lr: float
 ) -> None:
     """Same updates through admission, then FedBuff with the fused contribution or the dense
-    AdmittedUpdate: identical model bits after several flushes (K=3), clipped or not."""
+    AdmittedUpdate: identical model bits after several flushes (K=3), clipped or not, for sgd
+    (server lr 1 skips its multiply) and momentum."""
     m = make_manifest(300)
     spec = codecs.parse_codec_arg(codec)
     rng = np.random.default_rng(7)
@@ -135,7 +139,10 @@ def test_fedbuff_model_is_bit_identical_fused_or_dense(
     runs = {}
     for mode in ("fused", "dense"):
         strat = FedBuff(
-            buffer_size=3, momentum=0.5, staleness=make_staleness("polynomial", {"a": 0.5})
+            buffer_size=3,
+            server_lr=lr,
+            momentum=momentum,
+            staleness=make_staleness("polynomial", {"a": 0.5}),
         )
         model, version = np.zeros(300, np.float32), 0
         rng = np.random.default_rng(7)
