@@ -36,7 +36,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["Aggregator", "aggregate", "row_stats", "trim_count", "warm_up"]
+__all__ = ["Aggregator", "aggregate", "row_stats", "trim_count", "warm_up", "weighted_row_sum"]
 
 # columns from which the kernels run: the same rule as server/ingest.py (below it numpy's per-call
 # cost is smaller than importing numba, which a small model's server then never does)
@@ -98,6 +98,7 @@ def warm_up(num_columns: int) -> None:
     k_.column_median(rows, k_.sorting_network(3))
     k_.column_trimmed_mean(rows, k_.sorting_network(3), 1)
     k_.row_stats(rows, rows[0], np.empty(3), np.empty(3))
+    k_.weighted_row_sum(rows, np.ones(3, np.float32), np.empty(4, np.float32))
 
 
 def _median(rows: np.ndarray) -> np.ndarray:
@@ -141,4 +142,16 @@ def _cosine_to_reference(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
         trust = (norms > 0).astype(np.float64)  # check, every row counts once
     scale = max(ref_norm, floor)
     coef = (trust * scale / np.maximum(norms, 1e-30) / float(trust.sum())).astype(np.float32)
-    return _f32(coef @ rows)  # (n,)
+    return weighted_row_sum(rows, coef)  # (n,)
+
+
+def weighted_row_sum(rows: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """(k, n) float32 rows, (k,) float32 coef -> sum_i coef[i] * rows[i], (n,) float32, summed
+    row after row (the same bits on either path, and on any BLAS or thread count)."""
+    out = np.zeros(rows.shape[1], np.float32)
+    if _kernel_sized(rows):
+        _kernels().weighted_row_sum(rows, coef, out)
+        return out
+    for c, row in zip(coef, rows, strict=True):
+        out += c * row
+    return out

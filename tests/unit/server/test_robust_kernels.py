@@ -302,3 +302,15 @@ def test_fedbuff_keeps_top_k_rows_sparse_and_builds_the_same_model(
     sparse = run(fused=True)
     assert np.abs(dense).max() > 0
     np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-12)
+
+
+def test_weighted_row_sum_is_the_same_bits_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows, coef = _rows(7, 40_000, seed=50), _rows(1, 7, seed=51)[0]
+    kernel = agg.weighted_row_sum(rows, coef)
+    monkeypatch.setattr(agg, "_KERNEL_MIN_COLUMNS", 10**9)
+    numpy_path = agg.weighted_row_sum(rows, coef)
+    np.testing.assert_array_equal(kernel, numpy_path)
+    expected = sum(
+        c.astype(np.float64) * r.astype(np.float64) for c, r in zip(coef, rows, strict=True)
+    )
+    np.testing.assert_allclose(kernel, expected, rtol=1e-5, atol=1e-6)
