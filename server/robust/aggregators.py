@@ -71,10 +71,9 @@ def aggregate(rows: np.ndarray, kind: Aggregator, trim_fraction: float = 0.0) ->
             k_ = _kernels()
             return _f32(k_.column_trimmed_mean(rows, k_.sorting_network(k), b))
         return _f32(np.sort(rows, axis=0)[b : k - b].mean(axis=0, dtype=np.float32))
-    median = _median(rows)  # (n,) float32
     if kind is Aggregator.MEDIAN:
-        return median
-    return _cosine_to_reference(rows, median)
+        return _median(rows)  # (n,) float32
+    return _cosine_to_median(rows)
 
 
 def row_stats(rows: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +95,7 @@ def warm_up(num_columns: int) -> None:
     k_ = _kernels()
     rows = np.ones((3, 4), np.float32)  # (k, n)
     k_.column_median(rows, k_.sorting_network(3))
+    k_.column_median_stats(rows, k_.sorting_network(3), np.empty(3), np.empty(3))
     k_.column_trimmed_mean(rows, k_.sorting_network(3), 1)
     k_.row_stats(rows, rows[0], np.empty(3), np.empty(3))
     k_.weighted_row_sum(rows, np.ones(3, np.float32), np.empty(4, np.float32))
@@ -127,11 +127,18 @@ def _f32(a: object) -> np.ndarray:
     return np.asarray(a, np.float32)
 
 
-def _cosine_to_reference(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    sq, dot = row_stats(rows, ref)  # (k,) float64 each
+def _cosine_to_median(rows: np.ndarray) -> np.ndarray:
+    k = rows.shape[0]
+    sq, dot = np.empty(k), np.empty(k)  # (k,) float64: |rows[i]|^2, rows[i] . m
+    if _kernel_sized(rows):  # one pass: the median and the rows' stats against it
+        k_ = _kernels()
+        ref, ref_sq = k_.column_median_stats(rows, k_.sorting_network(k), sq, dot)
+    else:
+        ref = _median(rows)
+        sq, dot = row_stats(rows, ref)
+        ref_sq = float(row_stats(ref[None, :], ref)[0][0])
     norms = np.sqrt(sq)
-    ref_sq, _ = row_stats(ref[None, :], ref)
-    ref_norm = math.sqrt(float(ref_sq[0]))  # |m|
+    ref_norm = math.sqrt(float(ref_sq))  # |m|
     floor = float(np.median(norms)) / math.sqrt(rows.shape[0])  # k orthogonal rows' mean
     if ref_norm > 0.0:
         cos = dot / (np.maximum(norms, 1e-30) * ref_norm)  # (k,)

@@ -314,3 +314,18 @@ def test_weighted_row_sum_is_the_same_bits_on_both_paths(monkeypatch: pytest.Mon
         c.astype(np.float64) * r.astype(np.float64) for c, r in zip(coef, rows, strict=True)
     )
     np.testing.assert_allclose(kernel, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_median_stats_in_one_pass_equal_the_median_then_row_stats(k: int) -> None:
+    rows = _rows(k, 3_001, seed=60 + k)
+    net = kernels.sorting_network(k)
+    sq, dot = np.empty(k), np.empty(k)
+    median, med_sq = kernels.column_median_stats(rows, net, sq, dot)
+    np.testing.assert_array_equal(median, kernels.column_median(rows, net))
+    sq2, dot2 = np.empty(k), np.empty(k)
+    kernels.row_stats(rows, median, sq2, dot2)
+    np.testing.assert_allclose(sq, sq2, rtol=1e-12)
+    np.testing.assert_allclose(dot, dot2, rtol=1e-12)
+    m = median.astype(np.float64)
+    assert med_sq == pytest.approx(float(m @ m), rel=1e-12)
