@@ -49,6 +49,7 @@ __all__ = [
     "payload_digest",
     "same_payload",
     "scale_delta",
+    "sgd_step_from_sum",
     "sq_norm",
     "warm_up",
 ]
@@ -111,6 +112,7 @@ def warm_up(num_params: int) -> None:
     k.add_values_dense(out, values, one, True, one)
     k.add_values_sparse(out, index, values[:2], one, True, one)
     k.topk_positions(np.array([1, 2], np.uint8), 2, 4, index)
+    k.sgd_step_from_sum(out, out.copy(), one, one, True, out.copy())
 
 
 _INDEX_REFUSALS = {
@@ -172,6 +174,17 @@ def _sq_norm_numpy(parts: DecodedParts) -> float:
     sums = np.add.reduceat(q * q, np.arange(0, q.size, parts.chunk))  # (m,) per chunk
     s = parts.scales.astype(np.float64)  # (m,)
     return float(np.dot(s * s, sums.astype(np.float64)))
+
+
+def sgd_step_from_sum(x: F32, total: F32, weight: float, eta: float) -> F32 | None:
+    """x + eta * (total / weight) as a fresh (n,) float32 array, with `total` zeroed, in one
+    pass over both (the compiled kernel); None for a model too small for the kernels."""
+    if x.size < KERNEL_MIN_VALUES:
+        return None
+    out = np.empty_like(x)
+    w, e = np.float32(weight), np.float32(eta)
+    _kernels().sgd_step_from_sum(x, total, w, e, e != 1, out)
+    return out
 
 
 def clip_factor(norm: float, max_norm: float) -> float:

@@ -22,6 +22,7 @@ __all__ = [
     "add_codes_sparse",
     "add_values_dense",
     "add_values_sparse",
+    "sgd_step_from_sum",
     "sq_norm_codes",
     "sq_norm_values",
     "topk_positions",
@@ -111,6 +112,16 @@ def add_values_sparse(out, index, values, clip, clipping, weight):  # type: igno
             d = d * clip
         k = index[j]
         out[k] = out[k] + d * weight
+
+
+@_jit
+def sgd_step_from_sum(x, total, weight, eta, scaled, out):  # type: ignore[no-untyped-def]
+    """out = x + eta * (total / weight) (eta skipped when not scaled), and total zeroed for the
+    next buffer, in one pass: the float32 operations of FedBuff's divide + sgd step + refill."""
+    for i in range(x.size):
+        g = total[i] / weight
+        out[i] = x[i] + (eta * g if scaled else g)
+        total[i] = np.float32(0.0)
 
 
 # topk_positions' status codes (0 = accepted); server/ingest.py maps them to refusal reasons.

@@ -154,6 +154,16 @@ class ServerOptimizer:
         new: np.ndarray = x + eta * self._m / denom
         return new
 
+    def take_sgd_step(self) -> float | None:
+        """For plain sgd: count the next step and return its lr, for a caller that applies
+        x + lr * g itself (FedBuff's one-pass flush, the same float32 operations as `step`);
+        None, counting nothing, for a rule with state."""
+        if self.name is not OptimizerName.SGD:
+            return None
+        lr = self.current_lr()
+        self._t += 1
+        return lr
+
     def state_dict(self, prefix: str = "opt.") -> StateDict:
         state: StateDict = {prefix + "t": self._t}
         if self._m is not None:

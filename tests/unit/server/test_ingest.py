@@ -379,3 +379,36 @@ def payload_delta(payload: bytes) -> bytes:
     from protocol.update_header import decode_any_update
 
     return bytes(decode_any_update(payload).delta.data)
+
+
+@pytest.mark.parametrize("codec", ["int8", "topk:0.01+int8"])
+@pytest.mark.parametrize("lr", [1.0, 0.7])
+def test_one_pass_sgd_flush_is_bit_identical_to_divide_step_refill(
+    codec: str, lr: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FedBuff's compiled flush (x + lr * S / W, S zeroed in the same pass) on a kernel-sized
+    model: the same model bits, flush after flush, as the divide + optimizer step + refill."""
+    m = make_manifest(ingest.KERNEL_MIN_VALUES + 100)
+    n, spec = m.num_params, codecs.parse_codec_arg(codec)
+    admission = Admission(m, AdmissionLimits(max_staleness=None))
+    payloads = [
+        update_bytes(m, np.random.default_rng(i).standard_normal(n).astype(np.float32) * 0.01,
+                     device=f"d{i % 4}", seq=i + 1, codec=spec)
+        for i in range(9)
+    ]  # fmt: skip
+    runs = {}
+    for mode in ("one-pass", "general"):
+        if mode == "general":
+            monkeypatch.setattr(FedBuff, "_one_pass_step", lambda *_: None)
+        strat = FedBuff(buffer_size=4, server_lr=lr)
+        model, version, seqs = np.zeros(n, np.float32), 0, {}
+        for i, payload in enumerate(payloads):
+            dev = f"d{i % 4}"
+            a = admission.admit(dev, payload, version=version, sequences=seqs, strategy=strat)
+            seqs[dev] = (a.fused.seq, a.digest)
+            r = strat.apply_contribution(model, version, a.fused)
+            model, version = r.model, r.version
+        runs[mode] = (model, version, strat.server_optimizer.steps)
+    assert runs["one-pass"][1:] == runs["general"][1:] == (2, 2)
+    np.testing.assert_array_equal(_bits(runs["one-pass"][0]), _bits(runs["general"][0]))
+    assert np.abs(runs["one-pass"][0]).max() > 0
