@@ -226,7 +226,7 @@ class Defence:
     def state_dict(self) -> StateDict:
         state: StateDict = {"robust_devices": "\n".join(self._devices)}
         if self._rows.count:
-            state["robust_rows"] = self.rows.reshape(-1).copy()  # (k * n,) float32
+            state["robust_rows"] = self._rows.flat_copy()  # (k * n,) float32
         if self.norm_bound is not None:
             state["robust_norms"] = self.norm_bound.state_dict()
         return state

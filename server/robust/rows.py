@@ -65,6 +65,17 @@ class RowBuffer:
         self._sparse.clear()
         return m[: self._count]
 
+    def flat_copy(self) -> np.ndarray:
+        """(k * n,) float32: every row dense, in order (for a checkpoint); the buffer itself,
+        sparse rows included, is left as it is."""
+        out = np.zeros((self._count, self._n), np.float32)  # (k, n)
+        if self._matrix is not None:
+            dense = [s for s in range(self._count) if s not in self._sparse]
+            out[dense] = self._matrix[dense]
+        for slot, (index, values) in self._sparse.items():
+            out[slot, index] = values
+        return out.reshape(-1)
+
     def compact(self) -> tuple[np.ndarray | None, np.ndarray]:
         """(support, (k, |support|) rows) when every row is sparse on a small union support,
         else (None, the dense (k, n) rows)."""

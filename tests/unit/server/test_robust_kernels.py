@@ -262,10 +262,19 @@ def test_a_dense_row_or_a_wide_support_expands_the_sparse_rows() -> None:
 def test_sparse_rows_round_trip_through_the_state_as_dense_rows() -> None:
     n = 3_000
     rows = _sparse_rows(5, n, 30, seed=2)
-    d = _defence_with(rows, n, True)
+    d = _defence_with(rows[:3], n, True)
+    d.accept("dense", 1.0)
+    d.add_row(np.full(n, 0.5, np.float32))  # a dense row among the sparse ones
+    for i, (index, values) in enumerate(rows[3:]):
+        d.accept(f"late{i}", 1.0)
+        d.add_sparse_row(n, index, values)
+    state = d.state_dict()
+    assert len(d._rows._sparse) == 5  # taking the state expanded nothing
     again = Defence(RobustConfig(norm_multiplier=None), keeps_rows=True)
-    again.load_state_dict(d.state_dict())
-    np.testing.assert_array_equal(again.reduce(), _defence_with(rows, n, False).reduce())
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(again.rows[3], np.full(n, 0.5, np.float32))
+    np.testing.assert_array_equal(again.rows, d.rows)
+    np.testing.assert_array_equal(again.reduce(), d.reduce())
 
 
 def test_fedbuff_keeps_top_k_rows_sparse_and_builds_the_same_model(
