@@ -65,8 +65,10 @@ def sorting_network(k: int) -> np.ndarray:
 
 
 @_jit
-def _sort_tile(tile, width, net):  # type: ignore[no-untyped-def]
-    """Sort each of the first `width` columns of tile (k, _TILE) float32 with the network."""
+def _sorted_tile(rows, start, width, tile, net):  # type: ignore[no-untyped-def]
+    """Copy columns start:start+width of rows (k, n) into tile (k, _TILE) and sort each one."""
+    for r in range(rows.shape[0]):
+        tile[r, :width] = rows[r, start : start + width]
     for c in range(net.shape[0]):
         p = net[c, 0]
         q = net[c, 1]
@@ -78,17 +80,17 @@ def _sort_tile(tile, width, net):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def column_median(rows, net):  # type: ignore[no-untyped-def]
-    """(k, n) float32 -> (n,) float32 coordinate-wise median (see the module docstring)."""
+def _median_pass(rows, net, sq, dot, stats):  # type: ignore[no-untyped-def]
+    """The column medians (n,) float32, and with `stats` the rows' stats against them
+    (sq, dot (k,) float64) and |median|^2, each tile's read while it is in cache."""
     k, n = rows.shape
     out = np.empty(n, np.float32)
     tile = np.empty((k, _TILE), np.float32)
     half = np.float32(0.5)
+    med_sq = np.zeros(1)
     for start in range(0, n, _TILE):
         width = min(_TILE, n - start)
-        for r in range(k):
-            tile[r, :width] = rows[r, start : start + width]
-        _sort_tile(tile, width, net)
+        _sorted_tile(rows, start, width, tile, net)
         hi = tile[k // 2]
         if k % 2:
             out[start : start + width] = hi[:width]
@@ -96,34 +98,25 @@ def column_median(rows, net):  # type: ignore[no-untyped-def]
             lo = tile[k // 2 - 1]
             for j in range(width):
                 out[start + j] = (lo[j] + hi[j]) * half
-    return out
+        if stats:
+            _tile_stats(rows[:, start : start + width], out[start : start + width], sq, dot, med_sq)
+    return out, med_sq[0]
+
+
+@_jit
+def column_median(rows, net):  # type: ignore[no-untyped-def]
+    """(k, n) float32 -> (n,) float32 coordinate-wise median (see the module docstring)."""
+    unused = np.empty(0)
+    return _median_pass(rows, net, unused, unused, False)[0]
 
 
 @_jit
 def column_median_stats(rows, net, sq, dot):  # type: ignore[no-untyped-def]
-    """column_median, plus sq[i] = |rows[i]|^2 and dot[i] = rows[i] . median (float64, (k,)),
-    read from each tile while it is in cache; returns (median, |median|^2)."""
-    k, n = rows.shape
-    out = np.empty(n, np.float32)
-    tile = np.empty((k, _TILE), np.float32)
-    half = np.float32(0.5)
+    """column_median, plus sq[i] = |rows[i]|^2 and dot[i] = rows[i] . median (float64, (k,));
+    returns (median, |median|^2)."""
     sq[:] = 0.0
     dot[:] = 0.0
-    med_sq = np.zeros(1)
-    for start in range(0, n, _TILE):
-        width = min(_TILE, n - start)
-        for r in range(k):
-            tile[r, :width] = rows[r, start : start + width]
-        _sort_tile(tile, width, net)
-        hi = tile[k // 2]
-        if k % 2:
-            out[start : start + width] = hi[:width]
-        else:
-            lo = tile[k // 2 - 1]
-            for j in range(width):
-                out[start + j] = (lo[j] + hi[j]) * half
-        _tile_stats(rows[:, start : start + width], out[start : start + width], sq, dot, med_sq)
-    return out, med_sq[0]
+    return _median_pass(rows, net, sq, dot, True)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})
@@ -155,9 +148,7 @@ def column_trimmed_mean(rows, net, b):  # type: ignore[no-untyped-def]
     count = np.float32(k - 2 * b)
     for start in range(0, n, _TILE):
         width = min(_TILE, n - start)
-        for r in range(k):
-            tile[r, :width] = rows[r, start : start + width]
-        _sort_tile(tile, width, net)
+        _sorted_tile(rows, start, width, tile, net)
         for j in range(width):
             acc = tile[b, j]
             for r in range(b + 1, k - b):
