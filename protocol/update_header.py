@@ -55,6 +55,7 @@ __all__ = [
     "encode_codec_compact",
     "encode_update_compact",
     "header_size",
+    "is_legacy_update",
 ]
 
 COMPACT_SCHEMA = 2
@@ -264,10 +265,16 @@ def decode_update_compact(
     )
 
 
+def is_legacy_update(data: bytes | memoryview) -> bool:
+    """Whether an update is schema 1 (a msgpack map), from its first byte alone."""
+    return bool(len(data)) and data[0] in _MAPS
+
+
 def decode_any_update(
-    data: bytes | memoryview, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    data: bytes | memoryview, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, legacy: bool = True
 ) -> ClientUpdate:
-    """Schema 2 (an array header), or schema 1 (a map; deprecated) -> ClientUpdate."""
+    """Schema 2 (an array header), or schema 1 (a map; deprecated, refused by name when
+    `legacy` is off) -> ClientUpdate."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _fail(Reason.MALFORMED, f"payload is {type(data).__name__}")
     if len(data) > max_bytes:
@@ -278,5 +285,11 @@ def decode_any_update(
     if first in _ARRAYS:
         return decode_update_compact(data, max_bytes)
     if first in _MAPS:
+        if not legacy:
+            raise _fail(
+                Reason.SCHEMA,
+                "schema 1 (the map header) is no longer accepted here: update the agent (it "
+                "sends schema 2 since issue 17)",
+            )
         return decode_update(bytes(data), max_bytes)
     raise _fail(Reason.MALFORMED, f"neither a schema 2 array nor a schema 1 map (0x{first:02x})")

@@ -84,6 +84,10 @@ class AdmissionLimits:
     # (seconds to minutes) plus its outbox after an outage; None = unlimited
     rate_per_minute: float | None = 120.0
     rate_burst: int = 30
+    # schema 1 (the map header before issue 17) during its deprecation period: switch it off
+    # once the schema-1 counter (fleetlearn_updates_schema_1) stays at 0, i.e. every agent in
+    # the field sends schema 2; then it is refused by name (reason "schema")
+    accept_schema_1: bool = True
 
     def __post_init__(self) -> None:
         if self.max_message_bytes <= 0 or self.max_samples <= 0:
@@ -164,7 +168,9 @@ class Admission:
                 Reason.OVERSIZE,
                 f"update is {len(payload)} bytes > limit {self.limits.max_message_bytes}",
             )
-        return decode_any_update(payload, self.limits.max_message_bytes)
+        return decode_any_update(
+            payload, self.limits.max_message_bytes, legacy=self.limits.accept_schema_1
+        )
 
     def check(
         self,

@@ -328,7 +328,7 @@ class ServerApp:
                 ack_topic(self.config.fleet, outcome.device_id), encode_ack(outcome.ack), qos=1
             )
             if outcome.ack.accepted:
-                self.metrics.count_accepted(outcome.staleness)
+                self.metrics.count_accepted(outcome.staleness, schema_1=outcome.schema_1)
             else:
                 self.metrics.count_rejected(outcome.ack.reason)
         if done.outcomes:

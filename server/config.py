@@ -16,7 +16,8 @@
                           norm_action = "clip" | "reject", one_per_device   (absent: the default
                           defence, server/robust/defence.py RobustConfig)
     [admission]  max_message_bytes, max_samples, max_norm, norm_action = "clip"|"reject",
-                 max_staleness (-1 = unbounded), rate_per_minute (0 = unlimited), rate_burst
+                 max_staleness (-1 = unbounded), rate_per_minute (0 = unlimited), rate_burst,
+                 accept_schema_1 = true (the deprecated update header; false refuses it)
     [publish]    every_versions = 1, every_seconds = 5.0, min_interval_seconds = 1.0,
                  codec = "float32" | "float16"
     [serving]    decay = 0.95 (average of recent versions; 0 = serve the iterate), publish = true
@@ -246,9 +247,13 @@ def _admission(doc: dict[str, Any]) -> AdmissionLimits:
             "max_staleness",
             "rate_per_minute",
             "rate_burst",
+            "accept_schema_1",
         },
         w,
     )
+    legacy = doc.get("accept_schema_1", True)
+    if not isinstance(legacy, bool):
+        raise ConfigError(f"admission.accept_schema_1: true or false, got {legacy!r}")
     action = doc.get("norm_action", "clip")
     try:
         norm_action = NormAction(action)
@@ -267,6 +272,7 @@ def _admission(doc: dict[str, Any]) -> AdmissionLimits:
         max_staleness=None if staleness == -1 else staleness,
         rate_per_minute=_rate(doc),
         rate_burst=_int(doc, "rate_burst", w, 30, 1),
+        accept_schema_1=legacy,
     )
 
 

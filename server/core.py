@@ -36,7 +36,7 @@ from protocol.bounded_msgpack import unpack_bounded
 from protocol.errors import DataError, FleetlearnError, ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
 from protocol.messages import Ack
-from protocol.update_header import decode_any_update
+from protocol.update_header import decode_any_update, is_legacy_update
 from server.admission import Admission, AdmissionLimits, DuplicateUpdate, decode_admitted
 from server.durability import (
     CHECKPOINT_NAME,
@@ -68,6 +68,7 @@ class Outcome:
     ack: Ack
     staleness: int | None = None  # tau of an accepted update
     stepped: bool = False  # the model version advanced
+    schema_1: bool = False  # an accepted update sent with the deprecated header
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +292,13 @@ class ServerCore:
         self._note_applied(msg.device_id, msg.seq)
         fault_point("core.applied")
         ack = Ack(device_id, msg.seq, True, Reason.OK, self._version)
-        return Outcome(device_id, ack, staleness=admitted.staleness, stepped=result.stepped)
+        return Outcome(
+            device_id,
+            ack,
+            staleness=admitted.staleness,
+            stepped=result.stepped,
+            schema_1=is_legacy_update(payload),
+        )
 
     def submit_cohort(self, record: dict[str, object]) -> bool:
         """Log and apply one cohort's unmasked mean as one buffer (`cohort_record`); commit."""

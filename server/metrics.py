@@ -36,6 +36,11 @@ class ServerMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.accepted = Counter("fleetlearn_updates_accepted", "Updates admitted", registry=r)
+        self.schema_1 = Counter(
+            "fleetlearn_updates_schema_1",
+            "Updates admitted with the deprecated schema 1 header ([admission] accept_schema_1)",
+            registry=r,
+        )
         self.rejected = Counter(
             "fleetlearn_updates_rejected", "Updates refused, by reason", ["reason"], registry=r
         )
@@ -78,8 +83,10 @@ class ServerMetrics:
         self._counts: dict[str, int] = {"accepted": 0}
         self._server: Any = None
 
-    def count_accepted(self, staleness: int | None) -> None:
+    def count_accepted(self, staleness: int | None, *, schema_1: bool = False) -> None:
         self.accepted.inc()
+        if schema_1:
+            self.schema_1.inc()
         if staleness is not None:
             self.staleness.observe(staleness)
         with self._lock:
