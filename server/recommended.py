@@ -41,8 +41,9 @@ run: serving model 4.22x vs 5.02x FedAvg's time to target at concurrency 200, K 
 (1,000 devices, results/fleet.json, seeds 0-2; chosen on held-out seeds 3-5,
 results/fleet_sweep_heldout.json): this default at 300 concurrent devices (K = 30, lr 1 with the
 cosine below, decay 0.95; 6x FedAvg's 50) brings the serving model to the target 5.40x sooner
-than sync FedAvg (per seed 3.2 / 3.8 / 9.3x) for 2.4x its device time; at 200, decay 0.95 gave
-4.95x against 4.38x for 0.9. Above 100 concurrent devices the server lr follows a cosine from 1
+than sync FedAvg (per seed 3.2 / 3.8 / 9.3x; held-out seeds 4.74x: 3.6 / 5.2 / 5.4x) for 2.4x
+its device time; decay 0.95 vs 0.9 was within seed noise (at 200: 4.95 vs 4.38x on seeds 0-2,
+3.52 vs 3.67x on 3-5). Above 100 concurrent devices the server lr follows a cosine from 1
 to 0.1 over 300 versions, then stays at 0.1: with a constant lr the iterate at 300 concurrent
 devices sits on a noise floor (1.33x FedAvg to the target) and the cosine brings it to 3.36x;
 the serving model took the same time with or without it on seeds 0-2 and was faster with it on
