@@ -1,7 +1,8 @@
 """The small one-seed sweep that chose fleet.py's async defaults (a record, not a benchmark).
 
 Same setup as benchmarks/fleet.py (1,000 devices, digits, alpha 0.3, 15% stragglers 10x slower,
-1.5 virtual hours) on seed 0 ONLY, so the 3-seed benchmark is not tuned on all of its seeds.
+1.5 virtual hours) on seed 0 ONLY, so the 3-seed benchmark is not tuned on all of its seeds
+(`heldout`: seeds 3-5, which the benchmark never runs).
 The sync FedAvg baseline is run once with its fixed settings and sets the target; it is not swept
 (and not weakened). Parts:
     timeout  async session timeout (multiple of the running median session time): none, 2, 3
@@ -18,7 +19,7 @@ The sync FedAvg baseline is run once with its fixed settings and sets the target
 
     /work/main/.venv/bin/python benchmarks/fleet_sweep.py {timeout,fedbuff,codec} ...
 
-Writes benchmarks/results/fleet_sweep_<part>.json.
+Writes benchmarks/results/fleet_sweep_<part>.json (heldout: one block per seed, ~10 minutes).
 """
 
 from __future__ import annotations
