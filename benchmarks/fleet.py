@@ -31,8 +31,33 @@ benchmarks/fleet_sweep.py combos, results/fleet_sweep_combos.json; the same FedA
                                                                     3.2, 4.6, 5.4x)
   over-commit 4x, constant server lr            2.75x     4.38x     73,300
   sync FedAvg over-committed 4x (NOT baseline)  1.20x     0.87x    212,000
-GOAL >= 5x: NOT met on the merged code (best 4.38x, serving model, 4x over-commit; it spends 1.7x
-FedAvg's device time). Before the partition fix the same recipe measured 6.00x serving / 4.78x
+Issue 16 part 4 (chosen on held-out seeds 3-5, benchmarks/fleet_sweep.py heldout, never on 0-2;
+serving decay 0.95 = server.recommended's default above 100 concurrent devices, K = c / 10):
+  over-commit 4x, K=20, cosine, serving 0.95    3.90x     4.95x     66,700  (3.17, 4.88, 6.80x)
+  over-commit 6x: concurrency 300, K=30, same   3.36x     5.40x    102,000  (3.17, 3.77, 9.27x)
+    = server.recommended's default for 300 concurrent devices
+  over-commit 6x, constant server lr            1.33x     5.40x    102,000  (same serving times)
+  over-commit 8x: concurrency 400, K=40, same   3.16x     5.84x    128,000  (3.35, 3.95, 10.2x)
+GOAL >= 5x on the mean of the per-seed ratios: MET on seeds 0-2 with over-commit 6x (5.40x) and
+8x (5.84x), serving model, but NOT on every seed and NOT on the held-out seeds: seed 0 stays at
+340-360 s (3.2-3.4x) and seed 1 at 3.8-4.0x; the mean is carried by seed 2 (FedAvg's slowest,
+2040 s). Total time over seeds 0-2 (FedAvg 4840 s): 6x 1020 s (4.75x), 8x 960 s (5.04x). On
+held-out seeds 3-5 (fleet_sweep_heldout.json; FedAvg 1660 / 2820 / 1400 s) the same recipes gave
+4.74x (6x: 3.61, 5.22, 5.38) and 4.82x (8x: 4.61, 4.03, 5.83): 5x is at the edge, not a margin.
+The cost is device time: 2.4x (6x) and 3.0x (8x) FedAvg's device-seconds to the target.
+What moved it: a wider over-commit with K = c / 10 (staleness stays ~9.6; 4x -> 6x -> 8x on
+seeds 3-5: 3.5 -> 4.7 -> 4.8x) and the cosine server lr at 6x (held-out seed 4: 780 -> 540 s;
+seeds 0-2 unchanged). Serving decay 0.95 vs 0.9 is noise: at 4x it gave 4.95 vs 4.38x on seeds
+0-2 but 3.52 vs 3.67x on seeds 3-5. The serving EMA already starts as the exact mean of the
+versions so far (server/serving.py: no lag from the initial model), and polynomial-decay
+averaging (Shamir & Zhang) or a uniform window of the last 30 versions, screened offline on seeds
+3-5 (a scratch script, not in a results file), were within one 20 s grid step of the EMA 0.95:
+no new serving mode. The iterate sits on a noise floor below the target at 6x/8x with a constant
+server lr (1.33x); the cosine brings it to 3.36x. Screened worse (seeds 3-5, 20 virtual minutes,
+scratch): server lr 1.5 and 2, staleness exponent 0.3 or 0.75, a faster cosine (100 or 150
+steps: seed 4 stalled below its target), K = 20 at 6x (c / 15). Stretch 8x: not met.
+Earlier (the integrator's re-run before part 4): best 4.38x serving at 4x over-commit, 1.7x
+FedAvg's device time. Before the partition fix the same recipe measured 6.00x serving / 4.78x
 iterate (per seed 3.8, 7.1, 7.1x): the fix made the fleet's data less degenerate, FedAvg's seed 2
 slower (1280 -> 2040 s) and async's seed 1-2 wins smaller. The analysis below is from that earlier
 run (marked "pre-fix"); its ratios hold on the re-run (FedAsync 39.1 vs FedAvg 26.7 accepted
@@ -89,6 +114,7 @@ from fleet.sim.engine import Mode  # noqa: E402
 from fleet.sim.profiles import FleetConfig  # noqa: E402
 from fleet.sim.runner import Experiment, parse_strategy  # noqa: E402
 from fleet.sim.world import Setup  # noqa: E402
+from server.recommended import recommended_strategy  # noqa: E402
 
 # Chosen on seed 0 only (benchmarks/fleet_sweep.py, results/fleet_sweep_*.json): topk 2% + int8
 # had the best bytes-to-target of topk {2, 5, 10}% x {int8, int4} and plain int4; FedBuff K=5 with
@@ -116,7 +142,30 @@ COSINE = {
     "lr": 1.0,
     "lr_schedule": {"name": "cosine", "total_steps": 300, "min_factor": 0.1},
 }
-LEVERS: tuple[tuple[str, dict[str, Any], str, dict[str, Any] | None], ...] = (
+Lever = tuple[str, dict[str, Any], str, dict[str, Any] | None]
+
+
+def _recommended_lever(concurrency: int) -> Lever:
+    """server.recommended's default for `concurrency` devices training at once, as a lever."""
+    rec = recommended_strategy(concurrency)
+    table = rec.strategy
+    # the simulator's "polynomial" is a = 0.5; the default's sgd step is the optimizer below
+    assert table["staleness"] == {"function": "polynomial", "a": 0.5}, table
+    assert table["optimizer"] == {"name": "sgd"}, table
+    optimizer = {"name": "sgd", "lr": table["server_lr"]}
+    if "lr_schedule" in table:
+        optimizer["lr_schedule"] = table["lr_schedule"]
+    return (
+        f"over-commit {concurrency // 50}x: concurrency {concurrency}, server.recommended's"
+        f" default (K={rec.buffer_size}, sgd lr {table['server_lr']}"
+        f" {table.get('lr_schedule', {}).get('name', 'constant')}, serving {rec.serving_decay})",
+        {"concurrency": concurrency, "serving_decay": rec.serving_decay},
+        f"fedbuff:{rec.buffer_size}:polynomial",
+        optimizer,
+    )
+
+
+LEVERS: tuple[Lever, ...] = (
     ("equal concurrency: FedBuff K=5 + cosine lr + serving 0.9", {"serving_decay": 0.9},
      "fedbuff:5:polynomial", COSINE),
     ("over-commit 2x: concurrency 100, K=10 + cosine lr + serving 0.9",
@@ -125,6 +174,15 @@ LEVERS: tuple[tuple[str, dict[str, Any], str, dict[str, Any] | None], ...] = (
      {"concurrency": 200, "serving_decay": 0.9}, "fedbuff:20:polynomial", None),
     ("over-commit 4x: concurrency 200, K=20 + cosine lr + serving 0.9",
      {"concurrency": 200, "serving_decay": 0.9}, "fedbuff:20:polynomial", COSINE),
+    # issue 16 part 4, chosen on held-out seeds 3-5 (never the benchmark's seeds 0-2; FedAvg's own
+    # runs there set their targets): 6x with a ~20-version serving average; 4x and 8x alongside
+    ("over-commit 4x: concurrency 200, K=20 + cosine lr + serving 0.95",
+     {"concurrency": 200, "serving_decay": 0.95}, "fedbuff:20:polynomial", COSINE),
+    ("over-commit 6x: concurrency 300, K=30 + constant server lr + serving 0.95",
+     {"concurrency": 300, "serving_decay": 0.95}, "fedbuff:30:polynomial", None),
+    _recommended_lever(300),  # K=30, cosine lr (= COSINE), serving 0.95
+    ("over-commit 8x: concurrency 400, K=40 + cosine lr + serving 0.95",
+     {"concurrency": 400, "serving_decay": 0.95}, "fedbuff:40:polynomial", COSINE),
     ("sync FedAvg with the same 4x over-commit (concurrency 200; NOT the baseline)",
      {"concurrency": 200}, "fedavg", None),
 )  # fmt: skip
