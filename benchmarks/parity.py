@@ -123,6 +123,8 @@ def strategy_for(name: str, concurrency: int) -> tuple[StrategySpec, float]:
         rec = recommended_strategy(concurrency)
         table = dict(rec.strategy)
         opt = {**table["optimizer"], "lr": table["server_lr"]}
+        if "lr_schedule" in table:
+            opt["lr_schedule"] = table["lr_schedule"]
         spec = parse_strategy(f"fedbuff:{rec.buffer_size}:polynomial", optimizer=opt)
         return spec, rec.serving_decay
     if name == "fedasync":  # the demo's default before issue 16, no serving average
