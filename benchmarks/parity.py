@@ -30,9 +30,17 @@ Seed 1 (`--seed 1`, results/parity_seed1.json): 16 of 20 for both recommended an
 defaults, mean ratio 0.994 vs 0.992; misses digits 8 devices (0.94x at alpha 0.5, 0.91x at 0.1),
 sensor 8 devices alpha 0.1 (0.89x) and sensor 100 devices alpha 0.1 (0.99x but swing 11.9).
 
+`central_swing` is the noise floor of that evaluation: the central model trained from scratch for
+the samples the fleet had seen at each of its last 10 evaluations, std in points. It is 0.0-2.3 on
+seed 0 and 0.0-3.8 on seed 1 (digits 8 devices alpha 0.1: 2.3; seed 1 digits 100 devices alpha
+0.1: 3.8, where central itself reads 0.886 and the fleet 1.05x). On iris it is 1.2-1.3 (seed 0) and
+0.0-0.8 (seed 1): the 38-sample test set does not by itself make the swing goal unmeetable; iris's
+seed-0 misses are the fleet still climbing (8 devices alpha 0.1: 0.68 for 80% of the run, 0.89 at
+the end).
+
 Writes benchmarks/results/parity.json (rows with keys dataset, devices, alpha, strategy,
 federated_accuracy, central_accuracy, ratio, swing, plus iterate_accuracy / iterate_swing: the
-training iterate, for comparison).
+training iterate, for comparison, and central_swing: central's own swing, once per fleet).
 """
 
 from __future__ import annotations
@@ -115,6 +123,8 @@ def strategy_for(name: str, concurrency: int) -> tuple[StrategySpec, float]:
         rec = recommended_strategy(concurrency)
         table = dict(rec.strategy)
         opt = {**table["optimizer"], "lr": table["server_lr"]}
+        if "lr_schedule" in table:
+            opt["lr_schedule"] = table["lr_schedule"]
         spec = parse_strategy(f"fedbuff:{rec.buffer_size}:polynomial", optimizer=opt)
         return spec, rec.serving_decay
     if name == "fedasync":  # the demo's default before issue 16, no serving average
@@ -140,6 +150,20 @@ def _central(
     budget = LocalBudget(max_samples=max(samples, 1), batch_size=LocalBudget().batch_size)
     w, _ = trainer.local_update(initial, data.x_train[idx], data.y_train[idx], budget, seed)
     return trainer.accuracy(w, data.x_test, data.y_test)
+
+
+def _central_swing(
+    trainer: SharedTrainer, initial: np.ndarray, data: Dataset, samples: int, result: RunResult,
+    seed: int,
+) -> float:  # fmt: skip
+    """The central model's own swing under the same evaluation: trained from the same start for
+    the samples the fleet had seen at each of the last 10 evaluations (pro rata to accepted
+    updates), each evaluated once on the test split; std in points. The noise floor of `swing`
+    and of a one-evaluation `ratio` (iris: 38 test samples, one sample = 2.6 points)."""
+    last = result.curve[-10:]
+    final = max(result.curve[-1].accepted, 1)
+    counts = [max(1, round(samples * p.accepted / final)) for p in last]
+    return _swing([_central(trainer, initial, data, n, seed) for n in counts])
 
 
 def _swing(values: list[float]) -> float:
@@ -172,6 +196,7 @@ def run_row(
     fleet = make_fleet(devices, fleet_cfg, duration, seed)
     concurrency = min(devices, 20)
     rows = []
+    central_swing: float | None = None
     for name in strategies:
         spec, decay = strategy_for(name, concurrency)
         exp = Experiment(concurrency=concurrency, duration_s=duration,
@@ -184,6 +209,10 @@ def run_row(
         )  # fmt: skip
         central = _central(trainer, initial, data, server.samples_accepted, seed)
         rows.append(_row(dataset, devices, alpha, name, spec, result, central, server))
+        if central_swing is None:  # once per fleet (9x a central run): the first strategy's counts
+            central_swing = _central_swing(trainer, initial, data, server.samples_accepted,
+                                           result, seed)  # fmt: skip
+        rows[-1]["central_swing"] = central_swing
         rows[-1]["wall_s"] = round(time.perf_counter() - t0, 1)
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -235,6 +264,9 @@ def _write(
             "fleet": "always available, 15% stragglers 10x slower, 5% drop-outs",
             "local": "AdamW lr 0.01, 32 samples per session, batch 8, 1 epoch",
             "seed": seed,
+            "central_swing": "std (points) of the central model trained from scratch for the"
+            " samples the row's first strategy had seen at its last 10 evaluations: the noise"
+            " floor of swing and of a one-evaluation ratio; one value per fleet",
             "partition": "fleet.partition.dirichlet_partition(min_size=8): every device its own"
             " slice of >= 8 samples (short slices topped up from the largest, same class first)",
         },
@@ -275,12 +307,14 @@ def main() -> int:
                 rows += run_row(dataset, devices, alpha, todo, ns.hours, work, ns.seed)
                 _write(ns.out, rows, ns.hours, time.perf_counter() - t0, ns.seed)
     doc = _write(ns.out, rows, ns.hours, time.perf_counter() - t0, ns.seed)
-    print("\n| dataset | devices | alpha | strategy | federated | central | ratio | swing |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| dataset | devices | alpha | strategy | federated | central | ratio | swing |"
+          " central swing |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        floor = r.get("central_swing", float("nan"))
         print(f"| {r['dataset']} | {r['devices']} | {r['alpha']} | {r['strategy']} |"
               f" {r['federated_accuracy']:.3f} | {r['central_accuracy']:.3f} |"
-              f" {r['ratio']:.2f} | {r['swing']:.1f} |")  # fmt: skip
+              f" {r['ratio']:.2f} | {r['swing']:.1f} | {floor:.1f} |")  # fmt: skip
     ok = [r for r in rows if r["ratio"] >= 0.95 and r["swing"] < 2.0]
     print(f"\n{len(ok)}/{len(rows)} rows meet ratio >= 0.95 and swing < 2; wall {doc['wall_s']} s")
     print(f"wrote {ns.out}")
