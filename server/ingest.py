@@ -176,11 +176,9 @@ def _sq_norm_numpy(parts: DecodedParts) -> float:
     return float(np.dot(s * s, sums.astype(np.float64)))
 
 
-def sgd_step_from_sum(x: F32, total: F32, weight: float, eta: float) -> F32 | None:
+def sgd_step_from_sum(x: F32, total: F32, weight: float, eta: float) -> F32:
     """x + eta * (total / weight) as a fresh (n,) float32 array, with `total` zeroed, in one
-    pass over both (the compiled kernel); None for a model too small for the kernels."""
-    if x.size < KERNEL_MIN_VALUES:
-        return None
+    pass over both (the compiled kernel: call it for models of KERNEL_MIN_VALUES or more)."""
     out = np.empty_like(x)
     w, e = np.float32(weight), np.float32(eta)
     _kernels().sgd_step_from_sum(x, total, w, e, e != 1, out)

@@ -129,9 +129,9 @@ def _f32(a: object) -> np.ndarray:
 
 def _cosine_to_median(rows: np.ndarray) -> np.ndarray:
     k = rows.shape[0]
-    sq, dot = np.empty(k), np.empty(k)  # (k,) float64: |rows[i]|^2, rows[i] . m
     if _kernel_sized(rows):  # one pass: the median and the rows' stats against it
         k_ = _kernels()
+        sq, dot = np.empty(k), np.empty(k)  # (k,) float64: |rows[i]|^2, rows[i] . m
         ref, ref_sq = k_.column_median_stats(rows, k_.sorting_network(k), sq, dot)
     else:
         ref = _median(rows)

@@ -57,10 +57,9 @@ class FedBuff(Defended, Strategy):
     _opt: ServerOptimizer = field(init=False, repr=False)
 
     _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
-    # the last buffer's (n,) float32 array, zeroed for the next one: a fresh 4 MB array per
-    # flush cost more than the top-1% updates that filled it (page faults on first touch)
+    # the last buffer's (n,) float32 array, zeroed by its flush for the next one: a fresh 4 MB
+    # array per flush cost more than the top-1% updates that filled it (page faults on first touch)
     _spare: np.ndarray | None = field(default=None, init=False, repr=False)
-    _spare_zeroed: bool = field(default=False, init=False, repr=False)  # the flush zeroed it
     _weight: float = field(default=0.0, init=False, repr=False)
     _count: int = field(default=0, init=False, repr=False)
     _defence: Defence | None = field(default=None, init=False, repr=False)
@@ -153,12 +152,13 @@ class FedBuff(Defended, Strategy):
             return StepResult(fused, version + 1, stepped=True)
         g = self._aggregate(self._sum, self._weight, version, self.privacy)
         if g is None:  # the privacy budget refuses this flush: drop the buffer, keep the model
-            self._sum, self._weight, self._count = None, 0.0, 0
+            self._end_buffer()
             return StepResult(model, version, stepped=False)
         new = self.server_optimizer.step(model, g)  # (n,) float32; keeps no reference to g
         if g is self._sum:
-            self._spare, self._spare_zeroed = g, False
-        self._sum, self._weight, self._count = None, 0.0, 0
+            g.fill(0.0)
+            self._spare = g
+        self._end_buffer()
         return StepResult(new, version + 1, stepped=True)
 
     def _one_pass_step(self, model: np.ndarray) -> np.ndarray | None:
@@ -174,21 +174,19 @@ class FedBuff(Defended, Strategy):
         if lr is None:
             return None
         new = ingest.sgd_step_from_sum(model, total, self._weight, lr)
-        assert new is not None  # kernel-sized, checked above
         if d is not None:
             d.end_buffer()
-        self._spare, self._spare_zeroed = total, True
-        self._sum, self._weight, self._count = None, 0.0, 0
+        self._spare = total  # zeroed by the same pass
+        self._end_buffer()
         return new
 
+    def _end_buffer(self) -> None:
+        self._sum, self._weight, self._count = None, 0.0, 0
+
     def _fresh_sum(self, n: int) -> np.ndarray:
+        """A zeroed (n,) float32 buffer: the last flush's, or a new one."""
         spare, self._spare = self._spare, None
-        if spare is None or spare.shape != (n,):
-            return np.zeros(n, np.float32)
-        if not self._spare_zeroed:
-            spare.fill(0.0)
-        self._spare_zeroed = False
-        return spare
+        return spare if spare is not None and spare.shape == (n,) else np.zeros(n, np.float32)
 
     def state_dict(self) -> StateDict:
         state: StateDict = {"weight": self._weight, "count": self._count}
