@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -59,7 +58,7 @@ from protocol.messages import ClientUpdate, encode_vector  # noqa: E402
 from protocol.update_header import decode_any_update, encode_update_compact  # noqa: E402
 from server.admission import Admission, AdmissionLimits  # noqa: E402
 from server.config import DurabilityConfig, ServerConfig  # noqa: E402
-from server.core import Commit, Outcome, ServerCore  # noqa: E402
+from server.core import Commit, Outcome, ServerCore, checkpoint_due  # noqa: E402
 from server.durability import CHECKPOINT_NAME  # noqa: E402
 from server.robust import RobustConfig  # noqa: E402
 from server.serving import ServingAverage  # noqa: E402
@@ -246,15 +245,17 @@ def durable(
 
 def _amortised_checkpoint(core: ServerCore, items: list[tuple[str, bytes]]) -> float:
     """Seconds of checkpointing this run owes: one real checkpoint, timed, times the share of
-    the rule's interval (server/core.py maybe_checkpoint) that these updates fill."""
+    the rule's interval (server.core.checkpoint_due) that these updates fill."""
     size = (core.state_dir / CHECKPOINT_NAME).stat().st_size
     start = time.perf_counter()
     core.checkpoint()
     took = time.perf_counter() - start
     per_record = float(np.mean([len(p) for _, p in items])) + 64  # + the record's meta
-    every = DEFAULTS.checkpoint_every
-    interval = min(
-        10 * every, max(every, math.ceil(DEFAULTS.checkpoint_log_ratio * size / per_record))
+    every, ratio = DEFAULTS.checkpoint_every, DEFAULTS.checkpoint_log_ratio
+    interval = next(  # the first record count at which the server's own rule checkpoints
+        r
+        for r in range(1, 10 * every + 1)
+        if checkpoint_due(r, int(r * per_record), size, every, ratio)
     )
     return took * len(items) / interval
 

@@ -55,7 +55,7 @@ from server.secagg_apply import apply_cohort
 from server.serving import ServingAverage
 from server.strategies.base import StepResult, Strategy
 
-__all__ = ["Commit", "Outcome", "RecoveryReport", "ServerCore"]
+__all__ = ["Commit", "Outcome", "RecoveryReport", "ServerCore", "checkpoint_due"]
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +97,14 @@ class _Counters:
     bytes_since_checkpoint: int = 0  # log bytes (meta + body)
     checkpoint_bytes: int = 0  # the last checkpoint's size
     applied: int = 0
+
+
+def checkpoint_due(
+    records: int, log_bytes: int, checkpoint_bytes: int, every: int, log_ratio: float
+) -> bool:
+    """The checkpoint rule: `every` records logged since the last checkpoint and, with a log
+    ratio, log bytes >= log_ratio x that checkpoint's bytes (or 10 x `every` records)."""
+    return records >= every and (log_bytes >= log_ratio * checkpoint_bytes or records >= 10 * every)
 
 
 class ServerCore:
@@ -344,9 +352,12 @@ class ServerCore:
         """Checkpoint once `checkpoint_every` records are logged and, with a log ratio, the log
         holds that many times the last checkpoint's bytes (or 10 x checkpoint_every records)."""
         c = self._counters
-        due = c.since_checkpoint >= self.checkpoint_every and (
-            c.bytes_since_checkpoint >= self.checkpoint_log_ratio * c.checkpoint_bytes
-            or c.since_checkpoint >= 10 * self.checkpoint_every
+        due = checkpoint_due(
+            c.since_checkpoint,
+            c.bytes_since_checkpoint,
+            c.checkpoint_bytes,
+            self.checkpoint_every,
+            self.checkpoint_log_ratio,
         )
         if due:
             self.checkpoint()
