@@ -6,25 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from fleet.demo.parts import FleetSetup
 from fleet.demo.server_part import ServerTuning, server_config_doc
 from server.config import parse_config
 from server.recommended import recommended_strategy
+from tests.unit.demo.factory import server_only_setup
 
 
 def _doc(tmp_path: Path, strategy: str, tuning: ServerTuning) -> dict[str, object]:
-    setup = FleetSetup(
-        run_dir=tmp_path,
-        artifacts_dir=tmp_path / "a",
-        test_file=tmp_path / "t.npz",
-        device_folders=(),
-        lives=(),
-        fleet="demo",
-        strategy=strategy,
-        codec="int8",
-        seed=0,
-        start=0.0,
-    )
+    setup = server_only_setup(tmp_path, strategy)
     return server_config_doc(setup, "mqtt://127.0.0.1:1", tuning, True, {})
 
 

@@ -18,6 +18,7 @@ from server.admission import Admission, AdmissionLimits
 from server.config import parse_config
 from server.privacy import parse_privacy
 from server.strategies import make_strategy
+from tests.unit.demo.factory import server_only_setup
 from tests.unit.demo.test_report import make_report
 from tests.unit.server.factory import make_manifest, update_bytes
 
@@ -60,20 +61,7 @@ def test_demo_refuses_fedasync_with_dp() -> None:
 
 
 def test_demo_server_config_passes_the_privacy_table_to_the_server_parser(tmp_path: Path) -> None:
-    from fleet.demo.parts import FleetSetup
-
-    setup = FleetSetup(
-        run_dir=tmp_path,
-        artifacts_dir=tmp_path / "a",
-        test_file=tmp_path / "t.npz",
-        device_folders=(),
-        lives=(),
-        fleet="demo",
-        strategy="fedbuff",
-        codec="int8",
-        seed=0,
-        start=0.0,
-    )
+    setup = server_only_setup(tmp_path, "fedbuff")
     table = {"epsilon": 8.0, "delta": 0.05, "noise_multiplier": 1.0}
     doc = server_config_doc(setup, "mqtt://127.0.0.1:1", ServerTuning(), True, {}, table)
     config = parse_config(doc, tmp_path)
