@@ -106,11 +106,12 @@ def _scan(data: bytes) -> Iterator[tuple[int, LogRecord] | tuple[int, str]]:
     offset = 0
     while offset < len(data):
         magic = data[offset : offset + 4]
-        header = _HEADER_V1 if magic == _MAGIC_V1 else _HEADER
+        v1 = magic == _MAGIC_V1  # FLR1: meta only, zlib CRC32
+        header = _HEADER_V1 if v1 else _HEADER
         if len(data) - offset < header.size:
             yield offset, f"truncated header ({len(data) - offset} bytes)"
             return
-        if magic == _MAGIC_V1:
+        if v1:
             _, meta_len, crc = _HEADER_V1.unpack_from(data, offset)
             body_len = 0
         elif magic == _MAGIC:
@@ -128,7 +129,7 @@ def _scan(data: bytes) -> Iterator[tuple[int, LogRecord] | tuple[int, str]]:
             return
         meta = data[start : start + meta_len]
         body = data[start + meta_len : start + meta_len + body_len]
-        ok = zlib.crc32(meta) == crc if magic == _MAGIC_V1 else _crc(meta, body) == crc
+        ok = zlib.crc32(meta) == crc if v1 else _crc(meta, body) == crc
         if not ok:
             yield offset, "CRC mismatch"
             return
@@ -161,10 +162,6 @@ class UpdateLog:
     def position(self) -> LogPosition:
         """End of what has been appended (synced or not)."""
         return LogPosition(self._segment, self._offset)
-
-    @property
-    def unsynced(self) -> int:
-        return self._unsynced
 
     def append(self, meta: bytes, body: bytes = b"") -> LogPosition:
         """Queue one record; its position is known now, its bytes are on disk after `sync`."""
