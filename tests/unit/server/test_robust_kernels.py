@@ -148,9 +148,10 @@ def test_fedbuff_default_defence_on_a_large_model_matches_a_numpy_reference() ->
     rows = deltas.astype(np.float64)  # tau = 0: weight 1
     med = np.median(rows, axis=0)
     norms = np.linalg.norm(rows, axis=1)
-    trust = np.maximum(rows @ med / (norms * np.linalg.norm(med)), 0)
-    expected = (trust * np.linalg.norm(med) / norms / trust.sum()) @ rows
-    assert trust[3] == 0.0
+    agree = rows @ med > 0
+    clip = np.minimum(1.0, agg.COSINE_ROW_CLIP * np.median(norms) / norms)
+    expected = (agree * clip / agree.sum()) @ rows
+    assert not agree[3] and agree.sum() == k - 1
     np.testing.assert_allclose(model, expected, rtol=1e-4, atol=1e-8)
 
 
