@@ -57,18 +57,17 @@ server lr (1.33x); the cosine brings it to 3.36x. Screened worse (seeds 3-5, 20 
 scratch): server lr 1.5 and 2, staleness exponent 0.3 or 0.75, a faster cosine (100 or 150
 steps: seed 4 stalled below its target), K = 20 at 6x (c / 15). Stretch 8x: not met.
 With the server's default robust defence on (what an empty server.toml runs; the levers above
-run none), the same 6x default reaches the target 3.64x sooner than FedAvg (serving; per seed
-500 / 560 / 360 s against 360 / 440 / 220 s undefended; iterate 3.32x), final accuracy 0.916-0.942
-against 0.922-0.964: the 5x goal is NOT met by the defaults a server ships. Same throughput
-(accepted updates per minute equal to 0.1%) and about the same updates to the iterate's target;
-the defended model plateaus lower. Scratch diagnostics (not in a results file): on seed 0 the
-defence drops almost nothing on this clean fleet (0.3% of rows) and its aggregate points along
-the mean (cosine 0.986), but FLTrust rescales every row to the median's norm and the coordinate-
-wise median of 30 rows is ~0.57x as long as their mean, so the defended step is 0.57x (10th-90th
-percentile 0.50-0.67x) the undefended one. That is not the whole cause: server lr 1.75 to make
-up for it gave 3.86x (serving 240 / 520 / 560 s; iterate 2.14x), and weighting each row's trust
-by its staleness weight (which the rescaling otherwise erases) 3.78x. What is left is the
-aggregate's bias: every row counts by its cosine, not its length. `--rerun-levers TEXT` re-runs
+run none), the same 6x default reaches the target 4.82x sooner than FedAvg (serving; per seed
+380 / 460 / 260 s against 360 / 440 / 220 s undefended; iterate 3.02x): the 5x goal is NOT met by
+the defaults a server ships, by a small margin. Before this session's change to the cosine
+aggregate (FLTrust's weighting: every row rescaled to the median's norm, weighted by its cosine)
+it was 3.64x (500 / 560 / 360 s) at the same throughput: the defence dropped 0.3% of rows, but
+the coordinate-wise median of 30 rows is ~0.57x as long as their mean, so the step was 0.57x
+(10th-90th percentile 0.50-0.67x) the undefended one, and the model plateaued lower. Scratch
+screens (seeds 0-2, not in a results file): server lr 1.75 with FLTrust 3.86x; FLTrust with trust
+weighted by staleness 3.78x; agreeing rows counted once at full length 5.40x (but weaker against
+attacks, README "Skewed fleets and the default defence"); cut to the median norm (adopted) 4.82x.
+`--rerun-levers TEXT` re-runs
 only the matching levers into fleet.json.
 Earlier (the integrator's re-run before part 4): best 4.38x serving at 4x over-commit, 1.7x
 FedAvg's device time. Before the partition fix the same recipe measured 6.00x serving / 4.78x

@@ -17,10 +17,11 @@
 
 Everything measured below (parity and fleet benchmarks) ran with NO robust defence; a server's
 default defence is on. Re-measured with it (results/parity.json, parity_seed1.json `defence`
-"default"; fleet.json's defended lever): parity 15/20 and 19/20 rows, worst 0.55x / 0.78x on the
-Dirichlet 0.1 fleets (no defence, same files: 15/20, 16/20, worst 0.91x / 0.89x), and at 300
-concurrent devices 3.64x FedAvg's speed instead of 5.40x. These settings were not re-tuned with
-the defence on; README "Skewed fleets and the default defence" has the trade-off.
+"default"; fleet.json's defended lever), after its aggregate changed this session: parity 16/20
+and 17/20 rows, worst 0.57x / 0.76x on the Dirichlet 0.1 fleets (no defence, same files: 15/20,
+16/20, worst 0.91x / 0.89x), and at 300 concurrent devices 4.82x FedAvg's speed instead of 5.40x.
+These settings were not re-tuned with the defence on; README "Skewed fleets and the default
+defence" has the trade-off.
 Measured with benchmarks/parity.py (5 data sets x fleets of 8 and 100 at Dirichlet 0.5 and 0.1, 2
 virtual hours, seeds 0 and 1; earlier runs of results/parity.json, parity_seed1.json, before they
 gained the `defence` column; the previous-defaults rows are only in git history) against the
