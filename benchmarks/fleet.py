@@ -59,7 +59,9 @@ steps: seed 4 stalled below its target), K = 20 at 6x (c / 15). Stretch 8x: not 
 With the server's default robust defence on (what an empty server.toml runs; the levers above
 run none), the same 6x default reaches the target 4.82x sooner than FedAvg (serving; per seed
 380 / 460 / 260 s against 360 / 440 / 220 s undefended; iterate 3.02x): the 5x goal is NOT met by
-the defaults a server ships, by a small margin. Before this session's change to the cosine
+the defaults a server ships, by a small margin on these seeds and a wide one on the held-out
+seeds 3-5 (scratch run against fleet_sweep_heldout.json's FedAvg times: 3.69x, 480 / 760 / 360 s,
+against 4.74x undefended). Before this session's change to the cosine
 aggregate (FLTrust's weighting: every row rescaled to the median's norm, weighted by its cosine)
 it was 3.64x (500 / 560 / 360 s) at the same throughput: the defence dropped 0.3% of rows, but
 the coordinate-wise median of 30 rows is ~0.57x as long as their mean, so the step was 0.57x
