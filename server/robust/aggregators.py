@@ -7,12 +7,15 @@ the plain mean), so the plain mean of the rows is exactly FedBuff's `S / W`:
     mean:          g = mean_i rows[i]
     trimmed mean:  g_j = mean of rows[:, j] without its floor(trim * k) lowest and highest values
     median:        g_j = median_i rows[i, j]
-    cosine:        rows that agree with the buffer's coordinate-wise median m, each clipped to
-                   the median row norm r, counted once:
-                   a_i = 1 if rows[i] . m > 0 (cosine > 0) else 0,    r = median_i |rows[i]|
-                   g = sum_i a_i * min(1, r / |rows[i]|) * rows[i] / sum_i a_i
-                   A row pointing away from the median (a sign flip) counts zero, and no row
-                   weighs more than a median-length one (a boosted row is cut to r). When m = 0
+    cosine:        rows that agree with the buffer's coordinate-wise median m, each cut to its
+                   weight times the median delta length r, counted once (rows[i] = w_i * delta_i,
+                   w_i the staleness weight s(tau_i) FedBuff passes; 1 without it):
+                   a_i = 1 if rows[i] . m > 0 (cosine > 0) else 0,  r = median_i |rows[i]| / w_i
+                   g = sum_i a_i * min(1, w_i * r / |rows[i]|) * rows[i] / sum_i a_i
+                   A row pointing away from the median (a sign flip) counts zero, and no delta
+                   weighs more than a median-length one (a boosted row is cut to w_i * r); a
+                   stale row keeps its staleness discount (a cut at the median row length
+                   shortened fresh rows most: fleet.py 4.82x vs 5.40x FedAvg's speed). When m = 0
                    (sparse top-k rows with little overlap) every non-zero row counts: there is no
                    direction to check; when no row agrees, g = m.
                    This replaced FLTrust's weighting (Cao et al. 2021, with m as the trusted
@@ -71,11 +74,20 @@ def trim_count(k: int, trim_fraction: float) -> int:
     return min(int(np.floor(trim_fraction * k)), (k - 1) // 2)
 
 
-def aggregate(rows: np.ndarray, kind: Aggregator, trim_fraction: float = 0.0) -> np.ndarray:
-    """(k, n) float32 rows -> (n,) float32 aggregate."""
+def aggregate(
+    rows: np.ndarray,
+    kind: Aggregator,
+    trim_fraction: float = 0.0,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """(k, n) float32 rows -> (n,) float32 aggregate. `weights`, (k,) > 0: the weight each row
+    already carries (FedBuff: s(tau)); the cosine aggregate cuts a row at its weight times the
+    median unweighted norm (None: all 1)."""
     k = rows.shape[0]
     if k == 0:
         raise ValueError("aggregate: no rows")
+    if weights is not None and weights.shape != (k,):
+        raise ValueError(f"aggregate: {weights.shape} weights for {k} rows")
     if kind is Aggregator.MEAN or k <= 2:
         # with two rows the median and any trimmed mean are the mean
         return _f32(rows.mean(axis=0, dtype=np.float32))
@@ -89,7 +101,7 @@ def aggregate(rows: np.ndarray, kind: Aggregator, trim_fraction: float = 0.0) ->
         return _f32(np.sort(rows, axis=0)[b : k - b].mean(axis=0, dtype=np.float32))
     if kind is Aggregator.MEDIAN:
         return _median(rows)  # (n,) float32
-    return _cosine_to_median(rows)
+    return _cosine_to_median(rows, np.ones(k) if weights is None else weights)
 
 
 def row_stats(rows: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +155,7 @@ def _f32(a: object) -> np.ndarray:
     return np.asarray(a, np.float32)
 
 
-def _cosine_to_median(rows: np.ndarray) -> np.ndarray:
+def _cosine_to_median(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     k = rows.shape[0]
     if _kernel_sized(rows):  # one pass: the median and the rows' stats against it
         k_ = _kernels()
@@ -159,7 +171,10 @@ def _cosine_to_median(rows: np.ndarray) -> np.ndarray:
     count = int(agree.sum())
     if count == 0:
         return _f32(ref)  # nothing agrees with the median: step by the median itself
-    bound = COSINE_ROW_CLIP * float(np.median(norms))
+    # rows are w_i * delta_i: the cut is on the deltas' lengths, so a stale (shorter) row is not
+    # lengthened and a fresh one is not cut more than its delta's length calls for
+    w = np.maximum(weights, 1e-30)  # (k,)
+    bound = COSINE_ROW_CLIP * float(np.median(norms / w)) * w  # (k,)
     clip = np.minimum(1.0, bound / np.maximum(norms, 1e-30))  # (k,)
     coef = (agree * clip / count).astype(np.float32)
     return weighted_row_sum(rows, coef)  # (n,)

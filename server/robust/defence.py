@@ -147,6 +147,7 @@ class Defence:
         )
         self._devices: list[str] = []  # devices in the open buffer, in arrival order
         self._rows = RowBuffer()  # weight already applied (server/robust/rows.py)
+        self._weights: list[float] = []  # each row's weight (FedBuff: s(tau)), for the cosine cut
         self.scores: list[DeviceScore] = []  # the last flush's
 
     # --- admission ---------------------------------------------------------------------------
@@ -172,17 +173,23 @@ class Defence:
         if self.norm_bound is not None:
             self.norm_bound.record(norm)
 
-    def new_row(self, n: int) -> np.ndarray:
-        """The next row of the buffer, (n,) float32 zeros, for the caller to add its weighted
-        delta into (FedBuff writes a codec-form delta straight from its codes)."""
-        return self._rows.new_row(n)
+    def new_row(self, n: int, weight: float = 1.0) -> np.ndarray:
+        """The next row of the buffer, (n,) float32 zeros, for the caller to add its delta
+        times `weight` into (FedBuff writes a codec-form delta straight from its codes)."""
+        row = self._rows.new_row(n)
+        self._weights.append(weight)
+        return row
 
-    def add_sparse_row(self, n: int, index: np.ndarray, values: np.ndarray) -> None:
-        """The next row: weighted `values` at strictly increasing positions `index` (top-k)."""
+    def add_sparse_row(
+        self, n: int, index: np.ndarray, values: np.ndarray, weight: float = 1.0
+    ) -> None:
+        """The next row: `values` (already times `weight`) at strictly increasing positions
+        `index` (top-k)."""
         self._rows.add_sparse(n, index, values)
+        self._weights.append(weight)
 
-    def add_row(self, row: np.ndarray) -> None:
-        np.copyto(self.new_row(row.shape[0]), row)
+    def add_row(self, row: np.ndarray, weight: float = 1.0) -> None:
+        np.copyto(self.new_row(row.shape[0], weight), row)
 
     @property
     def rows(self) -> np.ndarray:
@@ -192,7 +199,8 @@ class Defence:
     def reduce(self) -> np.ndarray:
         """The buffer's coordinate-wise aggregate of its rows, (n,) float32."""
         support, rows = self._rows.compact()  # (k, n), or (k, |support|) for sparse rows
-        g = aggregate(rows, self.config.aggregator, self.config.trim_fraction)
+        weights = np.asarray(self._weights, np.float64)  # (k,)
+        g = aggregate(rows, self.config.aggregator, self.config.trim_fraction, weights)
         self._score(rows, g)
         if support is None:
             return g
@@ -203,6 +211,7 @@ class Defence:
     def end_buffer(self) -> None:
         self._devices.clear()
         self._rows.clear()
+        self._weights.clear()
 
     def _score(self, rows: np.ndarray, g: np.ndarray) -> None:
         (g_sq,), _ = row_stats(g[None, :], g)
@@ -229,6 +238,7 @@ class Defence:
         state: StateDict = {"robust_devices": "\n".join(self._devices)}
         if self._rows.count:
             state["robust_rows"] = self._rows.flat_copy()  # (k * n,) float32
+            state["robust_row_weights"] = np.asarray(self._weights, np.float64)  # (k,)
         if self.norm_bound is not None:
             state["robust_norms"] = self.norm_bound.state_dict()
         return state
@@ -239,12 +249,21 @@ class Defence:
             raise ValueError("strategy state 'robust_devices': expected a string")
         self._devices = text.split("\n") if text else []
         self._rows.clear()
+        self._weights.clear()
         if "robust_rows" in state:
             flat = _array(state, "robust_rows", np.float32)
             k = len(self._devices)
             if k == 0 or flat.shape[0] % k:
                 raise ValueError("strategy state 'robust_rows': length does not match the buffer")
-            for row in flat.reshape(k, -1):
-                self.add_row(row)
+            # checkpoints before the weights were kept: weight 1 (the cut then ignores staleness)
+            weights = (
+                _array(state, "robust_row_weights", np.float64)
+                if "robust_row_weights" in state
+                else np.ones(k)
+            )
+            if weights.shape != (k,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+                raise ValueError("strategy state 'robust_row_weights': k positive finite values")
+            for row, weight in zip(flat.reshape(k, -1), weights, strict=True):
+                self.add_row(row, float(weight))
         if self.norm_bound is not None and "robust_norms" in state:
             self.norm_bound.load_state_dict(_array(state, "robust_norms", np.float64))

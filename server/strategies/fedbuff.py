@@ -125,9 +125,9 @@ class FedBuff(Defended, Strategy):
                 n, weight = model.shape[0], np.float32(s_tau)
                 sparse = update.sparse(weight)  # a top-k delta stays sparse
                 if sparse is None:
-                    update.add_into(d.new_row(n), weight)
+                    update.add_into(d.new_row(n, s_tau), weight)
                 else:
-                    d.add_sparse_row(n, *sparse)
+                    d.add_sparse_row(n, *sparse, weight=s_tau)
         if d is None or not d.keeps_rows:
             if self._sum is None:
                 self._sum = self._fresh_sum(model.shape[0])
