@@ -57,18 +57,18 @@ server lr (1.33x); the cosine brings it to 3.36x. Screened worse (seeds 3-5, 20 
 scratch): server lr 1.5 and 2, staleness exponent 0.3 or 0.75, a faster cosine (100 or 150
 steps: seed 4 stalled below its target), K = 20 at 6x (c / 15). Stretch 8x: not met.
 With the server's default robust defence on (what an empty server.toml runs; the levers above
-run none), the same 6x default reaches the target 4.82x sooner than FedAvg (serving; per seed
-380 / 460 / 260 s against 360 / 440 / 220 s undefended; iterate 3.02x): the 5x goal is NOT met by
-the defaults a server ships, by a small margin on these seeds and a wide one on the held-out
-seeds 3-5 (scratch run against fleet_sweep_heldout.json's FedAvg times: 3.69x, 480 / 760 / 360 s,
-against 4.74x undefended). Before this session's change to the cosine
-aggregate (FLTrust's weighting: every row rescaled to the median's norm, weighted by its cosine)
-it was 3.64x (500 / 560 / 360 s) at the same throughput: the defence dropped 0.3% of rows, but
-the coordinate-wise median of 30 rows is ~0.57x as long as their mean, so the step was 0.57x
-(10th-90th percentile 0.50-0.67x) the undefended one, and the model plateaued lower. Scratch
-screens (seeds 0-2, not in a results file): server lr 1.75 with FLTrust 3.86x; FLTrust with trust
-weighted by staleness 3.78x; agreeing rows counted once at full length 5.40x (but weaker against
-attacks, README "Skewed fleets and the default defence"); cut to the median norm (adopted) 4.82x.
+run none), the same 6x default reaches the target 5.40x sooner than FedAvg, with the same per-seed
+serving times as undefended (360 / 440 / 220 s; iterate 3.76x against 3.36x); on the held-out
+seeds 3-5 (scratch run against fleet_sweep_heldout.json's FedAvg times) 4.31x (440 / 560 / 340 s;
+undefended 4.74x). Before this session's change to the cosine aggregate (FLTrust's weighting:
+every row rescaled to the median's norm, weighted by its cosine) it was 3.64x (500 / 560 / 360 s)
+at the same throughput: the defence dropped 0.3% of rows, but the coordinate-wise median of 30
+rows is ~0.57x as long as their mean, so the step was 0.57x (10th-90th percentile 0.50-0.67x) the
+undefended one, and the model plateaued lower. Scratch screens (seeds 0-2, not in a results
+file): server lr 1.75 with FLTrust 3.86x; FLTrust with trust weighted by staleness 3.78x;
+agreeing rows counted once at full length 5.40x (weaker against attacks, README "Skewed fleets
+and the default defence"); cut to the median row length 4.82x (held-out 3.69x); cut to s(tau) x
+the median delta length (adopted) 5.40x.
 `--rerun-levers TEXT` re-runs
 only the matching levers into fleet.json.
 Earlier (the integrator's re-run before part 4): best 4.38x serving at 4x over-commit, 1.7x

@@ -32,18 +32,20 @@ Measured (results/parity.json seed 0, parity_seed1.json seed 1; 2 virtual hours;
 file), rows meeting ratio >= 0.95 with swing < 2 / mean ratio / worst ratio, recommended strategy:
 
     defence     seed 0                   seed 1                   both seeds
-    default     16/20  0.953  0.57x      17/20  0.983  0.76x      33/40
+    default     16/20  0.953  0.69x      17/20  0.989  0.94x      33/40
     norm        17/20  0.986  0.86x      19/20  0.993  0.93x      36/40
     none        15/20  0.977  0.91x      16/20  0.994  0.89x      31/40
 
-`default` is the cosine aggregate as changed this session (agreeing rows counted once, cut to the
-median row norm). With FLTrust's weighting it had before it measured 15/20 (0.940, 0.55x) and
-19/20 (0.982, 0.78x), 34/40: a wash on this benchmark, while fleet.py's defended fleet went from
-3.64x to 4.82x FedAvg's speed (README "Skewed fleets and the default defence"). Every Dirichlet 0.5
-row is met on both seeds (mean 0.998 / 0.996; no defence 9/10). The default's misses are skewed
-rows: sensor 100 devices alpha 0.1 (0.57x / 0.76x, swing 4.1 / 9.9), iris 8 devices alpha 0.1
-(0.77x; seed 1 1.03x but swing 3.1), iris 100 devices alpha 0.1 (0.80x, seed 0), digits 8 devices
-alpha 0.1 (0.94x / 0.95x with swing 0.9). With ~one class per device honest rows disagree with
+`default` is the cosine aggregate as changed this session (agreeing rows counted once, each cut
+to its staleness weight times the median delta length). With FLTrust's weighting it had before it
+measured 15/20 (0.940, 0.55x) and 19/20 (0.982, 0.78x), 34/40; a cut at the median row length
+16/20 (0.953, 0.57x) and 17/20 (0.983, 0.76x). The worst rows improved, the count did not, while
+fleet.py's defended fleet went from 3.64x to 5.40x FedAvg's speed (README "Skewed fleets and the
+default defence"). Every Dirichlet 0.5 row is met on both seeds (mean 0.997 / 0.996; no defence
+9/10). The default's misses are skewed rows: seed 0 sensor 100 devices alpha 0.1 (0.69x, swing
+6.9), iris 8 devices alpha 0.1 (0.71x), iris 100 devices alpha 0.1 (0.80x), digits 8 devices alpha
+0.1 (0.92x); seed 1 sensor 8 and 100 devices alpha 0.1 (0.97x and 0.99x but swing 2.2 and 9.9),
+iris 8 devices alpha 0.1 (0.94x). With ~one class per device honest rows disagree with
 the buffer's coordinate-wise median: 18% of the rows of sensor 100 devices alpha 0.1 score a
 cosine <= 0 (FLTrust run; 5th-50th percentile -0.30..0.40) and are dropped, so their classes lose
 that buffer's pull. `norm` (the adaptive norm bound + one update per device per buffer, then the
