@@ -146,6 +146,7 @@ ANCHORS = {
 }
 KEYS = (*SUMMARY_KEYS, *DIAGNOSTIC_KEYS, "seeds_reaching_target")  # the last one is not per seed
 SERVING_DECAY = 0.95  # every run also reports its serving average (the iterate is unchanged)
+RESULTS = ROOT / "benchmarks/results/fleet.json"
 EVAL_EVERY_S = 20  # every run, the baseline too: async reaches the target in ~5 minutes, and a
 # 60 s grid rounded that up by up to 20% (FedAvg's ~20-30 minutes move by at most 40 s)
 # What the literature does about a small async advantage (issue 16), each on the same seeds and
@@ -410,8 +411,7 @@ def _recorded_baseline(recorded: dict[str, Any], seeds: list[int]) -> dict[str, 
 def _rerun_levers(setup: Setup, exp: Experiment, seeds: list[int], work: Path, match: str) -> int:
     """The levers whose title contains `match`, against the recorded baseline; their rows in
     results/fleet.json are replaced (or added, in LEVERS order), the other rows kept as measured."""
-    path = ROOT / "benchmarks/results/fleet.json"
-    recorded = json.loads(path.read_text())
+    recorded = json.loads(RESULTS.read_text())
     chosen = tuple(lever for lever in LEVERS if match in lever[0])
     if not chosen:
         raise SystemExit(f"no lever title contains {match!r}")
@@ -419,8 +419,8 @@ def _rerun_levers(setup: Setup, exp: Experiment, seeds: list[int], work: Path, m
     by_title = {r["lever"]: r for r in recorded.get("levers", [])} | {r["lever"]: r for r in new}
     order = [lever[0] for lever in LEVERS]
     recorded["levers"] = sorted(by_title.values(), key=lambda r: _lever_rank(order, r["lever"]))
-    path.write_text(json.dumps(recorded, indent=1) + "\n")
-    print(f"updated {len(new)} lever row(s) in {path}")
+    RESULTS.write_text(json.dumps(recorded, indent=1) + "\n")
+    print(f"updated {len(new)} lever row(s) in {RESULTS}")
     return 0
 
 
@@ -430,7 +430,7 @@ def _lever_rank(order: list[str], title: str) -> int:
 
 def _levers_only(setup: Setup, exp: Experiment, seeds: list[int], work: Path) -> int:
     """The levers against the recorded baseline (FedAvg runs are deterministic per seed)."""
-    recorded = json.loads((ROOT / "benchmarks/results/fleet.json").read_text())
+    recorded = json.loads(RESULTS.read_text())
     report = _recorded_baseline(recorded, seeds)
     t0 = time.perf_counter()
     rows = _levers(setup, exp, seeds, report, work)
@@ -520,7 +520,7 @@ def main() -> int:
     if not ns.no_levers:
         doc["levers"] = _levers(setup, exp, seeds, report, work)
     if ns.no_scaling and not ns.quick:
-        old = json.loads((ROOT / "benchmarks/results/fleet.json").read_text()).get("scaling")
+        old = json.loads(RESULTS.read_text()).get("scaling")
         if old is not None:
             doc["scaling"] = {**old, "note": "from the previous full run (--no-scaling)"}
     if not ns.no_scaling and not ns.quick:
@@ -529,8 +529,7 @@ def main() -> int:
             setup, [100_000, 1_000_000], work
         )
     doc["total_wall_s"] = time.perf_counter() - t0
-    path = ROOT / "benchmarks/results/fleet.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
     plots = ROOT / "benchmarks/results/fleet"
     plots.mkdir(exist_ok=True)
     for png in (out / "seed0").glob("*.png"):  # seed 0's plots; the full report stays in work
@@ -549,7 +548,7 @@ def main() -> int:
         )
         print("| " + " | ".join(cells) + " |")
     print(f"\n{doc['devices']} devices, seeds {seeds}, means over seeds; targets {doc['targets']}")
-    print(f"simulation wall {main_wall:.0f} s; wrote {path}, plots in {plots}, report in {out}")
+    print(f"simulation wall {main_wall:.0f} s; wrote {RESULTS}, plots in {plots}, report in {out}")
     return 0
 
 

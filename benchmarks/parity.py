@@ -105,6 +105,7 @@ from server.robust import DEFENCES  # noqa: E402
 LOCAL_LR = 0.01  # local AdamW rate for every data set (the fleet benchmark's)
 EVALS = 40  # evaluations per run; swing uses the last 10
 FLEETS = ((8, 0.5), (8, 0.1), (100, 0.5), (100, 0.1))
+GOAL_RATIO, GOAL_SWING = 0.95, 2.0  # a row meets the goal: ratio >= GOAL_RATIO, swing < GOAL_SWING
 
 
 def _split(x: np.ndarray, y: np.ndarray, seed: int, classes: int) -> Dataset:
@@ -287,7 +288,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {
         key: {
             "rows": len(g),
-            "rows_met": sum(r["ratio"] >= 0.95 and r["swing"] < 2.0 for r in g),
+            "rows_met": sum(r["ratio"] >= GOAL_RATIO and r["swing"] < GOAL_SWING for r in g),
             "mean_ratio": statistics.fmean(r["ratio"] for r in g),
             "worst_ratio": min(r["ratio"] for r in g),
         }
@@ -309,7 +310,7 @@ def _write(
                 r.get("defence", "none"),
             ),
         ),
-        "goal": {"ratio_at_least": 0.95, "swing_below_points": 2.0},
+        "goal": {"ratio_at_least": GOAL_RATIO, "swing_below_points": GOAL_SWING},
         "config": {
             "virtual_hours": hours,
             "evaluations": EVALS,
@@ -383,7 +384,8 @@ def main() -> int:
     print()
     for key, line in doc["summary"].items():
         print(
-            f"{key}: {line['rows_met']}/{line['rows']} rows meet ratio >= 0.95 and swing < 2;"
+            f"{key}: {line['rows_met']}/{line['rows']} rows meet ratio >= {GOAL_RATIO} and"
+            f" swing < {GOAL_SWING:g};"
             f" mean ratio {line['mean_ratio']:.3f}, worst {line['worst_ratio']:.3f}"
         )
     print(f"wall {doc['wall_s']} s")

@@ -57,8 +57,8 @@ __all__ = [
 _KERNEL_MIN_COLUMNS = 1 << 15
 
 
-# cosine: an agreeing row is cut to this multiple of the buffer's median row norm (a boosted row
-# weighs no more than that; chosen on benchmarks/robustness.py, fleet.py and parity.py, README)
+# cosine: an agreeing row is cut at this multiple of its weight times the median delta length (a
+# boosted row weighs no more than that; chosen on benchmarks/robustness.py, fleet.py, parity.py)
 COSINE_ROW_CLIP = 1.0
 
 
