@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from protocol.codecs import DecodedParts, IndexDecoder
 from protocol.errors import ProtocolError, Reason
+from server.kernel_size import KERNEL_MIN_VALUES
 from server.strategies.base import AdmittedUpdate
 
 if TYPE_CHECKING:
@@ -56,10 +57,6 @@ __all__ = [
 
 F32 = npt.NDArray[np.float32]
 _EDGE = 4096  # bytes of each end of a payload that identify it (see payload_digest)
-# Models below this many parameters use the numpy form (same float32 operations, same bits): it
-# is cheap there, and a process that only sees small models (demo, simulator, tests) never
-# imports numba. Larger models use the kernels for every update, a top-k one included.
-KERNEL_MIN_VALUES = 1 << 15
 _DIGEST_TAG = "h"  # not a hex digit: older digests were "<len hex>-<crc32 of it all>"
 
 

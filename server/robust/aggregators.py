@@ -42,6 +42,8 @@ from types import ModuleType
 
 import numpy as np
 
+from server.kernel_size import KERNEL_MIN_VALUES
+
 __all__ = [
     "COSINE_ROW_CLIP",
     "Aggregator",
@@ -52,9 +54,8 @@ __all__ = [
     "weighted_row_sum",
 ]
 
-# columns from which the kernels run: the same rule as server/ingest.py (below it numpy's per-call
-# cost is smaller than importing numba, which a small model's server then never does)
-_KERNEL_MIN_COLUMNS = 1 << 15
+# columns from which the kernels run (a module global so tests can move it)
+_KERNEL_MIN_COLUMNS = KERNEL_MIN_VALUES
 
 
 # cosine: an agreeing row is cut at this multiple of its weight times the median delta length (a
