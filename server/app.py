@@ -53,12 +53,10 @@ from server.ingest import warm_up
 from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
 from server.privacy import PrivacyStatus
-from server.robust import warm_up_kernels
 from server.secagg import CohortRunner
 from server.serving import ServingAverage
 from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
-from server.strategies.defended import Defended
 from server.subscriptions import plan_subscriptions, remember_subscriptions
 from transport import IncomingMessage, MqttLink, PublishHandle
 
@@ -163,9 +161,7 @@ class ServerApp:
     def start(self) -> None:
         report = self.core.recover()
         warm_up(self.core.manifest.num_params)  # kernels now, not while a device waits
-        strategy = self.core.strategy
-        if isinstance(strategy, Defended) and strategy.defence and strategy.defence.keeps_rows:
-            warm_up_kernels(self.core.manifest.num_params)  # the robust aggregators' too
+        self.core.strategy.warm_up(self.core.manifest.num_params)  # the strategy's own kernels
         self._committed_version = report.version
         self.metrics.version.set(report.version)
         self.metrics.set_privacy(self._privacy_status())

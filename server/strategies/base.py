@@ -138,6 +138,10 @@ class Strategy(ABC):
         del device_id, norm
         return 1.0
 
+    def warm_up(self, num_params: int) -> None:  # noqa: B027 - optional hook
+        """Load (or compile) what the first step on a model of `num_params` values will need,
+        at start-up rather than while a device waits. Default: nothing."""
+
     @abstractmethod
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult: ...
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from server.privacy import DpMechanism
-from server.robust import Defence
+from server.robust import Defence, warm_up_kernels
 
 __all__ = ["Defended"]
 
@@ -24,6 +24,11 @@ class Defended:
     @property
     def defence(self) -> Defence | None:
         return self._defence
+
+    def warm_up(self, num_params: int) -> None:
+        """The robust aggregators' kernels, when this defence keeps rows for them."""
+        if self._defence is not None and self._defence.keeps_rows:
+            warm_up_kernels(num_params)
 
     def screen(self, device_id: str, norm: float) -> float:
         if self._defence is None:

@@ -466,3 +466,22 @@ def test_cosine_aggregate_of_noisy_top_k_rows_follows_the_mean() -> None:
     cos = float(g @ mean) / (np.linalg.norm(g) * np.linalg.norm(mean))
     assert cos > 0.99
     assert 0.8 * np.linalg.norm(mean) < np.linalg.norm(g) < 1.05 * np.linalg.norm(mean)
+
+
+def test_a_strategy_warms_the_robust_kernels_only_when_its_defence_keeps_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ServerApp.start asks the strategy to warm up; only a defence that aggregates rows
+    coordinate-wise needs the robust kernels (the plain mean and FedAsync never call them)."""
+    import server.strategies.defended as defended
+
+    warmed: list[int] = []
+    monkeypatch.setattr(defended, "warm_up_kernels", warmed.append)
+    stale = make_staleness("polynomial", {"a": 0.5})
+    FedBuff(buffer_size=3, staleness=stale, robust=RobustConfig()).warm_up(1 << 20)
+    FedBuff(
+        buffer_size=3, staleness=stale, robust=RobustConfig(aggregator=Aggregator.MEAN)
+    ).warm_up(7)
+    FedBuff(buffer_size=3, staleness=stale).warm_up(8)
+    FedAsync(staleness=stale, robust=RobustConfig()).warm_up(9)
+    assert warmed == [1 << 20]
