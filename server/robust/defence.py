@@ -146,8 +146,7 @@ class Defence:
             )
         )
         self._devices: list[str] = []  # devices in the open buffer, in arrival order
-        self._rows = RowBuffer()  # weight already applied (server/robust/rows.py)
-        self._weights: list[float] = []  # each row's weight (FedBuff: s(tau)), for the cosine cut
+        self._rows = RowBuffer()  # weight already applied, and kept for the cosine cut (rows.py)
         self.scores: list[DeviceScore] = []  # the last flush's
 
     # --- admission ---------------------------------------------------------------------------
@@ -176,17 +175,14 @@ class Defence:
     def new_row(self, n: int, weight: float = 1.0) -> np.ndarray:
         """The next row of the buffer, (n,) float32 zeros, for the caller to add its delta
         times `weight` into (FedBuff writes a codec-form delta straight from its codes)."""
-        row = self._rows.new_row(n)
-        self._weights.append(weight)
-        return row
+        return self._rows.new_row(n, weight)
 
     def add_sparse_row(
         self, n: int, index: np.ndarray, values: np.ndarray, weight: float = 1.0
     ) -> None:
         """The next row: `values` (already times `weight`) at strictly increasing positions
         `index` (top-k)."""
-        self._rows.add_sparse(n, index, values)
-        self._weights.append(weight)
+        self._rows.add_sparse(n, index, values, weight)
 
     def add_row(self, row: np.ndarray, weight: float = 1.0) -> None:
         np.copyto(self.new_row(row.shape[0], weight), row)
@@ -199,8 +195,7 @@ class Defence:
     def reduce(self) -> np.ndarray:
         """The buffer's coordinate-wise aggregate of its rows, (n,) float32."""
         support, rows = self._rows.compact()  # (k, n), or (k, |support|) for sparse rows
-        weights = np.asarray(self._weights, np.float64)  # (k,)
-        g = aggregate(rows, self.config.aggregator, self.config.trim_fraction, weights)
+        g = aggregate(rows, self.config.aggregator, self.config.trim_fraction, self._rows.weights)
         self._score(rows, g)
         if support is None:
             return g
@@ -211,7 +206,6 @@ class Defence:
     def end_buffer(self) -> None:
         self._devices.clear()
         self._rows.clear()
-        self._weights.clear()
 
     def _score(self, rows: np.ndarray, g: np.ndarray) -> None:
         (g_sq,), _ = row_stats(g[None, :], g)
@@ -238,7 +232,7 @@ class Defence:
         state: StateDict = {"robust_devices": "\n".join(self._devices)}
         if self._rows.count:
             state["robust_rows"] = self._rows.flat_copy()  # (k * n,) float32
-            state["robust_row_weights"] = np.asarray(self._weights, np.float64)  # (k,)
+            state["robust_row_weights"] = self._rows.weights  # (k,) float64
         if self.norm_bound is not None:
             state["robust_norms"] = self.norm_bound.state_dict()
         return state
@@ -249,7 +243,6 @@ class Defence:
             raise ValueError("strategy state 'robust_devices': expected a string")
         self._devices = text.split("\n") if text else []
         self._rows.clear()
-        self._weights.clear()
         if "robust_rows" in state:
             flat = _array(state, "robust_rows", np.float32)
             k = len(self._devices)

@@ -31,6 +31,7 @@ class RowBuffer:
         self._sparse: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slot -> (index, values)
         self._mark: np.ndarray | None = None  # (n,) bool, all False between buffers
         self._where: np.ndarray | None = None  # (n,) int64: column of a support position
+        self._weights: list[float] = []  # the weight each row already carries (FedBuff: s(tau))
 
     @property
     def count(self) -> int:
@@ -40,18 +41,27 @@ class RowBuffer:
     def width(self) -> int:
         return self._n
 
-    def new_row(self, n: int) -> np.ndarray:
-        """The next row, (n,) float32 zeros, for the caller to write its weighted delta into."""
-        self._next_slot(n)
+    @property
+    def weights(self) -> np.ndarray:
+        """(k,) float64: the weight each row was added with."""
+        return np.asarray(self._weights, np.float64)
+
+    def new_row(self, n: int, weight: float = 1.0) -> np.ndarray:
+        """The next row, (n,) float32 zeros, for the caller to write its delta times `weight`
+        into."""
+        self._next_slot(n, weight)
         row: np.ndarray = self._dense_matrix()[self._count - 1]
         row.fill(0.0)
         return row
 
-    def add_sparse(self, n: int, index: np.ndarray, values: np.ndarray) -> None:
-        """The next row: `values` (k,) float32 at `index` (k,) strictly increasing positions."""
+    def add_sparse(
+        self, n: int, index: np.ndarray, values: np.ndarray, weight: float = 1.0
+    ) -> None:
+        """The next row: `values` (k,) float32 (already times `weight`) at `index` (k,) strictly
+        increasing positions."""
         if index.shape != values.shape or (index.size and not 0 <= index[0] <= index[-1] < n):
             raise ValueError("robust rows: sparse row positions do not fit the model")
-        self._next_slot(n)
+        self._next_slot(n, weight)
         self._sparse[self._count - 1] = (index, values.astype(np.float32, copy=False))
 
     def dense(self) -> np.ndarray:
@@ -102,12 +112,14 @@ class RowBuffer:
     def clear(self) -> None:
         self._count = 0
         self._sparse.clear()
+        self._weights.clear()
 
-    def _next_slot(self, n: int) -> None:
+    def _next_slot(self, n: int, weight: float) -> None:
         if self._count and n != self._n:
             raise ValueError(f"robust rows: a row of {n} values in a buffer of {self._n}")
         self._n = n
         self._count += 1
+        self._weights.append(weight)
 
     def _dense_matrix(self) -> np.ndarray:
         """The matrix, with room for `count` rows of the buffer's length."""
