@@ -310,7 +310,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp_s:
         tmp = Path(tmp_s)
         art_dir = tmp / "artifacts"
-        export_artifacts("mlp", (64,), 10, art_dir, seed=0)
+        export_artifacts("mlp", (64,), 10, art_dir, seed=0, optimizer="adamw")  # as measured
         artifacts = load_artifacts(art_dir)
         from sklearn.datasets import load_digits  # ships inside the wheel: no download
 

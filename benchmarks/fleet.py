@@ -235,7 +235,8 @@ def _fmt(v: Any, kind: str) -> str:
 def _export(work: Path) -> Path:
     from models.export import export_artifacts
 
-    export_artifacts("mlp", (64,), 10, work / "mlp", seed=0, learning_rate=Setup().learning_rate)
+    export_artifacts("mlp", (64,), 10, work / "mlp", seed=0, learning_rate=Setup().learning_rate,
+                     optimizer=Setup().optimizer)  # fmt: skip
     return work / "mlp"
 
 

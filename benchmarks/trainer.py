@@ -183,8 +183,8 @@ def _export(python: str, src: Path, out: Path, name: str, legacy: bool = False) 
     model, shape, classes, trainable, _ = MODELS[name]
     cmd = [python, "-m", "fleetlearn", "export", "--model", model, "--input-shape",
            ",".join(map(str, shape)), "--classes", str(classes), "--out", str(out)]  # fmt: skip
-    if not legacy:
-        cmd += ["--trainable", trainable]
+    if not legacy:  # (the legacy tree's export defaults to AdamW, as this one did when measured)
+        cmd += ["--trainable", trainable, "--optimizer", "adamw"]
     subprocess.run(
         cmd, cwd=src, env=os.environ | {"PYTHONPATH": str(src)}, check=True, capture_output=True
     )

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.local_optimizer import DEFAULT_OPTIMIZER, default_learning_rate
 from models.optimizers import OPTIMIZERS, OptimizerSpec
 from models.step_graph import OPSET, export_step_graphs, frozen_tensors, inference_graph
 from models.trainable import resolve_trainable
@@ -52,7 +53,6 @@ from protocol.artifacts import (
 from protocol.manifest import Manifest, ParamSpec, encode_manifest
 
 __all__ = [
-    "DEFAULT_LEARNING_RATE",
     "INPUT_NAME",
     "OPTIMIZERS",
     "export_artifacts",
@@ -62,7 +62,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
-DEFAULT_LEARNING_RATE = 1e-3  # AdamW's usual default; SGD users pass their own
 
 
 def _npy(flat: np.ndarray) -> bytes:
@@ -85,7 +84,7 @@ def export_module(
     num_classes: int,
     trainable: Sequence[str],
     optimizer: OptimizerSpec,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
+    learning_rate: float | None = None,
     extra: dict[str, Any] | None = None,
     input_dtype: str = "float32",
     tokenizer: tuple[str, bytes] | None = None,
@@ -96,6 +95,8 @@ def export_module(
     `input_dtype`: float32, or int64 for token ids, whose `tokenizer` (file name, bytes) is
     written beside the graphs and hashed in the manifest like them.
     """
+    if learning_rate is None:
+        learning_rate = default_learning_rate(optimizer.name)
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning rate must be positive, got {learning_rate}")
     input_shape = tuple(int(d) for d in input_shape)
@@ -162,9 +163,9 @@ def export_artifacts(
     num_classes: int,
     out_dir: Path,
     seed: int = 0,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
+    learning_rate: float | None = None,
     *,
-    optimizer: str = "adamw",
+    optimizer: str = DEFAULT_OPTIMIZER,
     hidden: tuple[int, ...] | None = None,
     trainable: str = "all",
     momentum: float = 0.0,
@@ -172,6 +173,8 @@ def export_artifacts(
 ) -> Manifest:
     """Build zoo `model` (seeded), export its artifacts into `out_dir` and return the manifest.
 
+    `optimizer`: sgd (the default for federated training, models/local_optimizer.py) or adamw;
+    `learning_rate` None: that optimizer's default rate (sgd 0.1, adamw 1e-3).
     `trainable`: all | head | module names (models/trainable.py). `momentum` (sgd) and
     `weight_decay` (None: torch's default for the optimizer) are baked into the step graph.
     """

@@ -6,6 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
+from models.local_optimizer import DEFAULT_OPTIMIZER
 from protocol.errors import ConfigError
 from protocol.manifest import Manifest
 
@@ -30,8 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, required=True, help="number of classes")
     parser.add_argument("--out", type=Path, required=True, help="artifacts folder to write")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for initial weights")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
-    parser.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="local learning rate (default: sgd 0.1, adamw 1e-3; minilm-lora adapters 3e-3)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        default=None,
+        choices=("adamw", "sgd"),
+        help="local optimizer baked into the step graph (default: sgd for zoo models, adamw for"
+        " minilm-lora; see models/local_optimizer.py for why)",
+    )
     parser.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
     parser.add_argument(
         "--weight-decay",
@@ -69,12 +81,12 @@ def _run_minilm(args: argparse.Namespace) -> Manifest:
         trainable="adapters" if args.trainable == "all" else args.trainable,
         seed=args.seed,
         learning_rate=ADAPTER_LEARNING_RATE if args.lr is None else args.lr,
-        optimizer=args.optimizer,
+        optimizer=args.optimizer or "adamw",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.export import DEFAULT_LEARNING_RATE, export_artifacts  # torch: only when run
+    from models.export import export_artifacts  # torch: only when run
 
     if args.model == "minilm-lora":
         try:
@@ -93,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
             args.classes,
             args.out,
             seed=args.seed,
-            learning_rate=DEFAULT_LEARNING_RATE if args.lr is None else args.lr,
-            optimizer=args.optimizer,
+            learning_rate=args.lr,  # None: the optimizer's default
+            optimizer=args.optimizer or DEFAULT_OPTIMIZER,
             hidden=hidden,
             trainable=args.trainable,
             momentum=args.momentum,

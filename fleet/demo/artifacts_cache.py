@@ -1,10 +1,11 @@
 """Export a zoo model once and keep it: later demos start without importing torch.
 
-The cache folder is `$FLEETLEARN_CACHE` or `~/.cache/fleetlearn`, one sub-folder per
-(model, input shape, classes, seed). The export runs `fleetlearn export` in a child process (torch
-stays out of the demo process, whose memory goes to twenty ONNX Runtime trainers) into a temp
-folder that is renamed into place only when complete, so an interrupted export leaves no
-half-written cache entry.
+The cache folder is `$FLEETLEARN_CACHE` or `~/.cache/fleetlearn`, one sub-folder per (model,
+input shape, classes, seed, local optimizer and rate: models/local_optimizer.py's default for zoo
+models, so a cache made before that default changed is not reused). The export runs `fleetlearn
+export` in a child process (torch stays out of the demo process, whose memory goes to twenty ONNX
+Runtime trainers) into a temp folder that is renamed into place only when complete, so an
+interrupted export leaves no half-written cache entry.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from agent.artifacts import load_artifacts
+from models.local_optimizer import DEFAULT_OPTIMIZER, default_learning_rate
 from protocol.errors import DataError, FleetlearnError
 from protocol.manifest import MANIFEST_SCHEMA
 
@@ -42,7 +44,7 @@ def cached_artifacts(
     """(artifacts folder, True if it was exported just now)."""
     shape = "x".join(str(d) for d in input_shape)
     # the manifest schema names the artifacts layout: an older checkout's cache stays its own
-    key = f"{model}-{shape}-c{num_classes}-s{seed}-m{MANIFEST_SCHEMA}"
+    key = f"{model}-{shape}-c{num_classes}-s{seed}-m{MANIFEST_SCHEMA}{_optimizer_key(model)}"
     folder = cache_root() / "artifacts" / key
     if (folder / _COMPLETE).is_file():
         try:
@@ -72,6 +74,7 @@ def cached_artifacts(
         str(num_classes),
         "--seed",
         str(seed),
+        *_optimizer_args(model),
         "--out",
         str(tmp),
     ]
@@ -93,3 +96,17 @@ def cached_artifacts(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder, True
+
+
+def _optimizer_args(model: str) -> list[str]:
+    """Zoo models: the export's default local optimizer and rate, named explicitly so the cache
+    key and the export agree; minilm-lora keeps its own (AdamW on the adapters)."""
+    if model == "minilm-lora":
+        return []
+    rate = default_learning_rate(DEFAULT_OPTIMIZER)
+    return ["--optimizer", DEFAULT_OPTIMIZER, "--lr", repr(rate)]
+
+
+def _optimizer_key(model: str) -> str:
+    args = _optimizer_args(model)
+    return f"-{args[1]}{args[3]}" if args else ""

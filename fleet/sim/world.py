@@ -38,6 +38,9 @@ class Setup:
     fleet: FleetConfig = field(default_factory=FleetConfig)
     artifacts: Path | None = None  # exported model folder; None: export the digits MLP
     learning_rate: float = 0.01  # local AdamW rate when exporting (tuned for sync FedAvg)
+    # the simulator's benchmarks (fleet, robustness, privacy) were measured with AdamW, so it
+    # keeps it; a device export defaults to SGD (models/local_optimizer.py, benchmarks/parity.py)
+    optimizer: str = "adamw"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,15 @@ def prepare_trainer(setup: Setup, work_dir: Path) -> tuple[SharedTrainer, Manife
 
         art = work_dir / "artifacts"
         shape = (64,) if setup.data_dir is None else _data_input_shape(setup.data_dir)
-        export_artifacts("mlp", shape, 10, art, seed=0, learning_rate=setup.learning_rate)
+        export_artifacts(
+            "mlp",
+            shape,
+            10,
+            art,
+            seed=0,
+            learning_rate=setup.learning_rate,
+            optimizer=setup.optimizer,
+        )
     trainer = load_trainer(art, "onnxruntime", threads=1)  # 2 shared cores: one is plenty
     initial = load_artifacts(art).initial_weights.astype(np.float32)
     return SharedTrainer(trainer), trainer.manifest, initial

@@ -44,7 +44,8 @@ def _export(
     trainable: str,
     momentum: float,
 ) -> Path:
-    from models.export import DEFAULT_LEARNING_RATE, export_artifacts  # torch: test side only
+    from models.export import export_artifacts  # torch: test side only
+    from models.local_optimizer import default_learning_rate
 
     shape, widths = "x".join(map(str, input_shape)), "x".join(map(str, hidden or ()))
     key = (
@@ -58,7 +59,7 @@ def _export(
         classes,
         out,
         seed=seed,
-        learning_rate=DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate,
+        learning_rate=default_learning_rate(optimizer) if learning_rate is None else learning_rate,
         optimizer=optimizer,
         hidden=hidden,
         trainable=trainable,

@@ -26,7 +26,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.export import export_artifacts
 
     out = tmp_path_factory.mktemp("sim-artifacts") / "mlp"
-    export_artifacts("mlp", (64,), 10, out, seed=0, learning_rate=0.01)
+    export_artifacts("mlp", (64,), 10, out, seed=0, learning_rate=0.01, optimizer="adamw")
     return out
 
 

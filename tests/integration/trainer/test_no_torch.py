@@ -56,7 +56,8 @@ def test_export_still_works_after_the_agent_loaded_onnxruntime(tmp_path: Path) -
         "from agent.trainer import load_trainer\n"
         "load_trainer(Path(sys.argv[1]))\n"
         "from models.export import export_artifacts\n"
-        "print(export_artifacts('mlp', (64,), 10, Path(sys.argv[2])).digest)\n"
+        # exported_artifacts()'s arguments (it pins AdamW at its default rate)
+        "print(export_artifacts('mlp', (64,), 10, Path(sys.argv[2]), optimizer='adamw').digest)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", script, str(folder), str(tmp_path / "again")],

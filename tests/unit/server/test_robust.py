@@ -473,7 +473,7 @@ def test_a_strategy_warms_the_robust_kernels_only_when_its_defence_keeps_rows(
 ) -> None:
     """ServerApp.start asks the strategy to warm up; only a defence that aggregates rows
     coordinate-wise needs the robust kernels (the plain mean and FedAsync never call them)."""
-    import server.strategies.defended as defended
+    from server.strategies import defended
 
     warmed: list[int] = []
     monkeypatch.setattr(defended, "warm_up_kernels", warmed.append)
