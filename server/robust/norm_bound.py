@@ -8,7 +8,10 @@ honest updates moved the model by ~0.006), so it stops nothing. This bound follo
 and applies once `warmup` updates were accepted (before that only the fixed bound applies). An
 update above it is clipped to it, or refused with Reason.NORM. The norms recorded are those of
 the deltas as accepted (after any clip), so a hostile minority cannot ratchet the median up: it
-moves only if more than half the window is hostile.
+moves only if more than half the window is hostile. A zero delta (a device whose data the model
+already fits: its softmax gradient vanishes) is accepted but not recorded: it says nothing about
+how long an update is, and a window of mostly zeros made the bound 0, which refused every later
+update (parity.py, wine, 8 devices, Dirichlet 0.1, seed 2: 55 updates accepted in two hours).
 
 State is the window of norms (float64), checkpointed with the strategy; replay of the log
 reproduces it exactly because the recorded norm is a function of the logged (clipped) delta.
@@ -63,7 +66,7 @@ class AdaptiveNormBound:
         bound = self.bound
         if bound is None or norm <= bound:
             return 1.0
-        if self.action is BoundAction.REJECT or bound <= 0.0:
+        if self.action is BoundAction.REJECT:
             raise RejectedUpdate(
                 Reason.NORM,
                 f"norm {norm:.4g} > adaptive bound {bound:.4g} "
@@ -72,10 +75,12 @@ class AdaptiveNormBound:
         return bound / norm
 
     def record(self, norm: float) -> None:
-        self._norms.append(float(norm))
+        if norm > 0.0:  # only positive norms: the median, and so the bound, stays > 0
+            self._norms.append(float(norm))
 
     def state_dict(self) -> np.ndarray:
         return np.fromiter(self._norms, np.float64, count=len(self._norms))
 
     def load_state_dict(self, norms: np.ndarray) -> None:
-        self._norms = deque((float(x) for x in norms[-self.window :]), maxlen=self.window)
+        kept = [float(x) for x in norms if x > 0.0]  # older checkpoints may hold zeros
+        self._norms = deque(kept[-self.window :], maxlen=self.window)

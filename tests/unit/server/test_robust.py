@@ -85,6 +85,24 @@ def test_norm_bound_warms_up_then_clips_to_a_multiple_of_the_median() -> None:
     assert b.bound == 30.0
 
 
+def test_norm_bound_ignores_zero_deltas_so_it_never_refuses_every_update() -> None:
+    """Defect: devices whose data the model already fits send zero deltas; once they filled half
+    the window the bound was 3 x 0 = 0 and every later update was refused (Reason.NORM), so the
+    model froze (parity.py, wine, 8 devices, Dirichlet 0.1, seed 2: 55 updates in two hours)."""
+    b = AdaptiveNormBound(multiplier=3.0, window=5, warmup=3)
+    for _ in range(5):
+        b.record(0.0)
+    assert b.bound is None  # still warming up: zeros say nothing about an update's length
+    assert b.screen(2.0) == 1.0
+    for norm in (0.0, 1.0, 0.0, 2.0, 0.0, 4.0):
+        b.record(norm)
+    assert b.bound == 6.0  # 3 x median(1, 2, 4): the zeros were not counted
+    assert b.screen(12.0) == 0.5
+    again = AdaptiveNormBound(multiplier=3.0, window=5, warmup=3)
+    again.load_state_dict(np.array([0.0, 0.0, 0.0, 1.0, 2.0, 4.0]))  # an older checkpoint
+    assert again.bound == 6.0
+
+
 def test_norm_bound_reject_and_non_finite() -> None:
     b = AdaptiveNormBound(multiplier=2.0, window=4, warmup=1, action=BoundAction.REJECT)
     b.record(1.0)
