@@ -124,7 +124,7 @@ from server.robust import DEFENCES  # noqa: E402
 
 # local rate per local optimizer, every data set: SGD at its export default (a device's export
 # gets it), AdamW at the fleet benchmark's 0.01 (its 1e-3 default was too slow for 2 hours)
-LOCAL_RATES = {"sgd": 0.1, "adamw": 0.01}
+LOCAL_RATES = {"sgd": 0.3, "adamw": 0.01}
 EVALS = 40  # evaluations per run; swing uses the last 10
 FLEETS = ((8, 0.5), (8, 0.1), (100, 0.5), (100, 0.1))
 GOAL_RATIO, GOAL_SWING = 0.95, 2.0  # a row meets the goal: ratio >= GOAL_RATIO, swing < GOAL_SWING
@@ -346,7 +346,7 @@ def _write(
             "evaluations": EVALS,
             "concurrency": "min(devices, 20)",
             "fleet": "always available, 15% stragglers 10x slower, 5% drop-outs",
-            "local": "each row's local_optimizer at LOCAL_RATES (sgd 0.1, adamw 0.01), 32 samples"
+            "local": "each row's local_optimizer at LOCAL_RATES (sgd 0.3, adamw 0.01), 32 samples"
             " per session, batch 8, 1 epoch, optimizer state fresh each session; central trains"
             " with the same optimizer and rate",
             "seed": seed,

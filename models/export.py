@@ -174,7 +174,7 @@ def export_artifacts(
     """Build zoo `model` (seeded), export its artifacts into `out_dir` and return the manifest.
 
     `optimizer`: sgd (the default for federated training, models/local_optimizer.py) or adamw;
-    `learning_rate` None: that optimizer's default rate (sgd 0.1, adamw 1e-3).
+    `learning_rate` None: that optimizer's default rate (sgd 0.3, adamw 1e-3).
     `trainable`: all | head | module names (models/trainable.py). `momentum` (sgd) and
     `weight_decay` (None: torch's default for the optimizer) are baked into the step graph.
     """

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr",
         type=float,
         default=None,
-        help="local learning rate (default: sgd 0.1, adamw 1e-3; minilm-lora adapters 3e-3)",
+        help="local learning rate (default: sgd 0.3, adamw 1e-3; minilm-lora adapters 3e-3)",
     )
     parser.add_argument(
         "--optimizer",

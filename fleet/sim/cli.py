@@ -78,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.01,
         help="local AdamW rate when exporting the built-in digits model (the benchmarks were"
-        " measured with it; a device export defaults to SGD 0.1: pass --artifacts for that)",
+        " measured with it; a device export defaults to SGD 0.3: pass --artifacts for that)",
     )
     a("--fedbuff-lr", type=float, default=1.0, help="FedBuff server learning rate")
     a("--fedbuff-momentum", type=float, default=0.0, help="FedBuff server momentum (0: none)")

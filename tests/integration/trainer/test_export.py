@@ -117,7 +117,7 @@ def test_pickled_initial_weights_are_refused_even_with_a_matching_hash(tmp_path:
 def test_the_default_local_optimizer_is_sgd_and_adamw_keeps_its_own_rate(tmp_path: Path) -> None:
     sgd = export_artifacts("mlp", (6,), 3, tmp_path / "sgd", hidden=(4,))
     adamw = export_artifacts("mlp", (6,), 3, tmp_path / "adamw", hidden=(4,), optimizer="adamw")
-    assert (sgd.optimizer, sgd.learning_rate) == ("sgd", 0.1)
+    assert (sgd.optimizer, sgd.learning_rate) == ("sgd", 0.3)
     assert (adamw.optimizer, adamw.learning_rate) == ("adamw", 1e-3)
     assert "momentum" not in sgd.extra["optimizer_state"]  # plain SGD: no state to carry
 
@@ -148,8 +148,8 @@ def test_cli_exports_and_refuses_bad_arguments(tmp_path: Path) -> None:
     m = decode_manifest((tmp_path / "o" / MANIFEST_FILE).read_bytes())
     assert f"model_id {m.model_id}" in ok.stdout
     assert m.input_shape == (3, 16) and m.num_classes == 4 and m.extra["seed"] == 7
-    # a device export trains with SGD at 0.1 unless told otherwise (models/local_optimizer.py)
-    assert (m.optimizer, m.learning_rate) == ("sgd", 0.1)
+    # a device export trains with SGD at 0.3 unless told otherwise (models/local_optimizer.py)
+    assert (m.optimizer, m.learning_rate) == ("sgd", 0.3)
     bad = subprocess.run(
         [*cmd, "--input-shape", "3,x", "--classes", "4", "--out", str(tmp_path / "p")],
         cwd=REPO,

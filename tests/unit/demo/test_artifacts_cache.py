@@ -35,9 +35,9 @@ def test_zoo_exports_name_the_default_optimizer_and_rate(
     cmd = _export_command("mlp", monkeypatch, tmp_path)
     assert DEFAULT_OPTIMIZER == "sgd"
     i = cmd.index("--optimizer")
-    assert cmd[i + 1 : i + 4] == ["sgd", "--lr", "0.1"]
+    assert cmd[i + 1 : i + 4] == ["sgd", "--lr", "0.3"]
     assert float(cmd[i + 3]) == default_learning_rate("sgd")
-    assert artifacts_cache._optimizer_key("mlp") == "-sgd0.1"
+    assert artifacts_cache._optimizer_key("mlp") == "-sgd0.3"
     assert artifacts_cache._optimizer_key("minilm-lora") == ""
 
 
@@ -49,7 +49,7 @@ def test_minilm_exports_keep_their_own_optimizer(
 
 
 def test_default_learning_rate_per_optimizer() -> None:
-    assert default_learning_rate("sgd") == 0.1
+    assert default_learning_rate("sgd") == 0.3
     assert default_learning_rate("adamw") == 1e-3
     with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
         default_learning_rate("lion")
