@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_OPTIMIZER", "LEARNING_RATES", "default_learning_rate"]
 
 DEFAULT_OPTIMIZER = "sgd"
 # sgd: measured above (0.3 beat 0.1 on every benchmark here; larger or normalised models may
-# want less: `fleetlearn export --lr`); adamw: its usual default (a LoRA adapter export has its own, models/minilm_export.py)
+# want less: `fleetlearn export --lr`); adamw: its usual default (LoRA: models/minilm_export.py)
 LEARNING_RATES = {"sgd": 0.3, "adamw": 1e-3}
 
 
