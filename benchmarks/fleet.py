@@ -69,8 +69,12 @@ file): server lr 1.75 with FLTrust 3.86x; FLTrust with trust weighted by stalene
 agreeing rows counted once at full length 5.40x (weaker against attacks, README "Skewed fleets
 and the default defence"); cut to the median row length 4.82x (held-out 3.69x); cut to s(tau) x
 the median delta length (adopted) 5.40x.
-`--rerun-levers TEXT` re-runs
-only the matching levers into fleet.json.
+Devices training SGD at lr 0.3 (the export default since the parity work; models/
+local_optimizer.py) with the same defended 6x default: 6.34x the AdamW FedAvg baseline's speed
+(serving 340 / 260 / 220 s; iterate 6.24x); held-out seeds 3-5 5.44x (scratch). FedAvg with SGD
+0.3 is its own lever row (NOT the baseline): 1,460 / 1,440 / 1,480 s, so against the same local
+optimizer async is ~5.5x (serving) and ~6.5x (iterate). `--rerun-levers TEXT` re-runs only the
+matching levers into fleet.json.
 Earlier (the integrator's re-run before part 4): best 4.38x serving at 4x over-commit, 1.7x
 FedAvg's device time. Before the partition fix the same recipe measured 6.00x serving / 4.78x
 iterate (per seed 3.8, 7.1, 7.1x): the fix made the fleet's data less degenerate, FedAvg's seed 2
@@ -162,9 +166,18 @@ COSINE = {
 Lever = tuple[str, dict[str, Any], str, dict[str, Any] | None]
 
 
-def _recommended_lever(concurrency: int, defence: str | None = None) -> Lever:
+def _local_title(optimizer: str) -> str:
+    from models.local_optimizer import default_learning_rate
+
+    return f", devices training {optimizer.upper()} lr {default_learning_rate(optimizer):g}"
+
+
+def _recommended_lever(
+    concurrency: int, defence: str | None = None, local_optimizer: str | None = None
+) -> Lever:
     """server.recommended's default for `concurrency` devices training at once, as a lever;
-    `defence`: also the server's robust-aggregation preset (server/robust/presets.py)."""
+    `defence`: also the server's robust-aggregation preset (server/robust/presets.py);
+    `local_optimizer`: devices train with it at its export default rate (else AdamW, 0.01)."""
     rec = recommended_strategy(concurrency)
     table = rec.strategy
     # the simulator's "polynomial" is a = 0.5; the default's sgd step is the optimizer below
@@ -176,11 +189,14 @@ def _recommended_lever(concurrency: int, defence: str | None = None) -> Lever:
     change: dict[str, Any] = {"concurrency": concurrency, "serving_decay": rec.serving_decay}
     if defence is not None:
         change["robust"] = defence
+    if local_optimizer is not None:
+        change["local_optimizer"] = local_optimizer
     return (
         f"over-commit {concurrency // 50}x: concurrency {concurrency}, server.recommended's"
         f" default (K={rec.buffer_size}, sgd lr {table['server_lr']}"
         f" {table.get('lr_schedule', {}).get('name', 'constant')}, serving {rec.serving_decay})"
-        + ("" if defence is None else f" + the {defence!r} robust defence"),
+        + ("" if defence is None else f" + the {defence!r} robust defence")
+        + ("" if local_optimizer is None else _local_title(local_optimizer)),
         change,
         f"fedbuff:{rec.buffer_size}:polynomial",
         optimizer,
@@ -205,6 +221,11 @@ LEVERS: tuple[Lever, ...] = (
     _recommended_lever(300),  # K=30, cosine lr (= COSINE), serving 0.95
     # what a server started with an empty server.toml runs: the default robust defence on too
     _recommended_lever(300, "default"),
+    # devices training SGD, the export default since issue 16's last session (models/
+    # local_optimizer.py); the baseline stays FedAvg with AdamW, and FedAvg with SGD is shown
+    _recommended_lever(300, "default", "sgd"),
+    ("sync FedAvg" + _local_title("sgd") + " (the same optimizer; NOT the baseline)",
+     {"local_optimizer": "sgd"}, "fedavg", None),
     ("over-commit 8x: concurrency 400, K=40 + cosine lr + serving 0.95",
      {"concurrency": 400, "serving_decay": 0.95}, "fedbuff:40:polynomial", COSINE),
     ("sync FedAvg with the same 4x over-commit (concurrency 200; NOT the baseline)",
@@ -232,12 +253,16 @@ def _fmt(v: Any, kind: str) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _export(work: Path) -> Path:
+def _export(work: Path, optimizer: str | None = None) -> Path:
+    """The digits MLP: the simulator's AdamW at its rate, or `optimizer` at its export default."""
     from models.export import export_artifacts
 
-    export_artifacts("mlp", (64,), 10, work / "mlp", seed=0, learning_rate=Setup().learning_rate,
-                     optimizer=Setup().optimizer)  # fmt: skip
-    return work / "mlp"
+    out = work / ("mlp" if optimizer is None else f"mlp-{optimizer}")
+    if not (out / "manifest.json").exists():
+        rate = Setup().learning_rate if optimizer is None else None  # None: the export default
+        export_artifacts("mlp", (64,), 10, out, seed=0, learning_rate=rate,
+                         optimizer=optimizer or Setup().optimizer)  # fmt: skip
+    return out
 
 
 def _fedbuff_run(setup: Setup, devices: int, exp: Experiment, work: Path) -> dict[str, Any]:
@@ -334,13 +359,19 @@ def _levers(
     for title, change, strategy, optimizer in levers:
         # a lever names its defence (JSON-friendly); the experiment takes the preset's config
         robust = {"robust": DEFENCES[change["robust"]]} if "robust" in change else {}
-        lever_exp = dataclasses.replace(exp, **(change | robust))
+        exp_change = {k: v for k, v in change.items() if k != "local_optimizer"}
+        lever_exp = dataclasses.replace(exp, **(exp_change | robust))
+        lever_setup = setup
+        if "local_optimizer" in change:  # the same model exported with another local optimizer
+            art = _export(work, change["local_optimizer"])
+            lever_setup = dataclasses.replace(setup, artifacts=art)
         spec = parse_strategy(strategy, optimizer=optimizer)
         per_seed = {}
         for seed in seeds:
             target = base[str(seed)]["target"]
-            rep = compare([spec], lever_exp, setup, [seed], work / f"lever-{len(rows)}-{seed}",
-                          target=target, progress=lambda m: print(m, flush=True))  # fmt: skip
+            rep = compare([spec], lever_exp, lever_setup, [seed],
+                          work / f"lever-{len(rows)}-{seed}", target=target,
+                          progress=lambda m: print(m, flush=True))  # fmt: skip
             run = rep["per_seed"][str(seed)]["runs"][spec.label]
             fedavg = base[str(seed)]["runs"]["fedavg/float32"]
             fedavg_t, fedavg_ds = fedavg["time_to_target_s"], fedavg.get("device_seconds_to_target")

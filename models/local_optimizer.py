@@ -11,7 +11,7 @@ delta is proportional to the device's gradient; adaptivity belongs to the server
 (Reddi et al., ICLR 2021: SGD on clients, adaptive steps on the server).
 Measured (benchmarks/parity.py, recommended strategy, default defence, 5 data sets x 4 fleets,
 results/parity*.json; benchmarks/fleet.py's 1,000 devices, serving model's time to target against
-the kept AdamW FedAvg baseline, scratch runs):
+the kept AdamW FedAvg baseline, results/fleet.json's levers; held-out seeds 3-5 scratch runs):
     local optimizer   parity seeds 0 / 1       parity seed 2 (held out)   fleet seeds 0-2 / 3-5
     AdamW lr 0.01     16/20, 17/20, 0.69x      13/20, 0.58x               5.40x / 4.31x
     SGD lr 0.1        19/20, 20/20, 0.94x      17/20 (scratch)            3.62x / -
