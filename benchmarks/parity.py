@@ -36,8 +36,8 @@ devices alpha 0.1 (0.67x, AdamW the same), where one device holds a whole class 
 benchmarks/fleet.py. The SGD rows came from `--strategies recommended --defences default,none
 --local-optimizers sgd --resume` on the committed files (6 minutes per seed); parity_seed2.json
 from `--strategies recommended --defences default --local-optimizers sgd,adamw --seed 2`. The
-older rows below are all AdamW, measured before the norm bound stopped recording zero deltas
-(server/robust/norm_bound.py), and were not re-run.
+older rows below are all AdamW; the default and `norm` ones were re-run after the norm bound
+stopped recording zero deltas (server/robust/norm_bound.py) and came out identical.
 
 Every strategy runs under every `--defences` preset (server/robust/presets.py; default: the
 server's own default, cosine weighting against the buffer's median with the adaptive norm bound
