@@ -133,6 +133,7 @@ from fleet.sim.engine import Mode  # noqa: E402
 from fleet.sim.profiles import FleetConfig  # noqa: E402
 from fleet.sim.runner import Experiment, parse_strategy  # noqa: E402
 from fleet.sim.world import Setup  # noqa: E402
+from models.local_optimizer import default_learning_rate  # noqa: E402
 from server.recommended import recommended_strategy  # noqa: E402
 from server.robust import DEFENCES  # noqa: E402
 
@@ -167,8 +168,6 @@ Lever = tuple[str, dict[str, Any], str, dict[str, Any] | None]
 
 
 def _local_title(optimizer: str) -> str:
-    from models.local_optimizer import default_learning_rate
-
     return f", devices training {optimizer.upper()} lr {default_learning_rate(optimizer):g}"
 
 

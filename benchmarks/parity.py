@@ -122,12 +122,13 @@ from fleet.sim.profiles import Availability, FleetConfig, make_fleet  # noqa: E4
 from fleet.sim.runner import Experiment, StrategySpec, parse_strategy, run_one  # noqa: E402
 from fleet.sim.training import LocalBudget, SharedTrainer  # noqa: E402
 from fleet.sim.world import Setup, prepare_trainer  # noqa: E402
+from models.local_optimizer import default_learning_rate  # noqa: E402
 from server.recommended import recommended_strategy  # noqa: E402
 from server.robust import DEFENCES  # noqa: E402
 
 # local rate per local optimizer, every data set: SGD at its export default (a device's export
 # gets it), AdamW at the fleet benchmark's 0.01 (its 1e-3 default was too slow for 2 hours)
-LOCAL_RATES = {"sgd": 0.3, "adamw": 0.01}
+LOCAL_RATES = {"sgd": default_learning_rate("sgd"), "adamw": 0.01}
 EVALS = 40  # evaluations per run; swing uses the last 10
 FLEETS = ((8, 0.5), (8, 0.1), (100, 0.5), (100, 0.1))
 GOAL_RATIO, GOAL_SWING = 0.95, 2.0  # a row meets the goal: ratio >= GOAL_RATIO, swing < GOAL_SWING

@@ -81,7 +81,7 @@ def _run_minilm(args: argparse.Namespace) -> Manifest:
         trainable="adapters" if args.trainable == "all" else args.trainable,
         seed=args.seed,
         learning_rate=ADAPTER_LEARNING_RATE if args.lr is None else args.lr,
-        optimizer=args.optimizer or "adamw",
+        **({} if args.optimizer is None else {"optimizer": args.optimizer}),  # else its own
     )
 
 

@@ -44,7 +44,9 @@ def cached_artifacts(
     """(artifacts folder, True if it was exported just now)."""
     shape = "x".join(str(d) for d in input_shape)
     # the manifest schema names the artifacts layout: an older checkout's cache stays its own
-    key = f"{model}-{shape}-c{num_classes}-s{seed}-m{MANIFEST_SCHEMA}{_optimizer_key(model)}"
+    local = _local_optimizer(model)
+    tag = "" if local is None else f"-{local[0]}{local[1]!r}"
+    key = f"{model}-{shape}-c{num_classes}-s{seed}-m{MANIFEST_SCHEMA}{tag}"
     folder = cache_root() / "artifacts" / key
     if (folder / _COMPLETE).is_file():
         try:
@@ -74,7 +76,7 @@ def cached_artifacts(
         str(num_classes),
         "--seed",
         str(seed),
-        *_optimizer_args(model),
+        *(() if local is None else ("--optimizer", local[0], "--lr", repr(local[1]))),
         "--out",
         str(tmp),
     ]
@@ -98,15 +100,9 @@ def cached_artifacts(
     return folder, True
 
 
-def _optimizer_args(model: str) -> list[str]:
-    """Zoo models: the export's default local optimizer and rate, named explicitly so the cache
-    key and the export agree; minilm-lora keeps its own (AdamW on the adapters)."""
+def _local_optimizer(model: str) -> tuple[str, float] | None:
+    """Zoo models: the export's default local optimizer and rate, named in the cache key and
+    passed to the export so the two agree; minilm-lora keeps its own (AdamW on the adapters)."""
     if model == "minilm-lora":
-        return []
-    rate = default_learning_rate(DEFAULT_OPTIMIZER)
-    return ["--optimizer", DEFAULT_OPTIMIZER, "--lr", repr(rate)]
-
-
-def _optimizer_key(model: str) -> str:
-    args = _optimizer_args(model)
-    return f"-{args[1]}{args[3]}" if args else ""
+        return None
+    return DEFAULT_OPTIMIZER, default_learning_rate(DEFAULT_OPTIMIZER)

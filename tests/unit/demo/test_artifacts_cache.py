@@ -37,8 +37,8 @@ def test_zoo_exports_name_the_default_optimizer_and_rate(
     i = cmd.index("--optimizer")
     assert cmd[i + 1 : i + 4] == ["sgd", "--lr", "0.3"]
     assert float(cmd[i + 3]) == default_learning_rate("sgd")
-    assert artifacts_cache._optimizer_key("mlp") == "-sgd0.3"
-    assert artifacts_cache._optimizer_key("minilm-lora") == ""
+    assert artifacts_cache._local_optimizer("mlp") == ("sgd", 0.3)
+    assert artifacts_cache._local_optimizer("minilm-lora") is None
 
 
 def test_minilm_exports_keep_their_own_optimizer(
