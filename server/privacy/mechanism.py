@@ -4,7 +4,8 @@
             S += s(tau_i) * delta_i                           (the strategy; s(tau) <= 1)
     flush:  refuse if epsilon(flushes + 1) > budget           (the model is not released)
             S~ = S + N(0, (sigma_sum * C)^2)                  key + version: replayable
-            C  <- C * exp(-eta * (b~ / m - gamma))            adaptive: b~ = noisy unclipped count
+            C  <- C * exp(-eta * (b~ / m + 1/2 - gamma))      adaptive: b~ = sum(b_i - 1/2) + noise,
+                                                              b_i = 1 if unclipped (Andrew et al.)
             g  = S~ / m                                       (the strategy)
 
 Sensitivity: each device adds at most one term to S per flush (admission refuses a second one,
@@ -179,11 +180,15 @@ class DpMechanism:
         return noised
 
     def _adapt_clip(self, version: int) -> None:
+        # Andrew et al. 2021: each update adds b - 1/2 (b = 1 when unclipped), so zeroing one
+        # device moves the count by 1/2, the sensitivity `sum_noise_multiplier` assumes. The
+        # divisor is the public m, not the buffer's count, which would make it data-dependent.
         c = self.config
-        noisy = self._unclipped + float(
+        centred = self._unclipped - self._count / 2.0
+        noisy = centred + float(
             gaussian(self._key, NoiseDomain.CLIP_COUNT, version, 1, self.count_std)[0]
         )
-        fraction = noisy / max(self._count, 1)
+        fraction = noisy / self.expected_per_flush + 0.5
         self._clip *= math.exp(-c.clip_learning_rate * (fraction - c.target_quantile))
 
     def _reset_buffer(self) -> None:
