@@ -28,6 +28,8 @@ from protocol.secagg.cohort import CohortConfig
 from server.admission import Admission, AdmissionLimits
 from server.privacy import PrivacyConfig
 from server.robust import RobustConfig
+from server.secagg import SecAggSettings
+from server.secagg_privacy import member_settings, secagg_under_privacy
 from server.serving import ServingAverage
 from server.strategies import Strategy, make_strategy
 
@@ -186,13 +188,10 @@ def secagg_config(spec: StrategySpec, exp: Experiment, manifest: Manifest) -> Co
     if not exp.secure_aggregation or spec.mode is not Mode.ASYNC:
         return None
     k = spec.buffer_size if spec.name == "fedbuff" else 10
-    return CohortConfig(
-        model_id=manifest.model_id,
-        num_params=manifest.num_params,
-        target_size=k,
-        min_size=min(3, k),
-        clip=exp.secagg_clip,
-    )
+    settings = SecAggSettings(True, cohort_size=k, min_size=min(3, k), clip=exp.secagg_clip)
+    # the server's rules: under DP members clip to C, fixed-point rounding included
+    settings = secagg_under_privacy(settings, {}, exp.privacy)
+    return member_settings(settings, manifest, exp.privacy).cohort_config(manifest)
 
 
 def run_one(

@@ -143,6 +143,30 @@ class DpMechanism:
         self._unclipped += 0 if was_clipped else 1
         return clipped
 
+    def admit(self, delta: np.ndarray, device_id: str, members: int = 1) -> tuple[np.ndarray, int]:
+        """One update's contribution to the noised sum and its weight (devices it stands for).
+
+        members > 1: `delta` is a secure-aggregation cohort's mean over `members` devices, each
+        of which clipped to C (server/secagg_privacy.py); the cohort adds their sum, so every
+        member has sensitivity C, as the accounting assumes. Clipping the sum to members * C
+        only bounds a cohort with a member that did not clip (it cannot change honest sums)."""
+        if members == 1:
+            return self.clip(delta, device_id), 1
+        if self.config.adaptive_clip:
+            raise ValueError("privacy: adaptive clipping cannot count a cohort's members")
+        total = (delta.astype(np.float64) * members).astype(np.float32)  # (n,) the cohort's sum
+        bounded, was_clipped = clip_l2(total, members * self._clip)
+        if was_clipped:
+            _log.warning(
+                "privacy: %s's sum exceeds %d members x C = %g; clipped (a member did not clip)",
+                device_id,
+                members,
+                members * self._clip,
+            )
+        self._devices.add(device_id)
+        self._count += members
+        return bounded, members
+
     def release(self, total: np.ndarray, version: int) -> np.ndarray | None:
         """The noised sum for the flush taking `version` to `version + 1`, or None when that
         flush would exceed the budget (the caller drops its buffer and keeps the model)."""
