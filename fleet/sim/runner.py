@@ -158,6 +158,9 @@ def _optimizer_params(spec: StrategySpec) -> dict[str, Any]:
 
 def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
     """A production strategy object from the server's own factory."""
+    # the defence goes through the server's own table parser, so its rules (what DP allows of
+    # a defence) are the server's: None = no defence
+    robust = None if exp.robust is None else exp.robust.to_mapping()
     if spec.name == "fedavg":
         params: dict[str, Any] = {
             "round_size": exp.round_size,
@@ -165,22 +168,18 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
             "min_updates": 1,
             **_optimizer_params(spec),
         }
-        if exp.robust is not None:
-            params["robust"] = exp.robust
-        return make_strategy("fedavg", params, privacy=exp.privacy)
+        return make_strategy("fedavg", params, None, robust, privacy=exp.privacy)
     staleness: dict[str, Any] = {"function": spec.staleness}
-    robust: dict[str, Any] = {} if exp.robust is None else {"robust": exp.robust}
     if spec.name == "fedasync":
         return make_strategy(
-            "fedasync", {"alpha": exp.fedasync_alpha, **robust}, staleness, privacy=exp.privacy
+            "fedasync", {"alpha": exp.fedasync_alpha}, staleness, robust, privacy=exp.privacy
         )
     params = {"buffer_size": spec.buffer_size}
     params |= _optimizer_params(spec) or {
         "server_lr": exp.fedbuff_lr,
         "momentum": exp.fedbuff_momentum,
     }
-    params |= robust
-    return make_strategy("fedbuff", params, staleness, privacy=exp.privacy)
+    return make_strategy("fedbuff", params, staleness, robust, privacy=exp.privacy)
 
 
 def secagg_config(spec: StrategySpec, exp: Experiment, manifest: Manifest) -> CohortConfig | None:

@@ -63,6 +63,7 @@ class PrivacyStatus:
             "noise_multiplier": self.noise_multiplier,
             "clip_norm": self.clip_norm,
             "flushes": float(self.flushes),
+            "exhausted": 1.0 if self.exhausted else 0.0,  # devices stop training on this model
         }
 
 
