@@ -282,7 +282,12 @@ class AgentRuntime:
                 )
             # stale, a second update into an open buffer, or training over because the privacy
             # budget is spent (the next offer says so): routine, not a fault
-            routine = ack.reason in (Reason.STALE, Reason.DEVICE_LIMIT, Reason.PRIVACY_BUDGET)
+            routine = ack.reason in (
+                Reason.STALE,
+                Reason.DEVICE_LIMIT,
+                Reason.DP_BUFFER,
+                Reason.PRIVACY_BUDGET,
+            )
             level = logging.WARNING if routine else logging.ERROR
             _log.log(
                 level,
