@@ -400,5 +400,6 @@ def test_routine_dp_refusals_are_warnings_not_errors(
     r.agent.poll(0)
     caplog.set_level(logging.INFO, logger="agent")
     r.ack(1, accepted=False, reason=reason)
+    r.agent.poll(0)
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert any(reason.value in rec.getMessage() for rec in caplog.records)
