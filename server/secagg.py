@@ -183,8 +183,8 @@ class CohortRunner:
                     self._open = self._new_cohort(version)
                 cohort = self._open
                 cohort.base_version = version  # the version members will train from
+                out = cohort.add_join(msg)  # a refused join (e.g. BAD_KEY) leaves no trace
                 self._of_device[device_id] = cohort
-                out = cohort.add_join(msg)
             else:
                 cohort = self._of_device.get(device_id)  # type: ignore[assignment]
                 if cohort is None or msg.cohort_id != cohort.cohort_id:

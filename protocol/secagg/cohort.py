@@ -46,7 +46,7 @@ from protocol.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from protocol.secagg.prg import expand, public_from_private
+from protocol.secagg.prg import check_public_key, expand, public_from_private
 
 __all__ = ["CohortConfig", "CohortPhase", "CohortSum", "ServerCohort"]
 
@@ -142,6 +142,8 @@ class ServerCohort:
             raise SecAggError(SecAggReason.DUPLICATE, f"{join.device_id} already joined")
         if join.model_id != self.config.model_id:
             raise SecAggError(SecAggReason.WRONG_COHORT, f"model {join.model_id!r}")
+        check_public_key(join.c_pk)  # BAD_KEY: never relayed, so it cannot block the cohort
+        check_public_key(join.s_pk)
         self._joins[join.device_id] = join
         return self._announce() if len(self._joins) >= self.config.target_size else []
 

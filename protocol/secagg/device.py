@@ -40,7 +40,14 @@ from protocol.secagg.messages import (
     UnmaskResponse,
 )
 from protocol.secagg.noise import skellam, skellam_share_mu, wrap
-from protocol.secagg.prg import KeyPair, decrypt_share, encrypt_share, expand, new_keypair
+from protocol.secagg.prg import (
+    KeyPair,
+    check_public_key,
+    decrypt_share,
+    encrypt_share,
+    expand,
+    new_keypair,
+)
 
 __all__ = ["DevicePhase", "DeviceSession"]
 
@@ -99,6 +106,12 @@ class DeviceSession:
         mine = a.members[me]
         if (mine.c_pk, mine.s_pk) != (self.c_keys.public, self.s_keys.public):
             raise self._fail(SecAggError(SecAggReason.BAD_KEY, "announced keys are not mine"))
+        for m in a.members:  # an honest server refused these at join: the relay was tampered
+            try:
+                check_public_key(m.c_pk)
+                check_public_key(m.s_pk)
+            except SecAggError as exc:
+                raise self._fail(SecAggError(exc.reason, f"{m.device_id}: {exc.detail}")) from exc
         peers = view.neighbour_ids(self.device_id)
         xs = [view.holder_x(p) for p in peers]
         b_shares = shamir.split(self._b_seed, xs, a.threshold)
@@ -162,6 +175,14 @@ class DeviceSession:
         device ((num_params,) float32: clipped, rounded, zero off the support), for error feedback.
         """
         view = self._expect(DevicePhase.READY)
+        try:
+            return self._mask(view, delta, num_samples, rng)
+        except SecAggError as exc:  # this device cannot take part: it sends nothing more
+            raise self._fail(exc) from exc
+
+    def _mask(
+        self, view: CohortView, delta: F32, num_samples: int, rng: np.random.Generator | None
+    ) -> tuple[MaskedInput, F32]:
         a = view.announce
         if delta.shape != (a.num_params,):
             raise SecAggError(SecAggReason.BAD_VECTOR, f"delta {delta.shape}, model {a.num_params}")

@@ -98,10 +98,8 @@ def run_cohort(
 
     def deliver() -> list[tuple[str, AnyDown]]:
         out = []
-        for device_id, msg in inbox:
-            if tamper_down is not None:
-                msg = tamper_down(device_id, msg)
-            data = encode(msg)
+        for device_id, sent in inbox:
+            data = encode(tamper_down(device_id, sent) if tamper_down is not None else sent)
             run.bytes_down[device_id] += len(data)
             out.append((device_id, decode_down(data)))
         inbox.clear()

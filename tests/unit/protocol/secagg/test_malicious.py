@@ -1,0 +1,88 @@
+"""Malicious peers, server and relay, played by rewriting messages between the pure machines."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from protocol.secagg.cohort import CohortConfig, CohortPhase
+from protocol.secagg.device import DevicePhase
+from protocol.secagg.errors import SecAggReason
+from protocol.secagg.local import run_cohort
+from protocol.secagg.messages import AnyDown, AnyUp, CohortAnnounce, SecAggJoin, SharesMessage
+
+N = 200
+
+# X25519 public keys whose exchange with any private key is all zeros (the small subgroup):
+# 0, 1, a point of order 8, p - 1, and 0 written with the (ignored) top bit set.
+LOW_ORDER = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    ((1 << 255) - 20).to_bytes(32, "little"),
+    bytes(31) + b"\x80",
+]
+
+
+def _deltas(k: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"dev{i:02d}": (rng.normal(size=N) * 0.1).astype(np.float32) for i in range(k)}
+
+
+@pytest.mark.parametrize("which", ["c_pk", "s_pk"])
+@pytest.mark.parametrize("key", LOW_ORDER, ids=lambda k: k.hex()[:6] + k.hex()[-2:])
+def test_a_join_with_a_low_order_key_is_refused_and_the_cohort_completes(
+    which: str, key: bytes
+) -> None:
+    cfg = CohortConfig("m", N, target_size=6, min_size=3, clip=1.0)
+    deltas = _deltas(6)
+
+    def bad_key(device_id: str, msg: AnyUp) -> AnyUp:
+        if device_id == "dev03" and isinstance(msg, SecAggJoin):
+            if which == "c_pk":
+                return dataclasses.replace(msg, c_pk=key)
+            return dataclasses.replace(msg, s_pk=key)
+        return msg
+
+    run = run_cohort(cfg, deltas, tamper=bad_key)
+    assert ("server", "dev03", SecAggReason.BAD_KEY) in run.refused
+    result = run.cohort.result
+    assert run.cohort.phase is CohortPhase.DONE and result is not None
+    assert "dev03" not in run.cohort.members
+    honest = [d for d in deltas if d != "dev03"]
+    assert list(result.members) == honest
+    assert all(run.devices[d].applied for d in honest)
+
+
+@pytest.mark.parametrize("which", ["c_pk", "s_pk"])
+def test_a_device_refuses_an_announce_carrying_a_low_order_key(which: str) -> None:
+    """A relay swaps one member's key for zeros in dev00's copy: dev00 sends nothing more."""
+    cfg = CohortConfig("m", N, target_size=7, min_size=3, clip=1.0)
+    deltas = _deltas(7)
+    shared: list[str] = []
+
+    def relay(device_id: str, msg: AnyDown) -> AnyDown:
+        if device_id == "dev00" and isinstance(msg, CohortAnnounce):
+            members = list(msg.members)
+            m = members[3]
+            members[3] = (
+                dataclasses.replace(m, c_pk=bytes(32))
+                if which == "c_pk"
+                else dataclasses.replace(m, s_pk=bytes(32))
+            )
+            return dataclasses.replace(msg, members=tuple(members))
+        return msg
+
+    def spy(device_id: str, msg: AnyUp) -> AnyUp:
+        if isinstance(msg, SharesMessage):
+            shared.append(device_id)
+        return msg
+
+    run = run_cohort(cfg, deltas, tamper=spy, tamper_down=relay)
+    assert ("dev00", "CohortAnnounce", SecAggReason.BAD_KEY) in run.refused
+    assert run.devices["dev00"].phase is DevicePhase.FAILED and "dev00" not in shared
+    result = run.cohort.result  # the others finish without dev00 (a drop-out before sharing)
+    assert run.cohort.phase is CohortPhase.DONE and result is not None
+    assert list(result.members) == [d for d in deltas if d != "dev00"]
