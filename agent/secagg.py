@@ -3,6 +3,11 @@
     [secure_aggregation]        (agent.toml)
     enabled = false
     cohort_timeout_s = 300      give up on a cohort that has not finished by then (retry later)
+    min_size = 3                refuse a cohort announced with fewer members
+    min_threshold_fraction = 2/3  refuse a threshold t < ceil(fraction * neighbourhood)
+
+The two minimums are this device's own: a server (or relay) announcing a weaker cohort gets no
+share from it. Keep them at or below the server's `min_size` and `threshold_fraction`.
 
 The protocol steps are protocol/secagg/device.py's pure state machine; this module moves its
 messages over the device's own secagg_up / secagg_down topics, keeps the last few global models
@@ -21,7 +26,7 @@ import numpy as np
 
 from protocol.errors import ProtocolError
 from protocol.secagg import SecAggError
-from protocol.secagg.device import DevicePhase, DeviceSession
+from protocol.secagg.device import DevicePhase, DevicePolicy, DeviceSession
 from protocol.secagg.messages import (
     AnyDown,
     AnyUp,
@@ -44,6 +49,11 @@ _KEEP_MODELS = 3  # a cohort announced just before a new offer still trains from
 class SecAggAgentSettings:
     enabled: bool = False
     cohort_timeout_s: float = 300.0
+    min_size: int = 3  # the server's default min_size; 2 members learn each other's input
+    min_threshold_fraction: float = 2 / 3  # the server's default threshold_fraction
+
+    def policy(self) -> DevicePolicy:
+        return DevicePolicy(self.min_size, self.min_threshold_fraction)
 
 
 class _PublishFailed(Exception):
@@ -96,7 +106,7 @@ class SecureRounds:
         return self.session is not None and not self.session.finished
 
     def join(self) -> None:
-        self.session = DeviceSession(self.device_id, self.model_id)
+        self.session = DeviceSession(self.device_id, self.model_id, self.settings.policy())
         self._joined_at = self._clock()
         self._update = self._residual = None
         session = self.session

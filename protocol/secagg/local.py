@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.secagg.cohort import CohortConfig, ServerCohort
-from protocol.secagg.device import DeviceSession
+from protocol.secagg.device import DevicePolicy, DeviceSession
 from protocol.secagg.errors import SecAggError, SecAggReason
 from protocol.secagg.messages import (
     AnyDown,
@@ -63,6 +63,7 @@ def run_cohort(
     drop_before_reveal: Collection[str] = (),
     tamper: Tamper | None = None,
     tamper_down: TamperDown | None = None,
+    policy: DevicePolicy | None = None,
     rngs: Mapping[str, np.random.Generator] | None = None,
     timer: Callable[[], float] | None = None,
 ) -> LocalRun:
@@ -106,7 +107,7 @@ def run_cohort(
         return out
 
     for device_id in deltas:
-        session = DeviceSession(device_id, config.model_id)
+        session = DeviceSession(device_id, config.model_id, policy or DevicePolicy())
         run.devices[device_id] = session
         to_server(device_id, session.join())
     if cohort.view is None:

@@ -26,7 +26,9 @@ class _Clock:
         return self.now
 
 
-def _agents(ids: list[str], clock: _Clock) -> tuple[dict[str, SecureRounds], ServerCohort, Outbox]:
+def _agents(
+    ids: list[str], clock: _Clock, settings: SecAggAgentSettings | None = None
+) -> tuple[dict[str, SecureRounds], ServerCohort, Outbox]:
     cohort = ServerCohort(CohortConfig("m", N, target_size=len(ids), min_size=3, clip=5.0),
                           bytes(16), 4, bytes(32))  # fmt: skip
     outbox: list[tuple[str, AnyDown]] = []
@@ -48,9 +50,10 @@ def _agents(ids: list[str], clock: _Clock) -> tuple[dict[str, SecureRounds], Ser
 
         return publish
 
+    settings = settings or SecAggAgentSettings(True, 60.0)
     for d in ids:
-        agents[d] = SecureRounds(SecAggAgentSettings(True, 60.0), fleet="home", device_id=d,
-                                 model_id="m", publish=publisher(d), clock=clock)  # fmt: skip
+        agents[d] = SecureRounds(settings, fleet="home", device_id=d, model_id="m",
+                                 publish=publisher(d), clock=clock)  # fmt: skip
     return agents, cohort, outbox
 
 
@@ -151,3 +154,18 @@ def test_a_hostile_cohort_message_ends_the_cohort_not_the_agent(
     assert all(w.startswith("cohort round not applied") for w in warned)
     agents["a"].join()  # and the device goes on: a fresh session asks for a new cohort
     assert agents["a"].in_cohort
+
+
+def test_the_agent_refuses_a_cohort_below_its_configured_minimum() -> None:
+    clock = _Clock()
+    ids = ["a", "b", "c"]
+    settings = SecAggAgentSettings(True, 60.0, min_size=4)  # the server announces 3 members
+    agents, cohort, outbox = _agents(ids, clock, settings)
+    for d in ids:
+        agents[d].join()
+    sent_before = agents["a"].bytes_published
+    _deliver(agents, outbox)
+    outcome = agents["a"].poll()
+    assert outcome is not None and not outcome.applied and "bad_params" in outcome.reason
+    assert agents["a"].bytes_published == sent_before  # no shares dealt
+    assert cohort.phase is CohortPhase.SHARING  # nobody shared: the cohort can only time out

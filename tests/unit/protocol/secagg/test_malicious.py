@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from protocol.secagg.cohort import CohortConfig, CohortPhase
-from protocol.secagg.device import DevicePhase
+from protocol.secagg.device import DevicePhase, DevicePolicy
 from protocol.secagg.errors import SecAggReason
 from protocol.secagg.local import run_cohort
 from protocol.secagg.messages import AnyDown, AnyUp, CohortAnnounce, SecAggJoin, SharesMessage
@@ -86,3 +86,46 @@ def test_a_device_refuses_an_announce_carrying_a_low_order_key(which: str) -> No
     result = run.cohort.result  # the others finish without dev00 (a drop-out before sharing)
     assert run.cohort.phase is CohortPhase.DONE and result is not None
     assert list(result.members) == [d for d in deltas if d != "dev00"]
+
+
+def _lower_threshold(device_id: str, msg: AnyDown) -> AnyDown:
+    if isinstance(msg, CohortAnnounce):
+        return dataclasses.replace(msg, threshold=6)
+    return msg
+
+
+@pytest.mark.parametrize("who", ["server", "relay"])
+def test_devices_refuse_a_threshold_below_their_own_minimum(who: str) -> None:
+    """t = 6 of 10 has 2t > n, but is below the devices' own 2/3: nobody deals a share."""
+    fraction = 0.55 if who == "server" else 2 / 3  # the server's t = 6, or 7 rewritten to 6
+    cfg = CohortConfig("m", N, target_size=10, min_size=3, clip=1.0, threshold_fraction=fraction)
+    shared: list[str] = []
+
+    def spy(device_id: str, msg: AnyUp) -> AnyUp:
+        if isinstance(msg, SharesMessage):
+            shared.append(device_id)
+        return msg
+
+    relay = _lower_threshold if who == "relay" else None
+    run = run_cohort(cfg, _deltas(10), tamper=spy, tamper_down=relay)
+    assert shared == [] and run.unmask_requests == 0
+    assert run.cohort.phase is CohortPhase.ABANDONED and run.cohort.result is None
+    refusals = [r for r in run.refused if r[1] == "CohortAnnounce"]
+    assert len(refusals) == 10 and {r[2] for r in refusals} == {SecAggReason.BAD_PARAMS}
+    assert all(s.phase is DevicePhase.FAILED for s in run.devices.values())
+
+
+def test_devices_refuse_a_cohort_smaller_than_their_minimum() -> None:
+    cfg = CohortConfig("m", N, target_size=2, min_size=2, clip=1.0)  # t = 2 of 2: 2t > n holds
+    run = run_cohort(cfg, _deltas(2))
+    assert run.cohort.phase is CohortPhase.ABANDONED and run.cohort.result is None
+    assert {r[2] for r in run.refused} == {SecAggReason.BAD_PARAMS}
+    # a device configured for smaller cohorts takes part (its own choice, not the server's)
+    run = run_cohort(cfg, _deltas(2), policy=DevicePolicy(min_size=2))
+    assert run.cohort.phase is CohortPhase.DONE and run.refused == []
+
+
+def test_a_device_may_accept_a_lower_threshold_from_its_own_config() -> None:
+    cfg = CohortConfig("m", N, target_size=10, min_size=3, clip=1.0, threshold_fraction=0.55)
+    run = run_cohort(cfg, _deltas(10), policy=DevicePolicy(min_threshold_fraction=0.55))
+    assert run.cohort.phase is CohortPhase.DONE and run.refused == []
