@@ -7,11 +7,19 @@ import dataclasses
 import numpy as np
 import pytest
 
+from protocol.secagg import fixedpoint
 from protocol.secagg.cohort import CohortConfig, CohortPhase
 from protocol.secagg.device import DevicePhase, DevicePolicy
 from protocol.secagg.errors import SecAggReason
-from protocol.secagg.local import run_cohort
-from protocol.secagg.messages import AnyDown, AnyUp, CohortAnnounce, SecAggJoin, SharesMessage
+from protocol.secagg.local import Tamper, run_cohort
+from protocol.secagg.messages import (
+    AnyDown,
+    AnyUp,
+    CohortAnnounce,
+    MaskedInput,
+    SecAggJoin,
+    SharesMessage,
+)
 
 N = 200
 
@@ -129,3 +137,46 @@ def test_a_device_may_accept_a_lower_threshold_from_its_own_config() -> None:
     cfg = CohortConfig("m", N, target_size=10, min_size=3, clip=1.0, threshold_fraction=0.55)
     run = run_cohort(cfg, _deltas(10), policy=DevicePolicy(min_threshold_fraction=0.55))
     assert run.cohort.phase is CohortPhase.DONE and run.refused == []
+
+
+def test_ten_members_just_over_the_clip_do_not_wrap_the_sum() -> None:
+    """float32 clipping of 17.04 e0 to C = 10 gave 10.000000954 > C: ten of them wrapped."""
+    cfg = CohortConfig("m", 4, target_size=10, min_size=3, clip=10.0, bits=32)
+    spike = np.array([17.04, 0.0, 0.0, 0.0], np.float32)
+    run = run_cohort(cfg, {f"dev{i:02d}": spike for i in range(10)})
+    result = run.cohort.result
+    assert run.cohort.phase is CohortPhase.DONE and result is not None
+    assert result.mean[0] == pytest.approx(10.0, abs=1e-5)  # not -10 (or refused)
+
+
+def _unclipped(extra: np.ndarray, cfg: CohortConfig, members: int) -> Tamper:
+    """dev02 adds `extra` to its masked vector: the sum gains `extra`, unclipped."""
+    scale = fixedpoint.scale_for(cfg.bits, cfg.clip, members, cfg.noise_std)
+    z = fixedpoint.encode(extra, scale, cfg.bits, np.random.default_rng(0))
+
+    def tamper(device_id: str, msg: AnyUp) -> AnyUp:
+        if device_id == "dev02" and isinstance(msg, MaskedInput):
+            y = np.frombuffer(msg.data, fixedpoint.uint_dtype(cfg.bits)) + z
+            return dataclasses.replace(msg, data=y.tobytes())
+        return msg
+
+    return tamper
+
+
+def test_a_member_masking_an_unclipped_vector_gets_its_cohort_refused() -> None:
+    cfg = CohortConfig("m", N, target_size=10, min_size=3, clip=10.0)
+    extra = np.zeros(N, np.float32)
+    extra[:8] = 311.8  # norm 882 against a clip of 10
+    run = run_cohort(cfg, _deltas(10), tamper=_unclipped(extra, cfg, 10))
+    assert run.cohort.phase is CohortPhase.ABANDONED and run.cohort.result is None
+    assert run.cohort.abandon_reason.startswith(SecAggReason.SUM_BOUND)
+    assert all(s.applied is False for s in run.devices.values())  # every member told
+
+
+def test_the_sum_check_cannot_attribute_a_steered_but_bounded_sum() -> None:
+    """What it cannot do: a member that adds a vector the cohort's bound still admits passes."""
+    cfg = CohortConfig("m", N, target_size=10, min_size=3, clip=10.0)
+    extra = np.zeros(N, np.float32)
+    extra[0] = 50.0  # 5 C in one chosen direction, the cohort's total stays under 10 C
+    run = run_cohort(cfg, _deltas(10), tamper=_unclipped(extra, cfg, 10))
+    assert run.cohort.phase is CohortPhase.DONE and run.cohort.result is not None
