@@ -176,9 +176,6 @@ class CohortRunner:
             if msg.device_id != device_id:
                 raise SecAggError(SecAggReason.NOT_MEMBER, "device id differs from the topic's")
             if isinstance(msg, SecAggJoin):
-                old = self._of_device.get(device_id)
-                if old is self._open and old is not None:
-                    return []  # a re-sent join: already waiting in the open cohort
                 if self._open is None:
                     self._open = self._new_cohort(version)
                 cohort = self._open

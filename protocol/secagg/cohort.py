@@ -147,8 +147,11 @@ class ServerCohort:
 
     def add_join(self, join: SecAggJoin) -> Outgoing:
         self._expect(CohortPhase.OPEN, join.device_id, None)
-        if join.device_id in self._joins:
+        old = self._joins.get(join.device_id)
+        if old is not None and (old.c_pk, old.s_pk) == (join.c_pk, join.s_pk):
             raise SecAggError(SecAggReason.DUPLICATE, f"{join.device_id} already joined")
+        # new keys from a member still waiting: its agent began a new session; the latest wins
+        # (the old keys would be announced, and refused by the device as not its own)
         if join.model_id != self.config.model_id:
             raise SecAggError(SecAggReason.WRONG_COHORT, f"model {join.model_id!r}")
         check_public_key(join.c_pk)  # BAD_KEY: never relayed, so it cannot block the cohort
@@ -200,7 +203,8 @@ class ServerCohort:
         for d in self._joins:
             applied = self.phase is CohortPhase.DONE and d in counted
             reason = "ok" if applied else (self.abandon_reason or "not counted: dropped")
-            out.append((d, CohortResult(self.cohort_id, applied, reason, server_version)))
+            key = self._joins[d].s_pk
+            out.append((d, CohortResult(self.cohort_id, applied, reason, server_version, key)))
         return out
 
     # --- phase transitions --------------------------------------------------------------------

@@ -265,7 +265,16 @@ class DeviceSession:
         return UnmaskResponse(self.device_id, view.announce.cohort_id, b, sk)
 
     def on_result(self, result: CohortResult) -> None:
-        if self.view is not None and result.cohort_id != self.view.announce.cohort_id:
+        """The end of this cohort. Before the announce this device knows no cohort id: only a
+        result naming this join's key is for it (a stale one must not end the next cohort)."""
+        mine = self.s_keys.public
+        if self.view is None:
+            if result.member_key != mine:
+                raise SecAggError(SecAggReason.WRONG_COHORT, "result for another join")
+        elif result.cohort_id != self.view.announce.cohort_id or result.member_key not in (
+            b"",
+            mine,
+        ):
             raise SecAggError(SecAggReason.WRONG_COHORT, "result for another cohort")
         self.applied = result.applied
         self.phase = DevicePhase.DONE

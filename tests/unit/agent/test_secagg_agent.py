@@ -169,3 +169,18 @@ def test_the_agent_refuses_a_cohort_below_its_configured_minimum() -> None:
     assert outcome is not None and not outcome.applied and "bad_params" in outcome.reason
     assert agents["a"].bytes_published == sent_before  # no shares dealt
     assert cohort.phase is CohortPhase.SHARING  # nobody shared: the cohort can only time out
+
+
+def test_a_stale_result_does_not_end_the_next_cohort_before_its_announce() -> None:
+    clock = _Clock()
+    ids = ["a", "b", "c"]
+    agents, cohort, outbox = _agents(ids, clock)
+    for d in ids:
+        agents[d].join()
+    _deliver(agents, outbox)  # announced; a trains too slowly and times out
+    clock.now = 61.0
+    assert agents["a"].poll() is not None and not agents["a"].in_cohort
+    agents["a"].join()  # waits for a new cohort, not yet announced
+    stale = [m for d, m in cohort.results(5) if d == "a"]
+    agents["a"].on_message(encode(stale[0]))  # the old cohort's result arrives late
+    assert agents["a"].in_cohort and agents["a"].poll() is None

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from protocol.secagg import fixedpoint
-from protocol.secagg.cohort import CohortConfig, CohortPhase
-from protocol.secagg.device import DevicePhase, DevicePolicy
-from protocol.secagg.errors import SecAggReason
+from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
+from protocol.secagg.device import DevicePhase, DevicePolicy, DeviceSession
+from protocol.secagg.errors import SecAggError, SecAggReason
 from protocol.secagg.local import Tamper, run_cohort
 from protocol.secagg.messages import (
     AnyDown,
@@ -180,3 +180,38 @@ def test_the_sum_check_cannot_attribute_a_steered_but_bounded_sum() -> None:
     extra[0] = 50.0  # 5 C in one chosen direction, the cohort's total stays under 10 C
     run = run_cohort(cfg, _deltas(10), tamper=_unclipped(extra, cfg, 10))
     assert run.cohort.phase is CohortPhase.DONE and run.cohort.result is not None
+
+
+def test_a_result_before_the_announce_must_name_this_join() -> None:
+    """A stale result (an earlier cohort's, replayed or late) must not end the next cohort."""
+    cfg = CohortConfig("m", N, target_size=3, min_size=3, clip=1.0)
+    earlier = run_cohort(cfg, _deltas(3))
+    [(_, stale)] = [o for o in earlier.cohort.results(1) if o[0] == "dev00"]
+    fresh = DeviceSession("dev00", "m")  # joined a new cohort, not yet announced
+    with pytest.raises(SecAggError) as err:
+        fresh.on_result(stale)  # type: ignore[arg-type]
+    assert err.value.reason is SecAggReason.WRONG_COHORT and fresh.phase is DevicePhase.JOINED
+    # a cohort abandoned before its announce still reaches the join it was for
+    cohort = ServerCohort(cfg, bytes([7]) * 16, 0, bytes(32))
+    cohort.add_join(fresh.join())
+    [(_, abandoned)] = cohort.close()
+    fresh.on_result(abandoned)  # type: ignore[arg-type]
+    assert fresh.phase is DevicePhase.DONE and fresh.applied is False
+
+
+def test_a_rejoin_with_new_keys_replaces_the_old_join_in_an_open_cohort() -> None:
+    cfg = CohortConfig("m", N, target_size=3, min_size=3, clip=1.0)
+    cohort = ServerCohort(cfg, bytes(16), 0, bytes(32))
+    cohort.add_join(DeviceSession("dev00", "m").join())  # a session the agent gave up
+    again = DeviceSession("dev00", "m")
+    cohort.add_join(again.join())
+    with pytest.raises(SecAggError) as err:
+        cohort.add_join(again.join())
+    assert err.value.reason is SecAggReason.DUPLICATE
+    out = cohort.add_join(DeviceSession("dev01", "m").join())
+    out += cohort.add_join(DeviceSession("dev02", "m").join())
+    announce = out[0][1]
+    assert isinstance(announce, CohortAnnounce)
+    assert announce.members[0].c_pk == again.c_keys.public
+    again.on_announce(announce)  # "announced keys are not mine" no more
+    assert again.phase is DevicePhase.SHARED
