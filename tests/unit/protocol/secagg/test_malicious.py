@@ -196,7 +196,7 @@ def test_a_result_before_the_announce_must_name_this_join() -> None:
     cohort.add_join(fresh.join())
     [(_, abandoned)] = cohort.close()
     fresh.on_result(abandoned)  # type: ignore[arg-type]
-    assert fresh.phase is DevicePhase.DONE and fresh.applied is False
+    assert fresh.finished and fresh.applied is False
 
 
 def test_a_rejoin_with_new_keys_replaces_the_old_join_in_an_open_cohort() -> None:
