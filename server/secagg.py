@@ -23,6 +23,9 @@ RDP; that approximation, and q = 1 (no sampling amplification), are stated, not 
     join_timeout_s = 30             an open cohort closes this long after its first join
     phase_timeout_s = 60            each later phase proceeds with whoever answered in time
 
+Devices refuse a cohort below their own `min_size` / `min_threshold_fraction` (agent.toml,
+defaults 3 and 2/3): a server configured lower gets cohorts nobody takes part in.
+
 `CohortRunner` turns device messages into messages for devices and, for each completed cohort,
 a log record the core applies as one buffer (server/secagg_apply.py). The server learns only
 each cohort's sum; the ACL keeps cohort messages between the server and their addressee.
