@@ -365,6 +365,9 @@ class AgentRuntime:
         if not self._read_decision().eligible:
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))
             return
+        if self.secure is not None and not self.link.connected:  # a cohort is live: no outbox
+            self.machine.to(AgentState.WAITING_FOR_CONDITIONS, "offline: cohorts need the broker")
+            return
         self.machine.to(AgentState.WAITING_FOR_CONDITIONS)
         self.machine.to(AgentState.TRAINING, f"v{self.offer.version}")
         self._publish_status(force=True)
