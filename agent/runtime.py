@@ -232,6 +232,12 @@ class AgentRuntime:
         if self.secure is not None:
             self.secure.remember(offer.version, base)
         _log.info("new global model v%d (fedprox_mu=%g)", offer.version, offer.fedprox_mu)
+        if offer.privacy.get("exhausted", 0.0):
+            _log.warning(
+                "privacy budget spent (epsilon %.3g): v%d is the final model; training stops",
+                offer.privacy.get("epsilon", math.nan),
+                offer.version,
+            )
         if self.models is not None and self._serving_version < 0:  # no serving model yet
             self._save_model(ModelKind.GLOBAL, base, offer.version)
 
@@ -274,8 +280,9 @@ class AgentRuntime:
                     "next sequence number is now %d",
                     jumped,
                 )
-            # stale, or a second update into an open buffer: routine in a busy fleet, not a fault
-            routine = ack.reason in (Reason.STALE, Reason.DEVICE_LIMIT)
+            # stale, a second update into an open buffer, or training over because the privacy
+            # budget is spent (the next offer says so): routine, not a fault
+            routine = ack.reason in (Reason.STALE, Reason.DEVICE_LIMIT, Reason.PRIVACY_BUDGET)
             level = logging.WARNING if routine else logging.ERROR
             _log.log(
                 level,
@@ -346,6 +353,9 @@ class AgentRuntime:
             return
         if not self._due():
             self.machine.to(AgentState.IDLE, f"trained on v{self.offer.version}")
+            return
+        if self.offer.privacy.get("exhausted", 0.0):  # the server refuses every further update
+            self.machine.to(AgentState.IDLE, f"v{self.offer.version} is final (privacy budget)")
             return
         if not self._read_decision().eligible:
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))

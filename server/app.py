@@ -54,6 +54,7 @@ from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
 from server.privacy import PrivacyStatus
 from server.secagg import CohortRunner
+from server.secagg_privacy import member_settings
 from server.serving import ServingAverage
 from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
@@ -153,7 +154,7 @@ class ServerApp:
         self._committed_version = 0
         self.error: BaseException | None = None  # set if the worker died
         self.offers_published = 0  # full offers sent (each goes to every device)
-        sa = config.secure_aggregation
+        sa = member_settings(config.secure_aggregation, manifest, config.privacy)
         self.secagg = CohortRunner(sa, manifest) if sa.enabled else None
 
     # --- life cycle ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from protocol.topics import validate_fleet
 from server.admission import AdmissionLimits, NormAction
 from server.privacy import PrivacyConfig, parse_privacy
 from server.secagg import SecAggSettings, parse_secagg_settings
+from server.secagg_privacy import secagg_under_privacy
 from transport import BrokerConfig
 
 __all__ = [
@@ -368,7 +369,8 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         metrics = MetricsConfig(
             _str(m, "address", "metrics.", "127.0.0.1"), _int(m, "port", "metrics.", 9100, 0)
         )
-    secure = parse_secagg_settings(_table(doc, "secure_aggregation"))
+    secure_table = _table(doc, "secure_aggregation")
+    secure = secagg_under_privacy(parse_secagg_settings(secure_table), secure_table, privacy)
     if secure.enabled and group:
         raise ConfigError(
             "secure_aggregation.enabled: not with broker.shared_group (a cohort's state lives in "

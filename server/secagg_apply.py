@@ -46,6 +46,10 @@ def apply_cohort(
         raise DataError(f"cohort record malformed: {exc!r}") from exc
     mean = np.frombuffer(data, dtype="<f4").astype(np.float32)  # (n,) float32
     manifest.check_flat(mean)
-    update = AdmittedUpdate(f"cohort-{cohort.hex()[:12]}", 0, base, max(1, samples), mean)
+    members = record.get("m", 1)
+    if not isinstance(members, int) or members < 1:
+        raise DataError(f"cohort record: members must be an integer >= 1, got {members!r}")
+    label = f"cohort-{cohort.hex()[:12]}"
+    update = AdmittedUpdate(label, 0, base, max(1, samples), mean, members)
     result = strategy.apply(model, version, update)
     return result if result.stepped else strategy.flush(model, version)

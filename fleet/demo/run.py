@@ -32,6 +32,7 @@ from fleet.demo.plot import PLOT_NAME, plot_accuracy
 from fleet.demo.real_parts import AgentTuning, RealAgents, start_broker
 from fleet.demo.report import RunReport, write_report
 from fleet.demo.server_part import ServerTuning, start_server
+from fleet.privacy_args import privacy_tradeoff
 from protocol.codecs import parse_codec_arg
 from protocol.errors import ConfigError, FleetlearnError
 from protocol.signing import generate_keypair, private_key_to_pem, public_key_to_pem
@@ -243,6 +244,10 @@ def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
             f"[bold red]hostile[/]: {round(options.attackers * len(data.device_folders))} devices"
             f" send {options.attack} updates; server defence: {options.defence}"
         )
+    if options.privacy is not None:
+        per_step = options.server_tuning.fedbuff_k
+        for line in privacy_tradeoff(options.privacy, len(data.device_folders), per_step):
+            console.print(f"[bold]privacy[/]: {line}")
     ids = [f"dev-{i:03d}" for i in range(len(data.device_folders))]
     # "auto": the recommended settings for this many devices (all may train at once).
     tuning = replace(options.server_tuning, recommended_concurrency=len(ids))

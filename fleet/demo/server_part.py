@@ -75,17 +75,13 @@ def _serving_decay(name: str, t: ServerTuning) -> float:
     return 0.95
 
 
-def _robust(defence: str, private: bool) -> dict[str, Any]:
-    """The `[strategy.robust]` table of a named preset (server/robust/presets.py). With DP the
-    buffer is aggregated by the mean: the noise is calibrated to a sum of clipped deltas, which a
-    coordinate-wise aggregator does not bound (the norm bound and one-per-device rule stay)."""
+def _robust(defence: str) -> dict[str, Any]:
+    """The `[strategy.robust]` table of a named preset (server/robust/presets.py); what DP
+    allows of it the server decides (server/strategies: make_strategy)."""
     config = DEFENCES[defence]
     if config is None:
         return {"enabled": False}
-    table = config.to_mapping()
-    if private:
-        table["aggregator"] = "mean"
-    return table
+    return config.to_mapping()
 
 
 def server_config_doc(
@@ -112,8 +108,7 @@ def server_config_doc(
         "state_dir": str(setup.run_dir / "server"),
         "test_data": str(setup.test_file),
         "broker": broker,
-        "strategy": _strategy(setup.strategy, tuning)
-        | {"robust": _robust(setup.defence, bool(privacy))},
+        "strategy": _strategy(setup.strategy, tuning) | {"robust": _robust(setup.defence)},
         "admission": {"max_staleness": tuning.max_staleness},
         "serving": {"decay": _serving_decay(setup.strategy, tuning)},
         "publish": {

@@ -159,7 +159,7 @@ def _attack(args: argparse.Namespace) -> Attack | None:
 def run(args: argparse.Namespace) -> int:
     codec_specs = [codecs.parse_codec_arg(c) for c in (args.codec or ["float32"])]
     table = privacy_table(args, args.devices)
-    privacy = None if table is None else parse_privacy(table)
+    privacy = None if table is None else parse_privacy(table, allow_seed=True)
     default = ["fedavg", "fedasync:polynomial", "fedbuff:10:polynomial"]
     if privacy is not None:  # FedAsync with DP is refused (a noised release per update)
         default = ["fedavg", "fedbuff:100:polynomial"]

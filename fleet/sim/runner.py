@@ -28,6 +28,8 @@ from protocol.secagg.cohort import CohortConfig
 from server.admission import Admission, AdmissionLimits
 from server.privacy import PrivacyConfig
 from server.robust import RobustConfig
+from server.secagg import SecAggSettings
+from server.secagg_privacy import member_settings, secagg_under_privacy
 from server.serving import ServingAverage
 from server.strategies import Strategy, make_strategy
 
@@ -156,6 +158,9 @@ def _optimizer_params(spec: StrategySpec) -> dict[str, Any]:
 
 def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
     """A production strategy object from the server's own factory."""
+    # the defence goes through the server's own table parser, so its rules (what DP allows of
+    # a defence) are the server's: None = no defence
+    robust = None if exp.robust is None else exp.robust.to_mapping()
     if spec.name == "fedavg":
         params: dict[str, Any] = {
             "round_size": exp.round_size,
@@ -163,22 +168,18 @@ def build_strategy(spec: StrategySpec, exp: Experiment) -> Strategy:
             "min_updates": 1,
             **_optimizer_params(spec),
         }
-        if exp.robust is not None:
-            params["robust"] = exp.robust
-        return make_strategy("fedavg", params, privacy=exp.privacy)
+        return make_strategy("fedavg", params, None, robust, privacy=exp.privacy)
     staleness: dict[str, Any] = {"function": spec.staleness}
-    robust: dict[str, Any] = {} if exp.robust is None else {"robust": exp.robust}
     if spec.name == "fedasync":
         return make_strategy(
-            "fedasync", {"alpha": exp.fedasync_alpha, **robust}, staleness, privacy=exp.privacy
+            "fedasync", {"alpha": exp.fedasync_alpha}, staleness, robust, privacy=exp.privacy
         )
     params = {"buffer_size": spec.buffer_size}
     params |= _optimizer_params(spec) or {
         "server_lr": exp.fedbuff_lr,
         "momentum": exp.fedbuff_momentum,
     }
-    params |= robust
-    return make_strategy("fedbuff", params, staleness, privacy=exp.privacy)
+    return make_strategy("fedbuff", params, staleness, robust, privacy=exp.privacy)
 
 
 def secagg_config(spec: StrategySpec, exp: Experiment, manifest: Manifest) -> CohortConfig | None:
@@ -186,13 +187,10 @@ def secagg_config(spec: StrategySpec, exp: Experiment, manifest: Manifest) -> Co
     if not exp.secure_aggregation or spec.mode is not Mode.ASYNC:
         return None
     k = spec.buffer_size if spec.name == "fedbuff" else 10
-    return CohortConfig(
-        model_id=manifest.model_id,
-        num_params=manifest.num_params,
-        target_size=k,
-        min_size=min(3, k),
-        clip=exp.secagg_clip,
-    )
+    settings = SecAggSettings(True, cohort_size=k, min_size=min(3, k), clip=exp.secagg_clip)
+    # the server's rules: under DP members clip to C, fixed-point rounding included
+    settings = secagg_under_privacy(settings, {}, exp.privacy)
+    return member_settings(settings, manifest, exp.privacy).cohort_config(manifest)
 
 
 def run_one(

@@ -15,6 +15,10 @@ Adaptive clipping (Andrew et al. 2021) spends part of the budget on a noisy coun
 multiplier is raised so that the pair is exactly one Gaussian mechanism with the configured sigma:
 
     sigma_sum = (sigma^-2 - (2 * count_std)^-2) ^ -1/2
+
+The factor 2 is the count's sensitivity of 1/2: each device adds b - 1/2 (centred, b = 1 when
+unclipped), so zeroing a device moves the count by 1/2 (mechanism.py; tested by two worlds in
+tests/unit/privacy/test_adaptive_clip_sensitivity.py).
 """
 
 from __future__ import annotations

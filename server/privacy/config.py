@@ -12,9 +12,8 @@
     clip_learning_rate = 0.2   #   geometric step of C per flush
     # clipped_count_std = ...  #   noise on the unclipped count (default: buffer size / 20)
     accountant = "rdp"         # rdp | pld (dp-accounting)
-    # seed = 0                 # fixed noise key: reproducible simulations only, NOT private
 
-Without `seed` the server draws a secret 256-bit noise key on first start and keeps it in its
+The server draws a secret 256-bit noise key on first start and keeps it in its
 checkpoint (never in a published model), so replaying the log after a crash re-creates the same
 noise bit for bit.
 """
@@ -84,8 +83,12 @@ def _number(doc: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def parse_privacy(doc: Mapping[str, Any]) -> PrivacyConfig:
-    """Validate the `[privacy]` table; calibrates sigma when `planned_flushes` is given."""
+def parse_privacy(doc: Mapping[str, Any], *, allow_seed: bool = False) -> PrivacyConfig:
+    """Validate the `[privacy]` table; calibrates sigma when `planned_flushes` is given.
+
+    `seed` is refused unless `allow_seed` (the simulator): a derivable noise key lets anyone
+    who knows the seed subtract the noise, so a server.toml that sets it would publish models
+    whose reported epsilon protects nothing."""
     extra = sorted(set(doc) - _KEYS)
     if extra:
         raise ConfigError(f"privacy.{extra[0]}: unknown key (allowed: {sorted(_KEYS)})")
@@ -117,6 +120,12 @@ def parse_privacy(doc: Mapping[str, Any]) -> PrivacyConfig:
     if not isinstance(adaptive, bool):
         raise ConfigError(f"privacy.adaptive_clip: true or false, got {adaptive!r}")
     seed = doc.get("seed")
+    if seed is not None and not allow_seed:
+        raise ConfigError(
+            "privacy.seed: a fixed noise key makes the noise public (whoever knows the seed "
+            "subtracts it); only the simulator accepts it. Remove it: the server draws a secret "
+            "key on first start and keeps it in its state folder"
+        )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"privacy.seed: an integer, got {seed!r}")
     std = doc.get("clipped_count_std")

@@ -4,7 +4,8 @@
             S += s(tau_i) * delta_i                           (the strategy; s(tau) <= 1)
     flush:  refuse if epsilon(flushes + 1) > budget           (the model is not released)
             S~ = S + N(0, (sigma_sum * C)^2)                  key + version: replayable
-            C  <- C * exp(-eta * (b~ / m - gamma))            adaptive: b~ = noisy unclipped count
+            C  <- C * exp(-eta * (b~ / m + 1/2 - gamma))      adaptive: b~ = sum(b_i - 1/2) + noise,
+                                                              b_i = 1 if unclipped (Andrew et al.)
             g  = S~ / m                                       (the strategy)
 
 Sensitivity: each device adds at most one term to S per flush (admission refuses a second one,
@@ -62,6 +63,7 @@ class PrivacyStatus:
             "noise_multiplier": self.noise_multiplier,
             "clip_norm": self.clip_norm,
             "flushes": float(self.flushes),
+            "exhausted": 1.0 if self.exhausted else 0.0,  # devices stop training on this model
         }
 
 
@@ -142,6 +144,30 @@ class DpMechanism:
         self._unclipped += 0 if was_clipped else 1
         return clipped
 
+    def admit(self, delta: np.ndarray, device_id: str, members: int = 1) -> tuple[np.ndarray, int]:
+        """One update's contribution to the noised sum and its weight (devices it stands for).
+
+        members > 1: `delta` is a secure-aggregation cohort's mean over `members` devices, each
+        of which clipped to C (server/secagg_privacy.py); the cohort adds their sum, so every
+        member has sensitivity C, as the accounting assumes. Clipping the sum to members * C
+        only bounds a cohort with a member that did not clip (it cannot change honest sums)."""
+        if members == 1:
+            return self.clip(delta, device_id), 1
+        if self.config.adaptive_clip:
+            raise ValueError("privacy: adaptive clipping cannot count a cohort's members")
+        total = (delta.astype(np.float64) * members).astype(np.float32)  # (n,) the cohort's sum
+        bounded, was_clipped = clip_l2(total, members * self._clip)
+        if was_clipped:
+            _log.warning(
+                "privacy: %s's sum exceeds %d members x C = %g; clipped (a member did not clip)",
+                device_id,
+                members,
+                members * self._clip,
+            )
+        self._devices.add(device_id)
+        self._count += members
+        return bounded, members
+
     def release(self, total: np.ndarray, version: int) -> np.ndarray | None:
         """The noised sum for the flush taking `version` to `version + 1`, or None when that
         flush would exceed the budget (the caller drops its buffer and keeps the model)."""
@@ -179,11 +205,15 @@ class DpMechanism:
         return noised
 
     def _adapt_clip(self, version: int) -> None:
+        # Andrew et al. 2021: each update adds b - 1/2 (b = 1 when unclipped), so zeroing one
+        # device moves the count by 1/2, the sensitivity `sum_noise_multiplier` assumes. The
+        # divisor is the public m, not the buffer's count, which would make it data-dependent.
         c = self.config
-        noisy = self._unclipped + float(
+        centred = self._unclipped - self._count / 2.0
+        noisy = centred + float(
             gaussian(self._key, NoiseDomain.CLIP_COUNT, version, 1, self.count_std)[0]
         )
-        fraction = noisy / max(self._count, 1)
+        fraction = noisy / self.expected_per_flush + 0.5
         self._clip *= math.exp(-c.clip_learning_rate * (fraction - c.target_quantile))
 
     def _reset_buffer(self) -> None:

@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -103,11 +104,16 @@ class RobustConfig:
         return cls(**kw)
 
     def to_mapping(self) -> dict[str, Any]:
-        """The `[strategy.robust]` table that `from_mapping` reads back to this config."""
-        doc: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        doc["aggregator"] = self.aggregator.value
-        doc["norm_action"] = self.norm_action.value
-        doc["norm_multiplier"] = self.norm_multiplier or 0
+        """The `[strategy.robust]` table that `from_mapping` reads back to this config: only the
+        keys that differ from the defaults, so the server's own rules (what DP allows) still
+        apply to the ones the table leaves out."""
+        doc: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                doc[f.name] = value.value if isinstance(value, Enum) else value
+        if "norm_multiplier" in doc and self.norm_multiplier is None:
+            doc["norm_multiplier"] = 0  # TOML has no null: 0 switches the bound off
         return doc
 
     @property

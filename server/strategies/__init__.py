@@ -69,10 +69,8 @@ def make_strategy(
             defence = RobustConfig.from_mapping(robust)
         except ValueError as exc:
             raise ConfigError(f"strategy.{exc}") from exc
-        if defence is not None and privacy is not None and "aggregator" not in robust:
-            # DP's noise is calibrated to a clipped *sum*: the default defence keeps its
-            # norm bound and one-update-per-device rule but aggregates by the mean
-            defence = dataclasses.replace(defence, aggregator=Aggregator.MEAN)
+        if defence is not None and privacy is not None:
+            defence = _defence_under_privacy(defence, robust)
         kwargs["robust"] = defence
     if "privacy" in kwargs:
         raise ConfigError("strategy.privacy: configure differential privacy in [privacy]")
@@ -106,3 +104,18 @@ def make_strategy(
         raise ConfigError(f"strategy: bad parameter for {name}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"strategy: {exc}") from exc
+
+
+def _defence_under_privacy(defence: RobustConfig, robust: Mapping[str, Any]) -> RobustConfig:
+    """The defence's part that DP allows. DP's noise is calibrated to a clipped *sum*, so the
+    default aggregates by the mean; and the adaptive norm bound (a multiple of the running median
+    of raw update norms) is a non-private statistic of earlier devices' data that would rescale
+    later devices' updates, so it is off: DP's own clip to C already bounds every contribution."""
+    if robust.get("norm_multiplier", 0) not in (0, None):
+        raise ConfigError(
+            "strategy.robust.norm_multiplier: with [privacy] the adaptive norm bound would leak "
+            "earlier devices' update norms into later releases; DP's clip_norm already bounds "
+            "each update (use privacy.adaptive_clip for a private, adaptive bound)"
+        )
+    aggregator = defence.aggregator if "aggregator" in robust else Aggregator.MEAN
+    return dataclasses.replace(defence, aggregator=aggregator, norm_multiplier=None)

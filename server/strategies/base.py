@@ -54,6 +54,7 @@ class AdmittedUpdate:
     base_version: int
     num_samples: int
     delta: np.ndarray  # (n,) float32, local weights - base weights
+    members: int = 1  # > 1: a secure-aggregation cohort's mean over this many devices
 
     def add_into(self, out: np.ndarray, weight: np.float32) -> None:
         """out += delta * weight, in place (out: (n,) float32)."""

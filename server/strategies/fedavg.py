@@ -96,9 +96,10 @@ class FedAvg(Defended, Strategy):
         self.check(version, update.base_version)  # the server checked too; the simulator may not
         if update.num_samples <= 0:
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
-        delta, n = update.delta, update.num_samples
+        delta, n, weight = update.delta, update.num_samples, update.num_samples
         if self.privacy is not None:  # DP: clipped, equal weights (a count would exceed 1)
-            delta, n = self.privacy.clip(delta, update.device_id), 1
+            delta, n = self.privacy.admit(delta, update.device_id, update.members)
+            weight = 1  # `delta` is one device's or a cohort's sum: n devices in it
         d = self._defence
         if d is not None:
             d.accept(update.device_id, float(np.linalg.norm(delta)))
@@ -108,7 +109,7 @@ class FedAvg(Defended, Strategy):
             if self._sum is None:
                 self._sum = np.zeros(model.shape[0], np.float32)
             # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
-            self._sum += delta * np.float32(n)
+            self._sum += delta * np.float32(weight)
         self._samples += n
         self._count += 1
         if self._count >= self.round_size:

@@ -114,10 +114,13 @@ class FedBuff(Defended, Strategy):
         d = self._defence
         dense: np.ndarray | None = None  # (n,) float32 when DP needs the whole vector
         if self.privacy is not None:
-            # DP: clip to C after decoding; s(tau) * w <= 1 keeps the sum's sensitivity at C
+            # DP: clip to C after decoding; s(tau) <= 1 keeps each device's sensitivity at C.
+            # A cohort adds its members' sum and counts them all in the weight.
             if s_tau * w > 1.0:
                 raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
-            dense = self.privacy.clip(update.admitted().delta, update.device_id)
+            admitted = update.admitted()
+            dense, members = self.privacy.admit(admitted.delta, update.device_id, admitted.members)
+            w = float(members)
         if d is not None:  # robust options record the norm (and may keep the whole vector)
             norm = update.norm() if dense is None else float(np.linalg.norm(dense))
             d.accept(update.device_id, norm)
@@ -136,8 +139,8 @@ class FedBuff(Defended, Strategy):
             # In place: a codec-form delta is added straight from its codes (server/ingest.py)
             if dense is None:
                 update.add_into(self._sum, np.float32(s_tau * w))
-            else:
-                self._sum += dense * np.float32(s_tau * w)
+            else:  # DP: w counts devices, each already in `dense` with weight 1
+                self._sum += dense * np.float32(s_tau)
         self._weight += w
         self._count += 1
         if self._count >= self.buffer_size:

@@ -367,3 +367,24 @@ def test_serving_model_is_what_local_apps_get(tmp_path: Path) -> None:
     r.link.deliver(serving_topic, offer_bytes(forged))
     r.agent.poll(0.0)
     assert len(models.saved) == 2  # an unsigned/forged serving model is refused
+
+
+def test_a_spent_privacy_budget_stops_training_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The offer that spends the budget says so: devices stop training on it instead of
+    sending updates the server must refuse, and a refusal in flight is a warning, not an error."""
+    r = rig(tmp_path)
+    r.cond.set(charging=True)
+    r.offer(1)
+    r.agent.poll(0)
+    assert len(r.trainer.rounds) == 1
+    caplog.set_level(logging.INFO, logger="agent")
+    r.ack(1, accepted=False, reason=Reason.PRIVACY_BUDGET)
+    spent = dataclasses.replace(make_offer(2), privacy={"epsilon": 8.0, "exhausted": 1.0})
+    r.link.deliver(OFFER_TOPIC, offer_bytes(sign_offer(spent, KEY)))
+    for _ in range(3):
+        r.agent.poll(0)
+    assert len(r.trainer.rounds) == 1 and r.state() is AgentState.IDLE
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert sum("privacy budget spent" in rec.getMessage() for rec in caplog.records) == 1

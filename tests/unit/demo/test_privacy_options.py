@@ -84,7 +84,9 @@ def test_demo_report_shows_epsilon_spent() -> None:
 
 def test_simulated_server_stops_when_the_budget_is_spent() -> None:
     manifest = make_manifest(6)
-    config = parse_privacy({"epsilon": 2.0, "delta": 1e-3, "planned_flushes": 2, "seed": 0})
+    config = parse_privacy(
+        {"epsilon": 2.0, "delta": 1e-3, "planned_flushes": 2, "seed": 0}, allow_seed=True
+    )
     strategy = make_strategy("fedbuff", {"buffer_size": 1}, None, privacy=config)
     server = SimServer(strategy, Admission(manifest, AdmissionLimits()), np.zeros(6, np.float32))
     assert server.clip_norm() == 1.0 and not server.budget_spent()

@@ -197,7 +197,7 @@ def test_privacy_state_is_not_silently_dropped_or_invented(tmp_path: Path) -> No
         _core(tmp_path / "plain", _fedbuff(2, config))
 
 
-PRIVACY = {"epsilon": 20.0, "delta": 1e-5, "noise_multiplier": 1.0, "clip_norm": 1.0, "seed": 3}
+PRIVACY = {"epsilon": 20.0, "delta": 1e-5, "noise_multiplier": 1.0, "clip_norm": 1.0}
 
 
 def test_status_metrics_and_signed_offer_carry_epsilon(tmp_path: Path) -> None:
@@ -282,6 +282,17 @@ def test_config_refuses_unsound_combinations(tmp_path: Path) -> None:
                 {"epsilon": 8, "delta": 1e-5, "noise_multiplier": 3.0, "adaptive_clip": True}
             ),
         )
+
+
+def test_a_production_config_refuses_a_fixed_noise_seed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"privacy\.seed: a fixed noise key"):
+        _config(tmp_path, strategy={"name": "fedbuff"}, privacy={**PRIVACY, "seed": 3})
+    with pytest.raises(ConfigError, match=r"privacy\.seed"):
+        parse_privacy({"epsilon": 1.0, "delta": 1e-5, "noise_multiplier": 1.0, "seed": 0})
+    simulated = parse_privacy(
+        {"epsilon": 1.0, "delta": 1e-5, "noise_multiplier": 1.0, "seed": 0}, allow_seed=True
+    )
+    assert simulated.seed == 0
 
 
 def test_planned_flushes_calibrate_sigma_to_the_budget() -> None:
