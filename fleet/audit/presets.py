@@ -43,8 +43,8 @@ function = "polynomial"
 a = 0.5
 """
     + _PRIVACY,
-    # secure aggregation: each cohort of 8 is one buffer; members clip to 8 = K * C, so one
-    # member moves the cohort's mean by at most C
+    # secure aggregation: each cohort of 8 is one buffer; under DP members clip to C (less
+    # fixed-point rounding) and the cohort's sum is noised
     "secure-aggregation": _PLAIN
     + _PRIVACY
     + """
@@ -52,6 +52,5 @@ a = 0.5
 enabled = true
 cohort_size = 8
 min_size = 8
-clip = 8.0
 """,
 }

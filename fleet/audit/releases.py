@@ -34,6 +34,7 @@ from protocol.secagg.messages import (
 )
 from server.core import ServerCore
 from server.secagg import CohortRunner
+from server.secagg_privacy import member_settings
 
 __all__ = ["AuditError", "Plan", "Trial", "run_trial"]
 
@@ -77,7 +78,10 @@ def _run(
     mechanism = core.strategy.privacy
     assert mechanism is not None  # a Scenario always has [privacy]
     models, clips = [core.model.copy()], [mechanism.status().clip_norm]
-    runner = CohortRunner(scenario.config.secure_aggregation, manifest) if scenario.secure else None
+    runner = None
+    if scenario.secure:  # as server/app.py builds it: members clip to C less rounding
+        c = scenario.config
+        runner = CohortRunner(member_settings(c.secure_aggregation, manifest, c.privacy), manifest)
     rng = np.random.default_rng(seed)  # the devices' stochastic rounding (secure only)
     for release in range(releases):
         contributions = plan(release, clips[-1])

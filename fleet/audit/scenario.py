@@ -76,8 +76,9 @@ class Scenario:
 
     @property
     def member_clip(self) -> float:
-        """The largest update norm a device may send: secure aggregation's member clip, else
-        the DP clip norm C (initial C when adaptive)."""
+        """The largest update norm a device may send: secure aggregation's member clip (at most
+        C under DP: members clip to it themselves), else the DP clip norm C (initial C when
+        adaptive)."""
         if self.secure:
             return self.config.secure_aggregation.clip
         return self.privacy.clip_norm

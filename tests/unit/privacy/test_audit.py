@@ -9,10 +9,10 @@ import hashlib
 import numpy as np
 import pytest
 
-import server.privacy.mechanism as mechanism
 from fleet.audit import PRESETS, AuditSettings, audit, scenario_from_text
 from fleet.audit.audit import AuditReport
 from fleet.audit.releases import run_trial
+from server.privacy import mechanism
 from server.privacy.noise import NoiseDomain
 
 # 2 x 100 two-world trials and 25 canary runs of 4 releases: about 4 s per audit on 2 cores
