@@ -330,6 +330,8 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
     secure = SecAggAgentSettings(
         enabled=sa_t.flag("enabled", False),
         cohort_timeout_s=sa_t.number("cohort_timeout_s", 300.0, lo=1.0),
+        min_size=sa_t.integer("min_size", 3, lo=3) or 3,
+        min_threshold_fraction=sa_t.number("min_threshold_fraction", 2 / 3, lo=0.5, hi=1.0),
     )
     sa_t.finish()
     cfg = AgentConfig(

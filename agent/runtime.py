@@ -282,7 +282,12 @@ class AgentRuntime:
                 )
             # stale, a second update into an open buffer, or training over because the privacy
             # budget is spent (the next offer says so): routine, not a fault
-            routine = ack.reason in (Reason.STALE, Reason.DEVICE_LIMIT, Reason.PRIVACY_BUDGET)
+            routine = ack.reason in (
+                Reason.STALE,
+                Reason.DEVICE_LIMIT,
+                Reason.DP_BUFFER,
+                Reason.PRIVACY_BUDGET,
+            )
             level = logging.WARNING if routine else logging.ERROR
             _log.log(
                 level,
@@ -359,6 +364,9 @@ class AgentRuntime:
             return
         if not self._read_decision().eligible:
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))
+            return
+        if self.secure is not None and not self.link.connected:  # a cohort is live: no outbox
+            self.machine.to(AgentState.WAITING_FOR_CONDITIONS, "offline: cohorts need the broker")
             return
         self.machine.to(AgentState.WAITING_FOR_CONDITIONS)
         self.machine.to(AgentState.TRAINING, f"v{self.offer.version}")

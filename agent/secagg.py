@@ -3,6 +3,11 @@
     [secure_aggregation]        (agent.toml)
     enabled = false
     cohort_timeout_s = 300      give up on a cohort that has not finished by then (retry later)
+    min_size = 3                refuse a cohort announced with fewer members
+    min_threshold_fraction = 2/3  refuse a threshold t < ceil(fraction * neighbourhood)
+
+The two minimums are this device's own: a server (or relay) announcing a weaker cohort gets no
+share from it. Keep them at or below the server's `min_size` and `threshold_fraction`.
 
 The protocol steps are protocol/secagg/device.py's pure state machine; this module moves its
 messages over the device's own secagg_up / secagg_down topics, keeps the last few global models
@@ -21,8 +26,9 @@ import numpy as np
 
 from protocol.errors import ProtocolError
 from protocol.secagg import SecAggError
-from protocol.secagg.device import DevicePhase, DeviceSession
+from protocol.secagg.device import DevicePhase, DevicePolicy, DeviceSession
 from protocol.secagg.messages import (
+    AnyDown,
     AnyUp,
     CohortAnnounce,
     CohortResult,
@@ -43,6 +49,15 @@ _KEEP_MODELS = 3  # a cohort announced just before a new offer still trains from
 class SecAggAgentSettings:
     enabled: bool = False
     cohort_timeout_s: float = 300.0
+    min_size: int = 3  # the server's default min_size; 2 members learn each other's input
+    min_threshold_fraction: float = 2 / 3  # the server's default threshold_fraction
+
+    def policy(self) -> DevicePolicy:
+        return DevicePolicy(self.min_size, self.min_threshold_fraction)
+
+
+class _PublishFailed(Exception):
+    """A cohort message that could not be handed to the link (offline, queue full)."""
 
 
 @dataclass(frozen=True)
@@ -91,16 +106,40 @@ class SecureRounds:
         return self.session is not None and not self.session.finished
 
     def join(self) -> None:
-        self.session = DeviceSession(self.device_id, self.model_id)
+        self.session = DeviceSession(self.device_id, self.model_id, self.settings.policy())
         self._joined_at = self._clock()
         self._update = self._residual = None
-        self._send(self.session.join())
-        _log.info("asked to join a secure-aggregation cohort")
+        session = self.session
+        self._guarded(lambda: self._send(session.join()))
+        if self.in_cohort:
+            _log.info("asked to join a secure-aggregation cohort")
 
     def _send(self, msg: AnyUp) -> None:
         data = encode(msg)
+        try:
+            self._publish(self._topic_up, data)
+        except (ConnectionError, OSError, ProtocolError) as exc:  # offline, queue full, oversize
+            raise _PublishFailed(f"publish failed: {exc}") from exc
         self.bytes_published += len(data)
-        self._publish(self._topic_up, data)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """One cohort step. Nothing a server, peer or relay sends, and no failed publish, ends
+        the agent: a refusal that fails the session, or a publish that did not go out, gives
+        this cohort up (one log line) and the device asks for a new one later; a message the
+        session merely refuses (stale, duplicate) is ignored."""
+        s = self.session
+        try:
+            step()
+        except _PublishFailed as exc:
+            self._end(False, str(exc))  # a drop-out: the cohort recovers without this device
+        except (ProtocolError, SecAggError) as exc:
+            if s is not None and s.finished:
+                self._end(False, str(exc))
+            else:
+                _log.warning("cohort message ignored: %s", exc)
+        except Exception as exc:  # a bug met by hostile input: lose the cohort, not the device
+            _log.exception("secure-aggregation step failed")
+            self._end(False, f"internal error: {exc!r}")
 
     def training_base(self) -> tuple[int, np.ndarray] | None:
         """(version, weights) to train from once the cohort is announced and not yet trained."""
@@ -114,7 +153,7 @@ class SecureRounds:
     def submit(self, corrected: np.ndarray, num_samples: int) -> None:
         """The trained delta plus the residual; masked as soon as the shares bundle is here."""
         self._update = (corrected, num_samples)
-        self._mask_if_ready()
+        self._guarded(self._mask_if_ready)
 
     def _mask_if_ready(self) -> None:
         s = self.session
@@ -127,31 +166,32 @@ class SecureRounds:
         _log.info("masked update sent (%d bytes)", len(msg.data))
 
     def on_message(self, payload: bytes) -> None:
-        s = self.session
         try:
             msg = decode_down(payload)
-            if s is None:
-                return
-            if isinstance(msg, CohortAnnounce):
-                self._send(s.on_announce(msg))
-                _log.info(
-                    "in cohort %s (v%d, %d members, t=%d)",
-                    msg.cohort_id.hex()[:8],
-                    msg.base_version,
-                    len(msg.members),
-                    msg.threshold,
-                )
-            elif isinstance(msg, ShareBundle):
-                s.on_bundle(msg)
-                self._mask_if_ready()
-            elif isinstance(msg, UnmaskRequest):
-                self._send(s.on_unmask(msg))
-            elif isinstance(msg, CohortResult):
-                self._finish(msg)
-        except (ProtocolError, SecAggError) as exc:
-            _log.warning("cohort message refused: %s", exc)
-            if s is not None and s.finished:
-                self._end(False, str(exc))
+        except ProtocolError as exc:
+            _log.warning("cohort message ignored: %s", exc)
+            return
+        s = self.session
+        if s is not None:
+            self._guarded(lambda: self._step(s, msg))
+
+    def _step(self, s: DeviceSession, msg: AnyDown) -> None:
+        if isinstance(msg, CohortAnnounce):
+            self._send(s.on_announce(msg))
+            _log.info(
+                "in cohort %s (v%d, %d members, t=%d)",
+                msg.cohort_id.hex()[:8],
+                msg.base_version,
+                len(msg.members),
+                msg.threshold,
+            )
+        elif isinstance(msg, ShareBundle):
+            s.on_bundle(msg)
+            self._mask_if_ready()
+        elif isinstance(msg, UnmaskRequest):
+            self._send(s.on_unmask(msg))
+        elif isinstance(msg, CohortResult):
+            self._finish(msg)
 
     def _finish(self, result: CohortResult) -> None:
         s = self.session

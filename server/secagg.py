@@ -23,6 +23,9 @@ RDP; that approximation, and q = 1 (no sampling amplification), are stated, not 
     join_timeout_s = 30             an open cohort closes this long after its first join
     phase_timeout_s = 60            each later phase proceeds with whoever answered in time
 
+Devices refuse a cohort below their own `min_size` / `min_threshold_fraction` (agent.toml,
+defaults 3 and 2/3): a server configured lower gets cohorts nobody takes part in.
+
 `CohortRunner` turns device messages into messages for devices and, for each completed cohort,
 a log record the core applies as one buffer (server/secagg_apply.py). The server learns only
 each cohort's sum; the ACL keeps cohort messages between the server and their addressee.
@@ -176,15 +179,12 @@ class CohortRunner:
             if msg.device_id != device_id:
                 raise SecAggError(SecAggReason.NOT_MEMBER, "device id differs from the topic's")
             if isinstance(msg, SecAggJoin):
-                old = self._of_device.get(device_id)
-                if old is self._open and old is not None:
-                    return []  # a re-sent join: already waiting in the open cohort
                 if self._open is None:
                     self._open = self._new_cohort(version)
                 cohort = self._open
                 cohort.base_version = version  # the version members will train from
+                out = cohort.add_join(msg)  # a refused join (e.g. BAD_KEY) leaves no trace
                 self._of_device[device_id] = cohort
-                out = cohort.add_join(msg)
             else:
                 cohort = self._of_device.get(device_id)  # type: ignore[assignment]
                 if cohort is None or msg.cohort_id != cohort.cohort_id:

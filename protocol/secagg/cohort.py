@@ -10,6 +10,15 @@ share is revealed and nothing is applied. A responder whose revealed share diffe
 dealer's commitment is excluded (all its shares ignored); a dealer a member complained about is
 treated as dropped (its masked input is discarded, its mask key reconstructed instead).
 The server keeps each masked vector until unmasking (K x kept x b/8 bytes).
+
+Input validation under masking (`sum_bound`): the server sees only the sum, so the one check it
+can make is on the sum. An unmasked sum whose L2 norm exceeds what its counted members could
+reach with clipped inputs (K C, plus rounding and noise slack) is refused (SUM_BOUND: nothing
+applied, every member told), so one member masking an unclipped vector cannot get its cohort
+applied. What it cannot give: it bounds the cohort's total, not each member's share of it, so
+one member can still push the sum in a direction of its choosing by up to K C minus the honest
+members' total (at least C), and nobody learns who did; per-member bounds under masking need
+zero-knowledge range proofs, which this protocol does not have.
 """
 
 from __future__ import annotations
@@ -46,9 +55,9 @@ from protocol.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from protocol.secagg.prg import expand, public_from_private
+from protocol.secagg.prg import check_public_key, expand, public_from_private
 
-__all__ = ["CohortConfig", "CohortPhase", "CohortSum", "ServerCohort"]
+__all__ = ["CohortConfig", "CohortPhase", "CohortSum", "ServerCohort", "sum_bound"]
 
 Outgoing = list[tuple[str, AnyDown]]
 
@@ -138,10 +147,15 @@ class ServerCohort:
 
     def add_join(self, join: SecAggJoin) -> Outgoing:
         self._expect(CohortPhase.OPEN, join.device_id, None)
-        if join.device_id in self._joins:
+        old = self._joins.get(join.device_id)
+        if old is not None and (old.c_pk, old.s_pk) == (join.c_pk, join.s_pk):
             raise SecAggError(SecAggReason.DUPLICATE, f"{join.device_id} already joined")
+        # new keys from a member still waiting: its agent began a new session; the latest wins
+        # (the old keys would be announced, and refused by the device as not its own)
         if join.model_id != self.config.model_id:
             raise SecAggError(SecAggReason.WRONG_COHORT, f"model {join.model_id!r}")
+        check_public_key(join.c_pk)  # BAD_KEY: never relayed, so it cannot block the cohort
+        check_public_key(join.s_pk)
         self._joins[join.device_id] = join
         return self._announce() if len(self._joins) >= self.config.target_size else []
 
@@ -189,7 +203,8 @@ class ServerCohort:
         for d in self._joins:
             applied = self.phase is CohortPhase.DONE and d in counted
             reason = "ok" if applied else (self.abandon_reason or "not counted: dropped")
-            out.append((d, CohortResult(self.cohort_id, applied, reason, server_version)))
+            key = self._joins[d].s_pk
+            out.append((d, CohortResult(self.cohort_id, applied, reason, server_version, key)))
         return out
 
     # --- phase transitions --------------------------------------------------------------------
@@ -308,9 +323,15 @@ class ServerCohort:
                 if u in self._survivors:  # u added sign(u, d) * PRG(s_ud): take it back
                     key = pair_key(self.cohort_id, s_sk, a.members[view.index[u]].s_pk, d, u)
                     add_pair_mask(total, key, view.index[d], view.index[u], a.bits)
+        real = fixedpoint.decode_sum(total, view.scale, a.bits)  # (kept,) float64 sum
+        bound = sum_bound(a, view.scale, len(self._survivors))
+        norm = float(np.linalg.norm(real))
+        if not norm <= bound:
+            raise SecAggError(
+                SecAggReason.SUM_BOUND, f"sum norm {norm:.4g} > {bound:.4g} for its members"
+            )
         mean = np.zeros(a.num_params, np.float32)
-        real = fixedpoint.decode_sum(total, view.scale, a.bits) / len(self._survivors)
-        mean[view.support] = real.astype(np.float32)
+        mean[view.support] = (real / len(self._survivors)).astype(np.float32)
         return CohortSum(
             cohort_id=self.cohort_id,
             base_version=self.base_version,
@@ -320,3 +341,13 @@ class ServerCohort:
             num_samples=sum(self._samples[u] for u in self._survivors),
             excluded=tuple(sorted(liars | self._complaints)),
         )
+
+
+def sum_bound(a: CohortAnnounce, scale: float, counted: int) -> float:
+    """The largest L2 norm `counted` honest members' decoded sum can have: each clipped input
+    has norm <= C, stochastic rounding adds < 1 unit (1 / s) per coordinate and member, and
+    the distributed noise of std sigma per coordinate exceeds sigma (sqrt(kept) + 10) in norm
+    with probability below e^-50 (Gaussian concentration; Skellam tails are no heavier)."""
+    rounding = counted * math.sqrt(a.kept) / scale
+    noise = a.noise_std * (math.sqrt(a.kept) + 10.0)
+    return counted * a.clip + rounding + noise

@@ -3,13 +3,17 @@
     JOINED --announce--> SHARED --bundle--> READY --mask(delta)--> MASKED --unmask--> REVEALED
        any phase --result--> DONE;  any refusal of the server's input --> FAILED (nothing sent)
 
-Safety rules a device enforces whatever the server asks: it reveals shares only for one unmask
-request per cohort, only if at least t survivors remain, and never both the self-mask share and
-the mask-key share of the same member; its own input is masked before it leaves.
+Safety rules a device enforces whatever the server asks: it takes part only in a cohort of at
+least its own `DevicePolicy.min_size` members whose threshold is at least its own
+`min_threshold_fraction` of a neighbourhood, and whose members' keys are all valid X25519 points;
+it reveals shares only for one unmask request per cohort, only if at least t survivors remain,
+and never both the self-mask share and the mask-key share of the same member; its own input is
+masked before it leaves.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -40,9 +44,16 @@ from protocol.secagg.messages import (
     UnmaskResponse,
 )
 from protocol.secagg.noise import skellam, skellam_share_mu, wrap
-from protocol.secagg.prg import KeyPair, decrypt_share, encrypt_share, expand, new_keypair
+from protocol.secagg.prg import (
+    KeyPair,
+    check_public_key,
+    decrypt_share,
+    encrypt_share,
+    expand,
+    new_keypair,
+)
 
-__all__ = ["DevicePhase", "DeviceSession"]
+__all__ = ["DevicePhase", "DevicePolicy", "DeviceSession"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -57,10 +68,41 @@ class DevicePhase(Enum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True)
+class DevicePolicy:
+    """The weakest cohort this device joins, from its own config: an announce cannot lower it."""
+
+    min_size: int = 3  # with 2 members each learns the other's input from the sum
+    min_threshold_fraction: float = 2 / 3  # t >= ceil(fraction * neighbourhood), as the server's
+
+    def __post_init__(self) -> None:
+        if self.min_size < 2:
+            raise ValueError(f"min_size must be >= 2, got {self.min_size}")
+        if not 0.5 <= self.min_threshold_fraction <= 1.0:
+            raise ValueError("min_threshold_fraction must be in [0.5, 1]")
+
+    def min_threshold(self, hood: int) -> int:
+        """The least t this device accepts for neighbourhoods of `hood` members."""
+        # 1e-9: the same fraction on both sides must give the same t despite float rounding
+        return max(2, hood // 2 + 1, math.ceil(self.min_threshold_fraction * hood - 1e-9))
+
+    def check(self, a: CohortAnnounce, hood: int) -> None:
+        if len(a.members) < self.min_size:
+            raise SecAggError(
+                SecAggReason.BAD_PARAMS, f"{len(a.members)} members < this device's {self.min_size}"
+            )
+        if a.threshold < self.min_threshold(hood):
+            raise SecAggError(
+                SecAggReason.BAD_PARAMS,
+                f"threshold {a.threshold} of {hood} < this device's {self.min_threshold(hood)}",
+            )
+
+
 @dataclass
 class DeviceSession:
     device_id: str
     model_id: str
+    policy: DevicePolicy = field(default_factory=DevicePolicy)
     c_keys: KeyPair = field(default_factory=new_keypair)
     s_keys: KeyPair = field(default_factory=new_keypair)
     phase: DevicePhase = DevicePhase.JOINED
@@ -96,9 +138,19 @@ class DeviceSession:
         me = view.index.get(self.device_id)
         if me is None or a.model_id != self.model_id:
             raise self._fail(SecAggError(SecAggReason.NOT_MEMBER, "not in this cohort"))
+        try:
+            self.policy.check(a, len(view.neighbours[me]))
+        except SecAggError as exc:
+            raise self._fail(exc) from exc
         mine = a.members[me]
         if (mine.c_pk, mine.s_pk) != (self.c_keys.public, self.s_keys.public):
             raise self._fail(SecAggError(SecAggReason.BAD_KEY, "announced keys are not mine"))
+        for m in a.members:  # an honest server refused these at join: the relay was tampered
+            try:
+                check_public_key(m.c_pk)
+                check_public_key(m.s_pk)
+            except SecAggError as exc:
+                raise self._fail(SecAggError(exc.reason, f"{m.device_id}: {exc.detail}")) from exc
         peers = view.neighbour_ids(self.device_id)
         xs = [view.holder_x(p) for p in peers]
         b_shares = shamir.split(self._b_seed, xs, a.threshold)
@@ -162,6 +214,14 @@ class DeviceSession:
         device ((num_params,) float32: clipped, rounded, zero off the support), for error feedback.
         """
         view = self._expect(DevicePhase.READY)
+        try:
+            return self._mask(view, delta, num_samples, rng)
+        except SecAggError as exc:  # this device cannot take part: it sends nothing more
+            raise self._fail(exc) from exc
+
+    def _mask(
+        self, view: CohortView, delta: F32, num_samples: int, rng: np.random.Generator | None
+    ) -> tuple[MaskedInput, F32]:
         a = view.announce
         if delta.shape != (a.num_params,):
             raise SecAggError(SecAggReason.BAD_VECTOR, f"delta {delta.shape}, model {a.num_params}")
@@ -205,7 +265,16 @@ class DeviceSession:
         return UnmaskResponse(self.device_id, view.announce.cohort_id, b, sk)
 
     def on_result(self, result: CohortResult) -> None:
-        if self.view is not None and result.cohort_id != self.view.announce.cohort_id:
+        """The end of this cohort. Before the announce this device knows no cohort id: only a
+        result naming this join's key is for it (a stale one must not end the next cohort)."""
+        mine = self.s_keys.public
+        if self.view is None:
+            if result.member_key != mine:
+                raise SecAggError(SecAggReason.WRONG_COHORT, "result for another join")
+        elif result.cohort_id != self.view.announce.cohort_id or result.member_key not in (
+            b"",
+            mine,
+        ):
             raise SecAggError(SecAggReason.WRONG_COHORT, "result for another cohort")
         self.applied = result.applied
         self.phase = DevicePhase.DONE

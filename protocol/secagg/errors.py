@@ -27,6 +27,7 @@ class SecAggReason(StrEnum):
     RECONSTRUCTION = "reconstruction"  # a secret did not reconstruct to its commitment
     DUPLICATE = "duplicate"  # the same step sent twice
     MODEL_VERSION = "model_version"  # the device does not hold the cohort's model version
+    SUM_BOUND = "sum_bound"  # the unmasked sum is larger than its clipped members can make
 
 
 class SecAggError(FleetlearnError):

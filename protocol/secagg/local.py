@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.secagg.cohort import CohortConfig, ServerCohort
-from protocol.secagg.device import DeviceSession
+from protocol.secagg.device import DevicePolicy, DeviceSession
+from protocol.secagg.errors import SecAggError, SecAggReason
 from protocol.secagg.messages import (
     AnyDown,
     AnyUp,
@@ -34,6 +35,7 @@ __all__ = ["LocalRun", "run_cohort"]
 
 F32 = npt.NDArray[np.float32]
 Tamper = Callable[[str, AnyUp], AnyUp]
+TamperDown = Callable[[str, AnyDown], AnyDown]
 
 
 @dataclass
@@ -46,6 +48,7 @@ class LocalRun:
     device_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     server_seconds: float = 0.0
     unmask_requests: int = 0
+    refused: list[tuple[str, str, SecAggReason]] = field(default_factory=list)  # who, about, why
 
 
 def run_cohort(
@@ -59,6 +62,8 @@ def run_cohort(
     drop_before_masked: Collection[str] = (),
     drop_before_reveal: Collection[str] = (),
     tamper: Tamper | None = None,
+    tamper_down: TamperDown | None = None,
+    policy: DevicePolicy | None = None,
     rngs: Mapping[str, np.random.Generator] | None = None,
     timer: Callable[[], float] | None = None,
 ) -> LocalRun:
@@ -81,7 +86,10 @@ def run_cohort(
             "MaskedInput": cohort.on_masked,
             "UnmaskResponse": cohort.on_reveal,
         }[type(decoded).__name__]
-        inbox.extend(handler(decoded))
+        try:
+            inbox.extend(handler(decoded))
+        except SecAggError as exc:
+            run.refused.append(("server", device_id, exc.reason))
         run.server_seconds += clock() - t0
 
     def close() -> None:
@@ -91,15 +99,15 @@ def run_cohort(
 
     def deliver() -> list[tuple[str, AnyDown]]:
         out = []
-        for device_id, msg in inbox:
-            data = encode(msg)
+        for device_id, sent in inbox:
+            data = encode(tamper_down(device_id, sent) if tamper_down is not None else sent)
             run.bytes_down[device_id] += len(data)
             out.append((device_id, decode_down(data)))
         inbox.clear()
         return out
 
     for device_id in deltas:
-        session = DeviceSession(device_id, config.model_id)
+        session = DeviceSession(device_id, config.model_id, policy or DevicePolicy())
         run.devices[device_id] = session
         to_server(device_id, session.join())
     if cohort.view is None:
@@ -112,18 +120,11 @@ def run_cohort(
             if device_id in dropped or session.finished:
                 continue
             t0 = clock()
-            reply: AnyUp | None = None
-            if isinstance(msg, CohortAnnounce):
-                reply = session.on_announce(msg)
-            elif isinstance(msg, ShareBundle):
-                session.on_bundle(msg)
-                rng = (rngs or {}).get(device_id)
-                reply, run.sent[device_id] = session.mask(deltas[device_id], 1, rng)
-            elif isinstance(msg, UnmaskRequest):
-                run.unmask_requests += 1
-                reply = session.on_unmask(msg)
-            elif isinstance(msg, CohortResult):
-                session.on_result(msg)
+            try:
+                reply = _step(run, session, msg, deltas[device_id], (rngs or {}).get(device_id))
+            except SecAggError as exc:
+                run.refused.append((device_id, type(msg).__name__, exc.reason))
+                reply = None
             run.device_seconds[device_id] += clock() - t0
             if reply is not None:
                 to_server(device_id, reply)
@@ -136,5 +137,29 @@ def run_cohort(
         inbox.extend(cohort.results(base_version + 1))
         for device_id, msg in deliver():
             if isinstance(msg, CohortResult) and not run.devices[device_id].finished:
-                run.devices[device_id].on_result(msg)
+                try:
+                    run.devices[device_id].on_result(msg)
+                except SecAggError as exc:
+                    run.refused.append((device_id, "CohortResult", exc.reason))
     return run
+
+
+def _step(
+    run: LocalRun,
+    session: DeviceSession,
+    msg: AnyDown,
+    delta: F32,
+    rng: np.random.Generator | None,
+) -> AnyUp | None:
+    """One server message into one device; its reply, if any."""
+    if isinstance(msg, CohortAnnounce):
+        return session.on_announce(msg)
+    if isinstance(msg, ShareBundle):
+        session.on_bundle(msg)
+        reply, run.sent[session.device_id] = session.mask(delta, 1, rng)
+        return reply
+    if isinstance(msg, UnmaskRequest):
+        run.unmask_requests += 1
+        return session.on_unmask(msg)
+    session.on_result(msg)
+    return None

@@ -147,6 +147,7 @@ class CohortResult:
     applied: bool
     reason: str
     server_version: int
+    member_key: bytes = b""  # the addressee's s_pk from its join: names the join it answers
 
 
 AnyUp = SecAggJoin | SharesMessage | MaskedInput | UnmaskResponse
@@ -199,7 +200,7 @@ def _body(msg: AnyUp | AnyDown) -> dict[str, Any]:
         return {"cohort": msg.cohort_id, "survivors": list(msg.survivors),
                 "dropped": list(msg.dropped)}  # fmt: skip
     return {"cohort": msg.cohort_id, "applied": msg.applied, "reason": msg.reason,
-            "server_version": msg.server_version}  # fmt: skip
+            "server_version": msg.server_version, "key": msg.member_key}  # fmt: skip
 
 
 def encode(msg: AnyUp | AnyDown) -> bytes:
@@ -388,9 +389,13 @@ def _down(kind: str, doc: dict[str, Any]) -> AnyDown:
             _ids(doc.get("survivors"), f"{kind}.survivors"),
             _ids(doc.get("dropped"), f"{kind}.dropped"),
         )
+    key = _bytes(doc, "key", kind) if "key" in doc else b""
+    if len(key) not in (0, _KEY):
+        raise ProtocolError(Reason.FIELD, f"{kind}.key is {len(key)} bytes, want 0 or {_KEY}")
     return CohortResult(
         cohort_id=cohort,
         applied=_get(doc, "applied", bool, kind),
         reason=_get_text(doc, "reason", kind),
         server_version=_get_int(doc, "server_version", kind, 0, _U63),
+        member_key=key,
     )

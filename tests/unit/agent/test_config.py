@@ -119,7 +119,13 @@ def test_secure_aggregation_table(tmp_path: Path) -> None:
     doc = base() | {"secure_aggregation": {"enabled": True, "cohort_timeout_s": 45}}
     sa = parse_config(doc, tmp_path).secure_aggregation
     assert sa.enabled and sa.cohort_timeout_s == 45.0
+    assert sa.min_size == 3 and sa.min_threshold_fraction == pytest.approx(2 / 3)
+    doc["secure_aggregation"] |= {"min_size": 5, "min_threshold_fraction": 0.75}
+    sa = parse_config(doc, tmp_path).secure_aggregation
+    assert sa.min_size == 5 and sa.min_threshold_fraction == 0.75
     for bad, key in (
+        ({"min_size": 2}, "secure_aggregation.min_size"),
+        ({"min_threshold_fraction": 0.4}, "secure_aggregation.min_threshold_fraction"),
         ({"enabled": "yes"}, "secure_aggregation.enabled"),
         ({"cohort_timeout_s": 0}, "secure_aggregation.cohort_timeout_s"),
         ({"cohort_size": 5}, "secure_aggregation.cohort_size"),

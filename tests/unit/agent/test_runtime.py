@@ -388,3 +388,18 @@ def test_a_spent_privacy_budget_stops_training_quietly(
     assert len(r.trainer.rounds) == 1 and r.state() is AgentState.IDLE
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert sum("privacy budget spent" in rec.getMessage() for rec in caplog.records) == 1
+
+
+@pytest.mark.parametrize("reason", [Reason.DP_BUFFER, Reason.PRIVACY_BUDGET, Reason.DEVICE_LIMIT])
+def test_routine_dp_refusals_are_warnings_not_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, reason: Reason
+) -> None:
+    r = rig(tmp_path)
+    r.cond.set(charging=True)
+    r.offer(1)
+    r.agent.poll(0)
+    caplog.set_level(logging.INFO, logger="agent")
+    r.ack(1, accepted=False, reason=reason)
+    r.agent.poll(0)
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert any(reason.value in rec.getMessage() for rec in caplog.records)

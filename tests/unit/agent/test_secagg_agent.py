@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from agent.secagg import SecAggAgentSettings, SecureRounds
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
-from protocol.secagg.messages import AnyDown, decode_up, encode
+from protocol.secagg.messages import AnyDown, CohortAnnounce, decode_up, encode
 from protocol.topics import secagg_up_topic
 
 N = 12
@@ -23,7 +26,9 @@ class _Clock:
         return self.now
 
 
-def _agents(ids: list[str], clock: _Clock) -> tuple[dict[str, SecureRounds], ServerCohort, Outbox]:
+def _agents(
+    ids: list[str], clock: _Clock, settings: SecAggAgentSettings | None = None
+) -> tuple[dict[str, SecureRounds], ServerCohort, Outbox]:
     cohort = ServerCohort(CohortConfig("m", N, target_size=len(ids), min_size=3, clip=5.0),
                           bytes(16), 4, bytes(32))  # fmt: skip
     outbox: list[tuple[str, AnyDown]] = []
@@ -45,16 +50,20 @@ def _agents(ids: list[str], clock: _Clock) -> tuple[dict[str, SecureRounds], Ser
 
         return publish
 
+    settings = settings or SecAggAgentSettings(True, 60.0)
     for d in ids:
-        agents[d] = SecureRounds(SecAggAgentSettings(True, 60.0), fleet="home", device_id=d,
-                                 model_id="m", publish=publisher(d), clock=clock)  # fmt: skip
+        agents[d] = SecureRounds(settings, fleet="home", device_id=d, model_id="m",
+                                 publish=publisher(d), clock=clock)  # fmt: skip
     return agents, cohort, outbox
 
 
-def _deliver(agents: dict[str, SecureRounds], outbox: Outbox) -> None:
+Relay = Callable[[str, AnyDown], AnyDown]
+
+
+def _deliver(agents: dict[str, SecureRounds], outbox: Outbox, relay: Relay | None = None) -> None:
     while outbox:
         d, msg = outbox.pop(0)
-        agents[d].on_message(encode(msg))
+        agents[d].on_message(encode(relay(d, msg) if relay else msg))
 
 
 def test_round_trains_from_the_announced_version_and_keeps_residual_until_applied() -> None:
@@ -101,3 +110,77 @@ def test_garbage_on_the_cohort_topic_is_ignored() -> None:
     agents["a"].join()
     agents["a"].on_message(b"\x00not msgpack")
     assert agents["a"].in_cohort
+
+
+def _zero_key_of_c_for_a(d: str, msg: AnyDown) -> AnyDown:
+    """A malicious server (or relay) gives member c a zero mask-agreement key in a's copy."""
+    if d == "a" and isinstance(msg, CohortAnnounce):
+        members = tuple(
+            dataclasses.replace(m, s_pk=bytes(32)) if m.device_id == "c" else m for m in msg.members
+        )
+        return dataclasses.replace(msg, members=members)
+    return msg
+
+
+def _announce_more_params(d: str, msg: AnyDown) -> AnyDown:
+    """A malicious server announces a model size that is not the agent's."""
+    if isinstance(msg, CohortAnnounce):
+        return dataclasses.replace(msg, num_params=N + 1, kept=N + 1)
+    return msg
+
+
+@pytest.mark.parametrize("relay", [_zero_key_of_c_for_a, _announce_more_params])
+def test_a_hostile_cohort_message_ends_the_cohort_not_the_agent(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock()
+    ids = ["a", "b", "c"]
+    agents, _cohort, outbox = _agents(ids, clock)
+    for d in ids:
+        agents[d].remember(4, np.zeros(N, np.float32))
+        agents[d].join()
+    with caplog.at_level(logging.WARNING, logger="agent.secagg"):
+        _deliver(agents, outbox, relay)
+        for d in ids:
+            if agents[d].in_cohort and agents[d].training_base() is not None:
+                agents[d].submit(np.full(N, 0.1, np.float32), 10)  # must not raise
+        _deliver(agents, outbox, relay)
+    outcome = agents["a"].poll()
+    assert outcome is not None and not outcome.applied and outcome.residual is None
+    assert not agents["a"].in_cohort
+    ended = [d for d in ids if not agents[d].in_cohort]
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == len(ended)  # one line per device that gave its cohort up
+    assert all(w.startswith("cohort round not applied") for w in warned)
+    agents["a"].join()  # and the device goes on: a fresh session asks for a new cohort
+    assert agents["a"].in_cohort
+
+
+def test_the_agent_refuses_a_cohort_below_its_configured_minimum() -> None:
+    clock = _Clock()
+    ids = ["a", "b", "c"]
+    settings = SecAggAgentSettings(True, 60.0, min_size=4)  # the server announces 3 members
+    agents, cohort, outbox = _agents(ids, clock, settings)
+    for d in ids:
+        agents[d].join()
+    sent_before = agents["a"].bytes_published
+    _deliver(agents, outbox)
+    outcome = agents["a"].poll()
+    assert outcome is not None and not outcome.applied and "bad_params" in outcome.reason
+    assert agents["a"].bytes_published == sent_before  # no shares dealt
+    assert cohort.phase is CohortPhase.SHARING  # nobody shared: the cohort can only time out
+
+
+def test_a_stale_result_does_not_end_the_next_cohort_before_its_announce() -> None:
+    clock = _Clock()
+    ids = ["a", "b", "c"]
+    agents, cohort, outbox = _agents(ids, clock)
+    for d in ids:
+        agents[d].join()
+    _deliver(agents, outbox)  # announced; a trains too slowly and times out
+    clock.now = 61.0
+    assert agents["a"].poll() is not None and not agents["a"].in_cohort
+    agents["a"].join()  # waits for a new cohort, not yet announced
+    stale = [m for d, m in cohort.results(5) if d == "a"]
+    agents["a"].on_message(encode(stale[0]))  # the old cohort's result arrives late
+    assert agents["a"].in_cohort and agents["a"].poll() is None

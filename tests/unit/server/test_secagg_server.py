@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,24 @@ def test_distributed_noise_is_accounted_with_the_dp_accountant() -> None:
     assert spent[1] == pytest.approx(epsilon(multiplier, 2, 1e-5))
     first, second = spent
     assert first is not None and second is not None and 0 < first < second  # composition
+
+
+def test_a_join_with_a_zero_key_is_refused_with_a_reason_and_never_relayed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = SecAggSettings(True, cohort_size=3, min_size=3, clip=5.0)
+    runner = CohortRunner(settings, M)
+    evil = DeviceSession("d0", M.model_id).join()
+    with caplog.at_level(logging.WARNING, logger="server.secagg"):
+        assert runner.handle("d0", encode(dataclasses.replace(evil, c_pk=bytes(32))), 0.0, 7) == []
+    assert any("d0" in r.getMessage() and "bad_key" in r.getMessage() for r in caplog.records)
+    fleet = _Fleet(runner, ["d0", "d1", "d2"], set())  # d0 again, now with valid keys
+    out = []
+    for d in ["d1", "d2", "d0"]:
+        out += runner.handle(d, encode(fleet.sessions[d].join()), 0.0, 7)
+    announces = [decode_down(p) for _, p in out]
+    assert len(announces) == 3  # the third valid join filled the cohort
+    for a in announces:
+        assert isinstance(a, CohortAnnounce)
+        assert all(m.c_pk != bytes(32) for m in a.members)
+        assert {m.device_id for m in a.members} == {"d0", "d1", "d2"}

@@ -13,10 +13,12 @@ from protocol.secagg.graph import neighbourhoods
 from protocol.secagg.prg import agree, expand, new_keypair
 
 
-def test_scale_is_the_largest_that_cannot_wrap() -> None:
-    # b=16, K=10, C=1: (32767 - 10) / 10 = 3275.7; with sigma 0.5: 32757 / (10 + 4) = 2339.8
-    assert fixedpoint.scale_for(16, 1.0, 10) == pytest.approx(3275.7)
-    assert fixedpoint.scale_for(16, 1.0, 10, noise_std=0.5) == pytest.approx(2339.7857)
+def test_scale_leaves_a_headroom_bit() -> None:
+    # b=16, K=10, C=1: honest sums stay below 2^14: (16383 - 10) / 10 = 1637.3;
+    # with sigma 0.5: 16373 / (10 + 4) = 1169.5
+    assert fixedpoint.HEADROOM_BITS == 1
+    assert fixedpoint.scale_for(16, 1.0, 10) == pytest.approx(1637.3)
+    assert fixedpoint.scale_for(16, 1.0, 10, noise_std=0.5) == pytest.approx(1169.5)
     with pytest.raises(SecAggError) as err:
         fixedpoint.scale_for(16, 1.0, 40000)
     assert err.value.reason is SecAggReason.BAD_PARAMS
@@ -55,6 +57,23 @@ def test_clip_scales_to_the_l2_bound() -> None:
     x = np.array([3.0, 4.0], np.float32)
     np.testing.assert_allclose(fixedpoint.clip_l2(x, 1.0), [0.6, 0.8], rtol=1e-6)
     assert fixedpoint.clip_l2(x, 10.0) is x
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=40),
+    st.floats(1e-3, 1e3),
+)
+def test_clipped_norm_never_exceeds_the_clip(values: list[float], clip: float) -> None:
+    x = np.array(values, np.float32)
+    y = fixedpoint.clip_l2(x, clip)
+    assert y.dtype == np.float32
+    assert float(np.linalg.norm(y.astype(np.float64))) <= clip
+
+
+def test_float32_clip_of_17_04_is_not_above_10() -> None:
+    y = fixedpoint.clip_l2(np.array([17.04, 0.0], np.float32), 10.0)
+    assert float(y[0]) <= 10.0  # float32 scaling gave 10.000000954
 
 
 def test_nan_refused() -> None:

@@ -43,6 +43,7 @@ DOWN: list[AnyDown] = [
     ShareBundle(CID, ("dev-a", "dev-b", "dev-c"), (SHARE,)),
     UnmaskRequest(CID, ("dev-a", "dev-b"), ("dev-c",)),
     CohortResult(CID, False, "below_threshold: 2 masked", 9),
+    CohortResult(CID, True, "ok", 10, b"\x09" * 32),
 ]
 
 
@@ -99,3 +100,5 @@ def test_field_refusals() -> None:
     assert _reason(encode(dup), down=True) is Reason.FIELD
     zero_samples = encode(MaskedInput("dev-a", CID, 0, b"", ()))
     assert _reason(zero_samples) is Reason.FIELD
+    short_member_key = encode(CohortResult(CID, True, "ok", 1, b"\x09" * 5))
+    assert _reason(short_member_key, down=True) is Reason.FIELD
