@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "run a live fleet of real agents, server and broker, in one command",
     ),
     "simulate": ("fleet.sim.cli", "compare server strategies and codecs on a simulated fleet"),
+    "audit": (
+        "fleet.audit.cli",
+        "audit a configuration: `audit privacy` bounds its epsilon from below, empirically",
+    ),
     "smarthome": (
         "fleet.smarthome_cli",
         "generate the smart-home command data set (one household per device folder)",
