@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +301,24 @@ def test_no_ack_or_offer_leaves_before_the_fsync_that_covers_it(
     finally:
         disk_free.set()
         app.stop()
+
+
+def test_example_privacy_block_parses_when_uncommented_as_documented() -> None:
+    """An operator who follows example.toml's own comment (uncomment [privacy], take the
+    aggregator and norm bound out of [strategy.robust]) gets a config the server accepts."""
+    example = Path(__file__).resolve().parents[3] / "server" / "example.toml"
+    lines = example.read_text().splitlines()
+    start = lines.index("# [privacy]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# "):
+            break
+        block.append(line[2:])
+    doc = tomllib.loads(example.read_text() + "\n" + "\n".join(block) + "\n")
+    for key in ("aggregator", "norm_multiplier"):
+        doc["strategy"]["robust"].pop(key)
+    config = parse_config(doc, example.parent)
+    assert config.privacy is not None and config.privacy.epsilon > 0
+    with pytest.raises(ConfigError, match="norm_multiplier"):
+        doc["strategy"]["robust"]["norm_multiplier"] = 3.0
+        parse_config(doc, example.parent)
