@@ -158,7 +158,7 @@ class ServerApp:
         self.secagg = CohortRunner(sa, manifest) if sa.enabled else None
         self._inbox = DeviceInbox(config.fleet, config.admission, self.secagg)
         self._refusal_acks = RefusalAckGate()
-        self._failures_logged_at = -_FAILURE_LOG_INTERVAL  # see _send
+        self._failures_logged_at = self._flood_logged_at = -_FAILURE_LOG_INTERVAL  # log pacing
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -330,6 +330,8 @@ class ServerApp:
             if self._refusal_acks.allow(ack, done.now):  # a refusal is advice: QoS 0, bounded
                 topic = ack_topic(self.config.fleet, outcome.device_id)
                 self._send(topic, encode_ack(ack), qos=1 if ack.accepted else 0)
+            else:
+                self._withheld(outcome.device_id)
             if outcome.ack.accepted:
                 self.metrics.count_accepted(outcome.staleness, schema_1=outcome.schema_1)
             else:
@@ -366,6 +368,20 @@ class ServerApp:
         _log.warning("%s on %s: clearing it", why, topic[:120])
         self.metrics.count_rejected(Reason.FIELD)
         self._send(topic, b"", qos=1, retain=True)
+
+    def _withheld(self, device_id: str) -> None:
+        """A refusal not answered: the device sends far beyond its limits. Name it, now and
+        then, so an operator can revoke it (the server's MQTT connection still carries it)."""
+        self.metrics.refusals_withheld.inc()
+        now = time.monotonic()
+        if now - self._flood_logged_at >= _FAILURE_LOG_INTERVAL:
+            self._flood_logged_at = now
+            _log.warning(
+                "device %s is sending far beyond its rate limit (refusals no longer answered); "
+                "if it goes on, revoke it: fleetlearn broker revoke-device %s",
+                device_id,
+                device_id,
+            )
 
     def _send(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
         """Publish; a refusal by the link (paho out of message ids, oversize, ...) is counted

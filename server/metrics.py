@@ -12,6 +12,7 @@ fleetlearn_dp_delta / _noise_multiplier / _clip_norm / _flushes / _budget_exhaus
 fleetlearn_serving_accuracy / _macro_f1           gauges, last evaluation of the serving average
 fleetlearn_publish_failures_total                 counter: publishes the MQTT link refused (an Ack,
                                                   a clear or an offer not sent; the worker goes on)
+fleetlearn_refusal_acks_withheld_total            counter: refusals not answered (a flooding device)
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ class ServerMetrics:
         self.publish_failed = Counter(
             "fleetlearn_publish_failures",
             "Publishes the MQTT link refused (e.g. no message id left)",
+            registry=r,
+        )
+        self.refusals_withheld = Counter(
+            "fleetlearn_refusal_acks_withheld",
+            "Refusals not answered: over the device's refusal-Ack budget (server/refusal_acks.py)",
             registry=r,
         )
         self._lock = threading.Lock()
