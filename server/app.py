@@ -33,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
-from protocol.errors import FleetlearnError, ProtocolError, Reason
+from protocol.errors import FleetlearnError, Reason
 from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
 from protocol.signing import load_private_key, sign_offer
 from protocol.topics import (
@@ -41,22 +41,22 @@ from protocol.topics import (
     ack_topic,
     device_subscription,
     global_model_topic,
-    parse_device_topic,
     secagg_down_topic,
     serving_model_topic,
 )
 from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
 from server.core import Commit, Outcome, ServerCore
+from server.device_inbox import Action, DeviceInbox
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.ingest import warm_up
 from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
 from server.privacy import PrivacyStatus
+from server.refusal_acks import RefusalAckGate
 from server.secagg import CohortRunner
 from server.secagg_privacy import member_settings
 from server.serving import ServingAverage
-from server.status_guard import status_is_acceptable
 from server.strategies import make_strategy
 from server.subscriptions import plan_subscriptions, remember_subscriptions
 from transport import IncomingMessage, MqttLink, PublishHandle
@@ -64,6 +64,7 @@ from transport import IncomingMessage, MqttLink, PublishHandle
 __all__ = ["LinkLike", "ServerApp", "ServerStatus"]
 
 _log = logging.getLogger(__name__)
+_FAILURE_LOG_INTERVAL = 10.0  # seconds between warnings about publishes the link refused
 
 
 class LinkLike(Protocol):
@@ -156,6 +157,9 @@ class ServerApp:
         self.offers_published = 0  # full offers sent (each goes to every device)
         sa = member_settings(config.secure_aggregation, manifest, config.privacy)
         self.secagg = CohortRunner(sa, manifest) if sa.enabled else None
+        self._inbox = DeviceInbox(config.fleet, config.admission, self.secagg)
+        self._refusal_acks = RefusalAckGate()
+        self._failures_logged_at = self._flood_logged_at = -_FAILURE_LOG_INTERVAL  # log pacing
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -312,6 +316,8 @@ class ServerApp:
             if outcome is not None:
                 outcomes.append(outcome)
         now = self._clock()
+        for route in self._inbox.sweep(now):
+            self._clear_retained(route.topic, route.why)
         self.core.tick(now)
         finished = self._secagg_apply(now)
         return _InFlight(self.core.commit_start(), outcomes, finished, now, started)
@@ -321,9 +327,12 @@ class ServerApp:
         done.commit.wait()  # durable from here on: Acks and offers may leave
         self._secagg_send(done.secagg_out)
         for outcome in done.outcomes:
-            self._link.publish(
-                ack_topic(self.config.fleet, outcome.device_id), encode_ack(outcome.ack), qos=1
-            )
+            ack = outcome.ack
+            if self._refusal_acks.allow(ack, done.now):  # a refusal is advice: QoS 0, bounded
+                topic = ack_topic(self.config.fleet, outcome.device_id)
+                self._send(topic, encode_ack(ack), qos=1 if ack.accepted else 0)
+            else:
+                self._withheld(outcome.device_id)
             if outcome.ack.accepted:
                 self.metrics.count_accepted(outcome.staleness, schema_1=outcome.schema_1)
             else:
@@ -342,35 +351,53 @@ class ServerApp:
         self.core.maybe_checkpoint()
 
     def _submit(self, message: IncomingMessage) -> Outcome | None:
-        try:
-            topic = parse_device_topic(message.topic)
-        except ProtocolError as exc:  # no device to answer: count and drop
-            _log.warning("dropping message on %r: %s", message.topic[:120], exc)
-            self.metrics.count_rejected(exc.reason)
-            return None
-        if topic.fleet != self.config.fleet or not message.payload:
-            return None  # (an empty payload is a clear of a retained message, ours included)
-        if topic.kind is DeviceTopicKind.SECAGG_UP and self.secagg is not None:
+        now = self._clock()
+        route = self._inbox.route(message, now)  # retained, size and rate rules per topic
+        if route.action is Action.UPDATE:
+            return self.core.submit(route.device_id, message.payload, now=now)
+        if route.action is Action.SECAGG and self.secagg is not None:
             published = self._published[0] if self._published else self.core.version
-            out = self.secagg.handle(topic.device_id, message.payload, self._clock(), published)
-            self._secagg_send(out)
-            return None
-        if topic.kind is DeviceTopicKind.STATUS:
-            if not status_is_acceptable(message.payload):
-                self._clear_retained(message.topic, "oversized or invalid status")
-            return None
-        if topic.kind is not DeviceTopicKind.UPDATE:
-            return None
-        if message.retained:  # parked on the topic, not sent now: re-delivered at every restart
-            self._clear_retained(message.topic, "retained update ignored")
-            return None
-        return self.core.submit(topic.device_id, message.payload, now=self._clock())
+            self._secagg_send(self.secagg.handle(route.device_id, message.payload, now, published))
+        elif route.action is Action.CLEAR:
+            self._clear_retained(route.topic, route.why)
+        elif route.reason is not None:
+            self.metrics.count_rejected(route.reason)
+        return None
 
     def _clear_retained(self, topic: str, why: str) -> None:
         """Replace whatever a device left retained on `topic` with nothing (issue 15)."""
         _log.warning("%s on %s: clearing it", why, topic[:120])
         self.metrics.count_rejected(Reason.FIELD)
-        self._link.publish(topic, b"", qos=1, retain=True)
+        self._send(topic, b"", qos=1, retain=True)
+
+    def _withheld(self, device_id: str) -> None:
+        """A refusal not answered: the device sends far beyond its limits. Name it, now and
+        then, so an operator can revoke it (the server's MQTT connection still carries it)."""
+        self.metrics.refusals_withheld.inc()
+        now = time.monotonic()
+        if now - self._flood_logged_at >= _FAILURE_LOG_INTERVAL:
+            self._flood_logged_at = now
+            _log.warning(
+                "device %s is sending far beyond its rate limit (refusals no longer answered); "
+                "if it goes on, revoke it: fleetlearn broker revoke-device %s",
+                device_id,
+                device_id,
+            )
+
+    def _send(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
+        """Publish; a refusal by the link (paho out of message ids, oversize, ...) is counted
+        and logged at most every few seconds, never raised: it must not stop the worker."""
+        try:
+            self._link.publish(topic, payload, qos=qos, retain=retain)
+        except (FleetlearnError, OSError) as exc:
+            self.metrics.count_publish_failure()
+            now = time.monotonic()
+            if now - self._failures_logged_at >= _FAILURE_LOG_INTERVAL:
+                self._failures_logged_at = now
+                total = self.metrics.publish_failures()
+                _log.warning("publish failed (%d so far, not retried): %s", total, exc)
+            return False
+        return True
 
     # --- secure aggregation (server/secagg.py) ------------------------------------------------
 
@@ -392,7 +419,7 @@ class ServerApp:
 
     def _secagg_send(self, out: list[tuple[str, bytes]]) -> None:
         for device_id, payload in out:
-            self._link.publish(secagg_down_topic(self.config.fleet, device_id), payload, qos=1)
+            self._send(secagg_down_topic(self.config.fleet, device_id), payload, qos=1)
 
     # --- publishing ---------------------------------------------------------------------------
 
@@ -429,12 +456,11 @@ class ServerApp:
         state.wait()  # an offer never carries an update that is not on disk
         model, version = state.model.copy(), state.version
         serving = state.serving_model.copy()
-        self._link.publish(self._topic, self._offer(model, version), qos=1, retain=True)
+        if not self._send(self._topic, self._offer(model, version), qos=1, retain=True):
+            return  # not published: the pacing rule offers it again on a later batch
         if self.core.serving.enabled and self.config.serving.publish:
             # Devices' inference model: same signed offer format, its own retained topic.
-            self._link.publish(
-                self._serving_topic, self._offer(serving, version), qos=1, retain=True
-            )
+            self._send(self._serving_topic, self._offer(serving, version), qos=1, retain=True)
         with self._lock:
             self._published = (version, model)
         self._published_at = now

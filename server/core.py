@@ -124,6 +124,7 @@ class ServerCore:
         manifest.check_flat(initial_weights)
         self.manifest = manifest
         self.strategy = strategy
+        strategy.start_from(initial_weights)  # a fresh fleet is defended from its first update
         self.state_dir = state_dir
         self.admission = Admission(manifest, limits or AdmissionLimits())
         lim = self.admission.limits

@@ -10,6 +10,9 @@ fleetlearn_eval_version                           gauge, the version last evalua
 fleetlearn_dp_epsilon_spent / _epsilon_budget     gauges, differential privacy (when configured)
 fleetlearn_dp_delta / _noise_multiplier / _clip_norm / _flushes / _budget_exhausted   gauges
 fleetlearn_serving_accuracy / _macro_f1           gauges, last evaluation of the serving average
+fleetlearn_publish_failures_total                 counter: publishes the MQTT link refused (an Ack,
+                                                  a clear or an offer not sent; the worker goes on)
+fleetlearn_refusal_acks_withheld_total            counter: refusals not answered (a flooding device)
 """
 
 from __future__ import annotations
@@ -79,8 +82,19 @@ class ServerMetrics:
         self.serving_f1 = Gauge(
             "fleetlearn_serving_macro_f1", "Last eval macro-F1, serving model", registry=r
         )
+        self.publish_failed = Counter(
+            "fleetlearn_publish_failures",
+            "Publishes the MQTT link refused (e.g. no message id left)",
+            registry=r,
+        )
+        self.refusals_withheld = Counter(
+            "fleetlearn_refusal_acks_withheld",
+            "Refusals not answered: over the device's refusal-Ack budget (server/refusal_acks.py)",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {"accepted": 0}
+        self._publish_failures = 0
         self._server: Any = None
 
     def count_accepted(self, staleness: int | None, *, schema_1: bool = False) -> None:
@@ -111,6 +125,15 @@ class ServerMetrics:
         self.rejected.labels(reason=reason.value).inc()
         with self._lock:
             self._counts[reason.value] = self._counts.get(reason.value, 0) + 1
+
+    def count_publish_failure(self) -> None:
+        self.publish_failed.inc()
+        with self._lock:
+            self._publish_failures += 1
+
+    def publish_failures(self) -> int:
+        with self._lock:
+            return self._publish_failures
 
     def counts(self) -> dict[str, int]:
         """{"accepted": n, "<reason>": n, ...}: a plain snapshot for the demo and tests."""

@@ -5,7 +5,7 @@ Only moves bytes: it knows topics and sizes, never message contents.
 
 from transport.backoff import Backoff
 from transport.config import BrokerConfig, BrokerUrl, ProtocolChoice, parse_broker_url
-from transport.errors import OversizeMessage, PublishRefused
+from transport.errors import OversizeMessage, PublishFailed, PublishRefused
 from transport.handles import IncomingMessage, LinkState, PublishHandle
 from transport.limits import publish_packet_size
 from transport.link import MqttLink
@@ -19,6 +19,7 @@ __all__ = [
     "MqttLink",
     "OversizeMessage",
     "ProtocolChoice",
+    "PublishFailed",
     "PublishHandle",
     "PublishRefused",
     "parse_broker_url",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protocol.errors import FleetlearnError, ProtocolError, Reason
 
-__all__ = ["OversizeMessage", "PublishRefused"]
+__all__ = ["OversizeMessage", "PublishFailed", "PublishRefused"]
 
 
 class OversizeMessage(ProtocolError):
@@ -22,6 +22,17 @@ class OversizeMessage(ProtocolError):
         self.topic = topic
         self.size = size
         self.limit = limit
+
+
+class PublishFailed(FleetlearnError):
+    """The MQTT client would not take a publish, e.g. paho's "Message queue full" once all
+    65,535 message ids of its QoS 1 publishes are in flight (FACTS.md). Nothing was sent; the
+    caller decides whether the message matters enough to try again later."""
+
+    def __init__(self, topic: str, detail: str) -> None:
+        super().__init__(f"publish to {topic!r} not sent: {detail}")
+        self.topic = topic
+        self.detail = detail
 
 
 class PublishRefused(FleetlearnError):

@@ -28,10 +28,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, FleetlearnError
 from transport.backoff import Backoff
 from transport.config import BrokerConfig, ProtocolChoice
-from transport.errors import OversizeMessage
+from transport.errors import OversizeMessage, PublishFailed
 from transport.handles import IncomingMessage, LinkState, PublishHandle
 from transport.limits import publish_packet_size
 
@@ -158,7 +158,8 @@ class MqttLink:
     ) -> PublishHandle:
         """Queue one message; while disconnected QoS 1 waits in paho's session queue.
 
-        Raises OversizeMessage before sending if the packet exceeds the broker's limit.
+        Raises OversizeMessage before sending if the packet exceeds the broker's limit, and
+        PublishFailed if paho will not take it (no message id left, invalid topic).
         """
         if qos not in (0, 1):
             raise ValueError(f"qos must be 0 or 1, got {qos}")
@@ -179,14 +180,17 @@ class MqttLink:
         return configured, "configured"
 
     def _publish_on(self, client: mqtt.Client, handle: PublishHandle) -> None:
-        info = client.publish(handle.topic, handle.payload, handle.qos, handle.retain)
+        try:
+            info = client.publish(handle.topic, handle.payload, handle.qos, handle.retain)
+        except ValueError as exc:  # paho's checks: wildcard or over-long topic, huge payload
+            raise PublishFailed(handle.topic, f"paho refused it: {exc}") from exc
         if info.rc == mqtt.MQTT_ERR_NO_CONN and handle.qos == 0:
             handle._complete(0, "dropped: QoS 0 while disconnected")  # at most once, by definition
             return
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            raise ConnectionError(
-                f"paho refused publish to {handle.topic!r}: {mqtt.error_string(info.rc)}"
-            )
+            # e.g. MQTT_ERR_QUEUE_SIZE: all 65,535 message ids are taken by QoS 1 publishes
+            # still waiting for their PUBACK (FACTS.md)
+            raise PublishFailed(handle.topic, f"paho refused it: {mqtt.error_string(info.rc)}")
         with self._lock:
             early = self._early.pop(info.mid, None)
             if early is None:
@@ -301,7 +305,11 @@ class MqttLink:
                 self._handles.clear()
                 self._early.clear()
             for handle in pending:  # queued on the v5 client before any CONNACK: move them over
-                self._publish_on(self._client, handle)
+                try:
+                    self._publish_on(self._client, handle)
+                except FleetlearnError as exc:  # on the network thread: settle it, never raise
+                    _log.warning("%s", exc)
+                    handle._complete(0x80, f"not sent: {exc}")
 
     # ----------------------------------------------------------------- paho callbacks
     def _on_connect(

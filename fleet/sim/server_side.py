@@ -42,6 +42,7 @@ class SimServer:
         self.strategy = strategy
         self.admission = admission
         self.model = np.asarray(initial, np.float32).copy()  # (n,) float32, never mutated in place
+        strategy.start_from(self.model)  # as ServerCore: the defence's warm-up bound
         self.version = 0
         self.sequences: dict[str, tuple[int, str]] = {}
         self.accepted = 0

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from protocol.bounded_msgpack import unpack_bounded
 from protocol.errors import ProtocolError, Reason
 from protocol.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -38,6 +39,8 @@ from protocol.secagg.fixedpoint import BITS
 from protocol.topics import validate_device_id, validate_model_id
 
 __all__ = [
+    "JOIN_MAX_BYTES",
+    "SMALL_MESSAGE_BYTES",
     "AnyDown",
     "AnyUp",
     "CohortAnnounce",
@@ -60,6 +63,10 @@ _U63 = (1 << 63) - 1
 _MAX_MEMBERS = 1000
 _KEY = 32
 _SMALL = 1 << 20  # every message but the masked vector fits in 1 MiB at 1000 members
+SMALL_MESSAGE_BYTES = _SMALL
+JOIN_MAX_BYTES = 4096  # a join: two 32-byte keys, a model id and a device id (about 200 bytes)
+# arrays + maps in a message below _SMALL: a shares message holds one map per peer (<= 1024)
+_SMALL_CONTAINERS = 1024 + 16
 _COHORT_ID = 16  # bytes
 
 
@@ -216,19 +223,25 @@ def _frame(data: bytes, kinds: tuple[str, ...], max_bytes: int) -> tuple[str, di
         raise ProtocolError(Reason.MALFORMED, f"secagg: payload is {type(data).__name__}")
     if len(data) > max_bytes:
         raise ProtocolError(Reason.OVERSIZE, f"secagg: {len(data)} bytes > limit {max_bytes}")
+    # Bounded unpacking: msgpack's own limits bound one container, not how many objects a
+    # payload expands to (4 MB of empty maps was +282 MiB). Only a masked vector is larger than
+    # _SMALL, and it is one map with a bin and a list of complaints: two containers.
+    big = len(data) > _SMALL
     try:
-        raw = msgpack.unpackb(
+        raw = unpack_bounded(
             data,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=max_bytes,
-            max_str_len=1 << 16,
-            max_array_len=1 << 12,
-            max_map_len=1 << 12,
-            max_ext_len=0,
+            "secagg",
+            max_containers=4 if big else _SMALL_CONTAINERS,
+            max_array_len=_MAX_MEMBERS if big else 1 << 12,
+            max_map_len=16 if big else 1 << 12,
+            max_bytes=max_bytes,
         )
-    except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as exc:
-        raise ProtocolError(Reason.MALFORMED, f"secagg: not a msgpack message ({exc})") from exc
+    except ProtocolError as exc:
+        if not big:
+            raise
+        raise ProtocolError(
+            Reason.OVERSIZE, f"secagg: {len(data)} bytes > {_SMALL} and not a masked vector"
+        ) from exc
     doc = _as_map(raw, "secagg")
     if doc.get("schema") != SCHEMA:
         raise ProtocolError(Reason.SCHEMA, f"secagg: schema {doc.get('schema')!r} unsupported")

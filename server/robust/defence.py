@@ -157,6 +157,11 @@ class Defence:
 
     # --- admission ---------------------------------------------------------------------------
 
+    def start_from(self, model: np.ndarray) -> None:
+        """The model a fleet starts at, (n,) float32: the norm bound's warm-up value."""
+        if self.norm_bound is not None:
+            self.norm_bound.start_from(model)
+
     def screen(self, device_id: str, norm: float, *, buffered: bool) -> float:
         """Refuse (RejectedUpdate) or return the clip factor for a delta of L2 norm `norm`."""
         if buffered and self.config.one_per_device and device_id in self._devices:
@@ -217,8 +222,7 @@ class Defence:
         (g_sq,), _ = row_stats(g[None, :], g)
         g_norm = math.sqrt(g_sq)
         sq, dots = row_stats(rows, g)  # (k,) float64 each: one pass over the rows
-        bound = self.norm_bound.bound if self.norm_bound is not None else None
-        median = bound / self.config.norm_multiplier if bound and self.config.norm_multiplier else 0
+        median = (self.norm_bound.median if self.norm_bound is not None else None) or 0.0
         scores = []
         for device, r_sq, dot in zip(self._devices, sq, dots, strict=True):
             r_norm = math.sqrt(r_sq)

@@ -6,6 +6,7 @@ server drives it from its one worker thread, and the fleet simulator drives the 
 without MQTT. Recovery replays the durable log through the same hooks, so determinism is a
 correctness property, not a nicety.
 
+    start_from(initial_model)           the model a fleet starts at (the defence's warm-up bound)
     check(version, base_version)        strategy-specific admission (FedAvg: current round only)
     screen(device_id, norm)             -> clip factor; robust options may refuse (server.robust)
     apply(model, version, update)       -> StepResult   one admitted update
@@ -129,6 +130,10 @@ class Strategy(ABC):
     name: ClassVar[str]
     fedprox_mu: float = 0.0  # hint sent to devices in the ModelOffer (FedProx); 0 = plain local SGD
     privacy: DpMechanism | None = None  # user-level DP (server/privacy); None = off
+
+    def start_from(self, model: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """The model the fleet starts at (the artifacts' initial weights, not a checkpoint's),
+        (n,) float32; called once, before any update. Default: nothing."""
 
     def check(self, version: int, base_version: int) -> None:  # noqa: B027 - optional hook
         """Raise RejectedUpdate if this strategy refuses an update on `base_version` now."""

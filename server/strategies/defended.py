@@ -30,6 +30,10 @@ class Defended:
         if self._defence is not None and self._defence.keeps_rows:
             warm_up_kernels(num_params)
 
+    def start_from(self, model: np.ndarray) -> None:
+        if self._defence is not None:
+            self._defence.start_from(model)
+
     def screen(self, device_id: str, norm: float) -> float:
         if self._defence is None:
             return 1.0

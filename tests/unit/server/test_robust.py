@@ -248,10 +248,14 @@ def test_admission_applies_the_adaptive_clip_once_and_logs_it(tmp_path: Path) ->
     manifest = make_manifest(4)
     robust = {"norm_multiplier": 2.0, "norm_warmup": 2, "one_per_device": True}
 
+    # the initial model's length (20) makes the warm-up bound 0.1 x 20 = 2 (norm_bound.py
+    # `initial_bound`): the first two updates (norm 1) pass it untouched
+    initial = np.array([20, 0, 0, 0], np.float32)
+
     def core(state: Path) -> ServerCore:
         c = ServerCore(
             manifest,
-            np.zeros(4, np.float32),
+            initial,
             make_strategy("fedbuff", {"buffer_size": 2}, None, robust),
             state,
             AdmissionLimits(max_norm=100.0, max_staleness=None),
@@ -276,7 +280,7 @@ def test_admission_applies_the_adaptive_clip_once_and_logs_it(tmp_path: Path) ->
     assert acks[3].reason is Reason.DEVICE_LIMIT
     # 3rd: norm 5 > 2 x median(1, 1) -> clipped to 2: [0, 0, 1.2, 1.6]; the 4th is refused;
     # 5th: fixed clip 1000 -> 100, then adaptive 2 x median(1, 1, 2) = 2: [0, 0, 0, 2]
-    np.testing.assert_allclose(c.model, [0.5, 0.5, 0.6, 1.8], rtol=1e-6)
+    np.testing.assert_allclose(c.model - initial, [0.5, 0.5, 0.6, 1.8], rtol=1e-6, atol=1e-6)
     model = c.model.copy()
     c.close()
     again = core(tmp_path / "a")  # recovery: checkpoint + log replay
@@ -503,3 +507,17 @@ def test_a_strategy_warms_the_robust_kernels_only_when_its_defence_keeps_rows(
     FedBuff(buffer_size=3, staleness=stale).warm_up(8)
     FedAsync(staleness=stale, robust=RobustConfig()).warm_up(9)
     assert warmed == [1 << 20]
+
+
+def test_the_warm_up_bound_comes_from_the_initial_model() -> None:
+    from server.robust.norm_bound import initial_bound
+
+    assert initial_bound(np.array([30, 40], np.float32)) == pytest.approx(5.0)  # 0.1 x 50
+    assert initial_bound(np.zeros(400, np.float32)) == pytest.approx(0.2)  # 0.1 x 0.1 x 20
+    bound = AdaptiveNormBound(multiplier=3.0, window=10, warmup=2)
+    assert bound.bound is None  # no prior: as before, nothing until the warm-up is over
+    bound.start_from(np.array([30, 40], np.float32))
+    assert bound.bound == pytest.approx(5.0) and bound.screen(10.0) == pytest.approx(0.5)
+    bound.record(1.0)
+    bound.record(2.0)
+    assert bound.bound == pytest.approx(4.5)  # warmed up: 3 x median(1, 2)

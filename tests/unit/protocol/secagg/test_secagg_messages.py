@@ -102,3 +102,49 @@ def test_field_refusals() -> None:
     assert _reason(zero_samples) is Reason.FIELD
     short_member_key = encode(CohortResult(CID, True, "ok", 1, b"\x09" * 5))
     assert _reason(short_member_key, down=True) is Reason.FIELD
+
+
+# --- garbage at the size cap (outside probe: 4.2 MB cost 0.3 s and +282 MiB to decode) ------
+
+_CAP_1M = 64 * 1024 + 1_000_000 * 4  # the server's secagg_up cap for a 1M-parameter model
+
+
+def _masked_head() -> bytes:
+    """A secagg_masked-looking map with one more key, whose value the caller appends."""
+    head = msgpack.packb({"schema": 1, "kind": "secagg_masked"}, use_bin_type=True)
+    return b"\x83" + head[1:] + msgpack.packb("junk")
+
+
+def _map_bomb() -> bytes:  # 1,000 arrays of 4,000 empty maps: 4 million dicts
+    return _masked_head() + b"\xdc\x03\xe8" + (b"\xdc\x0f\xa0" + b"\x80" * 4000) * 1000
+
+
+def _str_bomb() -> bytes:  # 1,000 arrays of 1,000 three-letter strings: no maps at all
+    return _masked_head() + b"\xdc\x03\xe8" + (b"\xdc\x03\xe8" + b"\xa3abc" * 1000) * 1000
+
+
+@pytest.mark.parametrize("bomb", [_map_bomb, _str_bomb])
+def test_garbage_at_the_size_cap_is_refused_in_bounded_memory(bomb: object) -> None:
+    import time
+    import tracemalloc
+
+    data = bomb()  # type: ignore[operator]
+    assert 3_900_000 < len(data) <= _CAP_1M
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ProtocolError) as refused:
+            decode_up(data, _CAP_1M)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # larger than any message but a masked vector, and not shaped like one
+    assert refused.value.reason is Reason.OVERSIZE, refused.value
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"  # the payload is 4 MB
+    assert elapsed < 2.5, f"{elapsed:.2f} s"  # 4 ms here; the unbounded decoder took 3.6 s
+
+
+def test_a_masked_input_at_the_size_cap_still_decodes() -> None:
+    big = MaskedInput("dev-a", CID, 12, b"\x07" * 4_000_000, tuple(f"d{i}" for i in range(999)))
+    assert decode_up(encode(big), _CAP_1M) == big
