@@ -57,7 +57,7 @@ def privacy_table(args: argparse.Namespace, devices: int) -> dict[str, Any] | No
 _LEARNS = (
     "fleetlearn simulate --devices 5000 --strategy fedbuff:1000:polynomial --concurrency 1000 "
     "--local-samples 64 --batch-size 8 --dp-epsilon 8 --dp-flushes 10 --dp-clip 2.5 "
-    "--dp-accountant pld --duration 21m"
+    "--dp-accountant pld --duration 21m --target 0.8"
 )
 
 

@@ -5,6 +5,7 @@ Layout of a provisioning folder (default `broker-secrets/`, git-ignored; holds t
     ca/ca.key (0600)  ca/ca.crt  ca/crl.pem  ca/issued.json (name -> serial)
     broker/server.key (0600)  broker/server.crt  broker/passwd  broker/acl
     devices/<device_id>/ca.crt  device.crt  device.key (0600)  agent.toml (0600)
+    servers/<name>/, admins/<name>/   client.crt  client.key (0600)  password (0600)  ca.crt
 
 Keys are ECDSA P-256 (fast handshakes on small devices). Passwords, ACL and enrolment live in
 fleetlearn/provision_acl.py and fleetlearn/provision_enrol.py.

@@ -21,9 +21,12 @@ from protocol import topics
 from protocol.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_ADMIN_USER",
     "DeviceBundle",
+    "enrol_admin",
     "enrol_device",
     "enrol_server",
+    "enrolled_admins",
     "enrolled_devices",
     "enrolled_servers",
     "remove_passwords",
@@ -31,6 +34,9 @@ __all__ = [
     "set_passwords",
     "write_broker_security",
 ]
+
+
+DEFAULT_ADMIN_USER = "fleet-admin"  # the operator's identity for live changes; never a device
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,11 @@ def enrol_device(
             f"device id {device_id!r} is reserved for an aggregator: device and server names "
             "must be disjoint (a device under an aggregator's name gets its rights)"
         )
+    if device_id in {DEFAULT_ADMIN_USER, *enrolled_admins(root)}:
+        raise ConfigError(
+            f"device id {device_id!r} is an admin identity: a device under an admin's name "
+            "would get the right to change every identity's rights"
+        )
     if not cert and not password:
         raise ConfigError("enrol-device: choose a certificate, a password, or both")
     ca = CaFiles(root / "ca")
@@ -184,6 +195,11 @@ def enrolled_devices(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "devices").glob("*") if p.is_dir())
 
 
+def enrolled_admins(root: Path) -> list[str]:
+    """Admin identities (live changes to the plugin): every `enrol-admin` (root/admins/<name>)."""
+    return sorted(p.name for p in (root / "admins").glob("*") if p.is_dir())
+
+
 def enrol_server(root: Path, name: str) -> tuple[Path, str]:
     """An aggregator's client certificate and password in root/servers/<name>/."""
     topics.validate_device_id(name)
@@ -192,7 +208,25 @@ def enrol_server(root: Path, name: str) -> tuple[Path, str]:
             f"{name!r} is an enrolled device: device and server names must be disjoint "
             "(revoke the device first, or choose another aggregator name)"
         )
-    out = root / "servers" / name
+    if name in enrolled_admins(root):
+        raise ConfigError(f"{name!r} is an admin identity: choose another aggregator name")
+    return _enrol_identity(root, root / "servers" / name, name)
+
+
+def enrol_admin(root: Path, name: str = DEFAULT_ADMIN_USER) -> tuple[Path, str]:
+    """The operator's identity for live enrol/revoke: certificate and password in
+    root/admins/<name>/, the plugin's admin role (control topic only) in the generated file."""
+    topics.validate_device_id(name)
+    if name in {*enrolled_devices(root), *enrolled_servers(root)}:
+        raise ConfigError(
+            f"{name!r} is already a device or aggregator: an admin needs its own identity "
+            "(never a device's: it may change every identity's rights)"
+        )
+    return _enrol_identity(root, root / "admins" / name, name)
+
+
+def _enrol_identity(root: Path, out: Path, name: str) -> tuple[Path, str]:
+    """A client certificate (CN = name) and a password entry; both go into out/."""
     cert, _ = issue_client_cert(CaFiles(root / "ca"), name, out, stem="client")
     secret = secrets.token_urlsafe(24)
     set_passwords(root / "broker" / "passwd", {name: secret})
@@ -224,7 +258,8 @@ def write_broker_security(
     servers = [*enrolled, *extra]
     devices = enrolled_devices(root)
     acl = render_acl(fleets, servers, devices)
-    dynsec = render_dynsec(fleets, servers, devices, passwd_hashes(broker / "passwd"))
+    hashes = passwd_hashes(broker / "passwd")
+    dynsec = render_dynsec(fleets, servers, devices, hashes, admins=enrolled_admins(root))
     broker.mkdir(parents=True, exist_ok=True)
     remembered.write_text("\n".join(fleets) + "\n")
     remembered_servers.write_text("".join(f"{n}\n" for n in extra))

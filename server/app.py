@@ -66,9 +66,18 @@ __all__ = ["LinkLike", "ServerApp", "ServerStatus"]
 _log = logging.getLogger(__name__)
 _FAILURE_LOG_INTERVAL = 10.0  # seconds between warnings about publishes the link refused
 
+# Offers go out at QoS 0, retained. A message reaches a subscriber at the lower of the two QoS
+# and the broker never queues QoS 0 for an offline client, so a device subscribing at QoS 1 on
+# a persistent session cannot make the broker hoard offers for it (the probe: 808 offers, 31 MB
+# in 6.8 min); on every (re)subscribe it gets the retained latest, all a device ever needs.
+# QoS 0 is dropped while our own link is down: the latest offer is re-sent on every reconnect.
+OFFER_QOS = 0
+
 
 class LinkLike(Protocol):
     """The part of transport.MqttLink the server uses (tests pass an in-memory fake)."""
+
+    connect_count: int  # successful CONNACKs so far: offers are re-sent when it moves
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -149,6 +158,8 @@ class ServerApp:
         self._lock = threading.Lock()  # guards the published snapshot and last eval
         self._published: tuple[int, np.ndarray] | None = None
         self._published_at = 0.0
+        self._offers: list[tuple[str, bytes]] = []  # the latest signed offers, as sent
+        self._offers_sent_on = -1  # the link's connect_count when they were last sent
         self._last_eval: EvalResult | None = None
         self._last_serving_eval: EvalResult | None = None
         self._version_changed = threading.Condition(self._lock)
@@ -282,6 +293,8 @@ class ServerApp:
         in_flight: _InFlight | None = None  # a batch whose fsync is queued, Acks not yet sent
         try:
             while not self._stop.is_set():
+                if self._link.connect_count != self._offers_sent_on:
+                    self._send_offers()  # (re)connected: QoS 0 sent while down was dropped
                 try:  # with a batch in flight, don't sit on its Acks waiting for more traffic
                     batch = [incoming.get(timeout=0.0 if in_flight else 0.1)]
                 except queue.Empty:
@@ -456,11 +469,13 @@ class ServerApp:
         state.wait()  # an offer never carries an update that is not on disk
         model, version = state.model.copy(), state.version
         serving = state.serving_model.copy()
-        if not self._send(self._topic, self._offer(model, version), qos=1, retain=True):
-            return  # not published: the pacing rule offers it again on a later batch
+        offers = [(self._topic, self._offer(model, version))]
         if self.core.serving.enabled and self.config.serving.publish:
             # Devices' inference model: same signed offer format, its own retained topic.
-            self._send(self._serving_topic, self._offer(serving, version), qos=1, retain=True)
+            offers.append((self._serving_topic, self._offer(serving, version)))
+        self._offers = offers
+        if not self._send_offers():
+            return  # not published: the pacing rule offers it again on a later batch
         with self._lock:
             self._published = (version, model)
         self._published_at = now
@@ -468,6 +483,15 @@ class ServerApp:
         _log.info("published model version %d", version)
         if self._evaluator is not None:
             self._evaluate(self._evaluator, model, serving, version)
+
+    def _send_offers(self) -> bool:
+        """(Re)send the latest offers; False when the link refused one (counted, not raised)."""
+        self._offers_sent_on = self._link.connect_count
+        sent = [
+            self._send(topic, payload, qos=OFFER_QOS, retain=True)
+            for topic, payload in self._offers
+        ]
+        return all(sent)
 
     def _evaluate(
         self, evaluator: Evaluator, model: np.ndarray, serving: np.ndarray, version: int

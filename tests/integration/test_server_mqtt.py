@@ -52,7 +52,7 @@ def test_update_over_mqtt_is_acked_published_and_evaluated(tmp_path: Path) -> No
                 "state_dir": "state",
                 "test_data": "test.npz",
                 "broker": {"url": broker.url, "client_id": "srv", "protocol": "v311"},
-                "strategy": {"name": "fedasync", "alpha": 1.0},
+                "strategy": {"name": "fedasync", "alpha": 1.0, "robust": {"enabled": False}},
                 "publish": {"every_versions": 1, "codec": "float16"},
             },
             tmp_path,

@@ -31,6 +31,7 @@ class FakeLink:
         self.published: list[tuple[str, bytes, int, bool]] = []
         self.subscriptions: list[str] = []
         self.unsubscribed: list[str] = []
+        self.connect_count = 1
 
     def start(self) -> None: ...
 
@@ -63,7 +64,7 @@ def _config(tmp: Path, **extra: object) -> ServerConfig:
         "artifacts": "artifacts",
         "signing_key": key.name,
         "state_dir": "state",
-        "strategy": {"name": "fedasync", "alpha": 1.0},
+        "strategy": {"name": "fedasync", "alpha": 1.0, "robust": {"enabled": False}},
         "publish": {
             "every_versions": 2,
             "every_seconds": 3600.0,
@@ -113,6 +114,21 @@ def test_acks_offers_and_throttle(running: tuple[ServerApp, FakeLink]) -> None:
     np.testing.assert_array_equal(decode_vector(offers[1].weights, manifest), np.full(6, 3.0))
     status = app.status()
     assert status.counts == {"accepted": 3, "malformed": 1} and status.version == 3
+
+
+def test_offers_are_qos0_retained_and_resent_after_a_reconnect(
+    running: tuple[ServerApp, FakeLink],
+) -> None:
+    """QoS 0: the broker never queues an offer for an offline device, whatever QoS it asked
+    for; QoS 0 published while the server's own link was down is lost, so it re-sends."""
+    app, link = running
+    offer_topic = global_model_topic(FLEET, app.core.manifest.model_id)
+    assert [(q, r) for t, _, q, r in link.published if t == offer_topic] == [(0, True)]
+    link.connect_count += 1  # the link reconnected
+    _wait(lambda: len(link.on(offer_topic)) == 2)
+    assert link.on(offer_topic)[1] == link.on(offer_topic)[0]  # the same signed bytes
+    time.sleep(0.3)
+    assert len(link.on(offer_topic)) == 2  # once per reconnect, not once per loop
 
 
 def test_offer_signature_verifies(tmp_path: Path) -> None:
