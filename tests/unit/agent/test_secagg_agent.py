@@ -11,10 +11,12 @@ import pytest
 
 from agent.secagg import SecAggAgentSettings, SecureRounds
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.messages import AnyDown, CohortAnnounce, decode_up, encode
 from protocol.topics import secagg_up_topic
 
 N = 12
+ENROL = Enrolment.generate("home")
 Outbox = list[tuple[str, AnyDown]]
 
 
@@ -30,7 +32,7 @@ def _agents(
     ids: list[str], clock: _Clock, settings: SecAggAgentSettings | None = None
 ) -> tuple[dict[str, SecureRounds], ServerCohort, Outbox]:
     cohort = ServerCohort(CohortConfig("m", N, target_size=len(ids), min_size=3, clip=5.0),
-                          bytes(16), 4, bytes(32))  # fmt: skip
+                          bytes(16), 4, bytes(32), ENROL.trust)  # fmt: skip
     outbox: list[tuple[str, AnyDown]] = []
     agents: dict[str, SecureRounds] = {}
 
@@ -44,6 +46,7 @@ def _agents(
                 "SecAggJoin": cohort.add_join,
                 "SharesMessage": cohort.on_shares,
                 "MaskedInput": cohort.on_masked,
+                "ConsistencySignature": cohort.on_consistency,
                 "UnmaskResponse": cohort.on_reveal,
             }
             outbox.extend(handler[type(msg).__name__](msg))  # type: ignore[operator]
@@ -53,7 +56,8 @@ def _agents(
     settings = settings or SecAggAgentSettings(True, 60.0)
     for d in ids:
         agents[d] = SecureRounds(settings, fleet="home", device_id=d, model_id="m",
-                                 publish=publisher(d), clock=clock)  # fmt: skip
+                                 identity=ENROL.enrol(d), publish=publisher(d),
+                                 clock=clock)  # fmt: skip
     return agents, cohort, outbox
 
 
