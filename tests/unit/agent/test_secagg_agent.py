@@ -13,6 +13,7 @@ from agent.secagg import SecAggAgentSettings, SecureRounds
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
 from protocol.secagg.identity import Enrolment
 from protocol.secagg.messages import AnyDown, CohortAnnounce, decode_up, encode
+from protocol.secagg.prg import new_keypair
 from protocol.topics import secagg_up_topic
 
 N = 12
@@ -133,7 +134,21 @@ def _announce_more_params(d: str, msg: AnyDown) -> AnyDown:
     return msg
 
 
-@pytest.mark.parametrize("relay", [_zero_key_of_c_for_a, _announce_more_params])
+def _swap_keys_of_c_for_a(d: str, msg: AnyDown) -> AnyDown:
+    """A relay puts its own (valid) X25519 keys under c's name in a's copy of the announce."""
+    if d == "a" and isinstance(msg, CohortAnnounce):
+        c, s = new_keypair(), new_keypair()
+        members = tuple(
+            dataclasses.replace(m, c_pk=c.public, s_pk=s.public) if m.device_id == "c" else m
+            for m in msg.members
+        )
+        return dataclasses.replace(msg, members=members)
+    return msg
+
+
+@pytest.mark.parametrize(
+    "relay", [_zero_key_of_c_for_a, _announce_more_params, _swap_keys_of_c_for_a]
+)
 def test_a_hostile_cohort_message_ends_the_cohort_not_the_agent(
     relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:
