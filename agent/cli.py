@@ -77,6 +77,11 @@ def build_agent(
         )
     data = load_device_data(config.data_dir, manifest, config.artifacts_dir)
     key = _read_key(config.fleet_public_key)
+    identity = None
+    if config.secure_aggregation.enabled:
+        from agent.secagg_identity import load_identity
+
+        identity = load_identity(config.secure_aggregation, config.fleet, config.device_id)
     if trainer is None:
         from agent.trainer import load_trainer
 
@@ -119,6 +124,7 @@ def build_agent(
         conditions=conditions or LinuxConditions(config.conditions),
         fleet_key=key,
         models=models,
+        identity=identity,
     )
     return Agent(runtime, link, trainer.name)
 

@@ -332,6 +332,10 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> AgentConfig:
         cohort_timeout_s=sa_t.number("cohort_timeout_s", 300.0, lo=1.0),
         min_size=sa_t.integer("min_size", 3, lo=3) or 3,
         min_threshold_fraction=sa_t.number("min_threshold_fraction", 2 / 3, lo=0.5, hi=1.0),
+        # where `fleetlearn broker enrol-device` puts them: beside agent.toml
+        identity_key=sa_t.path("identity_key") or base_dir / "identity.key",
+        identity_cert=sa_t.path("identity_cert") or base_dir / "identity.cert",
+        enrolment_key=sa_t.path("enrolment_key") or base_dir / "enrolment.pub",
     )
     sa_t.finish()
     cfg = AgentConfig(

@@ -37,7 +37,7 @@ from agent.store import StateStore
 from agent.trainer import TrainConfig, Trainer, TrainResult
 from agent.update import build_update
 from protocol import codecs
-from protocol.errors import FleetlearnError, ProtocolError, Reason
+from protocol.errors import ConfigError, FleetlearnError, ProtocolError, Reason
 from protocol.manifest import Manifest
 from protocol.messages import (
     DeviceStatus,
@@ -47,6 +47,7 @@ from protocol.messages import (
     decode_vector,
     encode_status,
 )
+from protocol.secagg.identity import DeviceIdentity
 from protocol.signing import verify_offer
 from protocol.topics import (
     ack_topic,
@@ -92,6 +93,7 @@ class AgentRuntime:
         fleet_key: Ed25519PublicKey,
         models: PersonalModels | None = None,
         clock: Callable[[], float] = time.time,
+        identity: DeviceIdentity | None = None,  # needed with secure aggregation on
     ) -> None:
         self.config = config
         self.manifest = manifest
@@ -131,11 +133,14 @@ class AgentRuntime:
         self._should_exit: Callable[[], bool] = lambda: False
         self.secure: SecureRounds | None = None  # secure aggregation (agent/secagg.py)
         if config.secure_aggregation.enabled:
+            if identity is None:
+                raise ConfigError("secure_aggregation: enabled, but no identity was loaded")
             self.secure = SecureRounds(
                 config.secure_aggregation,
                 fleet=config.fleet,
                 device_id=config.device_id,
                 model_id=config.model_id,
+                identity=identity,
                 publish=lambda t, p: self.link.publish(t, p, 1, False),
                 clock=clock,
             )

@@ -5,9 +5,14 @@
     cohort_timeout_s = 300      give up on a cohort that has not finished by then (retry later)
     min_size = 3                refuse a cohort announced with fewer members
     min_threshold_fraction = 2/3  refuse a threshold t < ceil(fraction * neighbourhood)
+    identity_key = "identity.key"     this device's enrolled identity (agent/secagg_identity.py)
+    identity_cert = "identity.cert"
+    enrolment_key = "enrolment.pub"
 
 The two minimums are this device's own: a server (or relay) announcing a weaker cohort gets no
-share from it. Keep them at or below the server's `min_size` and `threshold_fraction`.
+share from it. Keep them at or below the server's `min_size` and `threshold_fraction`. The
+identity signs this device's keys and survivor lists; the enrolment key checks every other
+member's, so keys a relay or server substituted are refused before any share is dealt.
 
 The protocol steps are protocol/secagg/device.py's pure state machine; this module moves its
 messages over the device's own secagg_up / secagg_down topics, keeps the last few global models
@@ -21,17 +26,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from protocol.errors import ProtocolError
 from protocol.secagg import SecAggError
 from protocol.secagg.device import DevicePhase, DevicePolicy, DeviceSession
+from protocol.secagg.identity import DeviceIdentity
 from protocol.secagg.messages import (
     AnyDown,
     AnyUp,
     CohortAnnounce,
     CohortResult,
+    ConsistencyRequest,
     ShareBundle,
     UnmaskRequest,
     decode_down,
@@ -51,6 +59,9 @@ class SecAggAgentSettings:
     cohort_timeout_s: float = 300.0
     min_size: int = 3  # the server's default min_size; 2 members learn each other's input
     min_threshold_fraction: float = 2 / 3  # the server's default threshold_fraction
+    identity_key: Path | None = None  # parse_config resolves the defaults beside agent.toml
+    identity_cert: Path | None = None
+    enrolment_key: Path | None = None
 
     def policy(self) -> DevicePolicy:
         return DevicePolicy(self.min_size, self.min_threshold_fraction)
@@ -76,11 +87,13 @@ class SecureRounds:
         fleet: str,
         device_id: str,
         model_id: str,
+        identity: DeviceIdentity,
         publish: Callable[[str, bytes], None],
         clock: Callable[[], float],
     ) -> None:
         self.settings = settings
         self.device_id, self.model_id = device_id, model_id
+        self._identity = identity
         self.topic_down = secagg_down_topic(fleet, device_id)
         self._topic_up = secagg_up_topic(fleet, device_id)
         self._publish, self._clock = publish, clock
@@ -106,7 +119,9 @@ class SecureRounds:
         return self.session is not None and not self.session.finished
 
     def join(self) -> None:
-        self.session = DeviceSession(self.device_id, self.model_id, self.settings.policy())
+        self.session = DeviceSession(
+            self.device_id, self.model_id, self._identity, self.settings.policy()
+        )
         self._joined_at = self._clock()
         self._update = self._residual = None
         session = self.session
@@ -188,6 +203,8 @@ class SecureRounds:
         elif isinstance(msg, ShareBundle):
             s.on_bundle(msg)
             self._mask_if_ready()
+        elif isinstance(msg, ConsistencyRequest):
+            self._send(s.on_check(msg))
         elif isinstance(msg, UnmaskRequest):
             self._send(s.on_unmask(msg))
         elif isinstance(msg, CohortResult):

@@ -5,8 +5,9 @@ Run from the repo root:  python benchmarks/secagg.py [--quick] [--out PATH]
 
 Part 1 (protocol, no broker): for K in {10, 50, 100} and a 1M-parameter update, one cohort run
 through protocol/secagg/local.py (every message encoded and decoded), complete graph (SecAgg),
-32-bit fixed point, t = ceil(2K/3), no drop-out. Per device: bytes up (join + shares + masked
-vector + reveal) and down (announce + bundle + unmask request + result), against an unmasked
+32-bit fixed point, t = ceil(2K/3), no drop-out. Per device: bytes up (signed join + shares +
+masked vector + survivor-list signature + reveal) and down (announce with every member's signed
+keys + bundle + survivor list + unmask request with t signatures + result), against an unmasked
 update of the same bit width (n x 4 bytes + the same framing): `bytes_ratio` (goal <= 1.3;
 Bonawitz et al. report 1.73-1.98x at their sizes). CPU: process time of the server's handlers
 for the cohort, and of the mean device's handlers (key agreement, sharing, masking, reveal).

@@ -17,6 +17,7 @@ from pathlib import Path
 from fleetlearn.provision import CaFiles, issue_client_cert, write_private
 from fleetlearn.provision_acl import DEFAULT_SERVER_USER, render_acl
 from fleetlearn.provision_dynsec import passwd_hashes, render_dynsec
+from fleetlearn.provision_identity import enrolment, write_device_identity
 from protocol import topics
 from protocol.errors import ConfigError
 
@@ -47,6 +48,7 @@ class DeviceBundle:
     key: Path | None
     password: str | None
     agent_toml: Path
+    identity_key: Path | None = None  # secure aggregation (fleetlearn/provision_identity.py)
 
 
 def _mosquitto_passwd() -> str:
@@ -137,6 +139,10 @@ def render_agent_toml(
             "keepalive = 30",
             'protocol = "auto"',
             "",
+            "[secure_aggregation]",
+            "enabled = false  # true: join cohorts (must match the server)",
+            "# identity.key, identity.cert and enrolment.pub from enrolment sit beside this file",
+            "",
         ]
     )
 
@@ -177,11 +183,14 @@ def enrol_device(
     if password:
         secret = secrets.token_urlsafe(24)
         set_passwords(root / "broker" / "passwd", {device_id: secret})
+    identity_key, _, _ = write_device_identity(enrolment(ca.dir, fleet), device_id, out)
     toml = render_agent_toml(
         device_id=device_id, fleet=fleet, broker_url=broker_url, password=secret, with_cert=cert
     )
     write_private(out / "agent.toml", toml.encode())
-    return DeviceBundle(device_id, out, cert_path, key_path, secret, out / "agent.toml")
+    return DeviceBundle(
+        device_id, out, cert_path, key_path, secret, out / "agent.toml", identity_key
+    )
 
 
 def enrolled_servers(root: Path) -> list[str]:

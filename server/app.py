@@ -35,7 +35,8 @@ import numpy as np
 
 from protocol.errors import FleetlearnError, Reason
 from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
-from protocol.signing import load_private_key, sign_offer
+from protocol.secagg.identity import Trust
+from protocol.signing import load_private_key, load_public_key, sign_offer
 from protocol.topics import (
     DeviceTopicKind,
     ack_topic,
@@ -54,7 +55,7 @@ from server.metrics import ServerMetrics
 from server.offer_pacing import offer_due
 from server.privacy import PrivacyStatus
 from server.refusal_acks import RefusalAckGate
-from server.secagg import CohortRunner
+from server.secagg import CohortRunner, SecAggSettings
 from server.secagg_privacy import member_settings
 from server.serving import ServingAverage
 from server.strategies import make_strategy
@@ -167,7 +168,7 @@ class ServerApp:
         self.error: BaseException | None = None  # set if the worker died
         self.offers_published = 0  # full offers sent (each goes to every device)
         sa = member_settings(config.secure_aggregation, manifest, config.privacy)
-        self.secagg = CohortRunner(sa, manifest) if sa.enabled else None
+        self.secagg = CohortRunner(sa, manifest, _trust(sa, config.fleet)) if sa.enabled else None
         self._inbox = DeviceInbox(config.fleet, config.admission, self.secagg)
         self._refusal_acks = RefusalAckGate()
         self._failures_logged_at = self._flood_logged_at = -_FAILURE_LOG_INTERVAL  # log pacing
@@ -515,6 +516,19 @@ class ServerApp:
             result.loss,
             served.accuracy,
         )
+
+
+def _trust(settings: SecAggSettings, fleet: str) -> Trust | None:
+    """The enrolment key cohorts check joins and U3 signatures against (None: devices only)."""
+    path = settings.enrolment_key
+    if path is None:
+        _log.warning("secure_aggregation: no enrolment_key: member signatures are checked by the "
+                     "devices only, so one unenrolled join can make a cohort fail")  # fmt: skip
+        return None
+    try:
+        return Trust(fleet, load_public_key(path.read_bytes()))
+    except (OSError, FleetlearnError) as exc:
+        raise FleetlearnError(f"secure_aggregation.enrolment_key {path}: {exc}") from exc
 
 
 def reason_counts(app: ServerApp) -> dict[Reason, int]:

@@ -33,6 +33,7 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from collections.abc import Mapping
@@ -371,6 +372,9 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path) -> ServerConfig:
         )
     secure_table = _table(doc, "secure_aggregation")
     secure = secagg_under_privacy(parse_secagg_settings(secure_table), secure_table, privacy)
+    if secure.enrolment_key is not None:
+        key_path = _path(base_dir, str(secure.enrolment_key), "secure_aggregation.enrolment_key")
+        secure = dataclasses.replace(secure, enrolment_key=key_path)
     if secure.enabled and group:
         raise ConfigError(
             "secure_aggregation.enabled: not with broker.shared_group (a cohort's state lives in "

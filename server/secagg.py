@@ -12,6 +12,7 @@
     noise_std = 0.0                 distributed Skellam noise on each cohort sum (each member adds
                                     its share before masking; protocol/secagg/noise.py)
     noise_delta = 1e-5              delta at which the log reports the noise's epsilon
+    enrolment_key = "enrolment.pub" the fleet's enrolment public key (optional; see below)
 
 With noise_std > 0 every applied cohort is accounted by the dp branch's accountant
 (server/privacy/accountant.py, dp-accounting) as one Gaussian mechanism with noise multiplier
@@ -26,6 +27,11 @@ RDP; that approximation, and q = 1 (no sampling amplification), are stated, not 
 Devices refuse a cohort below their own `min_size` / `min_threshold_fraction` (agent.toml,
 defaults 3 and 2/3): a server configured lower gets cohorts nobody takes part in.
 
+Every member's keys are signed by its enrolled identity and every survivor signs the survivor
+list before anything is unmasked; the devices check both themselves (protocol/secagg/identity.py).
+Given the fleet's enrolment public key (`fleetlearn broker init-ca` writes it), the server checks
+them too, so one unenrolled or forged join cannot make every honest member refuse the cohort.
+
 `CohortRunner` turns device messages into messages for devices and, for each completed cohort,
 a log record the core applies as one buffer (server/secagg_apply.py). The server learns only
 each cohort's sum; the ACL keeps cohort messages between the server and their addressee.
@@ -37,15 +43,18 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from protocol.errors import ConfigError, ProtocolError
 from protocol.manifest import Manifest, ParamSpec
 from protocol.secagg import SecAggError, SecAggReason
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
+from protocol.secagg.identity import Trust
 from protocol.secagg.messages import (
     JOIN_MAX_BYTES,
     SMALL_MESSAGE_BYTES,
+    ConsistencySignature,
     MaskedInput,
     SecAggJoin,
     SharesMessage,
@@ -75,6 +84,7 @@ class SecAggSettings:
     noise_delta: float = 1e-5
     join_timeout_s: float = 30.0
     phase_timeout_s: float = 60.0
+    enrolment_key: Path | None = None  # server/config.py resolves it against the config's folder
 
     def cohort_config(self, manifest: Manifest) -> CohortConfig:
         return CohortConfig(
@@ -107,6 +117,7 @@ def parse_secagg_settings(doc: Mapping[str, Any]) -> SecAggSettings:
         "noise_delta": (float,),
         "join_timeout_s": (int, float),
         "phase_timeout_s": (int, float),
+        "enrolment_key": (str,),
     }
     values: dict[str, Any] = {}
     for key, value in doc.items():
@@ -114,7 +125,7 @@ def parse_secagg_settings(doc: Mapping[str, Any]) -> SecAggSettings:
             raise ConfigError(f"secure_aggregation.{key}: unknown key (allowed: {sorted(kinds)})")
         if not isinstance(value, kinds[key]) or (bool not in kinds[key] and value is True):
             raise ConfigError(f"secure_aggregation.{key}: wrong type {type(value).__name__}")
-        values[key] = value
+        values[key] = Path(str(value)) if key == "enrolment_key" else value
     settings = SecAggSettings(**{**defaults.__dict__, **values})
     if settings.join_timeout_s <= 0 or settings.phase_timeout_s <= 0:
         raise ConfigError("secure_aggregation: timeouts must be > 0")
@@ -133,8 +144,11 @@ _PROBE = Manifest("probe", (ParamSpec("w", (1,)),), "x", (1,), 2)
 class CohortRunner:
     """Open cohort + running cohorts; deadlines come from the caller's clock (`now`)."""
 
-    def __init__(self, settings: SecAggSettings, manifest: Manifest) -> None:
+    def __init__(
+        self, settings: SecAggSettings, manifest: Manifest, trust: Trust | None = None
+    ) -> None:
         self.settings = settings
+        self.trust = trust  # the enrolment key: refuse unenrolled joins and bad U3 signatures
         self.config = settings.cohort_config(manifest)
         self._max_bytes = 64 * 1024 + manifest.num_params * 4
         self._open: ServerCohort | None = None
@@ -170,7 +184,7 @@ class CohortRunner:
         )
 
     def _new_cohort(self, version: int) -> ServerCohort:
-        cohort = ServerCohort(self.config, os.urandom(16), version, os.urandom(32))
+        cohort = ServerCohort(self.config, os.urandom(16), version, os.urandom(32), self.trust)
         self._running.append(cohort)
         return cohort
 
@@ -210,6 +224,8 @@ class CohortRunner:
                     out = cohort.on_shares(msg)
                 elif isinstance(msg, MaskedInput):
                     out = cohort.on_masked(msg)
+                elif isinstance(msg, ConsistencySignature):
+                    out = cohort.on_consistency(msg)
                 else:
                     assert isinstance(msg, UnmaskResponse)
                     out = cohort.on_reveal(msg)

@@ -24,9 +24,11 @@ from protocol.errors import FleetlearnError
 from protocol.manifest import Manifest
 from protocol.messages import ClientUpdate, encode_update, encode_vector
 from protocol.secagg.device import DeviceSession
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.messages import (
     CohortAnnounce,
     CohortResult,
+    ConsistencyRequest,
     ShareBundle,
     UnmaskRequest,
     decode_down,
@@ -81,14 +83,17 @@ def _run(
     runner = None
     if scenario.secure:  # as server/app.py builds it: members clip to C less rounding
         c = scenario.config
-        runner = CohortRunner(member_settings(c.secure_aggregation, manifest, c.privacy), manifest)
+        # devices enrolled as a deployment enrols them: the server checks their signed keys
+        enrolment = Enrolment.generate("audit")
+        settings = member_settings(c.secure_aggregation, manifest, c.privacy)
+        runner = CohortRunner(settings, manifest, enrolment.trust)
     rng = np.random.default_rng(seed)  # the devices' stochastic rounding (secure only)
     for release in range(releases):
         contributions = plan(release, clips[-1])
         if runner is None:
             _plain_release(core, manifest, release, contributions)
         else:
-            _secure_release(core, runner, manifest, contributions, rng)
+            _secure_release(core, runner, enrolment, manifest, contributions, rng)
         if core.version != release + 1:
             raise AuditError(f"release {release + 1}: the server did not step (privacy budget?)")
         models.append(core.model.copy())
@@ -122,12 +127,13 @@ def _plain_release(
 def _secure_release(
     core: ServerCore,
     runner: CohortRunner,
+    enrolment: Enrolment,
     manifest: Manifest,
     contributions: list[tuple[str, np.ndarray]],
     rng: np.random.Generator,
 ) -> None:
     deltas = dict(contributions)
-    sessions = {d: DeviceSession(d, manifest.model_id) for d in deltas}
+    sessions = {d: DeviceSession(d, manifest.model_id, enrolment.enrol(d)) for d in deltas}
     outbox = []
     for device_id, session in sessions.items():
         outbox += runner.handle(device_id, encode(session.join()), 0.0, core.version)
@@ -142,6 +148,8 @@ def _secure_release(
                 session.on_bundle(msg)
                 masked, _sent = session.mask(deltas[device_id], 1, rng)
                 replies.append((device_id, encode(masked)))
+            elif isinstance(msg, ConsistencyRequest):
+                replies.append((device_id, encode(session.on_check(msg))))
             elif isinstance(msg, UnmaskRequest):
                 replies.append((device_id, encode(session.on_unmask(msg))))
             elif isinstance(msg, CohortResult):

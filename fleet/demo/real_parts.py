@@ -18,12 +18,14 @@ from agent.artifacts import Artifacts, load_artifacts
 from agent.config import parse_config
 from agent.data import load_device_data
 from agent.runtime import AgentRuntime, offline_status
+from agent.secagg_identity import load_identity
 from agent.trainer import load_trainer
 from fleet.demo.conditions import SimulatedConditions
 from fleet.demo.device import DemoDevice, DemoLink, MqttLinkLike, SlowTrainer
 from fleet.demo.hostile import HostileTrainer
 from fleet.demo.parts import BrokerHandle, FleetSetup
 from fleet.embedded_broker import EmbeddedBroker
+from fleetlearn.provision_identity import enrolment, write_device_identity
 from protocol.signing import load_public_key
 from protocol.topics import ack_topic, secagg_up_topic, status_topic, update_topic
 from transport import BrokerConfig, MqttLink
@@ -125,7 +127,20 @@ class RealAgents:
             "personal": {"enabled": False},
             "secure_aggregation": {"enabled": self.secure, "cohort_timeout_s": 30.0},
         }
+        identity = None
+        if self.secure:  # enrolled like a real device: identity files beside its state
+            keys = setup.run_dir / "keys"
+            paths = write_device_identity(
+                enrolment(keys, setup.fleet), device_id, state_dir / "identity"
+            )
+            names = ("identity_key", "identity_cert", "enrolment_key")
+            secure: dict[str, Any] = {"enabled": True, "cohort_timeout_s": 30.0}
+            doc["secure_aggregation"] = secure | {
+                k: str(p) for k, p in zip(names, paths, strict=True)
+            }
         config = parse_config(doc, setup.run_dir)
+        if self.secure:
+            identity = load_identity(config.secure_aggregation, config.fleet, device_id)
         data = load_device_data(Path(config.data_dir), artifacts.manifest, artifacts.dir)
         inner = load_trainer(setup.artifacts_dir, threads=1)
         if setup.attack is not None and index in setup.attackers:
@@ -163,6 +178,7 @@ class RealAgents:
             test_y=data.test_y,
             conditions=conditions,
             fleet_key=load_public_key(config.fleet_public_key.read_bytes()),
+            identity=identity,
         )
         device = DemoDevice(runtime, link, conditions)
         device.start()

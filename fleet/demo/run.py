@@ -33,6 +33,7 @@ from fleet.demo.real_parts import AgentTuning, RealAgents, start_broker
 from fleet.demo.report import RunReport, write_report
 from fleet.demo.server_part import ServerTuning, start_server
 from fleet.privacy_args import privacy_tradeoff
+from fleetlearn.provision_identity import enrolment
 from protocol.codecs import parse_codec_arg
 from protocol.errors import ConfigError, FleetlearnError
 from protocol.signing import generate_keypair, private_key_to_pem, public_key_to_pem
@@ -124,6 +125,7 @@ def _write_keys(folder: Path) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(private_key_to_pem(key))
     (folder / "fleet.pub").write_bytes(public_key_to_pem(public))
+    enrolment(folder, FLEET)  # enrolment.key/.pub: certifies the devices' secagg identities
 
 
 def _summary(console: Console, report: RunReport, report_path: Path, plot_path: Path) -> None:

@@ -124,6 +124,7 @@ def server_config_doc(
             "min_size": min(tuning.secagg_min_size, tuning.fedbuff_k),
             "join_timeout_s": tuning.secagg_join_timeout_s,
             "phase_timeout_s": tuning.secagg_phase_timeout_s,
+            "enrolment_key": str(setup.run_dir / "keys" / "enrolment.pub"),
         },
     }
     if privacy:

@@ -1,7 +1,8 @@
 """The server's side of one cohort: a pure state machine (no I/O, no clock).
 
     OPEN --K joins or close()--> SHARING --all shares or close()--> MASKING
-         --all masked or close()--> UNMASKING --all reveals or close()--> DONE | ABANDONED
+         --all masked or close()--> CHECKING --all signed or close()--> UNMASKING
+         --all reveals or close()--> DONE | ABANDONED
 
 `close()` is the caller's deadline for the current phase: it proceeds with whoever answered.
 Every handler returns the messages to send as (device_id, message) pairs. Fail closed: with
@@ -9,6 +10,13 @@ fewer than t members left the cohort is ABANDONED before any unmask request goes
 share is revealed and nothing is applied. A responder whose revealed share differs from the
 dealer's commitment is excluded (all its shares ignored); a dealer a member complained about is
 treated as dropped (its masked input is discarded, its mask key reconstructed instead).
+
+Consistency round (Bonawitz et al. 2017, ConsistencyCheck): the survivors U3 (whose masked
+inputs count) are sent to each of them to sign; the unmask request goes to those that signed,
+carrying the signatures, and devices reveal nothing unless at least t survivors signed the same
+U3. With a `Trust` (the fleet's enrolment key) the server refuses a join whose identity or key
+signature fails and a U3 signature that fails, so one bad member cannot make every honest
+device refuse the cohort; devices check the same signatures themselves whatever the server does.
 The server keeps each masked vector until unmasking (K x kept x b/8 bytes).
 
 Input validation under masking (`sum_bound`): the server sees only the sum, so the one check it
@@ -34,6 +42,7 @@ import numpy.typing as npt
 
 from protocol.secagg import fixedpoint, shamir
 from protocol.secagg.errors import SecAggError, SecAggReason
+from protocol.secagg.identity import Trust
 from protocol.secagg.masking import (
     CohortView,
     add_pair_mask,
@@ -46,8 +55,9 @@ from protocol.secagg.messages import (
     AnyDown,
     CohortAnnounce,
     CohortResult,
+    ConsistencyRequest,
+    ConsistencySignature,
     MaskedInput,
-    Member,
     SecAggJoin,
     ShareBundle,
     ShareOut,
@@ -66,6 +76,7 @@ class CohortPhase(Enum):
     OPEN = "open"
     SHARING = "sharing"
     MASKING = "masking"
+    CHECKING = "checking"
     UNMASKING = "unmasking"
     DONE = "done"
     ABANDONED = "abandoned"
@@ -117,6 +128,7 @@ class ServerCohort:
     cohort_id: bytes  # 16 bytes
     base_version: int
     seed: bytes  # 32 bytes: random-k support and SecAgg+ ring
+    trust: Trust | None = None  # None: member signatures are left to the devices alone
     phase: CohortPhase = CohortPhase.OPEN
     view: CohortView | None = None
     result: CohortSum | None = None
@@ -129,6 +141,7 @@ class ServerCohort:
     _complaints: set[str] = field(default_factory=set)
     _survivors: tuple[str, ...] = ()
     _dropped: tuple[str, ...] = ()
+    _signatures: dict[str, bytes] = field(default_factory=dict)  # U3 signatures, by survivor
     _reveals: dict[str, UnmaskResponse] = field(default_factory=dict)
 
     # --- inputs -------------------------------------------------------------------------------
@@ -156,6 +169,8 @@ class ServerCohort:
             raise SecAggError(SecAggReason.WRONG_COHORT, f"model {join.model_id!r}")
         check_public_key(join.c_pk)  # BAD_KEY: never relayed, so it cannot block the cohort
         check_public_key(join.s_pk)
+        if self.trust is not None:  # BAD_SIGNATURE: the same, for an unenrolled or forged join
+            self.trust.check_member(join.member(), self.config.model_id)
         self._joins[join.device_id] = join
         return self._announce() if len(self._joins) >= self.config.target_size else []
 
@@ -177,21 +192,35 @@ class ServerCohort:
         self._masked[msg.device_id] = check_bits(msg.data, self.view)
         self._samples[msg.device_id] = msg.num_samples
         self._complaints.update(c for c in msg.complaints if c in self._u2)
-        return self._request_unmask() if len(self._masked) == len(self._u2) else []
+        return self._request_check() if len(self._masked) == len(self._u2) else []
+
+    def on_consistency(self, msg: ConsistencySignature) -> Outgoing:
+        self._expect(CohortPhase.CHECKING, msg.device_id, msg.cohort_id)
+        assert self.view is not None
+        if msg.device_id not in self._survivors or msg.device_id in self._signatures:
+            raise SecAggError(SecAggReason.DUPLICATE, "not asked or already signed")
+        member = self.view.announce.members[self.view.index[msg.device_id]]
+        if self.trust is not None and not self.trust.valid_consistency(
+            member, self.cohort_id, self._survivors, msg.signature
+        ):
+            raise SecAggError(SecAggReason.BAD_SIGNATURE, f"{msg.device_id}'s U3 signature")
+        self._signatures[msg.device_id] = msg.signature
+        return self._request_unmask() if len(self._signatures) == len(self._survivors) else []
 
     def on_reveal(self, msg: UnmaskResponse) -> Outgoing:
         self._expect(CohortPhase.UNMASKING, msg.device_id, msg.cohort_id)
-        if msg.device_id not in self._survivors or msg.device_id in self._reveals:
+        if msg.device_id not in self._signatures or msg.device_id in self._reveals:
             raise SecAggError(SecAggReason.DUPLICATE, "not asked or already revealed")
         self._reveals[msg.device_id] = msg
-        return self._finish() if len(self._reveals) == len(self._survivors) else []
+        return self._finish() if len(self._reveals) == len(self._signatures) else []
 
     def close(self) -> Outgoing:
         """The deadline of the current phase passed: continue with whoever answered."""
         step = {
             CohortPhase.OPEN: self._announce,
             CohortPhase.SHARING: self._relay,
-            CohortPhase.MASKING: self._request_unmask,
+            CohortPhase.MASKING: self._request_check,
+            CohortPhase.CHECKING: self._request_unmask,
             CohortPhase.UNMASKING: self._finish,
         }.get(self.phase)
         return step() if step else []
@@ -231,7 +260,7 @@ class ServerCohort:
             degree=self.config.degree,
             seed=self.seed,
             noise_std=self.config.noise_std,
-            members=tuple(Member(j.device_id, j.c_pk, j.s_pk) for j in self._joins.values()),
+            members=tuple(j.member() for j in self._joins.values()),
         )
         self.view = CohortView.of(a)
         self.phase = CohortPhase.SHARING
@@ -250,16 +279,25 @@ class ServerCohort:
         self.phase = CohortPhase.MASKING
         return [(d, ShareBundle(self.cohort_id, self._u2, tuple(inbox[d]))) for d in self._u2]
 
-    def _request_unmask(self) -> Outgoing:
+    def _request_check(self) -> Outgoing:
         assert self.view is not None
         survivors = tuple(d for d in self._u2 if d in self._masked and d not in self._complaints)
         if len(survivors) < self.view.announce.threshold:
             return self._abandon(f"{SecAggReason.BELOW_THRESHOLD}: {len(survivors)} masked")
         self._survivors = survivors
         self._dropped = tuple(d for d in self._u2 if d not in survivors)
-        self.phase = CohortPhase.UNMASKING
-        req = UnmaskRequest(self.cohort_id, survivors, self._dropped)
+        self.phase = CohortPhase.CHECKING
+        req = ConsistencyRequest(self.cohort_id, survivors)
         return [(d, req) for d in survivors]
+
+    def _request_unmask(self) -> Outgoing:
+        assert self.view is not None
+        if len(self._signatures) < self.view.announce.threshold:
+            return self._abandon(f"{SecAggReason.BELOW_THRESHOLD}: {len(self._signatures)} signed")
+        self.phase = CohortPhase.UNMASKING
+        sigs = dict(self._signatures)
+        req = UnmaskRequest(self.cohort_id, self._survivors, self._dropped, sigs)
+        return [(d, req) for d in self._survivors if d in sigs]
 
     def _finish(self) -> Outgoing:
         try:

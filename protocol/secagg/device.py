@@ -1,14 +1,18 @@
 """The device's side of one cohort: a pure state machine (no I/O, no clock).
 
-    JOINED --announce--> SHARED --bundle--> READY --mask(delta)--> MASKED --unmask--> REVEALED
+    JOINED --announce--> SHARED --bundle--> READY --mask(delta)--> MASKED --check--> SIGNED
+           --unmask--> REVEALED
        any phase --result--> DONE;  any refusal of the server's input --> FAILED (nothing sent)
 
-Safety rules a device enforces whatever the server asks: it takes part only in a cohort of at
-least its own `DevicePolicy.min_size` members whose threshold is at least its own
-`min_threshold_fraction` of a neighbourhood, and whose members' keys are all valid X25519 points;
-it reveals shares only for one unmask request per cohort, only if at least t survivors remain,
-and never both the self-mask share and the mask-key share of the same member; its own input is
-masked before it leaves.
+Safety rules a device enforces whatever the server (or a relay) sends: it takes part only in a
+cohort of at least its own `DevicePolicy.min_size` members whose threshold is at least its own
+`min_threshold_fraction` of a neighbourhood, whose members' keys are all valid X25519 points,
+and whose every member is enrolled and signed the keys announced for it (identity.py) - checked
+before it derives a mask or encrypts a share. It signs one survivor list (U3) per cohort, and
+reveals shares only for one unmask request per cohort, only for that same list, only if at
+least t survivors remain and at least t distinct survivors signed that list (so a server cannot
+show different lists to different devices), and never both the self-mask share and the mask-key
+share of the same member; its own input is masked before it leaves.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy.typing as npt
 
 from protocol.secagg import fixedpoint, shamir
 from protocol.secagg.errors import SecAggError, SecAggReason
+from protocol.secagg.identity import DeviceIdentity
 from protocol.secagg.masking import (
     CohortView,
     add_pair_mask,
@@ -35,6 +40,8 @@ from protocol.secagg.masking import (
 from protocol.secagg.messages import (
     CohortAnnounce,
     CohortResult,
+    ConsistencyRequest,
+    ConsistencySignature,
     MaskedInput,
     SecAggJoin,
     ShareBundle,
@@ -63,6 +70,7 @@ class DevicePhase(Enum):
     SHARED = "shared"
     READY = "ready"
     MASKED = "masked"
+    SIGNED = "signed"
     REVEALED = "revealed"
     DONE = "done"
     FAILED = "failed"
@@ -102,6 +110,7 @@ class DevicePolicy:
 class DeviceSession:
     device_id: str
     model_id: str
+    identity: DeviceIdentity = field(repr=False)
     policy: DevicePolicy = field(default_factory=DevicePolicy)
     c_keys: KeyPair = field(default_factory=new_keypair)
     s_keys: KeyPair = field(default_factory=new_keypair)
@@ -112,9 +121,26 @@ class DeviceSession:
     _held: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # dealer -> shares
     _holders: tuple[str, ...] = ()
     _complaints: list[str] = field(default_factory=list)
+    _u3: tuple[str, ...] = ()  # the survivor list this device signed
+
+    def __post_init__(self) -> None:
+        if self.identity.cert.device_id != self.device_id:
+            raise ValueError(
+                f"identity is {self.identity.cert.device_id!r}, not {self.device_id!r}"
+            )
 
     def join(self) -> SecAggJoin:
-        return SecAggJoin(self.device_id, self.model_id, self.c_keys.public, self.s_keys.public)
+        c_pk, s_pk = self.c_keys.public, self.s_keys.public
+        cert = self.identity.cert
+        return SecAggJoin(
+            self.device_id,
+            self.model_id,
+            c_pk,
+            s_pk,
+            cert.identity_pk,
+            cert.signature,
+            self.identity.sign_advert(self.model_id, c_pk, s_pk),
+        )
 
     def _expect(self, phase: DevicePhase, cohort: bytes | None = None) -> CohortView:
         if self.phase is not phase:
@@ -151,6 +177,11 @@ class DeviceSession:
                 check_public_key(m.s_pk)
             except SecAggError as exc:
                 raise self._fail(SecAggError(exc.reason, f"{m.device_id}: {exc.detail}")) from exc
+        for m in a.members:  # before any key is used: every member enrolled and signed its keys
+            try:
+                self.identity.trust.check_member(m, self.model_id)
+            except SecAggError as exc:
+                raise self._fail(exc) from exc
         peers = view.neighbour_ids(self.device_id)
         xs = [view.holder_x(p) for p in peers]
         b_shares = shamir.split(self._b_seed, xs, a.threshold)
@@ -247,18 +278,48 @@ class DeviceSession:
         )
         return msg, sent
 
+    def on_check(self, req: ConsistencyRequest) -> ConsistencySignature:
+        """Sign the survivor list (U3) once: the unmask request must carry t signatures on it."""
+        view = self._expect(DevicePhase.MASKED, req.cohort_id)
+        survivors = set(req.survivors)
+        if self.device_id not in survivors or not survivors <= set(self._holders):
+            raise self._fail(SecAggError(SecAggReason.UNSAFE_REQUEST, "U3 is not within U2"))
+        if len(survivors) < view.announce.threshold:
+            raise self._fail(SecAggError(SecAggReason.BELOW_THRESHOLD, "too few survivors"))
+        self._u3 = tuple(sorted(survivors))
+        self.phase = DevicePhase.SIGNED
+        sig = self.identity.sign_consistency(view.announce.cohort_id, self._u3)
+        return ConsistencySignature(self.device_id, view.announce.cohort_id, sig)
+
     def on_unmask(self, req: UnmaskRequest) -> UnmaskResponse:
         """Reveal shares for one safe request: survivors' seeds, dropped members' mask keys."""
-        view = self._expect(DevicePhase.MASKED, req.cohort_id)
+        view = self._expect(DevicePhase.SIGNED, req.cohort_id)
         survivors, dropped = set(req.survivors), set(req.dropped)
+        if tuple(sorted(survivors)) != self._u3:
+            raise self._fail(SecAggError(SecAggReason.UNSAFE_REQUEST, "not the U3 it signed"))
         if (
             survivors & dropped
             or survivors | dropped != set(self._holders)
             or self.device_id not in survivors
         ):
             raise self._fail(SecAggError(SecAggReason.UNSAFE_REQUEST, "sets do not partition U2"))
-        if len(survivors) < view.announce.threshold:
+        a = view.announce
+        if len(survivors) < a.threshold:
             raise self._fail(SecAggError(SecAggReason.BELOW_THRESHOLD, "too few survivors"))
+        trust = self.identity.trust
+        signed = [
+            d
+            for d, sig in req.signatures.items()
+            if d in survivors
+            and trust.valid_consistency(a.members[view.index[d]], a.cohort_id, self._u3, sig)
+        ]
+        if len(signed) < a.threshold:  # dict keys: distinct members
+            raise self._fail(
+                SecAggError(
+                    SecAggReason.BAD_SIGNATURE,
+                    f"{len(signed)} valid U3 signatures < threshold {a.threshold}",
+                )
+            )
         self.phase = DevicePhase.REVEALED  # before building: never answer twice
         b = {d: shamir.share_to_bytes(v[0]) for d, v in self._held.items() if d in survivors}
         sk = {d: shamir.share_to_bytes(v[1]) for d, v in self._held.items() if d in dropped}

@@ -20,6 +20,7 @@ class SecAggReason(StrEnum):
     WRONG_COHORT = "wrong_cohort"  # cohort id differs from the session's
     BAD_PARAMS = "bad_params"  # announced parameters inconsistent (threshold, bits, sizes)
     BAD_KEY = "bad_key"  # a public key that is not 32 bytes or not a valid X25519 point
+    BAD_SIGNATURE = "bad_signature"  # an identity, key advertisement or U3 signature fails
     BAD_SHARE = "bad_share"  # a share that fails decryption or its commitment
     BAD_VECTOR = "bad_vector"  # masked vector of the wrong length or width
     UNSAFE_REQUEST = "unsafe_request"  # an unmask request that would reveal an input

@@ -2,8 +2,14 @@
 
 Used by the tests, the benchmark and the simulator so all three drive the same state machines.
 Drop-outs are given per phase: a device in `drop_before_shares` never sends its shares, one in
-`drop_before_masked` shares but never sends its masked update, one in `drop_before_reveal`
-masks but never answers the unmask request.
+`drop_before_masked` shares but never sends its masked update, one in `drop_before_check`
+masks but never signs the survivor list, one in `drop_before_reveal` signs but never answers the
+unmask request.
+
+Identities are enrolled in-process by a fresh enrolment key (identity.py) unless the caller
+gives its own `enrolment` or a device's `identities` (a test's forged one); the server checks
+joins and signatures against the same trust unless `check_at_server` is off, which lets a test
+see what the devices refuse on their own.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import numpy.typing as npt
 from protocol.secagg.cohort import CohortConfig, ServerCohort
 from protocol.secagg.device import DevicePolicy, DeviceSession
 from protocol.secagg.errors import SecAggError, SecAggReason
+from protocol.secagg.identity import DeviceIdentity, Enrolment
 from protocol.secagg.messages import (
     AnyDown,
     AnyUp,
     CohortAnnounce,
     CohortResult,
+    ConsistencyRequest,
     ShareBundle,
     UnmaskRequest,
     decode_down,
@@ -60,16 +68,22 @@ def run_cohort(
     base_version: int = 0,
     drop_before_shares: Collection[str] = (),
     drop_before_masked: Collection[str] = (),
+    drop_before_check: Collection[str] = (),
     drop_before_reveal: Collection[str] = (),
     tamper: Tamper | None = None,
     tamper_down: TamperDown | None = None,
     policy: DevicePolicy | None = None,
     rngs: Mapping[str, np.random.Generator] | None = None,
     timer: Callable[[], float] | None = None,
+    enrolment: Enrolment | None = None,
+    identities: Mapping[str, DeviceIdentity] | None = None,
+    check_at_server: bool = True,
 ) -> LocalRun:
     """Join every device of `deltas` (in order), then run all phases to the end."""
     clock = timer or (lambda: 0.0)
-    cohort = ServerCohort(config, cohort_id, base_version, seed)
+    enrolment = enrolment or Enrolment.generate("local")
+    trust = enrolment.trust if check_at_server else None
+    cohort = ServerCohort(config, cohort_id, base_version, seed, trust)
     run = LocalRun(cohort, {}, {})
     inbox: list[tuple[str, AnyDown]] = []
 
@@ -84,6 +98,7 @@ def run_cohort(
             "SecAggJoin": cohort.add_join,
             "SharesMessage": cohort.on_shares,
             "MaskedInput": cohort.on_masked,
+            "ConsistencySignature": cohort.on_consistency,
             "UnmaskResponse": cohort.on_reveal,
         }[type(decoded).__name__]
         try:
@@ -107,13 +122,14 @@ def run_cohort(
         return out
 
     for device_id in deltas:
-        session = DeviceSession(device_id, config.model_id, policy or DevicePolicy())
+        identity = (identities or {}).get(device_id) or enrolment.enrol(device_id)
+        session = DeviceSession(device_id, config.model_id, identity, policy or DevicePolicy())
         run.devices[device_id] = session
         to_server(device_id, session.join())
     if cohort.view is None:
         close()
     pending = deliver()
-    phases = (drop_before_shares, drop_before_masked, drop_before_reveal, ())
+    phases = (drop_before_shares, drop_before_masked, drop_before_check, drop_before_reveal, ())
     for dropped in phases:
         for device_id, msg in pending:
             session = run.devices[device_id]
@@ -158,6 +174,8 @@ def _step(
         session.on_bundle(msg)
         reply, run.sent[session.device_id] = session.mask(delta, 1, rng)
         return reply
+    if isinstance(msg, ConsistencyRequest):
+        return session.on_check(msg)
     if isinstance(msg, UnmaskRequest):
         run.unmask_requests += 1
         return session.on_unmask(msg)

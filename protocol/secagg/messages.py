@@ -1,14 +1,18 @@
 """Secure-aggregation wire messages, framed like protocol/messages.py (schema, then kind).
 
     device -> server (fl/<fleet>/device/<id>/secagg_up)
-        secagg_join      public keys (c_pk: share encryption, s_pk: mask agreement)
+        secagg_join      public keys (c_pk: share encryption, s_pk: mask agreement), signed by
+                         the device's identity key, and that key's enrolment certificate
         secagg_shares    encrypted Shamir shares for each neighbour + their SHA-256 commitments
         secagg_masked    the masked fixed-point update (+ complaints about bad shares received)
+        secagg_signed    the device's signature over the survivor list it was shown (U3)
         secagg_reveal    the shares the unmask request asks for
     server -> one device (fl/<fleet>/device/<id>/secagg_down; only that device may read it)
-        secagg_announce  cohort parameters and every member's public keys
+        secagg_announce  cohort parameters and every member's signed keys and certificate
         secagg_bundle    the shares addressed to this device, and who is still in (U2)
-        secagg_unmask    survivors (reveal self-mask shares) and dropped (reveal key shares)
+        secagg_check     the members whose masked inputs the server holds (U3): sign it
+        secagg_unmask    survivors (reveal self-mask shares) and dropped (reveal key shares),
+                         with at least t survivors' signatures over that survivor list
         secagg_result    applied or abandoned (the device retries in a new cohort)
 
 Decoding is cheapest-first: size and framing (`_unpack`), then fields and types, then lengths
@@ -45,6 +49,8 @@ __all__ = [
     "AnyUp",
     "CohortAnnounce",
     "CohortResult",
+    "ConsistencyRequest",
+    "ConsistencySignature",
     "MaskedInput",
     "Member",
     "SecAggJoin",
@@ -62,6 +68,7 @@ __all__ = [
 _U63 = (1 << 63) - 1
 _MAX_MEMBERS = 1000
 _KEY = 32
+_SIG = 64  # Ed25519
 _SMALL = 1 << 20  # every message but the masked vector fits in 1 MiB at 1000 members
 SMALL_MESSAGE_BYTES = _SMALL
 JOIN_MAX_BYTES = 4096  # a join: two 32-byte keys, a model id and a device id (about 200 bytes)
@@ -75,6 +82,9 @@ class Member:
     device_id: str
     c_pk: bytes  # X25519, encrypts shares
     s_pk: bytes  # X25519, agrees pairwise masks
+    identity_pk: bytes  # Ed25519, the device's enrolled identity (protocol/secagg/identity.py)
+    cert_sig: bytes  # the enrolment key's signature binding identity_pk to device_id
+    advert_sig: bytes  # identity_pk's signature over c_pk and s_pk
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,14 @@ class SecAggJoin:
     model_id: str
     c_pk: bytes
     s_pk: bytes
+    identity_pk: bytes
+    cert_sig: bytes
+    advert_sig: bytes
+
+    def member(self) -> Member:
+        return Member(
+            self.device_id, self.c_pk, self.s_pk, self.identity_pk, self.cert_sig, self.advert_sig
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +152,24 @@ class MaskedInput:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsistencyRequest:
+    cohort_id: bytes
+    survivors: tuple[str, ...]  # U3: whose masked inputs the server holds and will count
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencySignature:
+    device_id: str
+    cohort_id: bytes
+    signature: bytes  # identity key over (fleet, cohort, sorted U3)
+
+
+@dataclass(frozen=True, slots=True)
 class UnmaskRequest:
     cohort_id: bytes
     survivors: tuple[str, ...]  # reveal self-mask seed shares of these
     dropped: tuple[str, ...]  # reveal mask-key shares of these
+    signatures: dict[str, bytes]  # survivor -> its consistency signature over `survivors`
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +189,18 @@ class CohortResult:
     member_key: bytes = b""  # the addressee's s_pk from its join: names the join it answers
 
 
-AnyUp = SecAggJoin | SharesMessage | MaskedInput | UnmaskResponse
-AnyDown = CohortAnnounce | ShareBundle | UnmaskRequest | CohortResult
+AnyUp = SecAggJoin | SharesMessage | MaskedInput | ConsistencySignature | UnmaskResponse
+AnyDown = CohortAnnounce | ShareBundle | ConsistencyRequest | UnmaskRequest | CohortResult
 
 _KIND: dict[type, str] = {
     SecAggJoin: "secagg_join",
     SharesMessage: "secagg_shares",
     MaskedInput: "secagg_masked",
+    ConsistencySignature: "secagg_signed",
     UnmaskResponse: "secagg_reveal",
     CohortAnnounce: "secagg_announce",
     ShareBundle: "secagg_bundle",
+    ConsistencyRequest: "secagg_check",
     UnmaskRequest: "secagg_unmask",
     CohortResult: "secagg_result",
 }
@@ -182,7 +216,8 @@ def _share_wire(s: ShareOut) -> dict[str, Any]:
 def _body(msg: AnyUp | AnyDown) -> dict[str, Any]:
     if isinstance(msg, SecAggJoin):
         return {"device_id": msg.device_id, "model_id": msg.model_id, "c_pk": msg.c_pk,
-                "s_pk": msg.s_pk}  # fmt: skip
+                "s_pk": msg.s_pk, "id_pk": msg.identity_pk, "cert_sig": msg.cert_sig,
+                "advert_sig": msg.advert_sig}  # fmt: skip
     if isinstance(msg, SharesMessage):
         return {"device_id": msg.device_id, "cohort": msg.cohort_id, "b_commit": msg.b_commit,
                 "shares": [_share_wire(s) for s in msg.shares]}  # fmt: skip
@@ -190,6 +225,8 @@ def _body(msg: AnyUp | AnyDown) -> dict[str, Any]:
         return {"device_id": msg.device_id, "cohort": msg.cohort_id,
                 "num_samples": msg.num_samples, "data": msg.data,
                 "complaints": list(msg.complaints)}  # fmt: skip
+    if isinstance(msg, ConsistencySignature):
+        return {"device_id": msg.device_id, "cohort": msg.cohort_id, "sig": msg.signature}
     if isinstance(msg, UnmaskResponse):
         return {"device_id": msg.device_id, "cohort": msg.cohort_id,
                 "b_shares": msg.b_shares, "sk_shares": msg.sk_shares}  # fmt: skip
@@ -199,13 +236,16 @@ def _body(msg: AnyUp | AnyDown) -> dict[str, Any]:
                 "kept": msg.kept, "bits": msg.bits, "clip": msg.clip,
                 "threshold": msg.threshold, "degree": msg.degree, "seed": msg.seed,
                 "noise_std": msg.noise_std,
-                "members": [[m.device_id, m.c_pk, m.s_pk] for m in msg.members]}  # fmt: skip
+                "members": [[m.device_id, m.c_pk, m.s_pk, m.identity_pk, m.cert_sig,
+                             m.advert_sig] for m in msg.members]}  # fmt: skip
     if isinstance(msg, ShareBundle):
         return {"cohort": msg.cohort_id, "holders": list(msg.holders),
                 "shares": [_share_wire(s) for s in msg.shares]}  # fmt: skip
+    if isinstance(msg, ConsistencyRequest):
+        return {"cohort": msg.cohort_id, "survivors": list(msg.survivors)}
     if isinstance(msg, UnmaskRequest):
         return {"cohort": msg.cohort_id, "survivors": list(msg.survivors),
-                "dropped": list(msg.dropped)}  # fmt: skip
+                "dropped": list(msg.dropped), "sigs": msg.signatures}  # fmt: skip
     return {"cohort": msg.cohort_id, "applied": msg.applied, "reason": msg.reason,
             "server_version": msg.server_version, "key": msg.member_key}  # fmt: skip
 
@@ -253,8 +293,8 @@ def _frame(data: bytes, kinds: tuple[str, ...], max_bytes: int) -> tuple[str, di
     return str(kind), doc
 
 
-_UP = ("secagg_join", "secagg_shares", "secagg_masked", "secagg_reveal")
-_DOWN = ("secagg_announce", "secagg_bundle", "secagg_unmask", "secagg_result")
+_UP = ("secagg_join", "secagg_shares", "secagg_masked", "secagg_signed", "secagg_reveal")
+_DOWN = ("secagg_announce", "secagg_bundle", "secagg_check", "secagg_unmask", "secagg_result")
 
 
 def payload_kind(data: bytes) -> str:
@@ -312,26 +352,27 @@ def _shares(raw: object, name: str) -> tuple[ShareOut, ...]:
     return tuple(out)
 
 
-def _share_map(raw: object, name: str) -> dict[str, bytes]:
+def _share_map(raw: object, name: str, size: int | None = None) -> dict[str, bytes]:
     doc = _as_map(raw, name)
     if len(doc) > _MAX_MEMBERS:
         raise ProtocolError(Reason.FIELD, f"{name} has more than {_MAX_MEMBERS} entries")
-    return {validate_device_id(k): _bytes(doc, k, name) for k in doc}
+    return {validate_device_id(k): _bytes(doc, k, name, size) for k in doc}
 
 
 def _members(raw: object) -> tuple[Member, ...]:
     if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_MEMBERS:
         raise ProtocolError(Reason.FIELD, "secagg_announce.members is not a list of 1..1000")
     out = []
+    sizes = (_KEY, _KEY, _KEY, _SIG, _SIG)
     for item in raw:
-        if not isinstance(item, list) or len(item) != 3:
-            raise ProtocolError(Reason.FIELD, "a member is not [device_id, c_pk, s_pk]")
-        dev, c_pk, s_pk = item
-        if not (isinstance(c_pk, bytes) and isinstance(s_pk, bytes)):
-            raise ProtocolError(Reason.FIELD, "member keys must be bytes")
-        if len(c_pk) != _KEY or len(s_pk) != _KEY:
-            raise ProtocolError(Reason.FIELD, "member keys must be 32 bytes")
-        out.append(Member(validate_device_id(dev), c_pk, s_pk))
+        if not isinstance(item, list) or len(item) != 6:
+            raise ProtocolError(
+                Reason.FIELD, "a member is not [device_id, c_pk, s_pk, id_pk, cert_sig, advert_sig]"
+            )
+        dev, *keys = item
+        if not all(isinstance(k, bytes) and len(k) == n for k, n in zip(keys, sizes, strict=True)):
+            raise ProtocolError(Reason.FIELD, "member keys must be 32 bytes, signatures 64")
+        out.append(Member(validate_device_id(dev), *keys))
     if len({m.device_id for m in out}) != len(out):
         raise ProtocolError(Reason.FIELD, "secagg_announce.members repeats a device")
     return tuple(out)
@@ -345,6 +386,9 @@ def _up(kind: str, doc: dict[str, Any]) -> AnyUp:
             model_id=validate_model_id(_get(doc, "model_id", str, kind)),
             c_pk=_bytes(doc, "c_pk", kind, _KEY),
             s_pk=_bytes(doc, "s_pk", kind, _KEY),
+            identity_pk=_bytes(doc, "id_pk", kind, _KEY),
+            cert_sig=_bytes(doc, "cert_sig", kind, _SIG),
+            advert_sig=_bytes(doc, "advert_sig", kind, _SIG),
         )
     cohort = _bytes(doc, "cohort", kind, _COHORT_ID)
     if kind == "secagg_shares":
@@ -359,6 +403,8 @@ def _up(kind: str, doc: dict[str, Any]) -> AnyUp:
             data=_bytes(doc, "data", kind),
             complaints=_ids(doc.get("complaints", []), f"{kind}.complaints"),
         )
+    if kind == "secagg_signed":
+        return ConsistencySignature(dev, cohort, _bytes(doc, "sig", kind, _SIG))
     return UnmaskResponse(
         dev,
         cohort,
@@ -396,11 +442,14 @@ def _down(kind: str, doc: dict[str, Any]) -> AnyDown:
         )
     if kind == "secagg_bundle":
         return ShareBundle(cohort, _ids(doc.get("holders"), kind), _shares(doc.get("shares"), kind))
+    if kind == "secagg_check":
+        return ConsistencyRequest(cohort, _ids(doc.get("survivors"), f"{kind}.survivors"))
     if kind == "secagg_unmask":
         return UnmaskRequest(
             cohort,
             _ids(doc.get("survivors"), f"{kind}.survivors"),
             _ids(doc.get("dropped"), f"{kind}.dropped"),
+            _share_map(doc.get("sigs"), f"{kind}.sigs", _SIG),
         )
     key = _bytes(doc, "key", kind) if "key" in doc else b""
     if len(key) not in (0, _KEY):

@@ -11,10 +11,13 @@ import pytest
 
 from agent.secagg import SecAggAgentSettings, SecureRounds
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.messages import AnyDown, CohortAnnounce, decode_up, encode
+from protocol.secagg.prg import new_keypair
 from protocol.topics import secagg_up_topic
 
 N = 12
+ENROL = Enrolment.generate("home")
 Outbox = list[tuple[str, AnyDown]]
 
 
@@ -30,7 +33,7 @@ def _agents(
     ids: list[str], clock: _Clock, settings: SecAggAgentSettings | None = None
 ) -> tuple[dict[str, SecureRounds], ServerCohort, Outbox]:
     cohort = ServerCohort(CohortConfig("m", N, target_size=len(ids), min_size=3, clip=5.0),
-                          bytes(16), 4, bytes(32))  # fmt: skip
+                          bytes(16), 4, bytes(32), ENROL.trust)  # fmt: skip
     outbox: list[tuple[str, AnyDown]] = []
     agents: dict[str, SecureRounds] = {}
 
@@ -44,6 +47,7 @@ def _agents(
                 "SecAggJoin": cohort.add_join,
                 "SharesMessage": cohort.on_shares,
                 "MaskedInput": cohort.on_masked,
+                "ConsistencySignature": cohort.on_consistency,
                 "UnmaskResponse": cohort.on_reveal,
             }
             outbox.extend(handler[type(msg).__name__](msg))  # type: ignore[operator]
@@ -53,7 +57,8 @@ def _agents(
     settings = settings or SecAggAgentSettings(True, 60.0)
     for d in ids:
         agents[d] = SecureRounds(settings, fleet="home", device_id=d, model_id="m",
-                                 publish=publisher(d), clock=clock)  # fmt: skip
+                                 identity=ENROL.enrol(d), publish=publisher(d),
+                                 clock=clock)  # fmt: skip
     return agents, cohort, outbox
 
 
@@ -129,7 +134,21 @@ def _announce_more_params(d: str, msg: AnyDown) -> AnyDown:
     return msg
 
 
-@pytest.mark.parametrize("relay", [_zero_key_of_c_for_a, _announce_more_params])
+def _swap_keys_of_c_for_a(d: str, msg: AnyDown) -> AnyDown:
+    """A relay puts its own (valid) X25519 keys under c's name in a's copy of the announce."""
+    if d == "a" and isinstance(msg, CohortAnnounce):
+        c, s = new_keypair(), new_keypair()
+        members = tuple(
+            dataclasses.replace(m, c_pk=c.public, s_pk=s.public) if m.device_id == "c" else m
+            for m in msg.members
+        )
+        return dataclasses.replace(msg, members=members)
+    return msg
+
+
+@pytest.mark.parametrize(
+    "relay", [_zero_key_of_c_for_a, _announce_more_params, _swap_keys_of_c_for_a]
+)
 def test_a_hostile_cohort_message_ends_the_cohort_not_the_agent(
     relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,6 +13,7 @@ from agent.conditions import FakeConditions
 from agent.runtime import AgentRuntime
 from agent.secagg import SecAggAgentSettings
 from agent.state import AgentState
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.messages import decode_up
 from protocol.signing import generate_keypair, sign_offer
 from protocol.topics import global_model_topic
@@ -43,6 +44,7 @@ def _agent(tmp_path: Path, link: FlakyLink) -> AgentRuntime:
         cfg, MANIFEST, link=link, trainer=StepTrainer(),
         train_x=np.zeros((40, 4), np.float32), train_y=np.zeros(40, np.int64),
         conditions=FakeConditions(), fleet_key=PUB, clock=lambda: 10_000.0,
+        identity=Enrolment.generate("home").enrol(cfg.device_id),
     )  # fmt: skip
     offer = offer_bytes(1)
     link.deliver(global_model_topic("home", MANIFEST.model_id), offer)

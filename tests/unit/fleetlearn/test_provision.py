@@ -95,3 +95,33 @@ def test_enrol_device_writes_a_bundle_the_agent_can_load(tmp_path: Path) -> None
     assert stat.S_IMODE(os.stat(bundle.agent_toml).st_mode) == 0o600
     with pytest.raises(ConfigError, match="reserved"):
         enrol_device(tmp_path, "fleet-server", fleet="home", broker_url="mqtts://b:8883")
+
+
+def test_enrol_device_writes_an_identity_the_agent_loads_and_peers_trust(tmp_path: Path) -> None:
+    from agent.config import parse_config
+    from agent.secagg_identity import load_identity
+    from protocol.secagg.identity import Enrolment
+    from protocol.signing import public_key_to_pem
+
+    init_ca(tmp_path / "ca", "home")
+    bundle = enrol_device(tmp_path, "hub-1", fleet="home", broker_url="mqtts://b:8883")
+    other = enrol_device(tmp_path, "hub-2", fleet="home", broker_url="mqtts://b:8883")
+    assert bundle.identity_key is not None
+    assert stat.S_IMODE(os.stat(bundle.identity_key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "ca" / "enrolment.key").st_mode) == 0o600
+    doc = tomllib.loads(bundle.agent_toml.read_text())
+    doc["secure_aggregation"]["enabled"] = True
+    doc["model_id"] = "m"
+    config = parse_config(doc, bundle.dir)  # the defaults name the files beside agent.toml
+    identity = load_identity(config.secure_aggregation, "home", "hub-1")
+    assert identity.cert.device_id == "hub-1"
+    # both devices were certified by the same enrolment key: hub-1 trusts hub-2's identity
+    assert (other.dir / "enrolment.pub").read_bytes() == (bundle.dir / "enrolment.pub").read_bytes()
+    with pytest.raises(ConfigError, match="issued to 'hub-1'"):
+        load_identity(config.secure_aggregation, "home", "hub-2")
+    with pytest.raises(ConfigError, match="identity_cert"):
+        load_identity(config.secure_aggregation, "elsewhere", "hub-1")
+    stranger = Enrolment.generate("home")  # an enrolment.pub the fleet never used
+    (bundle.dir / "enrolment.pub").write_bytes(public_key_to_pem(stranger.key.public_key()))
+    with pytest.raises(ConfigError, match="not signed by the enrolment key"):
+        load_identity(config.secure_aggregation, "home", "hub-1")

@@ -24,6 +24,7 @@ import pytest
 from protocol.errors import Reason
 from protocol.messages import DeviceStatus, decode_ack, encode_status
 from protocol.secagg.device import DeviceSession
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.messages import encode
 from protocol.topics import (
     ack_topic,
@@ -216,8 +217,12 @@ def secagg_app(tmp_path: Path) -> Iterator[tuple[ServerApp, FakeLink]]:
     app.stop()
 
 
+_ENROLMENT = Enrolment.generate("flood-test")
+
+
 def _join(app: ServerApp, device: str) -> bytes:
-    return encode(DeviceSession(device, app.core.manifest.model_id).join())
+    identity = _ENROLMENT.enrol(device)
+    return encode(DeviceSession(device, app.core.manifest.model_id, identity).join())
 
 
 def test_retained_secagg_join_is_ignored_and_cleared(

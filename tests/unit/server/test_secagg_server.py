@@ -12,10 +12,12 @@ import pytest
 from protocol.errors import ConfigError
 from protocol.secagg import fixedpoint
 from protocol.secagg.device import DeviceSession
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.messages import (
     AnyUp,
     CohortAnnounce,
     CohortResult,
+    ConsistencyRequest,
     ShareBundle,
     UnmaskRequest,
     decode_down,
@@ -28,6 +30,7 @@ from server.strategies import FedBuff
 from tests.unit.server.factory import make_manifest
 
 M = make_manifest(8)
+ENROL = Enrolment.generate("home")
 
 
 @pytest.mark.parametrize(
@@ -57,7 +60,7 @@ class _Fleet:
 
     def __init__(self, runner: CohortRunner, ids: list[str], silent_at_mask: set[str]) -> None:
         self.runner = runner
-        self.sessions = {d: DeviceSession(d, M.model_id) for d in ids}
+        self.sessions = {d: DeviceSession(d, M.model_id, ENROL.enrol(d)) for d in ids}
         self.silent = silent_at_mask
         self.results: dict[str, CohortResult] = {}
         self.deltas = {d: np.full(8, 0.1 * (i + 1), np.float32) for i, d in enumerate(ids)}
@@ -74,6 +77,8 @@ class _Fleet:
                 s.on_bundle(msg)
                 if device_id not in self.silent:
                     reply, _ = s.mask(self.deltas[device_id], 5)
+            elif isinstance(msg, ConsistencyRequest):
+                reply = s.on_check(msg)
             elif isinstance(msg, UnmaskRequest):
                 reply = s.on_unmask(msg)
             elif isinstance(msg, CohortResult):
@@ -86,7 +91,7 @@ def _run(ids: list[str], silent: set[str], size: int) -> tuple[CohortRunner, _Fl
     settings = SecAggSettings(
         True, cohort_size=size, min_size=3, clip=5.0, join_timeout_s=10, phase_timeout_s=20
     )
-    runner = CohortRunner(settings, M)
+    runner = CohortRunner(settings, M, ENROL.trust)
     fleet = _Fleet(runner, ids, silent)
     for d in ids:
         fleet.deliver(runner.handle(d, encode(fleet.sessions[d].join()), 0.0, 7), 0.0)
@@ -131,7 +136,7 @@ def test_too_few_joiners_are_told_to_retry() -> None:
 def test_refused_messages_are_dropped_not_raised() -> None:
     runner = CohortRunner(SecAggSettings(True, cohort_size=3), M)
     assert runner.handle("d1", b"\x00garbage", 0.0, 0) == []
-    join = DeviceSession("d2", M.model_id).join()
+    join = DeviceSession("d2", M.model_id, ENROL.enrol("d2")).join()
     assert runner.handle("d1", encode(join), 0.0, 0) == []  # payload id differs from topic
 
 
@@ -207,8 +212,8 @@ def test_a_join_with_a_zero_key_is_refused_with_a_reason_and_never_relayed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = SecAggSettings(True, cohort_size=3, min_size=3, clip=5.0)
-    runner = CohortRunner(settings, M)
-    evil = DeviceSession("d0", M.model_id).join()
+    runner = CohortRunner(settings, M, ENROL.trust)
+    evil = DeviceSession("d0", M.model_id, ENROL.enrol("d0")).join()
     with caplog.at_level(logging.WARNING, logger="server.secagg"):
         assert runner.handle("d0", encode(dataclasses.replace(evil, c_pk=bytes(32))), 0.0, 7) == []
     assert any("d0" in r.getMessage() and "bad_key" in r.getMessage() for r in caplog.records)
@@ -222,3 +227,38 @@ def test_a_join_with_a_zero_key_is_refused_with_a_reason_and_never_relayed(
         assert isinstance(a, CohortAnnounce)
         assert all(m.c_pk != bytes(32) for m in a.members)
         assert {m.device_id for m in a.members} == {"d0", "d1", "d2"}
+
+
+def test_a_join_from_an_unenrolled_identity_is_refused_and_never_relayed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = SecAggSettings(True, cohort_size=3, min_size=3, clip=5.0)
+    runner = CohortRunner(settings, M, ENROL.trust)
+    stranger = Enrolment.generate("home").enrol("d0")  # certified by a key the fleet never had
+    join = DeviceSession("d0", M.model_id, stranger).join()
+    with caplog.at_level(logging.WARNING, logger="server.secagg"):
+        assert runner.handle("d0", encode(join), 0.0, 7) == []
+    assert any("bad_signature" in r.getMessage() for r in caplog.records)
+    fleet = _Fleet(runner, ["d1", "d2", "d3"], set())
+    out = []
+    for d in ["d1", "d2", "d3"]:
+        out += runner.handle(d, encode(fleet.sessions[d].join()), 0.0, 7)
+    announce = decode_down(out[0][1])
+    assert isinstance(announce, CohortAnnounce)
+    assert {m.device_id for m in announce.members} == {"d1", "d2", "d3"}
+    fleet.deliver(out, 0.0)
+    [(_, record)] = runner.finished()
+    assert record is not None and record["m"] == 3
+
+
+def test_the_enrolment_key_path_resolves_beside_the_config(tmp_path: Path) -> None:
+    from server.config import parse_config
+
+    secure = {"enabled": True, "enrolment_key": "keys/enrolment.pub"}
+    doc = {"fleet": "f", "artifacts": "a", "signing_key": "k", "state_dir": "s",
+           "secure_aggregation": secure}  # fmt: skip
+    config = parse_config(doc, tmp_path)
+    assert config.secure_aggregation.enrolment_key == tmp_path / "keys" / "enrolment.pub"
+    doc["secure_aggregation"] = {"enabled": True, "enrolment_key": 3}
+    with pytest.raises(ConfigError, match="enrolment_key"):
+        parse_config(doc, tmp_path)

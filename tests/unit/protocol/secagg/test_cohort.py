@@ -11,9 +11,11 @@ from protocol.secagg import fixedpoint
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
 from protocol.secagg.device import DevicePhase, DeviceSession
 from protocol.secagg.errors import SecAggError, SecAggReason
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.local import run_cohort
 from protocol.secagg.messages import (
     AnyUp,
+    ConsistencyRequest,
     MaskedInput,
     SharesMessage,
     UnmaskRequest,
@@ -22,6 +24,7 @@ from protocol.secagg.messages import (
 from protocol.secagg.shamir import SHARE_BYTES
 
 N = 500
+ENROL = Enrolment.generate("local")
 
 
 def _deltas(k: int, seed: int = 0, n: int = N) -> dict[str, np.ndarray]:
@@ -182,46 +185,54 @@ def test_too_few_joiners_abandon_and_too_few_sharers_abandon() -> None:
     assert run.cohort.phase is CohortPhase.ABANDONED and run.unmask_requests == 0
 
 
-def _masked_session(k: int = 6) -> tuple[DeviceSession, list[str]]:
-    """A device that has masked and awaits the unmask request (driven by hand, no driver)."""
+def _masked_sessions(k: int = 6) -> dict[str, DeviceSession]:
+    """Devices that have masked and await the consistency check (driven by hand, no driver)."""
     cfg = CohortConfig("m", N, target_size=k, min_size=3, clip=1.0)
     cohort = ServerCohort(cfg, bytes(16), 0, bytes(32))
     deltas = _deltas(k)
-    sessions = {d: DeviceSession(d, "m") for d in deltas}
+    sessions = {d: DeviceSession(d, "m", ENROL.enrol(d)) for d in deltas}
     out = [o for s in sessions.values() for o in cohort.add_join(s.join())]
     out = [o for d, a in out for o in cohort.on_shares(sessions[d].on_announce(a))]  # type: ignore[arg-type]
     for d, bundle in out:
         sessions[d].on_bundle(bundle)  # type: ignore[arg-type]
         msg, _ = sessions[d].mask(deltas[d], 1)
         cohort.on_masked(msg)
-    assert cohort.phase is CohortPhase.UNMASKING
-    return sessions["dev00"], list(deltas)
+    assert cohort.phase is CohortPhase.CHECKING
+    return sessions
+
+
+def _signed(survivors: list[str]) -> tuple[DeviceSession, bytes, dict[str, bytes]]:
+    """dev00 after every device signed `survivors`; the cohort id and their signatures."""
+    sessions = _masked_sessions()
+    view = sessions["dev00"].view
+    assert view is not None
+    cid = view.announce.cohort_id
+    check = ConsistencyRequest(cid, tuple(survivors))
+    sigs = {d: sessions[d].on_check(check).signature for d in survivors}
+    return sessions["dev00"], cid, sigs
 
 
 def test_device_refuses_unsafe_unmask_requests() -> None:
-    session, ids = _masked_session()
+    session = _masked_sessions()["dev00"]
     assert session.phase is DevicePhase.MASKED and session.view is not None
     cid = session.view.announce.cohort_id
+    ids = [m.device_id for m in session.view.announce.members]
     t = session.view.announce.threshold  # 4 of 6
-    with pytest.raises(SecAggError) as err:  # fewer than t survivors: nothing revealed
-        session.on_unmask(UnmaskRequest(cid, tuple(ids[: t - 1]), tuple(ids[t - 1 :])))
+    with pytest.raises(SecAggError) as err:  # fewer than t survivors: nothing signed
+        session.on_check(ConsistencyRequest(cid, tuple(ids[: t - 1])))
     assert err.value.reason is SecAggReason.BELOW_THRESHOLD
     assert session.finished  # failed: it answers nothing more in this cohort
 
-    session, ids = _masked_session()
-    assert session.view is not None
-    cid = session.view.announce.cohort_id
+    session, cid, sigs = _signed(ids)
     with pytest.raises(SecAggError) as err:  # the same member both survived and dropped
-        session.on_unmask(UnmaskRequest(cid, tuple(ids), (ids[1],)))
+        session.on_unmask(UnmaskRequest(cid, tuple(ids), (ids[1],), sigs))
     assert err.value.reason is SecAggReason.UNSAFE_REQUEST
 
-    session, ids = _masked_session()
-    assert session.view is not None
-    cid = session.view.announce.cohort_id
-    first = session.on_unmask(UnmaskRequest(cid, tuple(ids[:5]), (ids[5],)))
+    session, cid, sigs = _signed(ids[:5])
+    first = session.on_unmask(UnmaskRequest(cid, tuple(ids[:5]), (ids[5],), sigs))
     assert set(first.b_shares) == set(ids[:5]) and set(first.sk_shares) == {ids[5]}
     with pytest.raises(SecAggError) as err:  # a second request (other partition) is refused
-        session.on_unmask(UnmaskRequest(cid, tuple(ids), ()))
+        session.on_unmask(UnmaskRequest(cid, tuple(ids), (), sigs))
     assert err.value.reason is SecAggReason.WRONG_PHASE
 
 
@@ -272,12 +283,12 @@ def test_device_refuses_an_announcement_that_is_not_for_it() -> None:
     run = run_cohort(cfg, _deltas(3))
     view = run.cohort.view
     assert view is not None
-    stranger = DeviceSession("dev00", "m")  # same id, other keys
+    stranger = DeviceSession("dev00", "m", ENROL.enrol("dev00"))  # same id, other keys
     with pytest.raises(SecAggError) as err:
         stranger.on_announce(view.announce)
     assert err.value.reason is SecAggReason.BAD_KEY
     weak = dataclasses.replace(view.announce, threshold=1)
-    fresh = DeviceSession("devXX", "m")
+    fresh = DeviceSession("devXX", "m", ENROL.enrol("devXX"))
     with pytest.raises(SecAggError) as err:
         fresh.on_announce(weak)
     assert err.value.reason is SecAggReason.BAD_PARAMS

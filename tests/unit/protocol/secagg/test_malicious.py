@@ -11,6 +11,7 @@ from protocol.secagg import fixedpoint
 from protocol.secagg.cohort import CohortConfig, CohortPhase, ServerCohort
 from protocol.secagg.device import DevicePhase, DevicePolicy, DeviceSession
 from protocol.secagg.errors import SecAggError, SecAggReason
+from protocol.secagg.identity import Enrolment
 from protocol.secagg.local import Tamper, run_cohort
 from protocol.secagg.messages import (
     AnyDown,
@@ -22,6 +23,7 @@ from protocol.secagg.messages import (
 )
 
 N = 200
+ENROL = Enrolment.generate("local")
 
 # X25519 public keys whose exchange with any private key is all zeros (the small subgroup):
 # 0, 1, a point of order 8, p - 1, and 0 written with the (ignored) top bit set.
@@ -187,7 +189,9 @@ def test_a_result_before_the_announce_must_name_this_join() -> None:
     cfg = CohortConfig("m", N, target_size=3, min_size=3, clip=1.0)
     earlier = run_cohort(cfg, _deltas(3))
     [(_, stale)] = [o for o in earlier.cohort.results(1) if o[0] == "dev00"]
-    fresh = DeviceSession("dev00", "m")  # joined a new cohort, not yet announced
+    fresh = DeviceSession(
+        "dev00", "m", ENROL.enrol("dev00")
+    )  # joined a new cohort, not yet announced
     with pytest.raises(SecAggError) as err:
         fresh.on_result(stale)  # type: ignore[arg-type]
     assert err.value.reason is SecAggReason.WRONG_COHORT and fresh.phase is DevicePhase.JOINED
@@ -202,14 +206,16 @@ def test_a_result_before_the_announce_must_name_this_join() -> None:
 def test_a_rejoin_with_new_keys_replaces_the_old_join_in_an_open_cohort() -> None:
     cfg = CohortConfig("m", N, target_size=3, min_size=3, clip=1.0)
     cohort = ServerCohort(cfg, bytes(16), 0, bytes(32))
-    cohort.add_join(DeviceSession("dev00", "m").join())  # a session the agent gave up
-    again = DeviceSession("dev00", "m")
+    cohort.add_join(
+        DeviceSession("dev00", "m", ENROL.enrol("dev00")).join()
+    )  # a session the agent gave up
+    again = DeviceSession("dev00", "m", ENROL.enrol("dev00"))
     cohort.add_join(again.join())
     with pytest.raises(SecAggError) as err:
         cohort.add_join(again.join())
     assert err.value.reason is SecAggReason.DUPLICATE
-    out = cohort.add_join(DeviceSession("dev01", "m").join())
-    out += cohort.add_join(DeviceSession("dev02", "m").join())
+    out = cohort.add_join(DeviceSession("dev01", "m", ENROL.enrol("dev01")).join())
+    out += cohort.add_join(DeviceSession("dev02", "m", ENROL.enrol("dev02")).join())
     announce = out[0][1]
     assert isinstance(announce, CohortAnnounce)
     assert announce.members[0].c_pk == again.c_keys.public

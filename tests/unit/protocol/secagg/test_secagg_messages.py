@@ -11,6 +11,8 @@ from protocol.secagg.messages import (
     AnyUp,
     CohortAnnounce,
     CohortResult,
+    ConsistencyRequest,
+    ConsistencySignature,
     MaskedInput,
     Member,
     SecAggJoin,
@@ -25,23 +27,26 @@ from protocol.secagg.messages import (
 )
 
 CID = bytes(range(16))
+ID_PK, SIG, SIG2 = b"\x0a" * 32, b"\x0b" * 64, b"\x0c" * 64
 SHARE = ShareOut("dev-b", b"\x01" * 148, b"\x02" * 32, b"\x03" * 32)
 ANNOUNCE = CohortAnnounce(
     cohort_id=CID, model_id="mlp.v1", base_version=7, num_params=1000, kept=100, bits=16,
     clip=2.5, threshold=3, degree=0, seed=b"\x09" * 32,
-    members=tuple(Member(f"dev-{c}", bytes([i]) * 32, bytes([i + 1]) * 32)
+    members=tuple(Member(f"dev-{c}", bytes([i]) * 32, bytes([i + 1]) * 32, ID_PK, SIG, SIG2)
                   for i, c in enumerate("abcd")),
 )  # fmt: skip
 UP: list[AnyUp] = [
-    SecAggJoin("dev-a", "mlp.v1", b"\x05" * 32, b"\x06" * 32),
+    SecAggJoin("dev-a", "mlp.v1", b"\x05" * 32, b"\x06" * 32, ID_PK, SIG, SIG2),
     SharesMessage("dev-a", CID, b"\x07" * 32, (SHARE,)),
     MaskedInput("dev-a", CID, 12, b"\x00\x01" * 100, ("dev-c",)),
+    ConsistencySignature("dev-a", CID, SIG),
     UnmaskResponse("dev-a", CID, {"dev-b": b"\x01" * 66}, {"dev-c": b"\x02" * 66}),
 ]
 DOWN: list[AnyDown] = [
     ANNOUNCE,
     ShareBundle(CID, ("dev-a", "dev-b", "dev-c"), (SHARE,)),
-    UnmaskRequest(CID, ("dev-a", "dev-b"), ("dev-c",)),
+    ConsistencyRequest(CID, ("dev-a", "dev-b")),
+    UnmaskRequest(CID, ("dev-a", "dev-b"), ("dev-c",), {"dev-a": SIG, "dev-b": SIG2}),
     CohortResult(CID, False, "below_threshold: 2 masked", 9),
     CohortResult(CID, True, "ok", 10, b"\x09" * 32),
 ]
@@ -87,10 +92,13 @@ def test_field_refusals() -> None:
     bad_id = _raw(schema=1, kind="secagg_join", device_id="dev/+", model_id="m",
                   c_pk=b"\x00" * 32, s_pk=b"\x00" * 32)  # fmt: skip
     assert _reason(bad_id) is Reason.BAD_DEVICE_ID
-    short_cohort = encode(UnmaskRequest(b"\x00" * 15, ("a",), ()))
+    short_cohort = encode(UnmaskRequest(b"\x00" * 15, ("a",), (), {}))
     assert _reason(short_cohort, down=True) is Reason.FIELD
-    repeated = encode(UnmaskRequest(CID, ("dev-a", "dev-a"), ()))
+    repeated = encode(UnmaskRequest(CID, ("dev-a", "dev-a"), (), {}))
     assert _reason(repeated, down=True) is Reason.FIELD
+    short_sig = encode(UnmaskRequest(CID, ("dev-a",), (), {"dev-a": SIG[:63]}))
+    assert _reason(short_sig, down=True) is Reason.FIELD
+    assert _reason(encode(ConsistencySignature("dev-a", CID, SIG + b"\x00"))) is Reason.FIELD
     from dataclasses import replace
 
     assert _reason(encode(replace(ANNOUNCE, bits=8)), down=True) is Reason.FIELD
@@ -102,6 +110,9 @@ def test_field_refusals() -> None:
     assert _reason(zero_samples) is Reason.FIELD
     short_member_key = encode(CohortResult(CID, True, "ok", 1, b"\x09" * 5))
     assert _reason(short_member_key, down=True) is Reason.FIELD
+    short = replace(ANNOUNCE.members[0], advert_sig=SIG2[:32])
+    unsigned = replace(ANNOUNCE, members=(short, *ANNOUNCE.members[1:]))
+    assert _reason(encode(unsigned), down=True) is Reason.FIELD
 
 
 # --- garbage at the size cap (outside probe: 4.2 MB cost 0.3 s and +282 MiB to decode) ------
