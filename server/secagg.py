@@ -7,8 +7,12 @@
     threshold_fraction = 0.667      t = ceil(fraction * n): up to 1/3 may drop after masking
     bits = 32                       fixed point in Z_2^bits (16 or 32)
     clip = 10.0                     L2 bound per device update (needed for a wrap-free sum)
+                                    (with [privacy]: at most clip_norm, which is the default)
     kept_fraction = 1.0             shared-seed random-k (1.0 = every coordinate)
     degree = 0                      SecAgg+ neighbourhood degree (0 = complete graph)
+                                    collusion bound: the server places neighbourhoods, so it
+                                    plus `degree` devices around a member unmask that member
+                                    (complete graph: t members); trust the server's placement
     noise_std = 0.0                 distributed Skellam noise on each cohort sum (each member adds
                                     its share before masking; protocol/secagg/noise.py)
     noise_delta = 1e-5              delta at which the log reports the noise's epsilon
