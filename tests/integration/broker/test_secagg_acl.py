@@ -33,7 +33,11 @@ def test_device_cannot_read_another_devices_cohort_messages(
     share = ShareOut("dev-a", b"\x01" * 148, b"\x02" * 32, b"\x03" * 32)
     for_b = encode(ShareBundle(CID, ("dev-a", "dev-b"), (share,)))
     for_a = encode(CohortResult(CID, True, "ok", 3))
-    join_b = encode(SecAggJoin("dev-b", "m1", b"\x05" * 32, b"\x06" * 32))
+    join_b = encode(
+        SecAggJoin(
+            "dev-b", "m1", b"\x05" * 32, b"\x06" * 32, b"\x07" * 32, b"\x08" * 64, b"\x09" * 64
+        )
+    )
     with (
         link(
             broker.server_config(),
