@@ -13,9 +13,11 @@ MAIN_PY=${PYTHON:-.venv/bin/python}
 VENV=.venv-$VERSION
 TESTS="tests/unit/protocol tests/unit/agent tests/unit/trainer tests/unit/transport tests/unit/server"
 # test_batching compares with scikit-learn (not a device dependency); test_evaluation exports a
-# model with torch; test_probe_poisoning trains on scikit-learn's digits.
+# model with torch; test_probe_poisoning and test_probe_fresh_poisoning train on scikit-learn's
+# digits.
 IGNORE="--ignore=tests/unit/trainer/test_batching.py --ignore=tests/unit/server/test_evaluation.py"
 IGNORE="$IGNORE --ignore=tests/unit/server/test_probe_poisoning.py"
+IGNORE="$IGNORE --ignore=tests/unit/server/test_probe_fresh_poisoning.py"
 
 die() { echo "other_python: error: $*" >&2; exit 1; }
 
