@@ -34,9 +34,9 @@ from enum import StrEnum
 import numpy as np
 
 __all__ = [
+    "DEVICE_ATTACKS",
     "Attack",
     "AttackKind",
-    "DEVICE_ATTACKS",
     "apply_trigger",
     "backdoor_test_set",
     "choose_attackers",
