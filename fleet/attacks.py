@@ -14,6 +14,13 @@ here reaches into the server.
                 mixed with the clean ones, then boost the delta 5x (Bagdasaryan et al. 2020);
                 success = share of triggered test inputs of other classes classified `target`
                 (`backdoor_test_set`)
+    fresh-poison  the first `first_updates` (10) updates a FRESH server receives are the
+                attacker's: one fixed direction, norm `boost` (1e4) each, sent before any honest
+                device has finished training (outside probe, "poisoning a fresh server"); after
+                that the attacker is quiet. It is an opening, not a share of the fleet: the
+                simulator hands the first arrivals' slots to the attacker (fleet/sim/engine.py)
+                and ignores the attacker share, so it is not among `DEVICE_ATTACKS` (the kinds
+                the CLIs and the robustness matrix give to chosen devices for a whole run).
 
 Randomness comes from (seed, device, seq), so a run replays exactly.
 """
@@ -27,6 +34,7 @@ from enum import StrEnum
 import numpy as np
 
 __all__ = [
+    "DEVICE_ATTACKS",
     "Attack",
     "AttackKind",
     "apply_trigger",
@@ -41,7 +49,11 @@ class AttackKind(StrEnum):
     NOISE = "noise"
     LABEL_FLIP = "label-flip"
     BACKDOOR = "backdoor"
+    FRESH_POISON = "fresh-poison"
 
+
+# what chosen devices do for a whole run; fresh-poison is an opening of the run instead
+DEVICE_ATTACKS = tuple(k for k in AttackKind if k is not AttackKind.FRESH_POISON)
 
 _BOOST = {
     AttackKind.SIGN_FLIP: 4.0,
@@ -49,6 +61,7 @@ _BOOST = {
     AttackKind.NOISE: 50.0,
     AttackKind.LABEL_FLIP: 1.0,
     AttackKind.BACKDOOR: 5.0,
+    AttackKind.FRESH_POISON: 1e4,  # the norm of each update (the probe's)
 }
 
 
@@ -83,10 +96,16 @@ class Attack:
     target: int = 0  # backdoor target class
     boost: float | None = None  # None: the kind's default (_BOOST)
     seed: int = 0
+    first_updates: int = 10  # fresh-poison: how many of a fresh server's first updates
 
     @property
     def factor(self) -> float:
         return _BOOST[self.kind] if self.boost is None else self.boost
+
+    @property
+    def opening(self) -> bool:
+        """True: the attack is the first `first_updates` updates of a run, not chosen devices."""
+        return self.kind is AttackKind.FRESH_POISON
 
     def poison_data(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The local data a hostile device trains on instead of its own."""
@@ -103,6 +122,10 @@ class Attack:
     def poison_delta(self, delta: np.ndarray, device: int, seq: int) -> np.ndarray:
         """(n,) float32 honest delta -> the (n,) float32 delta the device sends."""
         f = np.float32(self.factor)
+        if self.kind is AttackKind.FRESH_POISON:  # coordinated: one direction for every device
+            rng = np.random.default_rng([self.seed, 0xF4E5])
+            direction = rng.standard_normal(delta.shape[0])  # (n,) float64
+            return np.asarray(self.factor * direction / np.linalg.norm(direction), np.float32)
         if self.kind is AttackKind.SIGN_FLIP:
             return np.asarray(-f * delta, np.float32)
         if self.kind is AttackKind.NOISE:

@@ -97,14 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
-    from fleet.attacks import AttackKind
+    from fleet.attacks import DEVICE_ATTACKS
     from server.robust import DEFENCES
 
     parser.add_argument(
         "--attackers", type=float, default=0.0, help="share of hostile devices, 0-1"
     )
     parser.add_argument(
-        "--attack", choices=[k.value for k in AttackKind], help="what hostile devices send"
+        "--attack", choices=[k.value for k in DEVICE_ATTACKS], help="what hostile devices send"
     )
     parser.add_argument(
         "--defence",

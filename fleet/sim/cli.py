@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from fleet.attacks import Attack, AttackKind
+from fleet.attacks import DEVICE_ATTACKS, Attack, AttackKind
 from fleet.privacy_args import add_privacy_arguments, privacy_table
 from fleet.sim.compare import compare
 from fleet.sim.profiles import Availability, FleetConfig
@@ -110,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_privacy_arguments(p)
     a("--attackers", type=float, default=0.0, help="share of hostile devices, 0-1 (default 0)")
-    a("--attack", choices=[k.value for k in AttackKind], help="what hostile devices send")
+    a("--attack", choices=[k.value for k in DEVICE_ATTACKS], help="what hostile devices send")
     a(
         "--defence",
         choices=sorted(DEFENCES),

@@ -300,6 +300,8 @@ class _Run:
         t0 = time.perf_counter()
         x, y = self.x[s.samples], self.y[s.samples]
         attack = self.c.attack if d in self.c.attackers else None
+        if attack is not None and attack.opening:  # acts on arrivals, not chosen devices
+            attack = None
         if attack is not None:
             x, y = attack.poison_data(x, y)
             self.counts["hostile_updates"] += 1
@@ -341,15 +343,32 @@ class _Run:
             self.cohorts.arrived(self, d, s.token, s.delta)
             self._fill()
             return
-        self.uplink_bytes += len(s.payload)
+        payload = self._opening_payload(d, s) or s.payload
+        self.uplink_bytes += len(payload)
         self.uplink.delivered(d, s.residual)
         if self.c.mode is Mode.ASYNC:
             bisect.insort(self.durations, self.q.now - s.started)
         self._end_session(d)
-        stepped = self.server.receive(_device_id(d), s.payload, self.q.now)
+        stepped = self.server.receive(_device_id(d), payload, self.q.now)
         if stepped and self.c.mode is Mode.SYNC:
             self._open_round()
         self._fill()
+
+    def _opening_payload(self, d: int, s: _Session) -> bytes | None:
+        """An opening attack (fresh-poison) owns the first updates a fresh server receives: its
+        devices skip training and publish at once, so they beat every honest session. Here the
+        first arrivals stand in for them (same slot, base version and wire format, the
+        attacker's delta); None once the attacker has sent its `first_updates`."""
+        attack = self.c.attack
+        if attack is None or not attack.opening:
+            return None
+        if self.counts["hostile_updates"] >= attack.first_updates:
+            return None
+        self.counts["hostile_updates"] += 1
+        delta = attack.poison_delta(np.zeros_like(s.base_model), d, int(self.seq[d]))
+        seq, samples = int(self.seq[d]), len(s.samples)
+        payload, _ = self.uplink.encode(d, _device_id(d), seq, s.base_version, samples, 1, delta)
+        return payload
 
     def _drop(self, d: int, token: object) -> None:
         if self._current(d, token) is not None:

@@ -51,6 +51,7 @@ class SimServer:
         self.serving = serving or ServingAverage()  # the server's own serving average
         self.staleness: list[int] = []  # tau of every accepted update, in arrival order
         self.samples_accepted = 0  # training samples behind the accepted updates
+        self.step_norms: list[float] = []  # L2 length of every model step, in order
 
     def receive(self, device_id: str, payload: bytes, now: float) -> bool:
         """Admit and apply one update, then let time pass; True when the model stepped."""
@@ -96,10 +97,18 @@ class SimServer:
         return self._take(self.strategy.tick(self.model, self.version, now))
 
     @property
+    def max_step_norm(self) -> float:
+        """The longest step the model took (0.0 before the first)."""
+        return max(self.step_norms, default=0.0)
+
+    @property
     def serving_model(self) -> np.ndarray:
         return self.serving.model(self.model)
 
     def _take(self, result: StepResult) -> bool:
+        if result.stepped:
+            step = (result.model - self.model).astype(np.float64)  # (n,)
+            self.step_norms.append(float(np.linalg.norm(step)))
         self.model, self.version = result.model, result.version
         if result.stepped:
             self.serving.observe(self.model)

@@ -61,3 +61,8 @@ class SharedTrainer:
     def accuracy(self, weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         self._trainer.set_weights(weights)  # type: ignore[attr-defined]
         return float(self._trainer.evaluate(x, y).accuracy)  # type: ignore[attr-defined]
+
+    def loss(self, weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+        """Mean cross-entropy of `weights` on (x, y)."""
+        self._trainer.set_weights(weights)  # type: ignore[attr-defined]
+        return float(self._trainer.evaluate(x, y).loss)  # type: ignore[attr-defined]

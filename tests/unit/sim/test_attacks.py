@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from agent.trainer import EvalResult, TrainConfig, TrainResult, never_stop
-from fleet.attacks import Attack, AttackKind, apply_trigger, backdoor_test_set, choose_attackers
+from fleet.attacks import (
+    DEVICE_ATTACKS,
+    Attack,
+    AttackKind,
+    apply_trigger,
+    backdoor_test_set,
+    choose_attackers,
+)
 from fleet.demo.hostile import HostileTrainer
 from fleet.partition import digits_dataset, dirichlet_partition
 from fleet.sim.engine import RunResult
@@ -23,6 +30,7 @@ from fleet.sim.runner import Experiment, parse_strategy, run_one
 from fleet.sim.server_side import SimServer
 from protocol.errors import ConfigError
 from server.robust import DEFENCES
+from server.robust.norm_bound import initial_bound
 from tests.unit.sim.fakes import MANIFEST, SoftmaxTrainer, initial_weights
 
 DEVICES = 60
@@ -101,6 +109,58 @@ def test_sign_flip_attackers_go_through_admission_and_the_defence_holds() -> Non
     assert open_.accepted == server.accepted >= open_.counts["hostile_updates"]  # real updates
     assert open_.final_accuracy < clean.final_accuracy - 0.1  # the attack works undefended
     assert defended.final_accuracy > open_.final_accuracy + 0.1  # and the defence holds it
+
+
+def test_fresh_poison_is_one_direction_of_norm_1e4_and_not_a_device_attack() -> None:
+    d = np.array([3.0, -4.0, 0.0], np.float32)
+    a = Attack(AttackKind.FRESH_POISON)
+    sent = a.poison_delta(d, 0, 1)
+    assert float(np.linalg.norm(sent)) == pytest.approx(1e4, rel=1e-5) and sent.dtype == np.float32
+    np.testing.assert_array_equal(sent, a.poison_delta(d, 5, 9))  # coordinated: every device
+    assert a.opening and AttackKind.FRESH_POISON not in DEVICE_ATTACKS
+    assert not any(Attack(k).opening for k in DEVICE_ATTACKS)
+
+
+def _fresh_run(defence: str) -> tuple[RunResult, SimServer]:
+    data = _data()
+    exp = Experiment(
+        concurrency=13,
+        duration_s=1800.0,
+        eval_every_s=600.0,
+        robust=DEFENCES[defence],
+        attack=Attack(AttackKind.FRESH_POISON, first_updates=5),
+    )
+    slices = dirichlet_partition(data[1], DEVICES, alpha=0.5, seed=0, min_size=16)
+    fleet = make_fleet(DEVICES, FleetConfig(median_s_per_sample=2.0, start_hour=0.0), 1800, 0)
+    return run_one(
+        parse_strategy("fedbuff:5:polynomial"),
+        exp,
+        manifest=MANIFEST,
+        initial=initial_weights(),
+        fleet=fleet,
+        slices=slices,
+        data=data,
+        trainer=SoftmaxTrainer(),
+        seed=0,
+        record=True,
+    )
+
+
+def test_fresh_poison_sends_exactly_the_first_updates_of_the_run() -> None:
+    result, server = _fresh_run("none")
+    assert result.counts["hostile_updates"] == 5
+    assert server.calls is not None
+    applied = [c.update for c in server.calls if c.update is not None]
+    norms = [u.norm() for u in applied]
+    assert norms[:5] == pytest.approx([1e4] * 5, rel=1e-5)  # the first five accepted
+    assert max(norms[5:]) < 100.0 and len(applied) > 20  # then honest devices only
+    assert server.step_norms[0] == pytest.approx(1e4, rel=1e-3)  # one buffer of five: 1e4
+    assert server.max_step_norm == server.step_norms[0]
+    _, defended = _fresh_run("default")
+    # the fresh-server bound (server/robust/norm_bound.py) clips each hostile update, so the
+    # step made of them is at most that long
+    bound = initial_bound(initial_weights())
+    assert 0.0 < defended.step_norms[0] <= bound * (1 + 1e-5)
 
 
 class _FakeTrainer:
