@@ -3,7 +3,7 @@
 Mosquitto has no per-topic size limit: its max_packet_size (8 MiB in the production config)
 must fit a whole model, so a device could park megabytes retained on its status topic (issue
 15). The server reads every status topic and clears (empty retained publish) any status that
-is larger than `STATUS_MAX_BYTES` or does not decode as a DeviceStatus.
+is larger than `STATUS_MAX_BYTES`, does not decode as a DeviceStatus, or names another device.
 
 A status is the device's latest word, so a flood is coalesced rather than refused: each device
 has a token bucket (server/rate_limit.py, the update topic's settings); a status that finds a
@@ -23,14 +23,16 @@ __all__ = ["STATUS_MAX_BYTES", "StatusGuard", "status_is_acceptable"]
 STATUS_MAX_BYTES = 16 * 1024  # an agent's status is about 300 bytes; 50x headroom
 
 
-def status_is_acceptable(payload: bytes) -> bool:
+def status_is_acceptable(payload: bytes, device_id: str) -> bool:
+    """Small, decodable, and about the device its topic names (the broker's grant makes the
+    topic the identity; a dashboard reading the payload must not see another device's id)."""
     if len(payload) > STATUS_MAX_BYTES:  # cheapest first: never decode a big one
         return False
     try:
-        decode_status(payload, STATUS_MAX_BYTES)
+        status = decode_status(payload, STATUS_MAX_BYTES)
     except ProtocolError:
         return False
-    return True
+    return status.device_id == device_id
 
 
 class StatusGuard:
@@ -45,7 +47,7 @@ class StatusGuard:
         """True when the device's status topic must be cleared now."""
         if self._limiter is None or self._limiter.take(device_id, now).allowed:
             self._pending.pop(device_id, None)
-            return not status_is_acceptable(payload)
+            return not status_is_acceptable(payload, device_id)
         self._pending[device_id] = payload if len(payload) <= STATUS_MAX_BYTES else None
         return False
 
@@ -57,6 +59,6 @@ class StatusGuard:
         for device_id in list(self._pending):
             if self._limiter.take(device_id, now).allowed:
                 payload = self._pending.pop(device_id)
-                if payload is None or not status_is_acceptable(payload):
+                if payload is None or not status_is_acceptable(payload, device_id):
                     bad.append(device_id)
         return bad
