@@ -66,9 +66,9 @@ at the same throughput: the defence dropped 0.3% of rows, but the coordinate-wis
 rows is ~0.57x as long as their mean, so the step was 0.57x (10th-90th percentile 0.50-0.67x) the
 undefended one, and the model plateaued lower. Scratch screens (seeds 0-2, not in a results
 file): server lr 1.75 with FLTrust 3.86x; FLTrust with trust weighted by staleness 3.78x;
-agreeing rows counted once at full length 5.40x (weaker against attacks, README "Skewed fleets
-and the default defence"); cut to the median row length 4.82x (held-out 3.69x); cut to s(tau) x
-the median delta length (adopted) 5.40x.
+agreeing rows counted once at full length 5.40x (weaker against attacks, docs/security.md
+"Skewed fleets and the default defence"); cut to the median row length 4.82x (held-out 3.69x); cut
+to s(tau) x the median delta length (adopted) 5.40x.
 Devices training SGD at lr 0.3 (the export default since the parity work; models/
 local_optimizer.py) with the same defended 6x default: 6.34x the AdamW FedAvg baseline's speed
 (serving 340 / 260 / 220 s; iterate 6.24x); held-out seeds 3-5 5.44x (scratch). FedAvg with SGD

@@ -63,12 +63,12 @@ file), rows meeting ratio >= 0.95 with swing < 2 / mean ratio / worst ratio, rec
 to its staleness weight times the median delta length). With FLTrust's weighting it had before it
 measured 15/20 (0.940, 0.55x) and 19/20 (0.982, 0.78x), 34/40; a cut at the median row length
 16/20 (0.953, 0.57x) and 17/20 (0.983, 0.76x). The worst rows improved, the count did not, while
-fleet.py's defended fleet went from 3.64x to 5.40x FedAvg's speed (README "Skewed fleets and the
-default defence"). Every Dirichlet 0.5 row is met on both seeds (mean 0.997 / 0.996; no defence
-9/10). The default's misses are skewed rows: seed 0 sensor 100 devices alpha 0.1 (0.69x, swing
-6.9), iris 8 devices alpha 0.1 (0.71x), iris 100 devices alpha 0.1 (0.80x), digits 8 devices alpha
-0.1 (0.92x); seed 1 sensor 8 and 100 devices alpha 0.1 (0.97x and 0.99x but swing 2.2 and 9.9),
-iris 8 devices alpha 0.1 (0.94x). With ~one class per device honest rows disagree with
+fleet.py's defended fleet went from 3.64x to 5.40x FedAvg's speed (docs/security.md, "Skewed
+fleets and the default defence"). Every Dirichlet 0.5 row is met on both seeds (mean 0.997 / 0.996;
+no defence 9/10). The default's misses are skewed rows: seed 0 sensor 100 devices alpha 0.1 (0.69x,
+swing 6.9), iris 8 devices alpha 0.1 (0.71x), iris 100 devices alpha 0.1 (0.80x), digits 8 devices
+alpha 0.1 (0.92x); seed 1 sensor 8 and 100 devices alpha 0.1 (0.97x and 0.99x but swing 2.2 and
+9.9), iris 8 devices alpha 0.1 (0.94x). With ~one class per device honest rows disagree with
 the buffer's coordinate-wise median: 18% of the rows of sensor 100 devices alpha 0.1 score a
 cosine <= 0 (FLTrust run; 5th-50th percentile -0.30..0.40) and are dropped, so their classes lose
 that buffer's pull. `norm` (the adaptive norm bound + one update per device per buffer, then the

@@ -17,9 +17,9 @@ the kept AdamW FedAvg baseline, results/fleet.json's levers; held-out seeds 3-5 
     SGD lr 0.1        19/20, 20/20, 0.94x      17/20 (scratch)            3.62x / -
     SGD lr 0.3        20/20, 20/20, 0.97x      18/20, 0.67x               6.34x / 5.44x
 (rows meeting >= 0.95x central with swing < 2 points, worst ratio). The rate was chosen on seeds
-0-1 (parity) and 0-2 (fleet) and checked on the held-out seeds; README "The local optimizer: SGD
-by default" has the rest. A cnn2d (no normalisation layers) on 8x8 digits trained at 0.3 without
-diverging (scratch); LoRA adapters keep AdamW (models/minilm_export.py).
+0-1 (parity) and 0-2 (fleet) and checked on the held-out seeds; docs/performance.md, "The local
+optimizer: SGD by default", has the rest. A cnn2d (no normalisation layers) on 8x8 digits trained
+at 0.3 without diverging (scratch); LoRA adapters keep AdamW (models/minilm_export.py).
 """
 
 from __future__ import annotations

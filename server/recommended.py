@@ -27,8 +27,8 @@ default defence is on. Re-measured with it (results/parity.json, parity_seed1.js
 and 17/20 rows, worst 0.69x / 0.94x on the Dirichlet 0.1 fleets (no defence, same files: 15/20,
 16/20, worst 0.91x / 0.89x), and at 300 concurrent devices 5.40x FedAvg's speed as without it
 (held-out seeds 4.31x against 4.74x).
-These settings were not re-tuned with the defence on; README "Skewed fleets and the default
-defence" has the trade-off.
+These settings were not re-tuned with the defence on; docs/security.md, "Skewed fleets and the
+default defence", has the trade-off.
 Measured with benchmarks/parity.py (5 data sets x fleets of 8 and 100 at Dirichlet 0.5 and 0.1, 2
 virtual hours, seeds 0 and 1; earlier runs of results/parity.json, parity_seed1.json, before they
 gained the `defence` column; the previous-defaults rows are only in git history) against the

@@ -7,9 +7,9 @@ sigma = noise std / clip norm. `epsilon(...)` composes `steps` such events:
             SelfComposed(Gaussian(sigma), steps)                         q = 1 (no amplification)
 
 The server always passes q = 1: it does not sample devices at random (they arrive when they are
-idle and charging), so claiming amplification by sampling would be an invalid bound (README,
-"Differential privacy"). q < 1 is here for reproducing published vectors and for a future real
-sampler, nothing else.
+idle and charging), so claiming amplification by sampling would be an invalid bound
+(docs/privacy.md, "Differential privacy"). q < 1 is here for reproducing published vectors and for
+a future real sampler, nothing else.
 
 Adaptive clipping (Andrew et al. 2021) spends part of the budget on a noisy count; the sum's noise
 multiplier is raised so that the pair is exactly one Gaussian mechanism with the configured sigma:

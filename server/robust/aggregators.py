@@ -24,8 +24,8 @@ the plain mean), so the plain mean of the rows is exactly FedBuff's `S / W`:
                    mean's (0.57x at 30 rows on benchmarks/fleet.py), which cost the 6x
                    over-committed fleet its advantage over FedAvg (5.40x undefended, 3.64x with
                    FLTrust) and skewed fleets the rows of their rarer classes (parity.py: sensor,
-                   100 devices, Dirichlet 0.1, 0.55x central); see README "Skewed fleets and the
-                   default defence" for the measured comparison.
+                   100 devices, Dirichlet 0.1, 0.55x central); see docs/security.md,
+                   "Skewed fleets and the default defence", for the measured comparison.
 
 Trimming and the median bound what any b < k/2 (median) or b <= floor(trim * k) (trimmed mean)
 hostile rows can do to each coordinate: the result stays within the honest rows' range

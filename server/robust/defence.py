@@ -52,9 +52,9 @@ class RobustConfig:
     # 1,000 devices, 60 virtual minutes): the cosine filter against the buffer's median keeps every
     # attack at 20% within 1.5 points of clean where the median lost 2.4 to sign-flip, and costs 1.0
     # on a clean fleet; the norm bound caps scaled updates. Its aggregate (agreeing rows once, cut
-    # at s(tau) x the median delta length) was chosen on fleet.py and parity.py too (README "Skewed
-    # fleets and the default defence"). No defence here stops a 20% backdoor (median+norm 0.82,
-    # cosine 0.96, none 1.0 success).
+    # at s(tau) x the median delta length) was chosen on fleet.py and parity.py too
+    # (docs/security.md, "Skewed fleets and the default defence"). No defence here stops a 20%
+    # backdoor (median+norm 0.82, cosine 0.96, none 1.0 success).
     aggregator: Aggregator = Aggregator.COSINE
     trim_fraction: float = 0.2  # trimmed mean: cut floor(0.2 * K) rows per end and coordinate
     norm_multiplier: float | None = 3.0  # adaptive bound = this x running median; None = off
