@@ -25,12 +25,8 @@ from protocol.manifest import Manifest
 from protocol.messages import ClientUpdate, encode_update, encode_vector
 from protocol.secagg.device import DeviceSession
 from protocol.secagg.identity import Enrolment
+from protocol.secagg.local import device_reply
 from protocol.secagg.messages import (
-    CohortAnnounce,
-    CohortResult,
-    ConsistencyRequest,
-    ShareBundle,
-    UnmaskRequest,
     decode_down,
     encode,
 )
@@ -141,19 +137,10 @@ def _secure_release(
     while True:
         replies = []
         for device_id, payload in outbox:
-            session, msg = sessions[device_id], decode_down(payload)
-            if isinstance(msg, CohortAnnounce):
-                replies.append((device_id, encode(session.on_announce(msg))))
-            elif isinstance(msg, ShareBundle):
-                session.on_bundle(msg)
-                masked, _sent = session.mask(deltas[device_id], 1, rng)
-                replies.append((device_id, encode(masked)))
-            elif isinstance(msg, ConsistencyRequest):
-                replies.append((device_id, encode(session.on_check(msg))))
-            elif isinstance(msg, UnmaskRequest):
-                replies.append((device_id, encode(session.on_unmask(msg))))
-            elif isinstance(msg, CohortResult):
-                session.on_result(msg)
+            msg = decode_down(payload)
+            reply, _sent = device_reply(sessions[device_id], msg, deltas[device_id], rng)
+            if reply is not None:
+                replies.append((device_id, encode(reply)))
         outbox = []
         for device_id, payload in replies:
             outbox += runner.handle(device_id, payload, now, core.version)

@@ -39,7 +39,7 @@ from protocol.secagg.messages import (
     encode,
 )
 
-__all__ = ["LocalRun", "run_cohort"]
+__all__ = ["LocalRun", "device_reply", "run_cohort"]
 
 F32 = npt.NDArray[np.float32]
 Tamper = Callable[[str, AnyUp], AnyUp]
@@ -167,17 +167,28 @@ def _step(
     delta: F32,
     rng: np.random.Generator | None,
 ) -> AnyUp | None:
-    """One server message into one device; its reply, if any."""
-    if isinstance(msg, CohortAnnounce):
-        return session.on_announce(msg)
-    if isinstance(msg, ShareBundle):
-        session.on_bundle(msg)
-        reply, run.sent[session.device_id] = session.mask(delta, 1, rng)
-        return reply
-    if isinstance(msg, ConsistencyRequest):
-        return session.on_check(msg)
+    """One server message into one device, with the run's bookkeeping; its reply, if any."""
     if isinstance(msg, UnmaskRequest):
         run.unmask_requests += 1
-        return session.on_unmask(msg)
+    reply, sent = device_reply(session, msg, delta, rng)
+    if sent is not None:
+        run.sent[session.device_id] = sent
+    return reply
+
+
+def device_reply(
+    session: DeviceSession, msg: AnyDown, delta: F32, rng: np.random.Generator | None
+) -> tuple[AnyUp | None, F32 | None]:
+    """What an honest device whose update is `delta` answers to one server message: its reply
+    (None for a result) and, after masking, what the server will count for it."""
+    if isinstance(msg, CohortAnnounce):
+        return session.on_announce(msg), None
+    if isinstance(msg, ShareBundle):
+        session.on_bundle(msg)
+        return session.mask(delta, 1, rng)
+    if isinstance(msg, ConsistencyRequest):
+        return session.on_check(msg), None
+    if isinstance(msg, UnmaskRequest):
+        return session.on_unmask(msg), None
     session.on_result(msg)
-    return None
+    return None, None
