@@ -43,6 +43,7 @@ from types import ModuleType
 import numpy as np
 
 from server.kernel_size import KERNEL_MIN_VALUES
+from server.robust.agreement import scale_by_agreement
 
 __all__ = [
     "COSINE_ROW_CLIP",
@@ -80,17 +81,32 @@ def aggregate(
     kind: Aggregator,
     trim_fraction: float = 0.0,
     weights: np.ndarray | None = None,
+    *,
+    sign_agreement: bool = False,
 ) -> np.ndarray:
     """(k, n) float32 rows -> (n,) float32 aggregate. `weights`, (k,) > 0: the weight each row
     already carries (FedBuff: s(tau)); the cosine aggregate cuts a row at its weight times the
-    median unweighted norm (None: all 1)."""
+    median unweighted norm (None: all 1). `sign_agreement`: then scale each coordinate by how
+    far the rows the aggregate kept agree on its sign (server/robust/agreement.py)."""
     k = rows.shape[0]
     if k == 0:
         raise ValueError("aggregate: no rows")
     if weights is not None and weights.shape != (k,):
         raise ValueError(f"aggregate: {weights.shape} weights for {k} rows")
+    voters = np.ones(k, bool)  # (k,): the rows the aggregate kept
+    if kind is Aggregator.COSINE and k > 2:
+        g, voters = _cosine_to_median(rows, np.ones(k) if weights is None else weights)
+    else:
+        g = _coordinate_wise(rows, kind, trim_fraction)
+    if sign_agreement:
+        scale_by_agreement(g, rows, voters)
+    return g
+
+
+def _coordinate_wise(rows: np.ndarray, kind: Aggregator, trim_fraction: float) -> np.ndarray:
+    k = rows.shape[0]
     if kind is Aggregator.MEAN or k <= 2:
-        # with two rows the median and any trimmed mean are the mean
+        # with two rows the median, any trimmed mean and the cosine filter are the mean
         return _f32(rows.mean(axis=0, dtype=np.float32))
     if kind is Aggregator.TRIMMED_MEAN:
         b = trim_count(k, trim_fraction)
@@ -100,9 +116,7 @@ def aggregate(
             k_ = _kernels()
             return _f32(k_.column_trimmed_mean(rows, k_.sorting_network(k), b))
         return _f32(np.sort(rows, axis=0)[b : k - b].mean(axis=0, dtype=np.float32))
-    if kind is Aggregator.MEDIAN:
-        return _median(rows)  # (n,) float32
-    return _cosine_to_median(rows, np.ones(k) if weights is None else weights)
+    return _median(rows)  # (n,) float32
 
 
 def row_stats(rows: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +170,8 @@ def _f32(a: object) -> np.ndarray:
     return np.asarray(a, np.float32)
 
 
-def _cosine_to_median(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _cosine_to_median(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cosine aggregate (n,) float32 and which rows it kept, (k,) bool."""
     k = rows.shape[0]
     if _kernel_sized(rows):  # one pass: the median and the rows' stats against it
         k_ = _kernels()
@@ -170,15 +185,15 @@ def _cosine_to_median(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     # m = 0: no coordinate has a majority (sparse rows with little overlap), nothing to check
     agree = (norms > 0) & (dot > 0) if ref_sq > 0.0 else norms > 0  # (k,) bool
     count = int(agree.sum())
-    if count == 0:
-        return _f32(ref)  # nothing agrees with the median: step by the median itself
+    if count == 0:  # nothing agrees with the median: step by the median itself
+        return _f32(ref).copy(), np.ones(k, bool)
     # rows are w_i * delta_i: the cut is on the deltas' lengths, so a stale (shorter) row is not
     # lengthened and a fresh one is not cut more than its delta's length calls for
     w = np.maximum(weights, 1e-30)  # (k,)
     bound = COSINE_ROW_CLIP * float(np.median(norms / w)) * w  # (k,)
     clip = np.minimum(1.0, bound / np.maximum(norms, 1e-30))  # (k,)
     coef = (agree * clip / count).astype(np.float32)
-    return weighted_row_sum(rows, coef)  # (n,)
+    return weighted_row_sum(rows, coef), agree  # (n,), (k,)
 
 
 def weighted_row_sum(rows: np.ndarray, coef: np.ndarray) -> np.ndarray:

@@ -11,15 +11,24 @@ from server.robust.defence import RobustConfig
 
 __all__ = ["DEFENCES", "defence"]
 
+_OFF = False  # sign agreement off: each preset but "default" and "sign" isolates one mechanism
+
 DEFENCES: dict[str, RobustConfig | None] = {
     "none": None,
     "default": RobustConfig(),
     # the adaptive norm bound (3 x running median, clip) and one update per device; plain mean
-    "norm": RobustConfig(aggregator=Aggregator.MEAN),
-    "trimmed_mean": RobustConfig(aggregator=Aggregator.TRIMMED_MEAN, norm_multiplier=None),
-    "median": RobustConfig(aggregator=Aggregator.MEDIAN, norm_multiplier=None),
-    "median_norm": RobustConfig(aggregator=Aggregator.MEDIAN),  # the first default, measured
-    "cosine": RobustConfig(aggregator=Aggregator.COSINE, norm_multiplier=None),
+    "norm": RobustConfig(aggregator=Aggregator.MEAN, sign_agreement=_OFF),
+    "trimmed_mean": RobustConfig(
+        aggregator=Aggregator.TRIMMED_MEAN, norm_multiplier=None, sign_agreement=_OFF
+    ),
+    "median": RobustConfig(aggregator=Aggregator.MEDIAN, norm_multiplier=None, sign_agreement=_OFF),
+    # the first default, measured
+    "median_norm": RobustConfig(aggregator=Aggregator.MEDIAN, sign_agreement=_OFF),
+    "cosine": RobustConfig(aggregator=Aggregator.COSINE, norm_multiplier=None, sign_agreement=_OFF),
+    # the default without sign agreement (the default before it had one)
+    "cosine_norm": RobustConfig(sign_agreement=_OFF),
+    # sign agreement alone over a plain mean: what the rule buys by itself
+    "sign": RobustConfig(aggregator=Aggregator.MEAN, norm_multiplier=None, one_per_device=False),
 }
 
 

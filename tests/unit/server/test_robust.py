@@ -121,7 +121,9 @@ def test_fedbuff_trimmed_mean_ignores_an_outlier_and_weights_staleness() -> None
     s = FedBuff(
         buffer_size=5,
         staleness=make_staleness("polynomial", {"a": 1.0}),
-        robust=RobustConfig(Aggregator.TRIMMED_MEAN, trim_fraction=0.2, norm_multiplier=None),
+        robust=RobustConfig(
+            Aggregator.TRIMMED_MEAN, trim_fraction=0.2, norm_multiplier=None, sign_agreement=False
+        ),
     )
     model, r = f32(0, 0), None
     deltas = ([1, 1], [2, 3], [3, 2], [-1000, -1000])
@@ -147,7 +149,10 @@ def test_robust_mean_equals_plain_fedbuff() -> None:
         momentum=0.5,
         staleness=make_staleness("polynomial", {}),
         robust=RobustConfig(
-            aggregator=Aggregator.TRIMMED_MEAN, trim_fraction=0.0, norm_multiplier=None
+            aggregator=Aggregator.TRIMMED_MEAN,
+            trim_fraction=0.0,
+            norm_multiplier=None,
+            sign_agreement=False,
         ),
     )
     a = b = np.zeros(8, np.float32)
@@ -179,7 +184,9 @@ def test_one_update_per_device_per_buffer() -> None:
 
 
 def test_fedavg_robust_median_round() -> None:
-    s = FedAvg(round_size=3, robust=RobustConfig(aggregator=Aggregator.MEDIAN))
+    s = FedAvg(
+        round_size=3, robust=RobustConfig(aggregator=Aggregator.MEDIAN, sign_agreement=False)
+    )
     s.apply(f32(0), 0, upd([1], dev="a"))
     s.apply(f32(0), 0, upd([2], dev="b"))
     r = s.apply(f32(0), 0, upd([-500], dev="c"))

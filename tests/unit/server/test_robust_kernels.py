@@ -129,8 +129,9 @@ def test_a_row_of_another_length_mid_buffer_is_refused() -> None:
 
 
 def test_fedbuff_default_defence_on_a_large_model_matches_a_numpy_reference() -> None:
-    """FedBuff with the default defence (cosine to the coordinate-wise median) on a model big
-    enough for the kernels, against the same aggregate written out in numpy and float64."""
+    """FedBuff with the default defence (cosine to the coordinate-wise median, then each
+    coordinate scaled by the kept rows' sign agreement) on a model big enough for the kernels,
+    against the same aggregate written out in numpy and float64."""
     n, k = 40_000, 10
     common = _rows(1, n, seed=12)  # (1, n): the direction honest devices share
     deltas = (common + _rows(k, n, seed=11)) * np.float32(1e-2)  # (k, n) float32
@@ -150,8 +151,11 @@ def test_fedbuff_default_defence_on_a_large_model_matches_a_numpy_reference() ->
     norms = np.linalg.norm(rows, axis=1)
     agree = rows @ med > 0
     clip = np.minimum(1.0, agg.COSINE_ROW_CLIP * np.median(norms) / norms)
-    expected = (agree * clip / agree.sum()) @ rows
+    balance = np.abs(np.sign(rows[agree]).sum(axis=0)) / agree.sum()  # (n,) float64
+    scale = np.clip((balance - 0.4) / (0.8 - 0.4), 0.0, 1.0)
+    expected = (agree * clip / agree.sum()) @ rows * scale
     assert not agree[3] and agree.sum() == k - 1
+    assert 0.05 < np.mean(scale == 0) < 0.95  # the rule stops some coordinates, not all
     np.testing.assert_allclose(model, expected, rtol=1e-4, atol=1e-8)
 
 

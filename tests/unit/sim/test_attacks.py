@@ -111,6 +111,46 @@ def test_sign_flip_attackers_go_through_admission_and_the_defence_holds() -> Non
     assert defended.final_accuracy > open_.final_accuracy + 0.1  # and the defence holds it
 
 
+def _backdoor_run(defence: str) -> tuple[RunResult, float]:
+    """100 devices, FedBuff K = 10, 10% of them backdooring (trigger -> class 0, boosted x5):
+    the run and the backdoor's success on triggered test digits of the other classes."""
+    data = _data()
+    exp = Experiment(
+        concurrency=25,
+        duration_s=2 * 3600.0,
+        eval_every_s=600.0,
+        robust=DEFENCES[defence],
+        attack=Attack(AttackKind.BACKDOOR),
+        attacker_fraction=0.1,
+    )
+    slices = dirichlet_partition(data[1], 100, alpha=0.5, seed=0, min_size=16)
+    fleet = make_fleet(100, FleetConfig(median_s_per_sample=2.0, start_hour=0.0), 7200, 0)
+    result, server = run_one(
+        parse_strategy("fedbuff:10:polynomial"),
+        exp,
+        manifest=MANIFEST,
+        initial=initial_weights(),
+        fleet=fleet,
+        slices=slices,
+        data=data,
+        trainer=SoftmaxTrainer(),
+        seed=0,
+    )
+    return result, SoftmaxTrainer().accuracy(server.model, *backdoor_test_set(data[2], data[3], 0))
+
+
+def test_sign_agreement_holds_back_a_backdoor_the_cosine_filter_lets_through() -> None:
+    """The backdoor's updates look honest (they train on clean data too, and the norm bound and
+    the cosine cut take their boost): only the coordinates they alone push give them away."""
+    _, undefended = _backdoor_run("none")
+    without_agreement, cosine_only = _backdoor_run("cosine_norm")
+    with_agreement, default = _backdoor_run("default")
+    assert undefended > 0.9 and cosine_only > 0.9  # the attack works through the cosine filter
+    assert with_agreement.counts["hostile_updates"] == without_agreement.counts["hostile_updates"]
+    assert default < cosine_only / 2  # and sign agreement holds most of it back
+    assert with_agreement.final_accuracy > without_agreement.final_accuracy - 0.05
+
+
 def test_fresh_poison_is_one_direction_of_norm_1e4_and_not_a_device_attack() -> None:
     d = np.array([3.0, -4.0, 0.0], np.float32)
     a = Attack(AttackKind.FRESH_POISON)
