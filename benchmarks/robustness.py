@@ -91,8 +91,15 @@ STRATEGY = "fedbuff:10:polynomial"  # server/example.toml's strategy
 TARGET = 0  # backdoor target class
 KEYS = ("attack", "fraction", "defence", "final_accuracy", "clean_accuracy", "drop",
         "backdoor_success")  # fmt: skip
-GOALS = {"max_drop_at_20pct_default": 0.02, "max_backdoor_over_clean": 0.05,
+# the backdoor goal is at 10% hostile (its 20% row is reported); "over clean" = its success minus
+# the clean default fleet's (triggered digits the clean model already calls the target)
+GOALS = {"max_drop_at_20pct_default": 0.02, "max_backdoor_over_clean_at_10pct": 0.05,
          "max_clean_cost_of_default": 0.01}  # fmt: skip
+TEN_PCT_DEFENCES = ("none", "default", "cosine_norm")  # cosine_norm: the default without sign
+# agreement, so the 10% rows show what it buys
+SEED_PLAN = [("clean", 0.0, "none"), ("clean", 0.0, "default"), ("backdoor", 0.1, "default"),
+             ("backdoor", 0.1, "cosine_norm"), ("backdoor", 0.2, "default"),
+             ("sign-flip", 0.2, "default"), ("label-flip", 0.2, "default")]  # fmt: skip
 FRESH_DEFENCES = ("default", "none")
 
 
@@ -103,7 +110,7 @@ def _plan(quick: bool) -> list[tuple[str, float, str]]:
     for kind in DEVICE_ATTACKS:
         plan += [(kind.value, 0.2, d) for d in defences]
         if not quick:
-            plan += [(kind.value, 0.1, d) for d in ("none", "default")]
+            plan += [(kind.value, 0.1, d) for d in TEN_PCT_DEFENCES]
     return plan
 
 
@@ -249,6 +256,51 @@ def _probe(ns: argparse.Namespace, artifacts: Path) -> int:
     return 0
 
 
+def _seed_rows(ns: argparse.Namespace, artifacts: Path) -> int:
+    """--seeds: SEED_PLAN's rows on other seeds (world, partition, fleet and run), each seed
+    against its own clean fleet; kept under "seed_rows" / "seed_summary" in --out."""
+    seeds = [int(x) for x in ns.seeds.split(",")]
+    rows: list[dict[str, Any]] = []
+    load_start = os.getloadavg()
+    for seed in seeds:
+        with multiprocessing.get_context("spawn").Pool(
+            ns.jobs, _init_worker, (ns.minutes, seed, artifacts)
+        ) as pool:
+            these = pool.map(_run, SEED_PLAN, chunksize=1)
+        clean = next(r for r in these if r["attack"] == "clean" and r["defence"] == "none")
+        for r in these:
+            r["seed"] = seed
+            r["clean_accuracy"] = clean["final_accuracy"]
+            r["drop"] = clean["final_accuracy"] - r["final_accuracy"]
+        rows += these
+    summary: dict[str, Any] = {}
+    for seed in seeds:
+        verdict = _verdict([r for r in rows if r["seed"] == seed])
+        summary[str(seed)] = verdict
+    costs = [v["clean_cost_of_default"] for v in summary.values()]
+    backdoors = [v["backdoor_over_clean_at_10pct_default"] for v in summary.values()]
+    summary["mean_clean_cost_of_default"] = float(np.mean(costs))
+    summary["max_clean_cost_of_default"] = float(np.max(costs))
+    summary["mean_backdoor_over_clean_at_10pct_default"] = float(np.mean(backdoors))
+    summary["max_backdoor_over_clean_at_10pct_default"] = float(np.max(backdoors))
+    doc = json.loads(ns.out.read_text()) if ns.out.exists() else {}
+    doc["seed_rows"] = rows
+    doc["seed_summary"] = summary
+    doc["seed_config"] = {
+        "command": "python benchmarks/robustness.py " + " ".join(sys.argv[1:]),
+        "seeds": seeds,
+        "virtual_minutes": ns.minutes,
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "note": "accuracies and backdoor rates do not depend on the machine's load (virtual"
+        " clock); wall_s does",
+    }
+    ns.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+    print(f"wrote seed_rows of {ns.out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20%% attackers, none/default only")
@@ -267,17 +319,24 @@ def main() -> int:
         help="comma-separated probe rows to run instead of the matrix (kept under probe_rows):"
         " fresh (a fresh server's first 10 updates hostile), flood (live Mosquitto)",
     )
+    ap.add_argument(
+        "--seeds",
+        help="comma-separated seeds: run the held-out rows (clean, backdoor at 10%% and 20%%,"
+        " sign-flip and label-flip at 20%%) on each instead of the matrix (kept under seed_rows)",
+    )
     ap.add_argument("--flood-rate", type=float, default=10_000.0, help="target messages/s")
     ap.add_argument("--flood-seconds", type=float, default=10.0)
     ns = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="robustness-bench-"))
     artifacts = ns.artifacts
-    needs_model = ns.rows is None or "fresh" in ns.rows.split(",")
+    needs_model = ns.rows is None or "fresh" in ns.rows.split(",") or ns.seeds is not None
     if artifacts is None and needs_model:  # export once, before the workers start
         prepare_trainer(Setup(), work)
         artifacts = work / "artifacts"
     if ns.rows:
         return _probe(ns, artifacts)
+    if ns.seeds:
+        return _seed_rows(ns, artifacts)
     t_all = time.perf_counter()
     plan = _plan(ns.quick)
     kept: list[dict[str, Any]] = []
@@ -367,14 +426,16 @@ def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if r:
                 drops[kind.value] = r["drop"]
         out["drop_at_20pct_default"] = drops
-        bd = pick(AttackKind.BACKDOOR.value, 0.2, "default")
-        if bd:
-            out["backdoor_over_clean_at_20pct_default"] = bd["backdoor_success"] - bd_base
+        for fraction in (0.1, 0.2):
+            bd = pick(AttackKind.BACKDOOR.value, fraction, "default")
+            if bd:
+                key = f"backdoor_over_clean_at_{fraction:.0%}_default".replace("%", "pct")
+                out[key] = bd["backdoor_success"] - bd_base
         out["all_goals_met"] = bool(
             out["clean_cost_of_default"] <= GOALS["max_clean_cost_of_default"]
             and all(d <= GOALS["max_drop_at_20pct_default"] for d in drops.values())
-            and out.get("backdoor_over_clean_at_20pct_default", 0.0)
-            <= GOALS["max_backdoor_over_clean"]
+            and out.get("backdoor_over_clean_at_10pct_default", 1.0)
+            <= GOALS["max_backdoor_over_clean_at_10pct"]
         )
     return out
 

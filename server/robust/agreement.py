@@ -10,10 +10,12 @@ voting rows push it the same way (the robust learning rate of Ozdayi et al. 2021
     a_j = |#(rows[i, j] > 0) - #(rows[i, j] < 0)| / k        over the k voting rows
     g_j <- g_j * clip((a_j - FLOOR) / (FULL - FLOOR), 0, 1)
 
-With k = 10 and (FLOOR, FULL) = (0.4, 0.8): 7 against 3 or closer stops the coordinate, 8 against 2
-moves it half, 9 against 1 moves it fully. A zero row value votes for neither side, so a
-coordinate only one device moves does not move. Chosen on benchmarks/robustness.py (a 10% backdoor
-from 0.62 to 0.04 success; see docs/security.md for the rows and the seeds).
+With k = 10 and (FLOOR, FULL) = (0.4, 1.0): 7 against 3 or closer stops the coordinate, 8 against 2
+moves it a third, 9 against 1 two thirds, 10 against 0 fully. A zero value votes for neither
+side, so a coordinate that only one device moves does not move. Chosen on benchmarks/robustness.py
+over five seeds (docs/security.md has the rows): a 10% backdoor's success 0.23-0.62 -> 0.015-0.045;
+a gentler ramp (FULL 0.8) cost clean accuracy less (0.4 points against 0.9 on average) but let
+the backdoor reach 0.07 on two seeds.
 
 Sparse rows (top-k) are left alone: when fewer than half of the voting rows' values are non-zero
 there is no majority to ask (`DENSE_SHARE`), and the rule would stop learning altogether. A
@@ -33,7 +35,7 @@ from server.kernel_size import KERNEL_MIN_VALUES
 __all__ = ["DENSE_SHARE", "FLOOR", "FULL", "scale_by_agreement"]
 
 FLOOR = 0.4  # agreement at or below which a coordinate does not move
-FULL = 0.8  # agreement from which it moves fully
+FULL = 1.0  # agreement from which it moves fully (every voting row the same sign)
 DENSE_SHARE = 0.5  # the voting rows' share of non-zero values from which the rule applies
 
 _KERNEL_MIN_COLUMNS = KERNEL_MIN_VALUES  # a module global so tests can move it

@@ -152,7 +152,7 @@ def test_fedbuff_default_defence_on_a_large_model_matches_a_numpy_reference() ->
     agree = rows @ med > 0
     clip = np.minimum(1.0, agg.COSINE_ROW_CLIP * np.median(norms) / norms)
     balance = np.abs(np.sign(rows[agree]).sum(axis=0)) / agree.sum()  # (n,) float64
-    scale = np.clip((balance - 0.4) / (0.8 - 0.4), 0.0, 1.0)
+    scale = np.clip((balance - 0.4) / (1.0 - 0.4), 0.0, 1.0)  # agreement.FLOOR, FULL
     expected = (agree * clip / agree.sum()) @ rows * scale
     assert not agree[3] and agree.sum() == k - 1
     assert 0.05 < np.mean(scale == 0) < 0.95  # the rule stops some coordinates, not all

@@ -19,9 +19,9 @@ def _votes(pos: int, neg: int, zero: int = 0) -> np.ndarray:
 @pytest.mark.parametrize(
     ("pos", "neg", "zero", "scale"),
     [
-        (10, 0, 0, 1.0),  # all agree
-        (9, 1, 0, 1.0),  # a = 0.8 = FULL
-        (8, 2, 0, 0.5),  # a = 0.6: halfway between FLOOR 0.4 and FULL 0.8
+        (10, 0, 0, 1.0),  # all agree: a = 1.0 = FULL
+        (9, 1, 0, 2 / 3),  # a = 0.8: two thirds of the way from FLOOR 0.4 to FULL 1.0
+        (8, 2, 0, 1 / 3),  # a = 0.6
         (7, 3, 0, 0.0),  # a = 0.4 = FLOOR
         (5, 5, 0, 0.0),
         (1, 0, 9, 0.0),  # one device moves it, nine leave it: it does not move
@@ -30,6 +30,7 @@ def _votes(pos: int, neg: int, zero: int = 0) -> np.ndarray:
 def test_a_column_moves_as_far_as_its_rows_agree(
     pos: int, neg: int, zero: int, scale: float
 ) -> None:
+    assert (agr.FLOOR, agr.FULL) == (0.4, 1.0)  # the values the cases are computed for
     column = _votes(pos, neg, zero)  # (10, 1)
     # pad with dense columns so the rows count as dense
     rows = np.hstack([column, np.ones((10, 9), np.float32)])  # (10, 10)
