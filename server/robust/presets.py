@@ -11,7 +11,7 @@ from server.robust.defence import RobustConfig
 
 __all__ = ["DEFENCES", "defence"]
 
-_OFF = False  # sign agreement off: each preset but "default" and "sign" isolates one mechanism
+_OFF = False  # sign agreement off: each preset but "default" isolates one mechanism
 
 DEFENCES: dict[str, RobustConfig | None] = {
     "none": None,
@@ -27,8 +27,6 @@ DEFENCES: dict[str, RobustConfig | None] = {
     "cosine": RobustConfig(aggregator=Aggregator.COSINE, norm_multiplier=None, sign_agreement=_OFF),
     # the default without sign agreement (the default before it had one)
     "cosine_norm": RobustConfig(sign_agreement=_OFF),
-    # sign agreement alone over a plain mean: what the rule buys by itself
-    "sign": RobustConfig(aggregator=Aggregator.MEAN, norm_multiplier=None, one_per_device=False),
 }
 
 

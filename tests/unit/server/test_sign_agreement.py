@@ -99,5 +99,8 @@ def test_config_switches_it_and_round_trips() -> None:
     assert off is not None and not off.sign_agreement and "sign" not in off.label
     assert RobustConfig.from_mapping(off.to_mapping()) == off
     assert "sign" in RobustConfig().label
+    # a plain mean keeps a running sum and no rows: nothing to vote on, and the label says so
+    mean = RobustConfig(aggregator=Aggregator.MEAN)
+    assert mean.sign_agreement and not mean.votes_on_signs and "sign" not in mean.label
     with pytest.raises(ValueError, match="sign_agreement"):
         RobustConfig.from_mapping({"sign_agreement": "yes"})
