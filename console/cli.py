@@ -32,11 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def listen_config(args: argparse.Namespace) -> ListenConfig:
-    from console.web import ListenConfig
+    from console.web import ListenConfig, parse_listen
 
-    host, sep, port = str(args.listen).rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigError(f"console: --listen HOST:PORT, got {args.listen!r}")
+    host, port = parse_listen(args.listen)
     token = None
     if args.token_file is not None:
         try:
@@ -45,7 +43,7 @@ def listen_config(args: argparse.Namespace) -> ListenConfig:
             raise ConfigError(f"console: --token-file: {exc}") from exc
         if len(token) < 16:
             raise ConfigError("console: the access token must have at least 16 characters")
-    return ListenConfig(host.strip("[]"), int(port), args.tls_cert, args.tls_key, token)
+    return ListenConfig(host, port, args.tls_cert, args.tls_key, token)
 
 
 def run(args: argparse.Namespace) -> int:

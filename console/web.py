@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from console.read_model import FleetReadModel
 from protocol.errors import ConfigError
 
-__all__ = ["PAGES", "ConsoleServer", "ListenConfig", "check_listen"]
+__all__ = ["PAGES", "ConsoleServer", "ListenConfig", "check_listen", "parse_listen"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +46,14 @@ class ListenConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     token: str | None = None  # access token (required beyond loopback)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """ "HOST:PORT" (IPv6 in brackets) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"console: expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
 
 
 def _is_loopback(host: str) -> bool:
@@ -113,6 +121,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
 
     def _refuse_write(self) -> None:
+        # the body is never read: close the connection, or its bytes would be parsed as the
+        # next request on this keep-alive connection
+        self.close_connection = True
         if self._authorized():
             self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"the console is read-only\n")
 
@@ -136,6 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(HTTPStatus.UNAUTHORIZED)
         self.send_header("WWW-Authenticate", 'Basic realm="fleetlearn console"')
         self.send_header("Content-Length", "0")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         return False
 
@@ -146,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy", "default-src 'self'")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import http.client
 import json
 import ssl
 import urllib.error
@@ -90,6 +91,24 @@ def test_pages_json_and_static_files_and_read_only() -> None:
         assert _get(server.url + "/static/../web.py")[0] == 404
         assert _get(server.url + "/api/secrets")[0] == 404
         assert _get(server.url + "/api/fleet", method="POST")[0] == 405
+    finally:
+        server.stop()
+
+
+def test_a_refused_write_with_a_body_leaves_the_connection_clean() -> None:
+    """Found in the browser test: the unread body of a refused POST was parsed as the next
+    request on the keep-alive connection (501 "Unsupported method ('{}POST')")."""
+    server = _serve()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        for _ in range(2):
+            conn.request("POST", "/api/fleet", body=b"{}")
+            response = conn.getresponse()
+            assert response.status == 405, response.reason
+            response.read()
+        conn.request("GET", "/api/models")
+        assert conn.getresponse().status == 200
+        conn.close()
     finally:
         server.stop()
 
