@@ -175,6 +175,8 @@ async function refresh() {
     live.textContent = `updated ${new Date().toLocaleTimeString()}`;
     live.className = "ok";
     document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+    // ms from navigation start to the first page drawn with data (benchmarks/console.py)
+    if (!document.body.dataset.firstRenderMs) document.body.dataset.firstRenderMs = performance.now().toFixed(1);
   } catch (err) {
     live.textContent = `no answer from the server (${err.message})`;
     live.className = "down";

@@ -24,7 +24,7 @@ from tests.support.mosquitto import running_mosquitto
 
 DEVICES = 6
 EPSILON_BUDGET = 50.0
-DEMO_SECONDS = 150.0  # long enough for both test files; the fixture waits for the end
+DEMO_SECONDS = 180.0  # long enough for both test files; the fixture waits for the end
 
 
 def require_tool(path: str, what: str) -> str:

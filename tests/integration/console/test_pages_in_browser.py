@@ -88,13 +88,16 @@ def test_models_page_charts_the_versions(page: Any, demo_fleet: DemoFleet) -> No
     wait_for(lambda: points.count() >= 6, 15, "points for serving and iterate")
     ys = [float(y) for y in points.evaluate_all("ps => ps.map(p => p.dataset.y)")]
     assert all(0.0 <= y <= 1.0 for y in ys)
+    last = app.status().last_serving_eval  # evaluated, so published before the next refresh
+    assert last is not None
+    loaded = _loads(page)
+    wait_for(lambda: _loads(page) > loaded + 1, 15, "a refresh")
     versions = [int(v) for v in page.locator("#releases tbody tr td:first-child").all_inner_texts()]
     assert versions == sorted(versions, reverse=True)
     assert versions[0] <= app.status().published_version
-    last = app.status().last_serving_eval
-    assert last is not None
-    texts = page.locator("#releases tbody tr").all_inner_texts()
-    assert any(t.startswith(f"{last.version}\t") for t in texts)  # the server's last eval row
+    rows = [r.split("\t") for r in page.locator("#releases tbody tr").all_inner_texts()]
+    row = next(r for r in rows if r[0] == str(last.version))  # the server's last evaluation
+    assert row[2] == f"{100 * last.accuracy:.1f}%"  # serving accuracy, as the server measured
     _between(page, "#published-version", lambda: app.status().published_version)
 
 
