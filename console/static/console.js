@@ -28,8 +28,10 @@ function stat(label, value, id) {
     el("span", { class: "value", id }, value));
 }
 
-function counts(title, obj, id) {
-  const rows = Object.entries(obj).sort((a, b) => b[1] - a[1]);
+function counts(title, obj, id, byVersion) {
+  const rows = Object.entries(obj).sort(byVersion
+    ? (a, b) => (a[0] === "none") - (b[0] === "none") || Number(b[0]) - Number(a[0])  // newest first
+    : (a, b) => b[1] - a[1]);
   return el("section", {}, el("h3", {}, title),
     rows.length ? table(["", "devices"], rows, id) : el("p", {}, "none"));
 }
@@ -104,7 +106,7 @@ const RENDER = {
       el("div", { class: "stats" },
         stat("devices", d.devices_total, "devices-total"), stat("online", d.online, "devices-online")),
       el("div", { class: "row" }, counts("by state", d.by_state, "by-state"),
-        counts("by model version", d.by_version, "by-version"),
+        counts("by model version", d.by_version, "by-version", true),
         counts("eligibility reasons", d.by_reason, "by-reason")),
       el("h3", {}, `devices (${d.devices.length} of ${d.matched} shown)`), filter,
       table(["device", "state", "model", "reason", "last seen", "accepted", "refused", "last"],

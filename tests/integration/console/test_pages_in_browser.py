@@ -5,6 +5,7 @@ the console refuses writes."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,15 +25,20 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install 
 
 
 @pytest.fixture(scope="module")
-def page(demo_fleet: DemoFleet) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
     chromium = require_tool("/usr/bin/chromium", "Debian's chromium")
     with playwright_api.sync_playwright() as p:
         # --no-sandbox: CI runs as root, where chromium's sandbox cannot start
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        launched = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
-            yield browser.new_page()
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, demo_fleet: DemoFleet) -> Any:
+    return browser.new_page()
 
 
 def _loads(page: Any) -> int:
@@ -154,3 +160,31 @@ def _table(page: Any, selector: str) -> dict[str, int]:
 def _published_evaluations(fleet: DemoFleet) -> int:
     status = fleet.app.status()
     return 0 if status.last_eval is None else status.last_eval.version
+
+
+def test_what_a_device_reports_is_shown_as_text_never_run(browser: Any) -> None:
+    """A device controls its status's state and reason strings: markup in them is shown
+    literally, and no script of theirs runs (the pages build text nodes; the CSP forbids inline
+    script besides)."""
+    from console.read_model import FleetReadModel
+    from console.web import ConsoleServer, ListenConfig
+    from protocol.messages import DeviceStatus, encode_status
+    from protocol.topics import status_topic
+    from server.app import ServerStatus
+
+    evil = "<img src=x onerror=\"document.title='pwned'\">"
+    model = FleetReadModel("f", lambda: ServerStatus(0, 0, {"accepted": 0}, None, 0))
+    status = DeviceStatus("dev-x", True, f"idle{evil}", 0, f"because{evil}", {}, time.time())
+    model.device_message(status_topic("f", "dev-x"), encode_status(status), 0.0)
+    server = ConsoleServer(model, ListenConfig("127.0.0.1", 0))
+    server.start()
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/fleet")
+        wait_for(lambda: _loads(page) >= 1, 15, "the fleet page")
+        cells = page.locator("#devices tbody tr td").all_inner_texts()
+        assert f"idle{evil}" in cells and f"because{evil}" in cells
+        assert page.locator("main img").count() == 0
+        assert page.title() != "pwned"
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from console.web import ConsoleServer, ListenConfig, check_listen
+from console.web import ConsoleServer, ListenConfig, check_listen, parse_listen
 from fleetlearn.cli import main
 from protocol.errors import ConfigError
 
@@ -171,3 +171,22 @@ def test_a_bad_certificate_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TLS certificate or key"):
         ConsoleServer(_Model(), ListenConfig("127.0.0.1", 0, tmp_path / "c.pem",  # type: ignore[arg-type]
                                              tmp_path / "c.pem"))  # fmt: skip
+
+
+@pytest.mark.parametrize("text", ["8787", ":8787", "host:", "host:port", "127.0.0.1:70000"])
+def test_a_bad_listen_address_is_a_clear_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        parse_listen(text)
+
+
+def test_listen_addresses_parse() -> None:
+    assert parse_listen("127.0.0.1:8787") == ("127.0.0.1", 8787)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+
+
+def test_a_short_token_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "token").write_text("short\n")
+    argv = ["console", "--config", str(tmp_path / "none.toml"), "--token-file",
+            str(tmp_path / "token")]  # fmt: skip
+    assert main(argv) == 2
+    assert "at least 16 characters" in capsys.readouterr().err
