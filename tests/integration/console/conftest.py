@@ -20,7 +20,7 @@ from fleet.demo.run import DemoOptions, DemoResult
 from fleet.demo.server_part import DemoServer, start_server
 from fleet.embedded_broker import free_port
 from server.app import ServerApp
-from tests.support.mosquitto import running_mosquitto
+from tests.support.mosquitto import mosquitto_dev, running_mosquitto  # noqa: F401  (fixture)
 
 DEVICES = 6
 EPSILON_BUDGET = 50.0
