@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("models.export_cli", "write a zoo model's training-step graph and artifacts"),
     "broker": ("fleetlearn.provision_cli", "fleet CA, certificates, ACL; enrol/revoke devices"),
     "server": ("server.cli", "run the aggregation server (asynchronous, durable, signed offers)"),
+    "console": (
+        "console.cli",
+        "run the aggregation server with its web console (fleet, models, updates, privacy)",
+    ),
     "demo": (
         "fleet.demo.cli",
         "run a live fleet of real agents, server and broker, in one command",

@@ -52,6 +52,7 @@ from server.device_inbox import Action, DeviceInbox
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.ingest import warm_up
 from server.metrics import ServerMetrics
+from server.observer import NullObserver, ServerObserver
 from server.offer_pacing import offer_due
 from server.privacy import PrivacyStatus
 from server.refusal_acks import RefusalAckGate
@@ -172,6 +173,7 @@ class ServerApp:
         self._inbox = DeviceInbox(config.fleet, config.admission, self.secagg)
         self._refusal_acks = RefusalAckGate()
         self._failures_logged_at = self._flood_logged_at = -_FAILURE_LOG_INTERVAL  # log pacing
+        self._observer: ServerObserver = NullObserver()
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -233,6 +235,10 @@ class ServerApp:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def observe(self, observer: ServerObserver) -> None:
+        """Tell `observer` what happens from now on (before `start`: the web console)."""
+        self._observer = observer
 
     # --- views for the demo and tests ------------------------------------------------------
 
@@ -309,6 +315,7 @@ class ServerApp:
                     self._finish(in_flight)
                     in_flight = None
                     continue
+                self.metrics.backlog.set(incoming.qsize())
                 started = self._process(batch)
                 if in_flight is not None:
                     self._finish(in_flight)
@@ -351,6 +358,9 @@ class ServerApp:
                 self.metrics.count_accepted(outcome.staleness, schema_1=outcome.schema_1)
             else:
                 self.metrics.count_rejected(outcome.ack.reason)
+            self._observer.update_outcome(
+                outcome.device_id, outcome.ack.reason.value, outcome.staleness
+            )
         if done.outcomes:
             elapsed = time.perf_counter() - done.started
             for _ in done.outcomes:
@@ -366,6 +376,7 @@ class ServerApp:
 
     def _submit(self, message: IncomingMessage) -> Outcome | None:
         now = self._clock()
+        self._observer.device_message(message.topic, message.payload, now)
         route = self._inbox.route(message, now)  # retained, size and rate rules per topic
         if route.action is Action.UPDATE:
             return self.core.submit(route.device_id, message.payload, now=now)
@@ -376,6 +387,7 @@ class ServerApp:
             self._clear_retained(route.topic, route.why)
         elif route.reason is not None:
             self.metrics.count_rejected(route.reason)
+            self._observer.update_outcome(route.device_id, route.reason.value, None)
         return None
 
     def _clear_retained(self, topic: str, why: str) -> None:
@@ -427,8 +439,13 @@ class ServerApp:
                 tau = self.core.version - cohort.result.base_version
                 self.core.submit_cohort(record)
                 out += self.secagg.results(cohort, self.core.version)
-                for _ in cohort.result.members:  # each counted member's update was accepted
+                for member in cohort.result.members:  # each counted member's update: accepted
                     self.metrics.count_accepted(tau)
+                    self._observer.update_outcome(member, Reason.OK.value, tau)
+            members = cohort.result.members if cohort.result is not None else cohort.members
+            self._observer.cohort_finished(
+                cohort.cohort_id.hex(), len(members), record is not None, cohort.base_version
+            )
         return out
 
     def _secagg_send(self, out: list[tuple[str, bytes]]) -> None:
@@ -481,6 +498,7 @@ class ServerApp:
             self._published = (version, model)
         self._published_at = now
         self.offers_published += 1
+        self._observer.model_published(version, self._privacy_status())
         _log.info("published model version %d", version)
         if self._evaluator is not None:
             self._evaluate(self._evaluator, model, serving, version)
@@ -501,6 +519,7 @@ class ServerApp:
         served = evaluator.evaluate(serving, version) if self.core.serving.enabled else result
         with self._lock:
             self._last_eval, self._last_serving_eval = result, served
+        self._observer.model_evaluated(result, served)
         m = self.metrics
         m.eval_accuracy.set(result.accuracy)
         m.eval_f1.set(result.macro_f1)

@@ -7,8 +7,12 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-__all__ = ["add_arguments", "run"]
+if TYPE_CHECKING:
+    from server.app import ServerApp
+
+__all__ = ["add_arguments", "run", "run_until_signalled"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +25,11 @@ def run(args: argparse.Namespace) -> int:
     from server.app import ServerApp
     from server.config import load_config
 
-    config = load_config(args.config)
-    app = ServerApp(config)
+    return run_until_signalled(ServerApp(load_config(args.config)))
+
+
+def run_until_signalled(app: ServerApp) -> int:
+    """Start `app`, run until SIGTERM/SIGINT (0) or the worker fails (1), then stop it."""
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -13,6 +13,8 @@ fleetlearn_serving_accuracy / _macro_f1           gauges, last evaluation of the
 fleetlearn_publish_failures_total                 counter: publishes the MQTT link refused (an Ack,
                                                   a clear or an offer not sent; the worker goes on)
 fleetlearn_refusal_acks_withheld_total            counter: refusals not answered (a flooding device)
+fleetlearn_incoming_backlog                       gauge: messages received, not yet processed (when
+                                                  it grows, the broker's queue for us fills next)
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ class ServerMetrics:
         self.refusals_withheld = Counter(
             "fleetlearn_refusal_acks_withheld",
             "Refusals not answered: over the device's refusal-Ack budget (server/refusal_acks.py)",
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "fleetlearn_incoming_backlog",
+            "Messages received from the broker and not yet processed by the server's worker",
             registry=r,
         )
         self._lock = threading.Lock()

@@ -15,24 +15,28 @@ limit per device, and the last status of a flood is still checked: garbage is ne
 from __future__ import annotations
 
 from protocol.errors import ProtocolError
-from protocol.messages import decode_status
+from protocol.messages import DeviceStatus, decode_status
 from server.rate_limit import DeviceRateLimiter
 
-__all__ = ["STATUS_MAX_BYTES", "StatusGuard", "status_is_acceptable"]
+__all__ = ["STATUS_MAX_BYTES", "StatusGuard", "acceptable_status", "status_is_acceptable"]
 
 STATUS_MAX_BYTES = 16 * 1024  # an agent's status is about 300 bytes; 50x headroom
 
 
-def status_is_acceptable(payload: bytes, device_id: str) -> bool:
-    """Small, decodable, and about the device its topic names (the broker's grant makes the
-    topic the identity; a dashboard reading the payload must not see another device's id)."""
+def acceptable_status(payload: bytes, device_id: str) -> DeviceStatus | None:
+    """The status, if small, decodable, and about the device its topic names (the broker's
+    grant makes the topic the identity; a dashboard must not see another device's id)."""
     if len(payload) > STATUS_MAX_BYTES:  # cheapest first: never decode a big one
-        return False
+        return None
     try:
         status = decode_status(payload, STATUS_MAX_BYTES)
     except ProtocolError:
-        return False
-    return status.device_id == device_id
+        return None
+    return status if status.device_id == device_id else None
+
+
+def status_is_acceptable(payload: bytes, device_id: str) -> bool:
+    return acceptable_status(payload, device_id) is not None
 
 
 class StatusGuard:

@@ -92,6 +92,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run sync FedAvg, then --strategy, on the same fleet; plot both",
     )
+    parser.add_argument(
+        "--console",
+        nargs="?",
+        const="127.0.0.1:8787",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the server's web console (default address 127.0.0.1:8787)",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="?",
+        const="127.0.0.1:9100",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the server's Prometheus metrics (default address 127.0.0.1:9100)",
+    )
     add_privacy_arguments(parser)
     _add_attack_arguments(parser)
 
@@ -158,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         defence=args.defence,
         secure_aggregation=args.secure_aggregation,
         privacy=privacy,
+        console=args.console,
+        metrics=args.metrics,
     )
     result = run_demo(options)
     return 130 if result.interrupted else 0

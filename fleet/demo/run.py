@@ -70,6 +70,8 @@ class DemoOptions:
     server_tuning: ServerTuning = field(default_factory=ServerTuning)
     privacy: dict[str, Any] | None = None  # the [privacy] table for the server; None = no DP
     quiet_logs: bool = True  # agents log every round; the live display is the demo's voice
+    console: str | None = None  # HOST:PORT of the server's web console; None: no console
+    metrics: str | None = None  # HOST:PORT of the server's Prometheus endpoint; None: none
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class _Parts:
             self._extra,
             self._options.privacy,
             secure=self._options.secure_aggregation,
+            console=self._options.console,
+            metrics=self._options.metrics,
         )
 
     def start_agent(self, setup: FleetSetup, index: int, broker_url: str) -> AgentHandle:
@@ -246,6 +250,8 @@ def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
             f"[bold red]hostile[/]: {round(options.attackers * len(data.device_folders))} devices"
             f" send {options.attack} updates; server defence: {options.defence}"
         )
+    if options.console is not None:
+        console.print(f"[bold]console[/]: http://{options.console}/fleet (while the demo runs)")
     if options.privacy is not None:
         per_step = options.server_tuning.fedbuff_k
         for line in privacy_tradeoff(options.privacy, len(data.device_folders), per_step):

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from console import ConsoleServer, ListenConfig, attach
+from console.web import parse_listen
 from fleet.demo.parts import Evaluation, FleetSetup
 from server.app import ServerApp
 from server.config import parse_config
@@ -135,8 +137,9 @@ def server_config_doc(
 class DemoServer:
     """Implements fleet.demo.parts.ServerHandle over a running ServerApp."""
 
-    def __init__(self, app: ServerApp) -> None:
+    def __init__(self, app: ServerApp, console: ConsoleServer | None = None) -> None:
         self.app = app
+        self.console = console
         self._evals: list[Evaluation] = []
         self._lock = threading.Lock()
 
@@ -171,6 +174,8 @@ class DemoServer:
         return None if status is None else status.offer_fields()
 
     def stop(self) -> None:
+        if self.console is not None:
+            self.console.stop()
         self.app.stop()
         if self.app.error is not None:
             _log.error("the server worker had failed: %s", self.app.error)
@@ -185,8 +190,16 @@ def start_server(
     privacy: Mapping[str, Any] | None = None,
     *,
     secure: bool = False,
+    console: str | None = None,
+    metrics: str | None = None,
 ) -> DemoServer:
     doc = server_config_doc(setup, broker_url, tuning, embedded, broker_extra, privacy, secure)
+    if metrics is not None:
+        host, port = parse_listen(metrics)
+        doc["metrics"] = {"address": host, "port": port}
     app = ServerApp(parse_config(doc, setup.run_dir))
+    web = None
+    if console is not None:  # loopback only: the demo has no certificate for the console
+        web = attach(app, ListenConfig(*parse_listen(console)))
     app.start()
-    return DemoServer(app)
+    return DemoServer(app, web)
