@@ -97,9 +97,18 @@ GOALS = {"max_drop_at_20pct_default": 0.02, "max_backdoor_over_clean_at_10pct": 
          "max_clean_cost_of_default": 0.01}  # fmt: skip
 TEN_PCT_DEFENCES = ("none", "default", "cosine_norm")  # cosine_norm: the default without sign
 # agreement, so the 10% rows show what it buys
-SEED_PLAN = [("clean", 0.0, "none"), ("clean", 0.0, "default"), ("backdoor", 0.1, "default"),
-             ("backdoor", 0.1, "cosine_norm"), ("backdoor", 0.2, "default"),
-             ("sign-flip", 0.2, "default"), ("label-flip", 0.2, "default")]  # fmt: skip
+SEED_PLAN = [
+    (attack, fraction, defence)
+    for defence in ("default", "cosine_norm")
+    for attack, fraction in (
+        ("clean", 0.0),
+        ("backdoor", 0.1),
+        ("backdoor", 0.2),
+        ("sign-flip", 0.2),
+        ("label-flip", 0.2),
+    )
+]
+SEED_PLAN.insert(0, ("clean", 0.0, "none"))  # each seed's own clean fleet
 FRESH_DEFENCES = ("default", "none")
 
 
