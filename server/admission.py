@@ -39,17 +39,10 @@ from protocol.errors import ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
 from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, ClientUpdate, EncodedVector
 from protocol.update_header import decode_any_update
-from server.ingest import (
-    FusedDelta,
-    FusedUpdate,
-    clip_factor,
-    index_decoder,
-    payload_digest,
-    same_payload,
-    scale_delta,
-    sq_norm,
-)
-from server.strategies.base import AdmittedUpdate, Strategy
+from server.admitted import AdmittedUpdate, FusedDelta, FusedUpdate
+from server.ingest import payload_digest, same_payload
+from server.kernels.fused import clip_factor, index_decoder, scale_delta, sq_norm
+from server.strategies.base import Strategy
 
 __all__ = [
     "Admission",

@@ -14,9 +14,10 @@ import numpy as np
 
 from protocol.errors import ProtocolError, RejectedUpdate
 from server.admission import Admission
+from server.admitted import AdmittedUpdate
 from server.secagg_apply import apply_cohort
 from server.serving import ServingAverage
-from server.strategies.base import AdmittedUpdate, StepResult, Strategy
+from server.strategies.base import StepResult, Strategy
 
 __all__ = ["Call", "SimServer"]
 

@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import ConfigError
+from server.admitted import AdmittedUpdate
 from server.optimizers import make_optimizer
 from server.privacy import DpMechanism, PrivacyConfig
 from server.robust import Aggregator, RobustConfig
 from server.staleness import make_staleness
-from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
+from server.strategies.base import StateDict, StepResult, Strategy
 from server.strategies.fedasync import FedAsync
 from server.strategies.fedavg import FedAvg
 from server.strategies.fedbuff import FedBuff

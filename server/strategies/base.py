@@ -11,7 +11,7 @@ correctness property, not a nicety.
     screen(device_id, norm)             -> clip factor; robust options may refuse (server.robust)
     apply(model, version, update)       -> StepResult   one admitted update
     apply_contribution(model, version, c) -> StepResult one update whose delta may still be in
-                                                        codec form (server/ingest.py); the default
+                                                        codec form (server/admitted.py); the default
                                                         expands it and calls `apply`
     tick(model, version, now)           -> StepResult   time passes (FedAvg's round deadline)
     flush(model, version)               -> StepResult   force the pending step (replay of a tick)
@@ -25,16 +25,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from server.admitted import AdmittedUpdate, Contribution
 
 if TYPE_CHECKING:
     from server.privacy import DpMechanism
 
 __all__ = [
-    "AdmittedUpdate",
-    "Contribution",
     "StateDict",
     "StepResult",
     "Strategy",
@@ -44,54 +44,6 @@ __all__ = [
 
 # Values: flat float32/float64 numpy arrays or JSON-like scalars (the checkpoint stores them).
 StateDict = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class AdmittedUpdate:
-    """An update that passed admission control: decoded, finite, norm-bounded."""
-
-    device_id: str
-    seq: int
-    base_version: int
-    num_samples: int
-    delta: np.ndarray  # (n,) float32, local weights - base weights
-    members: int = 1  # > 1: a secure-aggregation cohort's mean over this many devices
-
-    def add_into(self, out: np.ndarray, weight: np.float32) -> None:
-        """out += delta * weight, in place (out: (n,) float32)."""
-        out += self.delta * weight
-
-    def norm(self) -> float:
-        """L2 norm of the delta as admitted (clipped)."""
-        return float(np.linalg.norm(self.delta))
-
-    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
-        """A dense delta has no sparse form."""
-        return None
-
-    def admitted(self) -> AdmittedUpdate:
-        return self
-
-
-class Contribution(Protocol):
-    """What a strategy that only sums weighted deltas needs of an update (FedBuff): the delta
-    may stay in codec form and be added straight into the buffer (server/ingest.py)."""
-
-    @property
-    def device_id(self) -> str: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def base_version(self) -> int: ...
-    @property
-    def num_samples(self) -> int: ...
-    def add_into(self, out: np.ndarray, weight: np.float32) -> None: ...
-    def norm(self) -> float: ...
-    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
-        """(positions, delta * weight there) of a top-k delta; None for a dense one."""
-        ...
-
-    def admitted(self) -> AdmittedUpdate: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from server.optimizers import ServerOptimizer
 from server.privacy import DpMechanism
 from server.robust import Defence, warm_up_kernels
 
@@ -48,25 +49,30 @@ class Defended:
                 "coordinate-wise robust aggregator has another sensitivity: use aggregator mean"
             )
 
-    def _aggregate(
-        self, total: np.ndarray | None, weight: float, version: int, privacy: DpMechanism | None
+    def _reduce_and_step(
+        self,
+        opt: ServerOptimizer,
+        model: np.ndarray,
+        total: np.ndarray | None,
+        weight: float,
+        version: int,
+        privacy: DpMechanism | None,
     ) -> np.ndarray | None:
-        """A buffer's (n,) float32 update direction, and the defence's buffer ended: the robust
-        rows' aggregate, or the (DP-noised) sum divided by its weight. None when the privacy
-        budget refuses this flush (the caller drops the buffer and keeps its model). The sum is
-        divided in place: the caller drops or reuses its array."""
+        """A buffer's new (n,) float32 model, and the defence's buffer ended: the optimiser's
+        step on the robust rows' aggregate, or its fused step from the (DP-noised) sum and
+        weight. None when the privacy budget refuses this flush (the caller drops the buffer and
+        keeps its model). Without DP, `total` comes back zeroed for reuse."""
         d = self._defence
         try:
             if d is not None and d.keeps_rows:
-                return d.reduce()  # coordinate-wise robust aggregate
+                return opt.step(model, d.reduce())  # coordinate-wise robust aggregate
             assert total is not None  # count > 0
             if privacy is not None:
                 noised = privacy.release(total, version)  # S + noise, before dividing
                 if noised is None:
                     return None
                 total = noised  # a fresh array
-            mean: np.ndarray = np.divide(total, np.float32(weight), out=total)
-            return mean
+            return opt.step_from_sum(model, total, weight)
         finally:
             if d is not None:
                 d.end_buffer()

@@ -15,9 +15,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from server.admitted import AdmittedUpdate
 from server.robust import Defence, RobustConfig
 from server.staleness import StalenessFn, constant
-from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
+from server.strategies.base import StateDict, StepResult, Strategy
 from server.strategies.defended import Defended
 
 __all__ = ["FedAsync", "fedasync_weight"]

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.errors import Reason, RejectedUpdate
+from server.admitted import AdmittedUpdate
 from server.optimizers import ServerOptimizer, make_optimizer
 from server.privacy import DpMechanism
 from server.robust import Defence, RobustConfig
 from server.strategies.base import (
-    AdmittedUpdate,
     StateDict,
     StepResult,
     Strategy,
@@ -127,12 +127,12 @@ class FedAvg(Defended, Strategy):
     def flush(self, model: np.ndarray, version: int) -> StepResult:
         if self._count == 0:
             return StepResult(model, version, stepped=False)
-        mean = self._aggregate(self._sum, float(self._samples), version, self.privacy)
-        if mean is None:  # the privacy budget refuses this round: drop it, keep the model
-            self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
-            return StepResult(model, version, stepped=False)
-        new = self.server_optimizer.step(model, mean)  # (n,) float32; sgd lr 1: model + mean
+        new = self._reduce_and_step(
+            self._opt, model, self._sum, float(self._samples), version, self.privacy
+        )  # (n,) float32; sgd lr 1: model + mean
         self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
+        if new is None:  # the privacy budget refuses this round: drop it, keep the model
+            return StepResult(model, version, stepped=False)
         return StepResult(new, version + 1, stepped=True)
 
     def state_dict(self) -> StateDict:

@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server import ingest  # a module reference: server.ingest imports strategies.base
+from server.admitted import AdmittedUpdate, Contribution
 from server.optimizers import ServerOptimizer, make_optimizer
 from server.privacy import DpMechanism
 from server.robust import Defence, RobustConfig
 from server.staleness import StalenessFn, constant
 from server.strategies.base import (
-    AdmittedUpdate,
-    Contribution,
     StateDict,
     StepResult,
     Strategy,
@@ -150,38 +148,14 @@ class FedBuff(Defended, Strategy):
     def flush(self, model: np.ndarray, version: int) -> StepResult:
         if self._count == 0:
             return StepResult(model, version, stepped=False)
-        fused = self._one_pass_step(model)
-        if fused is not None:
-            return StepResult(fused, version + 1, stepped=True)
-        g = self._aggregate(self._sum, self._weight, version, self.privacy)
-        if g is None:  # the privacy budget refuses this flush: drop the buffer, keep the model
-            self._end_buffer()
+        total = self._sum
+        new = self._reduce_and_step(self._opt, model, total, self._weight, version, self.privacy)
+        if total is not None and self.privacy is None:
+            self._spare = total  # zeroed by the optimiser's step for the next buffer
+        self._end_buffer()
+        if new is None:  # the privacy budget refuses this flush: drop the buffer, keep the model
             return StepResult(model, version, stepped=False)
-        new = self.server_optimizer.step(model, g)  # (n,) float32; keeps no reference to g
-        if g is self._sum:
-            g.fill(0.0)
-            self._spare = g
-        self._end_buffer()
         return StepResult(new, version + 1, stepped=True)
-
-    def _one_pass_step(self, model: np.ndarray) -> np.ndarray | None:
-        """x + lr * S / W in one compiled pass that also zeroes S for the next buffer (plain
-        sgd on a large model: the divide, add and refill were three passes over 4 MB per flush,
-        as much as ten top-1% updates cost). None where the general path is needed."""
-        total, d = self._sum, self._defence
-        if total is None or self.privacy is not None or (d is not None and d.keeps_rows):
-            return None
-        if total.size < ingest.KERNEL_MIN_VALUES:
-            return None
-        lr = self.server_optimizer.take_sgd_step()
-        if lr is None:
-            return None
-        new = ingest.sgd_step_from_sum(model, total, self._weight, lr)
-        if d is not None:
-            d.end_buffer()
-        self._spare = total  # zeroed by the same pass
-        self._end_buffer()
-        return new
 
     def _end_buffer(self) -> None:
         self._sum, self._weight, self._count = None, 0.0, 0

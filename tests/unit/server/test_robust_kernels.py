@@ -1,4 +1,4 @@
-"""The compiled robust-aggregation kernels (server/robust/kernels.py) against numpy.
+"""The compiled robust-aggregation kernels (server/kernels/robust.py) against numpy.
 
 The sorting network is proved by the 0-1 principle (a comparator network sorts every input iff it
 sorts every 0/1 input); the kernels then give numpy's order statistics bit for bit, and the
@@ -14,7 +14,8 @@ import pytest
 
 from server.admission import Admission, AdmissionLimits
 from server.core import ServerCore
-from server.robust import Aggregator, RobustConfig, aggregate, kernels
+from server.kernels import robust as kernels
+from server.robust import Aggregator, RobustConfig, aggregate
 from server.robust import aggregators as agg
 from server.robust.defence import Defence
 from server.serving import ServingAverage
