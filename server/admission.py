@@ -201,8 +201,7 @@ class Admission:
         if lim.max_staleness is not None and tau > lim.max_staleness:
             raise RejectedUpdate(Reason.STALE, f"staleness {tau} > max {lim.max_staleness}")
         strategy.check(version, msg.base_version)
-        if strategy.privacy is not None:  # DP: at most one update per device in a flush
-            strategy.privacy.check_device(msg.device_id)
+        strategy.check_device(msg.device_id)  # DP: at most one update per device in a flush
         parts = decode_delta(msg.delta, self.manifest)  # codec form; checked, finite
         scale = 1.0
         norm = math.sqrt(sq_norm(parts))

@@ -8,6 +8,7 @@ correctness property, not a nicety.
 
     start_from(initial_model)           the model a fleet starts at (the defence's warm-up bound)
     check(version, base_version)        strategy-specific admission (FedAvg: current round only)
+    check_device(device_id)             before decoding: DP's one update per device per buffer
     screen(device_id, norm)             -> clip factor; robust options may refuse (server.robust)
     apply(model, version, update)       -> StepResult   one admitted update
     apply_contribution(model, version, c) -> StepResult one update whose delta may still be in
@@ -82,6 +83,7 @@ class Strategy(ABC):
     name: ClassVar[str]
     fedprox_mu: float = 0.0  # hint sent to devices in the ModelOffer (FedProx); 0 = plain local SGD
     privacy: DpMechanism | None = None  # user-level DP (server/privacy); None = off
+    buffered: ClassVar[bool] = True  # updates wait in a buffer; False: each applies on arrival
 
     def start_from(self, model: np.ndarray) -> None:  # noqa: B027 - optional hook
         """The model the fleet starts at (the artifacts' initial weights, not a checkpoint's),
@@ -89,6 +91,10 @@ class Strategy(ABC):
 
     def check(self, version: int, base_version: int) -> None:  # noqa: B027 - optional hook
         """Raise RejectedUpdate if this strategy refuses an update on `base_version` now."""
+
+    def check_device(self, device_id: str) -> None:  # noqa: B027 - optional hook
+        """Raise RejectedUpdate if this strategy takes no update from `device_id` now (asked
+        before the delta is decoded)."""
 
     def screen(self, device_id: str, norm: float) -> float:
         """Admission of the delta itself, given its L2 norm: a clip factor (1.0 = untouched), or
