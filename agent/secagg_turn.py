@@ -24,14 +24,9 @@ __all__ = ["RoundHost", "secure_turn"]
 class RoundHost(Protocol):
     """What a secure turn needs from the agent: its round, its store, its state machine."""
 
-    @property
-    def store(self) -> StateStore: ...
-
-    @property
-    def machine(self) -> StateMachine: ...
-
-    @property
-    def clock(self) -> Callable[[], float]: ...
+    store: StateStore
+    machine: StateMachine
+    clock: Callable[[], float]
 
     def eligible(self) -> bool:
         """Reads the device's conditions now: may it train?"""

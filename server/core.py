@@ -122,9 +122,8 @@ class ServerCore(PipelineState):
         serving: ServingAverage | None = None,  # average of recent versions (None: the iterate)
     ) -> None:
         self.manifest = manifest
-        self.pipeline = AggregationPipeline(
-            Admission(manifest, limits or AdmissionLimits()), initial_weights, strategy, serving
-        )
+        admission = Admission(manifest, limits or AdmissionLimits())
+        super().__init__(AggregationPipeline(admission, initial_weights, strategy, serving))
         self.state_dir = state_dir
         self.checkpoint_every = checkpoint_every
         self.checkpoint_log_ratio = checkpoint_log_ratio

@@ -151,19 +151,12 @@ class AggregationPipeline:
 class PipelineState:
     """Read access to a pipeline's state for what wraps it (ServerCore, the simulator's server)."""
 
-    pipeline: AggregationPipeline
-
-    @property
-    def strategy(self) -> Strategy:
-        return self.pipeline.strategy
-
-    @property
-    def admission(self) -> Admission:
-        return self.pipeline.admission
-
-    @property
-    def serving(self) -> ServingAverage:
-        return self.pipeline.serving
+    def __init__(self, pipeline: AggregationPipeline) -> None:
+        self.pipeline = pipeline
+        # the same objects for the pipeline's life
+        self.strategy: Strategy = pipeline.strategy
+        self.admission: Admission = pipeline.admission
+        self.serving: ServingAverage = pipeline.serving
 
     @property
     def model(self) -> np.ndarray:

@@ -15,7 +15,7 @@ a member that dropped is known at once, where a real server learns of it at the 
 
 Like the server's cohort state machine (protocol/secagg/cohort.py), `SimCohorts` does nothing to
 the engine itself: each event returns the actions the engine then takes (a timeout to schedule,
-a cohort's mean to apply, bytes to count).
+a cohort's end, with its mean to apply and its bytes to count).
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from protocol.secagg.local import run_cohort
 from server.secagg_apply import cohort_record
 
 __all__ = [
-    "CohortAbandoned",
     "CohortAction",
-    "CohortApplied",
+    "CohortEnded",
     "SimCohorts",
     "Timeout",
     "masked_bytes",
@@ -54,24 +53,18 @@ class Timeout:
 
 
 @dataclass(frozen=True)
-class CohortApplied:
-    """A cohort ended with enough masked updates: apply its unmasked mean as one buffer."""
+class CohortEnded:
+    """A cohort ran the protocol: count its bytes, and apply its unmasked mean (`record`, over
+    `members` devices) as one buffer; `record` None: fewer than t masked updates arrived, the
+    cohort is abandoned and its work lost."""
 
-    record: dict[str, object]
+    record: dict[str, object] | None
     members: int
     bytes_up: int
     bytes_down: int
 
 
-@dataclass(frozen=True)
-class CohortAbandoned:
-    """A cohort ended with fewer than t masked updates: its work is lost, its bytes were sent."""
-
-    bytes_up: int
-    bytes_down: int
-
-
-CohortAction = Timeout | CohortApplied | CohortAbandoned
+CohortAction = Timeout | CohortEnded
 
 
 @dataclass
@@ -157,7 +150,7 @@ class SimCohorts:
         summed = result.cohort.result
         if summed is None:
             self.abandoned += 1
-            return [CohortAbandoned(up, down)]
+            return [CohortEnded(None, 0, up, down)]
         self.completed += 1
         record = cohort_record(
             summed.cohort_id,
@@ -166,4 +159,4 @@ class SimCohorts:
             summed.num_samples,
             len(summed.members),
         )
-        return [CohortApplied(record, len(summed.members), up, down)]
+        return [CohortEnded(record, len(summed.members), up, down)]

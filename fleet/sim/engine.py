@@ -30,9 +30,7 @@ import numpy as np
 
 from fleet.attacks import Attack
 from fleet.sim.cohorts import (
-    CohortAbandoned,
     CohortAction,
-    CohortApplied,
     SimCohorts,
     Timeout,
     masked_bytes,
@@ -427,9 +425,9 @@ class _Run:
                 continue
             self.uplink_bytes += action.bytes_up
             self.downlink_bytes += action.bytes_down
-            if isinstance(action, CohortAbandoned):
+            if action.record is None:
                 self.counts["cohorts_abandoned"] += 1
-            elif isinstance(action, CohortApplied):
+            else:
                 self.counts["cohorts_applied"] += 1
                 self.server.receive_cohort(action.record, action.members)
 

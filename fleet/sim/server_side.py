@@ -42,7 +42,7 @@ class SimServer(PipelineState):
         record: bool = False,
         serving: ServingAverage | None = None,
     ) -> None:
-        self.pipeline = AggregationPipeline(admission, initial, strategy, serving)
+        super().__init__(AggregationPipeline(admission, initial, strategy, serving))
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.calls: list[Call] | None = [] if record else None

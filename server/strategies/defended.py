@@ -15,9 +15,11 @@ import numpy as np
 
 from protocol.errors import Reason
 from server.buffer import OpenBuffer
+from server.optimizers import ServerOptimizer
 from server.privacy import DpMechanism
 from server.reducer import Reducer
 from server.robust import Defence, RobustConfig, warm_up_kernels
+from server.strategies.base import StateDict, load_privacy_state
 
 __all__ = ["Defended"]
 
@@ -50,6 +52,23 @@ class Defended:
     @property
     def pending(self) -> int:
         return self._buffer.count
+
+    def _buffered_state(self, opt: ServerOptimizer) -> StateDict:
+        """The open buffer's, the optimiser's, the defence's and DP's state, in one dict."""
+        state = self._buffer.state_dict()
+        state.update(opt.state_dict())
+        if self.defence is not None:
+            state.update(self.defence.state_dict())
+        if self._reducer.privacy is not None:
+            state.update(self._reducer.privacy.state_dict())
+        return state
+
+    def _load_buffered_state(self, opt: ServerOptimizer, state: StateDict) -> None:
+        self._buffer.load_state_dict(state)
+        opt.load_state_dict(state)
+        if self.defence is not None:
+            self.defence.load_state_dict(state)
+        load_privacy_state(self._reducer.privacy, state)
 
     def warm_up(self, num_params: int) -> None:
         """The robust aggregators' kernels, when the reducer aggregates rows."""

@@ -31,7 +31,6 @@ from server.strategies.base import (
     StateDict,
     StepResult,
     Strategy,
-    load_privacy_state,
 )
 from server.strategies.defended import Defended
 
@@ -125,18 +124,8 @@ class FedAvg(Defended, Strategy):
     def state_dict(self) -> StateDict:
         # The round clock is not saved: monotonic time does not survive a restart, so a
         # recovered server starts the open round's deadline afresh.
-        state = self._buffer.state_dict()  # W: the round's samples
-        state.update(self.server_optimizer.state_dict())
-        if self.defence is not None:
-            state.update(self.defence.state_dict())
-        if self.privacy is not None:
-            state.update(self.privacy.state_dict())
-        return state
+        return self._buffered_state(self._opt)  # the buffer's W: the round's samples
 
     def load_state_dict(self, state: StateDict) -> None:
         self._round_started = None
-        self._buffer.load_state_dict(state)
-        self.server_optimizer.load_state_dict(state)
-        if self.defence is not None:
-            self.defence.load_state_dict(state)
-        load_privacy_state(self.privacy, state)
+        self._load_buffered_state(self._opt, state)

@@ -34,7 +34,6 @@ from server.strategies.base import (
     StateDict,
     StepResult,
     Strategy,
-    load_privacy_state,
 )
 from server.strategies.defended import Defended
 
@@ -133,19 +132,9 @@ class FedBuff(Defended, Strategy):
         return StepResult(new, version + 1, stepped=True)
 
     def state_dict(self) -> StateDict:
-        state = self._buffer.state_dict()
-        state.update(self.server_optimizer.state_dict())
-        if self.defence is not None:
-            state.update(self.defence.state_dict())
-        if self.privacy is not None:
-            state.update(self.privacy.state_dict())
-        return state
+        return self._buffered_state(self._opt)
 
     def load_state_dict(self, state: StateDict) -> None:
-        self._buffer.load_state_dict(state)
         if "velocity" in state and "opt.m" not in state:  # checkpoints before server optimizers
             state = {**state, "opt.m": state["velocity"]}
-        self.server_optimizer.load_state_dict(state)
-        if self.defence is not None:
-            self.defence.load_state_dict(state)
-        load_privacy_state(self.privacy, state)
+        self._load_buffered_state(self._opt, state)
