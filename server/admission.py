@@ -13,7 +13,7 @@ is counted in metrics and sent back in the Ack:
     6. sample count                 SAMPLES (<= 0 or above the cap)
     7. base version                 FUTURE, STALE (tau > max_staleness, or the strategy's rule)
     8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE   (codecs.decode_parts: the
-                                             delta stays in codec form, see server/ingest.py)
+                                             delta stays in codec form, see server/admitted.py)
     9. L2 norm                      NORM (reject; always when its square overflows float32),
                                          or scale the delta down to the bound (clip)
 
