@@ -353,7 +353,7 @@ class AgentRuntime:
         return self.clock() - last >= self.config.training.min_retrain_interval_s
 
     def _maybe_train(self) -> None:
-        if self.secure is not None and secure_turn(self):
+        if self.secure is not None and secure_turn(self.secure, self):
             return
         if self.store.pending_seqs():
             self.machine.to(AgentState.UPLOADING, "waiting for ack")
@@ -387,6 +387,28 @@ class AgentRuntime:
             return tr.steps
         return (tr.epochs or 1) * math.ceil(len(self.train_y) / tr.batch_size)
 
+    # -- the local round (also what agent/secagg_turn.py sees, through RoundHost) -------------
+    def eligible(self) -> bool:
+        return self._read_decision().eligible
+
+    def offer_mu(self) -> float:
+        return self.offer.fedprox_mu if self.offer is not None else 0.0
+
+    def local_samples(self) -> int:
+        return len(self.train_y)
+
+    def count_delivered(self) -> None:
+        self.acked += 1
+
+    def count_round(self, seconds: float) -> None:
+        self.round_seconds.append(seconds)
+
+    def train_local(self, base: np.ndarray, version: int, offer_mu: float) -> TrainResult | None:
+        result = self._train_from(base, version, offer_mu)
+        if result.stopped_early and not self._keep_partial(result):
+            return None
+        return result
+
     def _train_from(self, base: np.ndarray, version: int, offer_mu: float) -> TrainResult:
         tr = self.config.training
         mu = offer_mu if offer_mu > 0 else tr.fedprox_mu  # the offer overrides
@@ -406,12 +428,12 @@ class AgentRuntime:
         assert self.offer is not None and self.base is not None
         offer, base = self.offer, self.base
         t0 = time.perf_counter()
-        result = self._train_from(base, offer.version, offer.fedprox_mu)
-        if result.stopped_early and not self._keep_partial(result):
+        result = self.train_local(base, offer.version, offer.fedprox_mu)
+        if result is None:
             self.machine.to(AgentState.WAITING_FOR_CONDITIONS, str(self.decision))
             return
         self._commit_update(offer, base, result)
-        self.round_seconds.append(time.perf_counter() - t0)
+        self.count_round(time.perf_counter() - t0)
         if self.models is not None and self.config.personal.enabled and not result.stopped_early:
             self._save_model(ModelKind.PERSONAL, result.weights, offer.version)
         self.machine.to(AgentState.UPLOADING, "update in outbox")

@@ -7,7 +7,7 @@ payloads in the same run (a loaded machine slows every column alike; read the ra
 
   ours     the server's real path: `Admission.admit` (size, msgpack, schema, fields, device,
            model, sequence, samples, staleness, every codec check, L2 norm clip at 10) and FedBuff
-           K=10 with polynomial staleness, fed the fused codec-form delta (server/ingest.py)
+           K=10 with polynomial staleness, fed the fused codec-form delta (server/admitted.py)
   bound    the arithmetic alone in numpy: dequantise the codes and add them into a float32
            buffer (np.multiply(codes, scales, out=scratch); np.add(buf, scratch, out=buf)), no
            checks, no decoding of the message (indices pre-decoded for top-k)

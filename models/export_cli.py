@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from models.local_optimizer import DEFAULT_OPTIMIZER
+from models.registry import MODELS, InputKind
 from protocol.errors import ConfigError
 from protocol.manifest import Manifest
 
@@ -88,7 +89,8 @@ def _run_minilm(args: argparse.Namespace) -> Manifest:
 def run(args: argparse.Namespace) -> int:
     from models.export import export_artifacts  # torch: only when run
 
-    if args.model == "minilm-lora":
+    entry = MODELS.get(args.model)  # unknown names: the zoo refuses them with its choices
+    if entry is not None and entry.inputs is InputKind.TOKENS:  # the text model's exporter
         try:
             manifest = _run_minilm(args)
         except ValueError as exc:

@@ -1,10 +1,10 @@
-"""ClientUpdate schema 2: a compact header, then the codec payload raw to the end of the message.
+"""ClientUpdate schemas 2 and 3: a compact header, then the codec payload raw to the end.
 
 Schema 1 (protocol/messages.py) spells every field name and the 64-hex-character model id, about
 290 bytes around a top-k payload of a few hundred. Schema 2 keeps the same fields:
 
     message = header | payload
-    header  = msgpack array [2, model_digest, base_version, device_id, seq, num_samples,
+    header  = msgpack array [schema, model_digest, base_version, device_id, seq, num_samples,
                              local_steps, codec, length, metrics]
         model_digest  bin 32    the model id (sha256 of the manifest) as raw bytes
         codec         array     [code, params...] (below)
@@ -15,10 +15,14 @@ Schema 1 (protocol/messages.py) spells every field name and the 64-hex-character
 A top-2% + int8 update of a 9,610-parameter model with no metrics has a 57-byte header; the agent's
 three metrics add 16. Metric values travel as float32 (they are reports, never aggregated).
 
-Codec array: code = value codec (0 float32, 1 float16, 2 int8, 3 int4) | 4 if topk | 8 if zlib,
-then the topk fraction (an int in parts per million when that is exact, else a float), then the
-chunk of a quantised value codec when it is not the default. The expanded dict goes through
-`codecs.validate_spec`, so every spec rule still applies.
+Codec array, schema 2: [code, params...], code = value codec (0 float32, 1 float16, 2 int8,
+3 int4) | 4 if topk | 8 if zlib. Schema 3 has the same header but names the value codec, so a
+codec added to protocol/codecs needs no wire change: [value codec name, flags (1 topk, 2 zlib),
+params...]. Params: the topk fraction (an int in parts per million when that is exact, else a
+float), then the chunk of a quantised value codec when it is not the default. The expanded dict
+goes through `codecs.validate_spec`, so every spec rule still applies. An update is written as
+schema 2 when its value codec has a code there (every codec today: the same bytes as before),
+else as schema 3; both are read.
 
 Decoding is cheapest-first like schema 1: size, msgpack structure of the header only (bounded: at
 most `MAX_HEADER_BYTES` are parsed), schema by name, field types and ranges, the codec; the
@@ -50,6 +54,7 @@ __all__ = [
     "COMPACT_SCHEMA",
     "LEGACY_SCHEMA",
     "MAX_HEADER_BYTES",
+    "NAMED_CODEC_SCHEMA",
     "decode_any_update",
     "decode_update_compact",
     "encode_codec_compact",
@@ -59,6 +64,7 @@ __all__ = [
 ]
 
 COMPACT_SCHEMA = 2
+NAMED_CODEC_SCHEMA = 3  # schema 2's header with the value codec by name (any codec)
 LEGACY_SCHEMA = 1  # accepted by decode_any_update during its deprecation period
 MAX_HEADER_BYTES = 4096  # 64 metrics with short names fit; a header is never parsed past this
 _FIELDS = 10
@@ -67,7 +73,8 @@ _MAX_LENGTH = 1 << 30
 _MAX_METRICS = 64
 _MAX_NAME = 64
 _VALUE_CODES = ("float32", "float16", "int8", "int4")
-_TOPK, _ZLIB = 4, 8
+_TOPK, _ZLIB = 1, 2  # codec flags (schema 2: shifted left by 2, above the value code)
+_MAX_CODEC_NAME = 32
 _PPM = 1_000_000
 METRIC_CODES = {"loss": 0, "train_s": 1, "partial": 2, "accuracy": 3}
 _METRIC_NAMES = {code: name for name, code in METRIC_CODES.items()}
@@ -82,13 +89,16 @@ def _fail(reason: Reason, detail: str) -> ProtocolError:
 # --- codec spec ------------------------------------------------------------------------------
 
 
-def encode_codec_compact(spec: Mapping[str, Any]) -> list[int | str]:
+def encode_codec_compact(spec: Mapping[str, Any], schema: int = COMPACT_SCHEMA) -> list[int | str]:
+    """The codec array of `schema` (2: the value codec's code, 3: its name) for `spec`."""
     norm = codecs.validate_spec(dict(spec))
     value = norm["values"] if norm["name"] == "topk" else norm
-    code = _VALUE_CODES.index(value["name"])
-    code |= _TOPK if norm["name"] == "topk" else 0
-    code |= _ZLIB if norm["lossless"] == "zlib" else 0
-    out: list[int | str] = [code]
+    flags = (_TOPK if norm["name"] == "topk" else 0) | (_ZLIB if norm["lossless"] == "zlib" else 0)
+    out: list[int | str]
+    if schema == COMPACT_SCHEMA:
+        out = [_VALUE_CODES.index(value["name"]) | flags << 2]
+    else:
+        out = [value["name"], flags]
     if norm["name"] == "topk":
         frac = float(norm["fraction"])
         ppm = round(frac * _PPM)
@@ -98,15 +108,25 @@ def encode_codec_compact(spec: Mapping[str, Any]) -> list[int | str]:
     return out
 
 
-def _decode_codec(raw: object) -> dict[str, Any]:
-    if not isinstance(raw, list) or not 1 <= len(raw) <= 3:
-        raise _fail(Reason.CODEC, "codec must be an array of 1 to 3 items")
-    code, rest = raw[0], list(raw[1:])
-    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < 16:
-        raise _fail(Reason.CODEC, f"codec code {code!r} outside 0..15")
-    value: dict[str, Any] = {"name": _VALUE_CODES[code & 3]}
+def _decode_codec(raw: object, schema: int) -> dict[str, Any]:
+    fixed = 1 if schema == COMPACT_SCHEMA else 2  # items before the params
+    if not isinstance(raw, list) or not fixed <= len(raw) <= fixed + 2:
+        raise _fail(Reason.CODEC, f"codec must be an array of {fixed} to {fixed + 2} items")
+    if schema == COMPACT_SCHEMA:
+        code = raw[0]
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < 16:
+            raise _fail(Reason.CODEC, f"codec code {code!r} outside 0..15")
+        name, flags = _VALUE_CODES[code & 3], code >> 2
+    else:
+        name, flags = raw[0], raw[1]
+        if not isinstance(name, str) or not 0 < len(name) <= _MAX_CODEC_NAME:
+            raise _fail(Reason.CODEC, "value codec name must be a short string")
+        if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags < 4:
+            raise _fail(Reason.CODEC, f"codec flags {flags!r} outside 0..3")
+    rest = list(raw[fixed:])
+    value: dict[str, Any] = {"name": name}
     spec: dict[str, Any] = value
-    if code & _TOPK:
+    if flags & _TOPK:
         if not rest:
             raise _fail(Reason.CODEC, "topk codec without a fraction")
         frac = rest.pop(0)
@@ -123,8 +143,8 @@ def _decode_codec(raw: object) -> dict[str, Any]:
         value["chunk"] = rest.pop(0)
     if rest:
         raise _fail(Reason.CODEC, f"codec array has {len(rest)} unexpected item(s)")
-    spec["lossless"] = "zlib" if code & _ZLIB else "none"
-    return codecs.validate_spec(spec)
+    spec["lossless"] = "zlib" if flags & _ZLIB else "none"
+    return codecs.validate_spec(spec)  # an unknown value codec name is refused here
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -178,17 +198,24 @@ def _model_digest(model_id: str) -> bytes:
         raise _fail(Reason.UNKNOWN_MODEL, "model id is not hexadecimal") from None
 
 
-def encode_update_compact(update: ClientUpdate) -> bytes:
-    """Schema 2 bytes of `update` (its payload appended raw, not copied into msgpack)."""
+def encode_update_compact(update: ClientUpdate, schema: int | None = None) -> bytes:
+    """Schema 2 bytes of `update` (its payload appended raw, not copied into msgpack), or
+    schema 3 when its value codec has no schema 2 code (or when `schema` asks for it)."""
+    if schema is None:
+        codec = update.delta.codec
+        value = codec["values"] if codec.get("name") == "topk" else codec
+        schema = COMPACT_SCHEMA if value.get("name") in _VALUE_CODES else NAMED_CODEC_SCHEMA
+    if schema not in (COMPACT_SCHEMA, NAMED_CODEC_SCHEMA):
+        raise ValueError(f"schema {schema}: the compact header is schema 2 or 3")
     header = [
-        COMPACT_SCHEMA,
+        schema,
         _model_digest(update.model_id),
         update.base_version,
         update.device_id,
         update.seq,
         update.num_samples,
         update.local_steps,
-        encode_codec_compact(update.delta.codec),
+        encode_codec_compact(update.delta.codec, schema),
         update.delta.length,
         _encode_metrics(update.metrics),
     ]
@@ -197,7 +224,7 @@ def encode_update_compact(update: ClientUpdate) -> bytes:
 
 
 def header_size(data: bytes) -> int:
-    """Bytes of a schema 2 message's header (what precedes the codec payload)."""
+    """Bytes of a schema 2 or 3 message's header (what precedes the codec payload)."""
     return _read_header(memoryview(data))[1]
 
 
@@ -237,22 +264,24 @@ def _int(value: object, name: str, low: int, high: int) -> int:
 def decode_update_compact(
     data: bytes | memoryview, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> ClientUpdate:
-    """Schema 2 bytes -> ClientUpdate whose `delta.data` is a view into `data` (no copy)."""
+    """Schema 2 or 3 bytes -> ClientUpdate whose `delta.data` is a view into `data` (no copy)."""
     view = memoryview(data).cast("B")
     if len(view) > max_bytes:
         raise _fail(Reason.OVERSIZE, f"{len(view)} bytes > limit {max_bytes}")
     header, end = _read_header(view)
-    if not header or header[0] != COMPACT_SCHEMA:
-        schema = header[0] if header else None
-        raise _fail(Reason.SCHEMA, f"schema {schema!r} unsupported, want {COMPACT_SCHEMA}")
+    schema = header[0] if header else None
+    if schema not in (COMPACT_SCHEMA, NAMED_CODEC_SCHEMA) or isinstance(schema, bool):
+        raise _fail(Reason.SCHEMA, f"schema {schema!r} unsupported, want 2 or 3")
     if len(header) != _FIELDS:
-        raise _fail(Reason.MALFORMED, f"schema 2 header has {len(header)} fields, want {_FIELDS}")
+        raise _fail(
+            Reason.MALFORMED, f"schema {schema} header has {len(header)} fields, want {_FIELDS}"
+        )
     _, digest, base, device, seq, samples, steps, codec, length, metrics = header
     if not isinstance(digest, bytes) or len(digest) != 32:
         raise _fail(Reason.FIELD, "model digest must be 32 bytes")
     if not isinstance(device, str):
         raise _fail(Reason.FIELD, f"device_id is {type(device).__name__}, expected str")
-    spec = _decode_codec(codec)
+    spec = _decode_codec(codec, schema)
     return ClientUpdate(
         model_id=digest.hex(),
         base_version=_int(base, "base_version", 0, _U63),
@@ -273,7 +302,7 @@ def is_legacy_update(data: bytes | memoryview) -> bool:
 def decode_any_update(
     data: bytes | memoryview, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, legacy: bool = True
 ) -> ClientUpdate:
-    """Schema 2 (an array header), or schema 1 (a map; deprecated, refused by name when
+    """Schema 2 or 3 (an array header), or schema 1 (a map; deprecated, refused by name when
     `legacy` is off) -> ClientUpdate."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _fail(Reason.MALFORMED, f"payload is {type(data).__name__}")

@@ -13,7 +13,7 @@ is counted in metrics and sent back in the Ack:
     6. sample count                 SAMPLES (<= 0 or above the cap)
     7. base version                 FUTURE, STALE (tau > max_staleness, or the strategy's rule)
     8. delta tensor                 CODEC, SHAPE, DTYPE, NON_FINITE   (codecs.decode_parts: the
-                                             delta stays in codec form, see server/ingest.py)
+                                             delta stays in codec form, see server/admitted.py)
     9. L2 norm                      NORM (reject; always when its square overflows float32),
                                          or scale the delta down to the bound (clip)
 
@@ -39,17 +39,10 @@ from protocol.errors import ProtocolError, Reason, RejectedUpdate
 from protocol.manifest import Manifest
 from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, ClientUpdate, EncodedVector
 from protocol.update_header import decode_any_update
-from server.ingest import (
-    FusedDelta,
-    FusedUpdate,
-    clip_factor,
-    index_decoder,
-    payload_digest,
-    same_payload,
-    scale_delta,
-    sq_norm,
-)
-from server.strategies.base import AdmittedUpdate, Strategy
+from server.admitted import AdmittedUpdate, FusedDelta, FusedUpdate
+from server.ingest import payload_digest, same_payload
+from server.kernels.fused import clip_factor, index_decoder, scale_delta, sq_norm
+from server.strategies.base import Strategy
 
 __all__ = [
     "Admission",
@@ -208,8 +201,7 @@ class Admission:
         if lim.max_staleness is not None and tau > lim.max_staleness:
             raise RejectedUpdate(Reason.STALE, f"staleness {tau} > max {lim.max_staleness}")
         strategy.check(version, msg.base_version)
-        if strategy.privacy is not None:  # DP: at most one update per device in a flush
-            strategy.privacy.check_device(msg.device_id)
+        strategy.check_device(msg.device_id)  # DP: at most one update per device in a flush
         parts = decode_delta(msg.delta, self.manifest)  # codec form; checked, finite
         scale = 1.0
         norm = math.sqrt(sq_norm(parts))

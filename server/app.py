@@ -50,7 +50,7 @@ from server.config import FsyncMode, ServerConfig
 from server.core import Commit, Outcome, ServerCore
 from server.device_inbox import Action, DeviceInbox
 from server.evaluation import EvalResult, Evaluator, load_test_set
-from server.ingest import warm_up
+from server.kernels.fused import warm_up
 from server.metrics import ServerMetrics
 from server.observer import NullObserver, ServerObserver
 from server.offer_pacing import offer_due

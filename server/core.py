@@ -1,8 +1,9 @@
-"""The durable aggregation core: admit -> log -> apply -> (sync) -> ack. No MQTT, no clock reads.
+"""The durable aggregation core: the aggregation pipeline plus the update log. No MQTT, no clock.
 
-`ServerCore` owns the global model, its version, the strategy, the per-device sequence table and
-the update log. The service loop (`server/app.py`) feeds it payloads from MQTT; the crash-test
-driver and the benchmark feed it directly.
+`ServerCore` wraps the pipeline (server/pipeline.py: admission, buffer, reduce, optimiser step,
+serving average; it owns the model, its version, the strategy and the sequence table) with the
+update log, checkpoints and recovery. The service loop (`server/app.py`) feeds it payloads from
+MQTT; the crash-test driver and the benchmark feed it directly.
 
 Write path for a batch of updates (a batch of one when fsync is per update):
 
@@ -33,11 +34,11 @@ import msgpack
 import numpy as np
 
 from protocol.bounded_msgpack import unpack_bounded
-from protocol.errors import DataError, FleetlearnError, ProtocolError, Reason, RejectedUpdate
+from protocol.errors import DataError, FleetlearnError, ProtocolError
 from protocol.manifest import Manifest
 from protocol.messages import Ack
 from protocol.update_header import decode_any_update, is_legacy_update
-from server.admission import Admission, AdmissionLimits, DuplicateUpdate, decode_admitted
+from server.admission import Admission, AdmissionLimits, Admitted, decode_admitted
 from server.durability import (
     CHECKPOINT_NAME,
     Checkpoint,
@@ -50,10 +51,9 @@ from server.durability import (
     save_checkpoint,
 )
 from server.faults import fault_point
-from server.rate_limit import DeviceRateLimiter
-from server.secagg_apply import apply_cohort
+from server.pipeline import AggregationPipeline, PipelineState
 from server.serving import ServingAverage
-from server.strategies.base import StepResult, Strategy
+from server.strategies.base import Strategy
 
 __all__ = ["Commit", "Outcome", "RecoveryReport", "ServerCore", "checkpoint_due"]
 
@@ -107,7 +107,7 @@ def checkpoint_due(
     return records >= every and (log_bytes >= log_ratio * checkpoint_bytes or records >= 10 * every)
 
 
-class ServerCore:
+class ServerCore(PipelineState):
     def __init__(
         self,
         manifest: Manifest,
@@ -121,47 +121,21 @@ class ServerCore:
         keep_log: bool = False,  # keep checkpointed segments (tests inspect the full history)
         serving: ServingAverage | None = None,  # average of recent versions (None: the iterate)
     ) -> None:
-        manifest.check_flat(initial_weights)
         self.manifest = manifest
-        self.strategy = strategy
-        strategy.start_from(initial_weights)  # a fresh fleet is defended from its first update
+        admission = Admission(manifest, limits or AdmissionLimits())
+        super().__init__(AggregationPipeline(admission, initial_weights, strategy, serving))
         self.state_dir = state_dir
-        self.admission = Admission(manifest, limits or AdmissionLimits())
-        lim = self.admission.limits
-        self._rate = (
-            None
-            if lim.rate_per_minute is None
-            else DeviceRateLimiter(lim.rate_per_minute, lim.rate_burst)
-        )
         self.checkpoint_every = checkpoint_every
         self.checkpoint_log_ratio = checkpoint_log_ratio
         self.keep_log = keep_log
-        self._model = initial_weights.copy()  # (n,) float32
-        self._version = 0
-        self._sequences: dict[str, tuple[int, str]] = {}
         self._log: UpdateLog | None = None
         self._counters = _Counters()
-        self.serving = serving or ServingAverage()
 
-    # --- state ------------------------------------------------------------------------------
-
-    @property
-    def model(self) -> np.ndarray:
-        """The global model including uncommitted updates; publish only after `commit`."""
-        return self._model
-
-    @property
-    def version(self) -> int:
-        return self._version
-
-    @property
-    def serving_model(self) -> np.ndarray:
-        """The serving average of recent versions (server/serving.py); the iterate if disabled."""
-        return self.serving.model(self._model)
+    # --- state (the pipeline's: PipelineState) -------------------------------------------------
 
     @property
     def sequences(self) -> dict[str, tuple[int, str]]:
-        return dict(self._sequences)
+        return dict(self.pipeline.sequences)
 
     @property
     def log_dir(self) -> Path:
@@ -185,17 +159,18 @@ class ServerCore:
                     f"configured {self.strategy.name!r} (use a fresh state folder)"
                 )
             self.manifest.check_flat(ckpt.model)
-            self._model, self._version = ckpt.model.copy(), ckpt.version
+            p = self.pipeline
+            p.model, p.version = ckpt.model.copy(), ckpt.version
             self.strategy.load_state_dict(ckpt.strategy_state)
             self.serving.load_state_dict(ckpt.serving_state)
-            self._sequences = dict(ckpt.sequences)
+            p.sequences = dict(ckpt.sequences)
             start = ckpt.log_position
         records, _end, tail = read_from(self.log_dir, start)
         for raw in records:
             self._replay(raw)
         self._log = UpdateLog(self.log_dir)
         report = RecoveryReport(
-            ckpt is not None, ckpt.version if ckpt else 0, len(records), self._version, tail
+            ckpt is not None, ckpt.version if ckpt else 0, len(records), self.version, tail
         )
         _log.info(
             "recovered: checkpoint version %d + %d log records -> version %d%s",
@@ -224,12 +199,13 @@ class ServerCore:
             kind, version = rec["k"], rec["v"]
         except (ProtocolError, KeyError, TypeError) as exc:
             raise DataError(f"{self.log_dir}: undecodable log record: {exc}") from exc
-        if version != self._version:
+        if version != self.version:
             raise DataError(
-                f"{self.log_dir}: record for version {version} met state at {self._version}"
+                f"{self.log_dir}: record for version {version} met state at {self.version}"
             )
+        p = self.pipeline
         if kind == "t":
-            result = self.strategy.flush(self._model, self._version)
+            p.flush()
         elif kind == "u":
             try:
                 # the update is the record's body (FLR1 records carried it inside the meta)
@@ -237,14 +213,13 @@ class ServerCore:
                 update = decode_admitted(msg, self.manifest, float(rec["scale"]))
             except (ProtocolError, KeyError) as exc:
                 raise DataError(f"{self.log_dir}: logged update no longer decodes: {exc}") from exc
-            result = self.strategy.apply_contribution(self._model, self._version, update)
-            self._sequences[msg.device_id] = (msg.seq, str(rec["digest"]))
+            p.apply(update)
+            p.sequences[msg.device_id] = (msg.seq, str(rec["digest"]))
             self._note_applied(msg.device_id, msg.seq)
         elif kind == "c":  # a secure-aggregation cohort's unmasked mean (server/secagg.py)
-            result = apply_cohort(self.strategy, self._model, self._version, rec, self.manifest)
+            p.apply_cohort(rec)
         else:
             raise DataError(f"{self.log_dir}: unknown log record kind {kind!r}")
-        self._take(result)
 
     # --- write path -------------------------------------------------------------------------
 
@@ -253,84 +228,55 @@ class ServerCore:
 
         `now` (monotonic seconds) enables the per-device rate limit; None skips it (replay
         tools and benchmarks that feed the core directly)."""
-        log = self._require_log()
-        version = self._version
-        if now is not None and self._rate is not None:
-            decision = self._rate.take(device_id, now)
-            if not decision.allowed:  # before decoding: a flood costs one dict lookup each
-                wait = decision.retry_after
-                detail = f"over {self._rate.rate * 60:g} updates/min; retry in {wait:.1f} s"
-                ack = Ack(device_id, 0, False, Reason.RATE_LIMITED, version, detail)
-                return Outcome(device_id, ack)
-        try:
-            msg = self.admission.decode(payload)
-        except ProtocolError as exc:  # undecodable: the device's seq is unknown, Ack with 0
-            return Outcome(
-                device_id, Ack(device_id, 0, False, exc.reason, version, exc.detail[:500])
-            )
-        try:
-            admitted = self.admission.check(
-                device_id,
-                msg,
-                payload,
-                version=version,
-                sequences=self._sequences,
-                strategy=self.strategy,
-            )
-        except DuplicateUpdate as dup:
-            ack = Ack(device_id, dup.seq, True, Reason.OK, version, dup.detail)
-            return Outcome(device_id, ack)
-        except (ProtocolError, RejectedUpdate) as exc:
-            ack = Ack(device_id, msg.seq, False, exc.reason, version, exc.detail[:500])
-            return Outcome(device_id, ack)
+        self._require_log()
+        received = self.pipeline.receive(device_id, payload, now=now, log=self._log_update)
+        if received.admitted is None:  # refused, or a redelivery acked again
+            return Outcome(device_id, received.ack)
+        msg = received.admitted.message
+        self._note_applied(msg.device_id, msg.seq)
+        fault_point("core.applied")
+        return Outcome(
+            device_id,
+            received.ack,
+            staleness=received.admitted.staleness,
+            stepped=received.stepped,
+            schema_1=is_legacy_update(payload),
+        )
+
+    def _log_update(self, admitted: Admitted, payload: bytes) -> None:
+        """The pipeline's log stage: the record before the update changes anything."""
         msg = admitted.message
         record = {
             "k": "u",
-            "v": version,
+            "v": self.version,
             "dev": msg.device_id,
             "seq": msg.seq,
             "scale": admitted.scale,
             "digest": admitted.digest,
         }
         meta = msgpack.packb(record, use_bin_type=True)
-        log.append(meta, payload)  # the update as the body
+        self._require_log().append(meta, payload)  # the update as the body
         self._counters.bytes_since_checkpoint += len(meta) + len(payload)
-        result = self.strategy.apply_contribution(self._model, version, admitted.fused)
-        self._take(result)
-        self._sequences[msg.device_id] = (msg.seq, admitted.digest)
-        self._note_applied(msg.device_id, msg.seq)
-        fault_point("core.applied")
-        ack = Ack(device_id, msg.seq, True, Reason.OK, self._version)
-        return Outcome(
-            device_id,
-            ack,
-            staleness=admitted.staleness,
-            stepped=result.stepped,
-            schema_1=is_legacy_update(payload),
-        )
 
     def submit_cohort(self, record: dict[str, object]) -> bool:
         """Log and apply one cohort's unmasked mean as one buffer (`cohort_record`); commit."""
         log = self._require_log()
-        record = {**record, "v": self._version}
+        record = {**record, "v": self.version}
         meta = msgpack.packb(record, use_bin_type=True)
         log.append(meta)
         self._counters.bytes_since_checkpoint += len(meta)
-        result = apply_cohort(self.strategy, self._model, self._version, record, self.manifest)
-        self._take(result)  # the serving average follows cohort steps like any other
+        stepped = self.pipeline.apply_cohort(record)  # the serving average follows it too
         self._counters.since_checkpoint += 1
-        return result.stepped
+        return stepped
 
     def tick(self, now: float) -> bool:
         """Let time-driven strategies step (FedAvg deadline); a step is logged. Commit after."""
         log = self._require_log()
-        version = self._version
         # Deterministic, and a step is logged before anything can observe it (replayed via flush).
-        result = self.strategy.tick(self._model, version, now)
-        if result.stepped:
-            log.append(msgpack.packb({"k": "t", "v": version}, use_bin_type=True))
-            self._take(result)
-        return result.stepped
+        return self.pipeline.tick(
+            now,
+            lambda version: log.append(msgpack.packb({"k": "t", "v": version}, use_bin_type=True)),
+        )
 
     def commit(self) -> None:
         """Make everything submitted durable. After this, Acks may go out."""
@@ -341,7 +287,7 @@ class ServerCore:
         submit the next batch while the disk works, and sends this batch's Acks (and publishes
         `Commit.model`, the state they built) only after `Commit.wait()` returns."""
         log = self._require_log()
-        return Commit(self._version, self._model, self.serving_model, log.sync_start())
+        return Commit(self.version, self.model, self.serving_model, log.sync_start())
 
     def handle(self, device_id: str, payload: bytes) -> Outcome:
         """submit + commit: the fsync-per-update path."""
@@ -372,11 +318,11 @@ class ServerCore:
             self.state_dir,
             Checkpoint(
                 model_id=self.manifest.model_id,
-                version=self._version,
-                model=self._model,
+                version=self.version,
+                model=self.model,
                 strategy_name=self.strategy.name,
                 strategy_state=self.strategy.state_dict(),
-                sequences=dict(self._sequences),
+                sequences=self.sequences,
                 log_position=position,
                 serving_state=self.serving.state_dict(),
             ),
@@ -390,11 +336,6 @@ class ServerCore:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def _take(self, result: StepResult) -> None:
-        self._model, self._version = result.model, result.version
-        if result.stepped:
-            self.serving.observe(self._model)
 
     def _note_applied(self, device_id: str, seq: int) -> None:
         self._counters.applied += 1

@@ -17,7 +17,8 @@ import numpy as np
 
 from protocol.errors import DataError
 from protocol.manifest import Manifest
-from server.strategies.base import AdmittedUpdate, StepResult, Strategy
+from server.admitted import AdmittedUpdate
+from server.strategies.base import StepResult, Strategy
 
 __all__ = ["apply_cohort", "cohort_record"]
 

@@ -82,11 +82,12 @@ def _train_all(directory: Path, tag: str) -> dict[str, Any]:
 
 def _export_all(directory: Path) -> None:
     from models.export import export_artifacts  # torch: host side only
+    from models.registry import InputKind, model_entry
 
     rng = np.random.default_rng(0)
     for name, model, shape, classes, optimizer, trainable in CASES:
         case = directory / name
-        if model == "minilm-lora":
+        if model_entry(model).inputs is InputKind.TOKENS:  # the text model: token-id samples
             from models.minilm_export import export_minilm_lora
 
             export_minilm_lora(

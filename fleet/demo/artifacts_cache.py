@@ -20,6 +20,7 @@ from pathlib import Path
 
 from agent.artifacts import load_artifacts
 from models.local_optimizer import DEFAULT_OPTIMIZER, default_learning_rate
+from models.registry import MODELS, InputKind
 from protocol.errors import DataError, FleetlearnError
 from protocol.manifest import MANIFEST_SCHEMA
 
@@ -58,10 +59,11 @@ def cached_artifacts(
             return folder, False
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    # minilm-lora's one input dimension is its token count; zoo models take the sample shape
+    # a text model's one input dimension is its token count; zoo models take the sample shape
+    entry = MODELS.get(model)
     shape_args = (
         ["--max-length", str(input_shape[0])]
-        if model == "minilm-lora"
+        if entry is not None and entry.inputs is InputKind.TOKENS
         else ["--input-shape", ",".join(str(d) for d in input_shape)]
     )
     cmd = [
@@ -102,7 +104,9 @@ def cached_artifacts(
 
 def _local_optimizer(model: str) -> tuple[str, float] | None:
     """Zoo models: the export's default local optimizer and rate, named in the cache key and
-    passed to the export so the two agree; minilm-lora keeps its own (AdamW on the adapters)."""
-    if model == "minilm-lora":
+    passed to the export so the two agree; a model whose exporter picks its own keeps it
+    (minilm-lora: AdamW on the adapters)."""
+    entry = MODELS.get(model)
+    if entry is not None and entry.own_optimizer:
         return None
     return DEFAULT_OPTIMIZER, default_learning_rate(DEFAULT_OPTIMIZER)

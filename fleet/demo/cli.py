@@ -148,11 +148,14 @@ def run(args: argparse.Namespace) -> int:
     if (args.attackers > 0) != (args.attack is not None):
         raise ConfigError("--attackers FRACTION and --attack KIND go together")
     privacy = privacy_table(args, args.devices)
-    if privacy is not None and args.strategy == "fedasync":
-        raise ConfigError(
-            "--dp-epsilon: FedAsync would noise every single update; use --strategy fedbuff "
-            "(or fedavg for DP-FedAvg)"
-        )
+    if privacy is not None and args.strategy != "auto":
+        from server.reducer import refuse_privacy_without_buffer  # the server's one rule
+        from server.strategies import STRATEGIES as SERVER_STRATEGIES
+
+        try:
+            refuse_privacy_without_buffer(SERVER_STRATEGIES[args.strategy].buffered)
+        except ValueError as exc:
+            raise ConfigError(f"--dp-epsilon: {exc}") from exc
     options = DemoOptions(
         devices=args.devices,
         strategy=args.strategy,

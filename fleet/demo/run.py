@@ -34,11 +34,10 @@ from fleet.demo.report import RunReport, write_report
 from fleet.demo.server_part import ServerTuning, start_server
 from fleet.privacy_args import privacy_tradeoff
 from fleetlearn.provision_identity import enrolment
+from models.registry import MODELS, InputKind
 from protocol.codecs import parse_codec_arg
 from protocol.errors import ConfigError, FleetlearnError
 from protocol.signing import generate_keypair, private_key_to_pem, public_key_to_pem
-
-TEXT_MODEL = "minilm-lora"  # the pretrained text model; its demo data is the smart-home set
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
@@ -195,6 +194,12 @@ def _epsilon_cell(r: dict[str, Any]) -> str:
 _QUIET = ("agent", "server", "transport", "amqtt", "transitions", "fleet.embedded_broker")
 
 
+def _takes_text(model: str | None) -> bool:
+    """A model fed token ids (models/registry.py): the demo generates text data for it."""
+    entry = None if model is None else MODELS.get(model)
+    return entry is not None and entry.inputs is InputKind.TOKENS
+
+
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
     # quiet_logs silences the packages' loggers for the run only: left at ERROR, they would
     # swallow the warnings of everything else in the process after the demo (tests' caplog)
@@ -221,7 +226,7 @@ def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
     if options.data is not None:
         data = scan_data_dir(options.data)
         source = f"data {options.data}"
-    elif options.model == TEXT_MODEL:
+    elif _takes_text(options.model):  # its demo data is the smart-home set
         shutil.rmtree(out / "data", ignore_errors=True)  # ours: a re-used --out starts clean
         data = prepare_smarthome(out / "data", options.devices, options.alpha, options.seed)
         source = f"smart-home commands, one household each (intent skew alpha {options.alpha})"
@@ -233,7 +238,7 @@ def _run_demo(options: DemoOptions, console: Console) -> DemoResult:
     with console.status(f"exporting {model} for input {data.input_shape} (cached after once)"):
         # Initial weights are fixed (seed 0): --seed varies the fleet, not the model.
         artifacts_dir, exported = cached_artifacts(model, data.input_shape, data.num_classes)
-    if model == TEXT_MODEL and options.data is None:
+    if _takes_text(model) and options.data is None:
         tokenize_server_test(data, artifacts_dir)
     manifest = load_artifacts(artifacts_dir).manifest
     console.print(

@@ -29,7 +29,12 @@ from enum import Enum
 import numpy as np
 
 from fleet.attacks import Attack
-from fleet.sim.cohorts import SimCohorts, masked_bytes
+from fleet.sim.cohorts import (
+    CohortAction,
+    SimCohorts,
+    Timeout,
+    masked_bytes,
+)
 from fleet.sim.events import EventKind, EventQueue
 from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
@@ -174,7 +179,9 @@ class _Run:
         self.durations: list[float] = []  # sorted: finished async sessions (timed-out: censored)
         self.slot_seconds: dict[str, float] = {"straggler": 0.0, "other": 0.0}  # session time held
         self.wall_train = self.wall_eval = 0.0
-        self.cohorts = SimCohorts(config.secagg) if config.secagg is not None else None
+        self.cohorts = (
+            SimCohorts(config.secagg, self.rng, config.seed) if config.secagg is not None else None
+        )
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -286,7 +293,7 @@ class _Run:
     def _end_session(self, d: int) -> None:
         s = self.busy.pop(d)
         if self.cohorts is not None and s.delta is None:  # ended before its masked update
-            self.cohorts.ended(self, d, s.token)
+            self._take_cohort_actions(self.cohorts.ended(d, s.token))
         self.slot_seconds["straggler" if self.fleet[d].straggler else "other"] += (
             self.q.now - s.started
         )
@@ -340,7 +347,7 @@ class _Run:
             if self.c.mode is Mode.ASYNC:
                 bisect.insort(self.durations, self.q.now - s.started)
             self._end_session(d)
-            self.cohorts.arrived(self, d, s.token, s.delta)
+            self._take_cohort_actions(self.cohorts.arrived(d, s.token, s.delta, self.q.now))
             self._fill()
             return
         payload = self._opening_payload(d, s) or s.payload
@@ -390,7 +397,7 @@ class _Run:
 
     def _fill(self) -> None:
         if self.cohorts is not None:
-            self.cohorts.fill(self)
+            self._fill_cohorts(self.cohorts)
         elif self.c.mode is Mode.ASYNC:
             while len(self.busy) < self.c.concurrency and self.pool:
                 self._start(self.pool.pick(self.rng))
@@ -399,6 +406,30 @@ class _Run:
             # eligible when it opened): select again for the same round.
             self.counts["reselections"] += 1
             self._select()
+
+    def _fill_cohorts(self, cohorts: SimCohorts) -> None:
+        """Start whole cohorts while the concurrency and the idle pool allow."""
+        while cohorts.has_room(len(self.busy), self.c.concurrency, len(self.pool)):
+            model, version = self.server.model, self.server.version
+            members: dict[int, int] = {}
+            for _ in range(cohorts.config.target_size):
+                d = self.pool.pick(self.rng)
+                self._start(d)
+                members[d] = self.busy[d].token
+            cohorts.open(members, model, version, self.q.now)
+
+    def _take_cohort_actions(self, actions: list[CohortAction]) -> None:
+        for action in actions:
+            if isinstance(action, Timeout):
+                self.q.push(action.at, EventKind.TIMEOUT, action.device, action.token)
+                continue
+            self.uplink_bytes += action.bytes_up
+            self.downlink_bytes += action.bytes_down
+            if action.record is None:
+                self.counts["cohorts_abandoned"] += 1
+            else:
+                self.counts["cohorts_applied"] += 1
+                self.server.receive_cohort(action.record, action.members)
 
     def _select(self) -> None:
         for _ in range(min(self.c.concurrency, len(self.pool))):

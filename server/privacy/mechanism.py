@@ -8,15 +8,16 @@
                                                               b_i = 1 if unclipped (Andrew et al.)
             g  = S~ / m                                       (the strategy)
 
-Sensitivity: each device adds at most one term to S per flush (admission refuses a second one,
-Reason.DP_BUFFER), weighted by s(tau) * 1 <= 1, so S
+Sensitivity: each device adds at most one term to S per flush (the open buffer refuses a second
+one, Reason.DP_BUFFER: server/buffer.py, server/reducer.py), weighted by s(tau) * 1 <= 1, so S
 moves by at most C when one device's contribution is zeroed (the "zero-out" neighbouring relation
 of Kairouz et al. 2021, valid because who arrives in which flush does not depend on the data).
 Weights above 1 (FedBuff's sample_weighted) would break that bound and are refused.
 
-State (flushes spent, C, the noise key, the current buffer's clip counts) lives in the strategy's
-state dict, so checkpoints and log replay neither re-spend nor forget budget. Pure: no clock, no
-unseeded randomness (the key is drawn once, before any flush, and checkpointed).
+State (flushes spent, C, the noise key) lives in the strategy's state dict, the open buffer's clip
+counts in the buffer's (server/buffer.py), so checkpoints and log replay neither re-spend nor
+forget budget. Pure: no clock, no unseeded randomness (the key is drawn once, before any flush,
+and checkpointed).
 """
 
 from __future__ import annotations
@@ -85,9 +86,6 @@ class DpMechanism:
         )
         self._clip = config.clip_norm
         self._flushes = 0
-        self._unclipped = 0  # updates of the open buffer whose norm was <= C
-        self._count = 0  # updates of the open buffer
-        self._devices: set[str] = set()  # devices with an update in the open buffer
         self._announced = False
 
     # --- accounting ---------------------------------------------------------------------------
@@ -125,34 +123,27 @@ class DpMechanism:
                 "flushes; training has stopped, the last model keeps being served",
             )
 
-    def check_device(self, device_id: str) -> None:
-        """Admission: a second update from one device in one flush would double its sensitivity."""
-        if device_id in self._devices:
-            raise RejectedUpdate(
-                Reason.DP_BUFFER,
-                f"{device_id} already has an update in the open buffer (one per flush under DP); "
-                "send it after the next model version",
-            )
-
     # --- the mechanism ------------------------------------------------------------------------
 
-    def clip(self, delta: np.ndarray, device_id: str) -> np.ndarray:
-        """(n,) float32 -> clipped to C; counted for adaptive clipping."""
+    def clip(self, delta: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(n,) float32 -> clipped to C, and whether it was within C already (adaptive
+        clipping counts those: the buffer keeps the counts)."""
         clipped, was_clipped = clip_l2(delta, self._clip)
-        self._devices.add(device_id)
-        self._count += 1
-        self._unclipped += 0 if was_clipped else 1
-        return clipped
+        return clipped, not was_clipped
 
-    def admit(self, delta: np.ndarray, device_id: str, members: int = 1) -> tuple[np.ndarray, int]:
-        """One update's contribution to the noised sum and its weight (devices it stands for).
+    def admit(
+        self, delta: np.ndarray, device_id: str, members: int = 1
+    ) -> tuple[np.ndarray, int, bool]:
+        """One update's contribution to the noised sum, its weight (devices it stands for) and
+        whether it was within C (for the buffer's adaptive-clipping counts).
 
         members > 1: `delta` is a secure-aggregation cohort's mean over `members` devices, each
         of which clipped to C (server/secagg_privacy.py); the cohort adds their sum, so every
         member has sensitivity C, as the accounting assumes. Clipping the sum to members * C
         only bounds a cohort with a member that did not clip (it cannot change honest sums)."""
         if members == 1:
-            return self.clip(delta, device_id), 1
+            clipped, within = self.clip(delta)
+            return clipped, 1, within
         if self.config.adaptive_clip:
             raise ValueError("privacy: adaptive clipping cannot count a cohort's members")
         total = (delta.astype(np.float64) * members).astype(np.float32)  # (n,) the cohort's sum
@@ -164,13 +155,14 @@ class DpMechanism:
                 members,
                 members * self._clip,
             )
-        self._devices.add(device_id)
-        self._count += members
-        return bounded, members
+        return bounded, members, False
 
-    def release(self, total: np.ndarray, version: int) -> np.ndarray | None:
+    def release(
+        self, total: np.ndarray, version: int, *, unclipped: int, clipped: int
+    ) -> np.ndarray | None:
         """The noised sum for the flush taking `version` to `version + 1`, or None when that
-        flush would exceed the budget (the caller drops its buffer and keeps the model)."""
+        flush would exceed the budget (the caller drops its buffer and keeps the model).
+        `unclipped` of the buffer's `clipped` contributions were within C (adaptive clipping)."""
         if self.exhausted:
             spent = self.epsilon_after(self._flushes)
             would = self.epsilon_after(self._flushes + 1)
@@ -183,15 +175,13 @@ class DpMechanism:
                 spent,
                 version,
             )
-            self._reset_buffer()
             return None
         std = self.sum_sigma * self._clip
         noise = gaussian(self._key, NoiseDomain.SUM, version, total.shape[0], std)
         noised: np.ndarray = (total.astype(np.float64) + noise).astype(np.float32)  # (n,) f32
         if self.config.adaptive_clip:
-            self._adapt_clip(version)
+            self._adapt_clip(version, unclipped, clipped)
         self._flushes += 1
-        self._reset_buffer()
         if self.exhausted and not self._announced:
             self._announced = True
             _log.warning(
@@ -204,21 +194,17 @@ class DpMechanism:
             )
         return noised
 
-    def _adapt_clip(self, version: int) -> None:
+    def _adapt_clip(self, version: int, unclipped: int, clipped: int) -> None:
         # Andrew et al. 2021: each update adds b - 1/2 (b = 1 when unclipped), so zeroing one
         # device moves the count by 1/2, the sensitivity `sum_noise_multiplier` assumes. The
         # divisor is the public m, not the buffer's count, which would make it data-dependent.
         c = self.config
-        centred = self._unclipped - self._count / 2.0
+        centred = unclipped - clipped / 2.0
         noisy = centred + float(
             gaussian(self._key, NoiseDomain.CLIP_COUNT, version, 1, self.count_std)[0]
         )
         fraction = noisy / self.expected_per_flush + 0.5
         self._clip *= math.exp(-c.clip_learning_rate * (fraction - c.target_quantile))
-
-    def _reset_buffer(self) -> None:
-        self._unclipped = self._count = 0
-        self._devices.clear()
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -227,9 +213,6 @@ class DpMechanism:
             _PREFIX + "key": self._key.hex(),
             _PREFIX + "clip": self._clip,
             _PREFIX + "flushes": self._flushes,
-            _PREFIX + "unclipped": self._unclipped,
-            _PREFIX + "count": self._count,
-            _PREFIX + "devices": "\n".join(sorted(self._devices)),  # device ids cannot hold \n
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -246,9 +229,5 @@ class DpMechanism:
         self._key = key
         self._clip = float(state[_PREFIX + "clip"])  # type: ignore[arg-type]
         self._flushes = int(state[_PREFIX + "flushes"])  # type: ignore[call-overload]
-        self._unclipped = int(state[_PREFIX + "unclipped"])  # type: ignore[call-overload]
-        self._count = int(state[_PREFIX + "count"])  # type: ignore[call-overload]
-        devices = str(state.get(_PREFIX + "devices", ""))
-        self._devices = set(devices.split("\n")) if devices else set()
         if not (math.isfinite(self._clip) and self._clip > 0) or self._flushes < 0:
             raise ValueError("privacy state: bad clip norm or flush count")

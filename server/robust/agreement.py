@@ -30,7 +30,7 @@ from types import ModuleType
 
 import numpy as np
 
-from server.kernel_size import KERNEL_MIN_VALUES
+from server.kernels import KERNEL_MIN_VALUES
 
 __all__ = ["DENSE_SHARE", "FLOOR", "FULL", "scale_by_agreement"]
 
@@ -62,6 +62,6 @@ def scale_by_agreement(g: np.ndarray, rows: np.ndarray, voters: np.ndarray) -> b
 
 @cache
 def _kernels() -> ModuleType:
-    from server.robust import kernels
+    from server.kernels import robust as kernels
 
     return kernels

@@ -2,13 +2,14 @@
 
     RobustConfig        what `[strategy.robust]` in server.toml configures (defaults = the default
                         defence, chosen by `benchmarks/robustness.py`)
-    Defence             one strategy's state: the adaptive norm bound, the devices in the open
-                        buffer (at most one update each), the buffer's rows when a coordinate-wise
-                        aggregator needs them, and the last flush's per-device anomaly scores.
+    Defence             one strategy's defence: the adaptive norm bound across buffers, the
+                        coordinate-wise aggregate of a buffer's rows, and the last flush's
+                        per-device anomaly scores. The rows and which devices are in the open
+                        buffer (one update each) belong to the buffer (server/buffer.py).
 
-Hook order (the FedBuff seam): admission calls `screen(device, norm)` (refuse or clip factor,
-logged with the update, so replay needs no second screen) -> `FedBuff.apply` calls `accept` and
-`add_row` -> `FedBuff.flush` calls `reduce` (the aggregate g) then `end_buffer`.
+Hook order (the FedBuff seam): admission calls `screen(norm)` (refuse or clip factor, logged with
+the update, so replay needs no second screen) -> `FedBuff.apply` calls `record` and writes the row
+into the buffer -> the reducer (server/reducer.py) calls `reduce(devices, rows)` at the flush.
 
 Anomaly score per device (logged at each flush, kept in `scores`): the cosine between the
 device's row and the buffer's robust aggregate, and its norm over the running median. A
@@ -27,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from protocol.errors import Reason, RejectedUpdate
 from server.robust.aggregators import Aggregator, aggregate, row_stats
 from server.robust.norm_bound import AdaptiveNormBound, BoundAction
 from server.robust.rows import RowBuffer
@@ -162,8 +162,6 @@ class Defence:
                 config.norm_action,
             )
         )
-        self._devices: list[str] = []  # devices in the open buffer, in arrival order
-        self._rows = RowBuffer()  # weight already applied, and kept for the cosine cut (rows.py)
         self.scores: list[DeviceScore] = []  # the last flush's
 
     # --- admission ---------------------------------------------------------------------------
@@ -173,75 +171,46 @@ class Defence:
         if self.norm_bound is not None:
             self.norm_bound.start_from(model)
 
-    def screen(self, device_id: str, norm: float, *, buffered: bool) -> float:
+    def screen(self, norm: float) -> float:
         """Refuse (RejectedUpdate) or return the clip factor for a delta of L2 norm `norm`."""
-        if buffered and self.config.one_per_device and device_id in self._devices:
-            raise RejectedUpdate(
-                Reason.DEVICE_LIMIT,
-                f"{device_id} already has an update in the open buffer (one per device)",
-            )
         if self.norm_bound is None:
             return 1.0
         return self.norm_bound.screen(norm)
 
     # --- buffer ------------------------------------------------------------------------------
 
-    def accept(self, device_id: str, norm: float) -> None:
+    def record(self, norm: float) -> None:
         """An admitted update of L2 norm `norm` (as clipped) entered the buffer (or, for
         FedAsync, the model). The norm, not the vector: a defence without rows lets FedBuff
         keep the delta in codec form."""
-        self._devices.append(device_id)
         if self.norm_bound is not None:
             self.norm_bound.record(norm)
 
-    def new_row(self, n: int, weight: float = 1.0) -> np.ndarray:
-        """The next row of the buffer, (n,) float32 zeros, for the caller to add its delta
-        times `weight` into (FedBuff writes a codec-form delta straight from its codes)."""
-        return self._rows.new_row(n, weight)
-
-    def add_sparse_row(
-        self, n: int, index: np.ndarray, values: np.ndarray, weight: float = 1.0
-    ) -> None:
-        """The next row: `values` (already times `weight`) at strictly increasing positions
-        `index` (top-k)."""
-        self._rows.add_sparse(n, index, values, weight)
-
-    def add_row(self, row: np.ndarray, weight: float = 1.0) -> None:
-        np.copyto(self.new_row(row.shape[0], weight), row)
-
-    @property
-    def rows(self) -> np.ndarray:
-        """The open buffer's rows, (k, n) float32 (a view: valid until the next row or buffer)."""
-        return self._rows.dense()
-
-    def reduce(self) -> np.ndarray:
-        """The buffer's coordinate-wise aggregate of its rows, (n,) float32."""
-        support, rows = self._rows.compact()  # (k, n), or (k, |support|) for sparse rows
+    def reduce(self, devices: list[str], rows: RowBuffer) -> np.ndarray:
+        """The coordinate-wise aggregate of a buffer's rows (one per device in `devices`, in
+        arrival order), (n,) float32; scores each device against it."""
+        support, matrix = rows.compact()  # (k, n), or (k, |support|) for sparse rows
         g = aggregate(
-            rows,
+            matrix,
             self.config.aggregator,
             self.config.trim_fraction,
-            self._rows.weights,
+            rows.weights,
             sign_agreement=self.config.votes_on_signs,
         )
-        self._score(rows, g)
+        self._score(devices, matrix, g)
         if support is None:
             return g
-        full = np.zeros(self._rows.width, np.float32)  # (n,): zero off every row's support
+        full = np.zeros(rows.width, np.float32)  # (n,): zero off every row's support
         full[support] = g
         return full
 
-    def end_buffer(self) -> None:
-        self._devices.clear()
-        self._rows.clear()
-
-    def _score(self, rows: np.ndarray, g: np.ndarray) -> None:
+    def _score(self, devices: list[str], rows: np.ndarray, g: np.ndarray) -> None:
         (g_sq,), _ = row_stats(g[None, :], g)
         g_norm = math.sqrt(g_sq)
         sq, dots = row_stats(rows, g)  # (k,) float64 each: one pass over the rows
         median = (self.norm_bound.median if self.norm_bound is not None else None) or 0.0
         scores = []
-        for device, r_sq, dot in zip(self._devices, sq, dots, strict=True):
+        for device, r_sq, dot in zip(devices, sq, dots, strict=True):
             r_norm = math.sqrt(r_sq)
             cos = float(dot) / (r_norm * g_norm) if r_norm > 0 and g_norm > 0 else math.nan
             ratio = r_norm / median if median > 0 else math.nan
@@ -256,34 +225,11 @@ class Defence:
     # --- state -------------------------------------------------------------------------------
 
     def state_dict(self) -> StateDict:
-        state: StateDict = {"robust_devices": "\n".join(self._devices)}
-        if self._rows.count:
-            state["robust_rows"] = self._rows.flat_copy()  # (k * n,) float32
-            state["robust_row_weights"] = self._rows.weights  # (k,) float64
-        if self.norm_bound is not None:
-            state["robust_norms"] = self.norm_bound.state_dict()
-        return state
+        """The norm bound's window (the open buffer's devices and rows: server/buffer.py)."""
+        if self.norm_bound is None:
+            return {}
+        return {"robust_norms": self.norm_bound.state_dict()}
 
     def load_state_dict(self, state: StateDict) -> None:
-        text = state.get("robust_devices", "")
-        if not isinstance(text, str):
-            raise ValueError("strategy state 'robust_devices': expected a string")
-        self._devices = text.split("\n") if text else []
-        self._rows.clear()
-        if "robust_rows" in state:
-            flat = _array(state, "robust_rows", np.float32)
-            k = len(self._devices)
-            if k == 0 or flat.shape[0] % k:
-                raise ValueError("strategy state 'robust_rows': length does not match the buffer")
-            # checkpoints before the weights were kept: weight 1 (the cut then ignores staleness)
-            weights = (
-                _array(state, "robust_row_weights", np.float64)
-                if "robust_row_weights" in state
-                else np.ones(k)
-            )
-            if weights.shape != (k,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
-                raise ValueError("strategy state 'robust_row_weights': k positive finite values")
-            for row, weight in zip(flat.reshape(k, -1), weights, strict=True):
-                self.add_row(row, float(weight))
         if self.norm_bound is not None and "robust_norms" in state:
             self.norm_bound.load_state_dict(_array(state, "robust_norms", np.float64))

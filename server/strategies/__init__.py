@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import ConfigError
+from server.admitted import AdmittedUpdate
 from server.optimizers import make_optimizer
 from server.privacy import DpMechanism, PrivacyConfig
-from server.robust import Aggregator, RobustConfig
+from server.reducer import refuse_privacy_without_buffer, robust_under_privacy
+from server.robust import RobustConfig
 from server.staleness import make_staleness
-from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
+from server.strategies.base import StateDict, StepResult, Strategy
 from server.strategies.fedasync import FedAsync
 from server.strategies.fedavg import FedAvg
 from server.strategies.fedbuff import FedBuff
@@ -70,17 +71,18 @@ def make_strategy(
         except ValueError as exc:
             raise ConfigError(f"strategy.{exc}") from exc
         if defence is not None and privacy is not None:
-            defence = _defence_under_privacy(defence, robust)
+            try:
+                defence = robust_under_privacy(defence, robust)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
         kwargs["robust"] = defence
     if "privacy" in kwargs:
         raise ConfigError("strategy.privacy: configure differential privacy in [privacy]")
     if privacy is not None:
-        if name == "fedasync":
-            raise ConfigError(
-                "privacy: FedAsync releases a new model after every single update, so DP would "
-                "add noise of std sigma*C to each update alone (a buffer of one) and spend "
-                "budget per update; use strategy fedbuff with a large buffer_size instead"
-            )
+        try:
+            refuse_privacy_without_buffer(STRATEGIES[name].buffered)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         per_flush = kwargs.get("buffer_size" if name == "fedbuff" else "round_size", 10)
         if isinstance(per_flush, bool) or not isinstance(per_flush, int) or per_flush < 1:
             raise ConfigError("strategy: buffer_size / round_size must be an integer >= 1")
@@ -104,18 +106,3 @@ def make_strategy(
         raise ConfigError(f"strategy: bad parameter for {name}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"strategy: {exc}") from exc
-
-
-def _defence_under_privacy(defence: RobustConfig, robust: Mapping[str, Any]) -> RobustConfig:
-    """The defence's part that DP allows. DP's noise is calibrated to a clipped *sum*, so the
-    default aggregates by the mean; and the adaptive norm bound (a multiple of the running median
-    of raw update norms) is a non-private statistic of earlier devices' data that would rescale
-    later devices' updates, so it is off: DP's own clip to C already bounds every contribution."""
-    if robust.get("norm_multiplier", 0) not in (0, None):
-        raise ConfigError(
-            "strategy.robust.norm_multiplier: with [privacy] the adaptive norm bound would leak "
-            "earlier devices' update norms into later releases; DP's clip_norm already bounds "
-            "each update (use privacy.adaptive_clip for a private, adaptive bound)"
-        )
-    aggregator = defence.aggregator if "aggregator" in robust else Aggregator.MEAN
-    return dataclasses.replace(defence, aggregator=aggregator, norm_multiplier=None)

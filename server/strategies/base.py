@@ -8,10 +8,11 @@ correctness property, not a nicety.
 
     start_from(initial_model)           the model a fleet starts at (the defence's warm-up bound)
     check(version, base_version)        strategy-specific admission (FedAvg: current round only)
+    check_device(device_id)             before decoding: DP's one update per device per buffer
     screen(device_id, norm)             -> clip factor; robust options may refuse (server.robust)
     apply(model, version, update)       -> StepResult   one admitted update
     apply_contribution(model, version, c) -> StepResult one update whose delta may still be in
-                                                        codec form (server/ingest.py); the default
+                                                        codec form (server/admitted.py); the default
                                                         expands it and calls `apply`
     tick(model, version, now)           -> StepResult   time passes (FedAvg's round deadline)
     flush(model, version)               -> StepResult   force the pending step (replay of a tick)
@@ -25,16 +26,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from server.admitted import AdmittedUpdate, Contribution
 
 if TYPE_CHECKING:
     from server.privacy import DpMechanism
 
 __all__ = [
-    "AdmittedUpdate",
-    "Contribution",
     "StateDict",
     "StepResult",
     "Strategy",
@@ -44,54 +45,6 @@ __all__ = [
 
 # Values: flat float32/float64 numpy arrays or JSON-like scalars (the checkpoint stores them).
 StateDict = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class AdmittedUpdate:
-    """An update that passed admission control: decoded, finite, norm-bounded."""
-
-    device_id: str
-    seq: int
-    base_version: int
-    num_samples: int
-    delta: np.ndarray  # (n,) float32, local weights - base weights
-    members: int = 1  # > 1: a secure-aggregation cohort's mean over this many devices
-
-    def add_into(self, out: np.ndarray, weight: np.float32) -> None:
-        """out += delta * weight, in place (out: (n,) float32)."""
-        out += self.delta * weight
-
-    def norm(self) -> float:
-        """L2 norm of the delta as admitted (clipped)."""
-        return float(np.linalg.norm(self.delta))
-
-    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
-        """A dense delta has no sparse form."""
-        return None
-
-    def admitted(self) -> AdmittedUpdate:
-        return self
-
-
-class Contribution(Protocol):
-    """What a strategy that only sums weighted deltas needs of an update (FedBuff): the delta
-    may stay in codec form and be added straight into the buffer (server/ingest.py)."""
-
-    @property
-    def device_id(self) -> str: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def base_version(self) -> int: ...
-    @property
-    def num_samples(self) -> int: ...
-    def add_into(self, out: np.ndarray, weight: np.float32) -> None: ...
-    def norm(self) -> float: ...
-    def sparse(self, weight: np.float32) -> tuple[np.ndarray, np.ndarray] | None:
-        """(positions, delta * weight there) of a top-k delta; None for a dense one."""
-        ...
-
-    def admitted(self) -> AdmittedUpdate: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +83,7 @@ class Strategy(ABC):
     name: ClassVar[str]
     fedprox_mu: float = 0.0  # hint sent to devices in the ModelOffer (FedProx); 0 = plain local SGD
     privacy: DpMechanism | None = None  # user-level DP (server/privacy); None = off
+    buffered: ClassVar[bool] = True  # updates wait in a buffer; False: each applies on arrival
 
     def start_from(self, model: np.ndarray) -> None:  # noqa: B027 - optional hook
         """The model the fleet starts at (the artifacts' initial weights, not a checkpoint's),
@@ -137,6 +91,10 @@ class Strategy(ABC):
 
     def check(self, version: int, base_version: int) -> None:  # noqa: B027 - optional hook
         """Raise RejectedUpdate if this strategy refuses an update on `base_version` now."""
+
+    def check_device(self, device_id: str) -> None:  # noqa: B027 - optional hook
+        """Raise RejectedUpdate if this strategy takes no update from `device_id` now (asked
+        before the delta is decoded)."""
 
     def screen(self, device_id: str, norm: float) -> float:
         """Admission of the delta itself, given its L2 norm: a clip factor (1.0 = untouched), or

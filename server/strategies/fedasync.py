@@ -10,14 +10,15 @@ over, and one update per device per buffer is one per step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from server.robust import Defence, RobustConfig
+from server.admitted import AdmittedUpdate
+from server.robust import RobustConfig
 from server.staleness import StalenessFn, constant
-from server.strategies.base import AdmittedUpdate, StateDict, StepResult, Strategy
+from server.strategies.base import StateDict, StepResult, Strategy
 from server.strategies.defended import Defended
 
 __all__ = ["FedAsync", "fedasync_weight"]
@@ -40,8 +41,6 @@ class FedAsync(Defended, Strategy):
     fedprox_mu: float = 0.0
     robust: RobustConfig | None = None  # the adaptive norm bound only; None: off
 
-    _defence: Defence | None = field(default=None, init=False, repr=False)
-
     name = "fedasync"
 
     def __post_init__(self) -> None:
@@ -49,24 +48,22 @@ class FedAsync(Defended, Strategy):
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
         if self.reference_samples is not None and self.reference_samples <= 0:
             raise ValueError("reference_samples must be > 0")
-        if self.robust is not None:
-            self._defence = Defence(self.robust, keeps_rows=False)
+        self._set_up_reducer(self.robust, None)  # no buffer: nothing to reduce but norms
 
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult:
         tau = version - update.base_version
         w = fedasync_weight(
             self.alpha, self.staleness(tau), update.num_samples, self.reference_samples
         )
-        if self._defence is not None:
-            self._defence.accept(update.device_id, update.norm())
-            self._defence.end_buffer()
+        if self.defence is not None:
+            self.defence.record(update.norm())
         new = model + np.float32(w) * update.delta  # (n,) float32
         return StepResult(new, version + 1, stepped=True)
 
     def state_dict(self) -> StateDict:
         # stateless between updates, but for the adaptive norm bound's window
-        return {} if self._defence is None else self._defence.state_dict()
+        return {} if self.defence is None else self.defence.state_dict()
 
     def load_state_dict(self, state: StateDict) -> None:
-        if self._defence is not None:
-            self._defence.load_state_dict(state)
+        if self.defence is not None:
+            self.defence.load_state_dict(state)

@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.errors import Reason, RejectedUpdate
+from server.admitted import AdmittedUpdate
 from server.optimizers import ServerOptimizer, make_optimizer
 from server.privacy import DpMechanism
-from server.robust import Defence, RobustConfig
+from server.robust import RobustConfig
 from server.strategies.base import (
-    AdmittedUpdate,
     StateDict,
     StepResult,
     Strategy,
-    as_array,
-    load_privacy_state,
 )
 from server.strategies.defended import Defended
 
@@ -51,11 +49,7 @@ class FedAvg(Defended, Strategy):
     optimizer: ServerOptimizer | None = None  # FedAvgM / FedAdam / ... on the round mean
     _opt: ServerOptimizer = field(init=False, repr=False)
 
-    _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
-    _samples: int = field(default=0, init=False, repr=False)
-    _count: int = field(default=0, init=False, repr=False)
     _round_started: float | None = field(default=None, init=False, repr=False)
-    _defence: Defence | None = field(default=None, init=False, repr=False)
 
     name = "fedavg"
 
@@ -72,17 +66,11 @@ class FedAvg(Defended, Strategy):
             raise ValueError("set the optimizer's lr, not server_lr, with it")
         else:
             self._opt = self.optimizer
-        if self.robust is not None:
-            self._defence = Defence(self.robust, keeps_rows=True)
-        self._refuse_rows_with_privacy(self.privacy)
+        self._set_up_reducer(self.robust, self.privacy)
 
     @property
     def server_optimizer(self) -> ServerOptimizer:
         return self._opt
-
-    @property
-    def pending(self) -> int:
-        return self._count
 
     def check(self, version: int, base_version: int) -> None:
         if self.privacy is not None:
@@ -97,22 +85,21 @@ class FedAvg(Defended, Strategy):
         if update.num_samples <= 0:
             raise RejectedUpdate(Reason.SAMPLES, "FedAvg needs num_samples > 0")
         delta, n, weight = update.delta, update.num_samples, update.num_samples
+        buf = self._buffer
         if self.privacy is not None:  # DP: clipped, equal weights (a count would exceed 1)
-            delta, n = self.privacy.admit(delta, update.device_id, update.members)
+            delta, n, within = self.privacy.admit(delta, update.device_id, update.members)
+            buf.counted_clip(n, within)
             weight = 1  # `delta` is one device's or a cohort's sum: n devices in it
-        d = self._defence
-        if d is not None:
-            d.accept(update.device_id, float(np.linalg.norm(delta)))
-        if d is not None and d.keeps_rows:
-            d.add_row(delta)
+        if self.defence is not None:
+            self.defence.record(float(np.linalg.norm(delta)))
+        if self._reducer.keeps_rows:
+            np.copyto(buf.rows.new_row(model.shape[0]), delta)
         else:
-            if self._sum is None:
-                self._sum = np.zeros(model.shape[0], np.float32)
             # float32 like FedBuff (same arithmetic, so the two agree bit for bit where they should)
-            self._sum += delta * np.float32(weight)
-        self._samples += n
-        self._count += 1
-        if self._count >= self.round_size:
+            total = buf.sum_for(model.shape[0])
+            total += delta * np.float32(weight)
+        buf.joined(update.device_id, float(n))  # W: the round's samples
+        if buf.count >= self.round_size:
             return self.flush(model, version)
         return StepResult(model, version, stepped=False)
 
@@ -120,40 +107,25 @@ class FedAvg(Defended, Strategy):
         if self._round_started is None:
             self._round_started = now
             return StepResult(model, version, stepped=False)
-        if now - self._round_started >= self.deadline_s and self._count >= self.min_updates:
+        if now - self._round_started >= self.deadline_s and self.pending >= self.min_updates:
             return self.flush(model, version)
         return StepResult(model, version, stepped=False)
 
     def flush(self, model: np.ndarray, version: int) -> StepResult:
-        if self._count == 0:
+        if self._buffer.count == 0:
             return StepResult(model, version, stepped=False)
-        mean = self._aggregate(self._sum, float(self._samples), version, self.privacy)
-        if mean is None:  # the privacy budget refuses this round: drop it, keep the model
-            self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
+        new = self._reducer.step(self._opt, model, self._buffer, version)  # sgd lr 1: model + mean
+        self._buffer.clear()
+        self._round_started = None
+        if new is None:  # the privacy budget refuses this round: drop it, keep the model
             return StepResult(model, version, stepped=False)
-        new = self.server_optimizer.step(model, mean)  # (n,) float32; sgd lr 1: model + mean
-        self._sum, self._samples, self._count, self._round_started = None, 0, 0, None
         return StepResult(new, version + 1, stepped=True)
 
     def state_dict(self) -> StateDict:
         # The round clock is not saved: monotonic time does not survive a restart, so a
         # recovered server starts the open round's deadline afresh.
-        state: StateDict = {"samples": self._samples, "count": self._count}
-        if self._sum is not None:
-            state["sum"] = self._sum.copy()
-        state.update(self.server_optimizer.state_dict())
-        if self._defence is not None:
-            state.update(self._defence.state_dict())
-        if self.privacy is not None:
-            state.update(self.privacy.state_dict())
-        return state
+        return self._buffered_state(self._opt)  # the buffer's W: the round's samples
 
     def load_state_dict(self, state: StateDict) -> None:
-        self._samples = int(state.get("samples", 0))
-        self._count = int(state.get("count", 0))
         self._round_started = None
-        self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
-        self.server_optimizer.load_state_dict(state)
-        if self._defence is not None:
-            self._defence.load_state_dict(state)
-        load_privacy_state(self.privacy, state)
+        self._load_buffered_state(self._opt, state)

@@ -10,8 +10,9 @@
 With `privacy` (server/privacy), each delta is clipped to C on the way in and the flush adds
 Gaussian noise to S before dividing by W (refused once the budget is spent).
 
-tau is measured when the update arrives. The buffer is a plain partial sum (S, W, count), which
-is what a sharded deployment ships from each shard to the coordinator (DESIGN.md, Scale).
+tau is measured when the update arrives. The buffer (server/buffer.py) is a plain partial sum
+(S, W, count), which is what a sharded deployment ships from each shard to the coordinator
+(DESIGN.md, Scale); the reducer (server/reducer.py) turns it into the step.
 
 With `robust` options (server/robust) the buffer keeps one row s(tau_i) * delta_i per update
 instead, and g is their coordinate-wise trimmed mean or median (rows weigh equally: a device
@@ -24,19 +25,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server import ingest  # a module reference: server.ingest imports strategies.base
+from server.admitted import AdmittedUpdate, Contribution
 from server.optimizers import ServerOptimizer, make_optimizer
 from server.privacy import DpMechanism
-from server.robust import Defence, RobustConfig
+from server.robust import RobustConfig
 from server.staleness import StalenessFn, constant
 from server.strategies.base import (
-    AdmittedUpdate,
-    Contribution,
     StateDict,
     StepResult,
     Strategy,
-    as_array,
-    load_privacy_state,
 )
 from server.strategies.defended import Defended
 
@@ -56,14 +53,6 @@ class FedBuff(Defended, Strategy):
     optimizer: ServerOptimizer | None = None  # the server step; None: from server_lr/momentum
     _opt: ServerOptimizer = field(init=False, repr=False)
 
-    _sum: np.ndarray | None = field(default=None, init=False, repr=False)  # (n,) float32
-    # the last buffer's (n,) float32 array, zeroed by its flush for the next one: a fresh 4 MB
-    # array per flush cost more than the top-1% updates that filled it (page faults on first touch)
-    _spare: np.ndarray | None = field(default=None, init=False, repr=False)
-    _weight: float = field(default=0.0, init=False, repr=False)
-    _count: int = field(default=0, init=False, repr=False)
-    _defence: Defence | None = field(default=None, init=False, repr=False)
-
     name = "fedbuff"
 
     def __post_init__(self) -> None:
@@ -79,16 +68,7 @@ class FedBuff(Defended, Strategy):
             raise ValueError("set the optimizer's lr and beta1, not server_lr/momentum, with it")
         else:
             self._opt = self.optimizer
-        if self.robust is not None:
-            self._defence = Defence(self.robust, keeps_rows=True)
-            if self._defence.keeps_rows and self.sample_weighted:
-                raise ValueError("sample_weighted cannot be combined with a robust aggregator")
-        if self.privacy is not None and self.sample_weighted:
-            raise ValueError(
-                "privacy: sample_weighted weights a delta by its sample count (> 1), which "
-                "breaks the sensitivity bound C of the noised sum; set sample_weighted = false"
-            )
-        self._refuse_rows_with_privacy(self.privacy)
+        self._set_up_reducer(self.robust, self.privacy, sample_weighted=self.sample_weighted)
 
     def check(self, version: int, base_version: int) -> None:
         if self.privacy is not None:
@@ -97,10 +77,6 @@ class FedBuff(Defended, Strategy):
     @property
     def server_optimizer(self) -> ServerOptimizer:
         return self._opt
-
-    @property
-    def pending(self) -> int:
-        return self._count
 
     def apply(self, model: np.ndarray, version: int, update: AdmittedUpdate) -> StepResult:
         return self.apply_contribution(model, version, update)
@@ -111,7 +87,7 @@ class FedBuff(Defended, Strategy):
         tau = version - update.base_version
         w = float(update.num_samples) if self.sample_weighted else 1.0
         s_tau = self.staleness(tau)
-        d = self._defence
+        buf, d, n = self._buffer, self.defence, model.shape[0]
         dense: np.ndarray | None = None  # (n,) float32 when DP needs the whole vector
         if self.privacy is not None:
             # DP: clip to C after decoding; s(tau) <= 1 keeps each device's sensitivity at C.
@@ -119,96 +95,46 @@ class FedBuff(Defended, Strategy):
             if s_tau * w > 1.0:
                 raise ValueError(f"privacy: update weight {s_tau * w} > 1 breaks the DP bound")
             admitted = update.admitted()
-            dense, members = self.privacy.admit(admitted.delta, update.device_id, admitted.members)
+            dense, members, within = self.privacy.admit(
+                admitted.delta, update.device_id, admitted.members
+            )
+            buf.counted_clip(members, within)
             w = float(members)
-        if d is not None:  # robust options record the norm (and may keep the whole vector)
-            norm = update.norm() if dense is None else float(np.linalg.norm(dense))
-            d.accept(update.device_id, norm)
-            if d.keeps_rows:  # (never with privacy) the row s(tau) * delta, written in place
-                n, weight = model.shape[0], np.float32(s_tau)
-                sparse = update.sparse(weight)  # a top-k delta stays sparse
-                if sparse is None:
-                    update.add_into(d.new_row(n, s_tau), weight)
-                else:
-                    d.add_sparse_row(n, *sparse, weight=s_tau)
-        if d is None or not d.keeps_rows:
-            if self._sum is None:
-                self._sum = self._fresh_sum(model.shape[0])
+        if d is not None:  # robust options record the norm (the reducer may keep the vector)
+            d.record(update.norm() if dense is None else float(np.linalg.norm(dense)))
+        if self._reducer.keeps_rows:  # (never with privacy) the row s(tau) * delta, in place
+            weight = np.float32(s_tau)
+            sparse = update.sparse(weight)  # a top-k delta stays sparse
+            if sparse is None:
+                update.add_into(buf.rows.new_row(n, s_tau), weight)
+            else:
+                buf.rows.add_sparse(n, *sparse, weight=s_tau)
+        elif dense is None:
             # float32 throughout: a float64 buffer made the mixed-type add 3 ms per 1M-param
             # update, half of all ingest time; K <= ~100 float32 adds lose nothing a model notices.
-            # In place: a codec-form delta is added straight from its codes (server/ingest.py)
-            if dense is None:
-                update.add_into(self._sum, np.float32(s_tau * w))
-            else:  # DP: w counts devices, each already in `dense` with weight 1
-                self._sum += dense * np.float32(s_tau)
-        self._weight += w
-        self._count += 1
-        if self._count >= self.buffer_size:
+            # In place: a codec-form delta is added straight from its codes (server/admitted.py)
+            update.add_into(buf.sum_for(n), np.float32(s_tau * w))
+        else:  # DP: w counts devices, each already in `dense` with weight 1
+            total = buf.sum_for(n)
+            total += dense * np.float32(s_tau)
+        buf.joined(update.device_id, w)
+        if buf.count >= self.buffer_size:
             return self.flush(model, version)
         return StepResult(model, version, stepped=False)
 
     def flush(self, model: np.ndarray, version: int) -> StepResult:
-        if self._count == 0:
+        if self._buffer.count == 0:
             return StepResult(model, version, stepped=False)
-        fused = self._one_pass_step(model)
-        if fused is not None:
-            return StepResult(fused, version + 1, stepped=True)
-        g = self._aggregate(self._sum, self._weight, version, self.privacy)
-        if g is None:  # the privacy budget refuses this flush: drop the buffer, keep the model
-            self._end_buffer()
+        new = self._reducer.step(self._opt, model, self._buffer, version)
+        self._buffer.clear()
+        if new is None:  # the privacy budget refuses this flush: drop the buffer, keep the model
             return StepResult(model, version, stepped=False)
-        new = self.server_optimizer.step(model, g)  # (n,) float32; keeps no reference to g
-        if g is self._sum:
-            g.fill(0.0)
-            self._spare = g
-        self._end_buffer()
         return StepResult(new, version + 1, stepped=True)
 
-    def _one_pass_step(self, model: np.ndarray) -> np.ndarray | None:
-        """x + lr * S / W in one compiled pass that also zeroes S for the next buffer (plain
-        sgd on a large model: the divide, add and refill were three passes over 4 MB per flush,
-        as much as ten top-1% updates cost). None where the general path is needed."""
-        total, d = self._sum, self._defence
-        if total is None or self.privacy is not None or (d is not None and d.keeps_rows):
-            return None
-        if total.size < ingest.KERNEL_MIN_VALUES:
-            return None
-        lr = self.server_optimizer.take_sgd_step()
-        if lr is None:
-            return None
-        new = ingest.sgd_step_from_sum(model, total, self._weight, lr)
-        if d is not None:
-            d.end_buffer()
-        self._spare = total  # zeroed by the same pass
-        self._end_buffer()
-        return new
-
-    def _end_buffer(self) -> None:
-        self._sum, self._weight, self._count = None, 0.0, 0
-
-    def _fresh_sum(self, n: int) -> np.ndarray:
-        """A zeroed (n,) float32 buffer: the last flush's, or a new one."""
-        spare, self._spare = self._spare, None
-        return spare if spare is not None and spare.shape == (n,) else np.zeros(n, np.float32)
-
     def state_dict(self) -> StateDict:
-        state: StateDict = {"weight": self._weight, "count": self._count}
-        if self._sum is not None:
-            state["sum"] = self._sum.copy()
-        state.update(self.server_optimizer.state_dict())
-        if self._defence is not None:
-            state.update(self._defence.state_dict())
-        if self.privacy is not None:
-            state.update(self.privacy.state_dict())
-        return state
+        return self._buffered_state(self._opt)
 
     def load_state_dict(self, state: StateDict) -> None:
-        self._weight = float(state.get("weight", 0.0))
-        self._count = int(state.get("count", 0))
-        self._sum = as_array(state, "sum", np.float32) if "sum" in state else None
         if "velocity" in state and "opt.m" not in state:  # checkpoints before server optimizers
             state = {**state, "opt.m": state["velocity"]}
-        self.server_optimizer.load_state_dict(state)
-        if self._defence is not None:
-            self._defence.load_state_dict(state)
-        load_privacy_state(self.privacy, state)
+        self._load_buffered_state(self._opt, state)

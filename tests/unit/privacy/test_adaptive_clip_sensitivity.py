@@ -36,11 +36,9 @@ def _released_statistic(present: bool, target_norm: float, version: int) -> floa
     others = [
         (rng.standard_normal(8) * rng.uniform(0.1, 0.6)).astype(np.float32) for _ in range(M - 1)
     ]
-    for i, delta in enumerate(others):
-        mechanism.clip(delta, f"honest-{i}")
-    if present:
-        mechanism.clip(np.full(8, target_norm / math.sqrt(8), np.float32), "target")
-    mechanism.release(np.zeros(8, np.float32), version)
+    deltas = [*others, np.full(8, target_norm / math.sqrt(8), np.float32)] if present else others
+    within = [mechanism.clip(delta)[1] for delta in deltas]  # the buffer keeps these counts
+    mechanism.release(np.zeros(8, np.float32), version, unclipped=sum(within), clipped=len(within))
     clip_after = mechanism.status().clip_norm
     fraction = GAMMA - math.log(clip_after / 1.0) / ETA  # inverts C' = C exp(-eta (f - gamma))
     return fraction * M

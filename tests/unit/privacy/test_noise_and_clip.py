@@ -72,7 +72,7 @@ def _mechanism(sigma: float, clip: float, seed: int = 3, adaptive: bool = False)
 
 def test_noise_has_the_configured_standard_deviation() -> None:
     m = _mechanism(sigma=1.3, clip=0.7)
-    noised = m.release(np.zeros(200_000, np.float32), version=5)
+    noised = m.release(np.zeros(200_000, np.float32), version=5, unclipped=0, clipped=0)
     assert noised is not None
     x = noised.astype(np.float64)
     std = 1.3 * 0.7
@@ -101,10 +101,12 @@ def test_adaptive_clip_moves_towards_the_target_quantile() -> None:
     m = _mechanism(sigma=1.0, clip=1.0, adaptive=True)
     rng = np.random.default_rng(1)
     for version in range(60):
-        total = np.zeros(10, np.float32)
-        for i in range(100):  # norms ~ 0.1 * chi(10): median about 0.31
-            total += m.clip((rng.standard_normal(10) * 0.1).astype(np.float32), f"d{i}")
-        assert m.release(total, version) is not None
+        total, unclipped = np.zeros(10, np.float32), 0
+        for _ in range(100):  # norms ~ 0.1 * chi(10): median about 0.31
+            clipped, within = m.clip((rng.standard_normal(10) * 0.1).astype(np.float32))
+            total += clipped
+            unclipped += within
+        assert m.release(total, version, unclipped=unclipped, clipped=100) is not None
     clip = m.status().clip_norm
     assert 0.25 < clip < 0.4  # Andrew et al.: C tracks the median norm
 

@@ -66,8 +66,8 @@ def test_consecutive_released_models_do_not_cancel_each_others_noise() -> None:
     other's (the difference keeps the variance of two independent draws)."""
     config = PrivacyConfig(epsilon=1e6, delta=1e-5, noise_multiplier=1.0)
     mechanism = DpMechanism(config, expected_per_flush=10)
-    first = mechanism.release(np.zeros(N, np.float32), version=3)
-    second = mechanism.release(np.zeros(N, np.float32), version=4)
+    first = mechanism.release(np.zeros(N, np.float32), version=3, unclipped=0, clipped=0)
+    second = mechanism.release(np.zeros(N, np.float32), version=4, unclipped=0, clipped=0)
     assert first is not None and second is not None
     residual = min(float(np.var(second - np.roll(first, k))) for k in range(-8, 9))
     assert residual > 1.5  # independent: var 2 * (sigma C)^2 = 2; a shifted copy leaves ~0

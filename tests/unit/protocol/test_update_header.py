@@ -127,6 +127,38 @@ def test_codec_compact_forms_by_hand() -> None:
     assert encode_codec_compact(codecs.parse_codec_arg("topk:0.0123456789")) == [4, "0.0123456789"]
 
 
+def test_codec_named_forms_by_hand() -> None:
+    assert encode_codec_compact(codecs.parse_codec_arg("float32"), 3) == ["float32", 0]
+    assert encode_codec_compact(codecs.parse_codec_arg("int4:16+zlib"), 3) == ["int4", 2, 16]
+    assert encode_codec_compact(codecs.parse_codec_arg("topk:0.02+int8"), 3) == ["int8", 1, 20000]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=codecs.format_codec_arg)
+def test_schema_3_carries_every_codec_and_schema_2_stays_what_is_written(
+    spec: dict[str, Any],
+) -> None:
+    sent = _update(delta=EncodedVector(codecs.validate_spec(spec), b"\x05" * 7, 40))
+    as_2, as_3 = encode_update_compact(sent), encode_update_compact(sent, schema=3)
+    assert msgpack.unpackb(as_2[: header_size(as_2)])[0] == 2  # every codec today has a code
+    assert msgpack.unpackb(as_3[: header_size(as_3)], strict_map_key=False)[0] == 3
+    assert decode_any_update(as_2) == decode_any_update(as_3) == sent
+
+
+def test_a_value_codec_without_a_schema_2_code_travels_as_schema_3(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A codec added to protocol/codecs after schema 2's four codes were taken (int4 plays it
+    here) needs no wire change: the update goes out as schema 3 and decodes as sent."""
+    from protocol import update_header
+
+    monkeypatch.setattr(update_header, "_VALUE_CODES", ("float32", "float16", "int8"))
+    sent = _update(delta=EncodedVector(codecs.parse_codec_arg("topk:0.05+int4:32"), b"ab", 90))
+    data = encode_update_compact(sent)
+    header = msgpack.unpackb(data[: header_size(data)], strict_map_key=False)
+    assert header[0] == 3 and header[7] == ["int4", 1, 50000, 32]
+    assert decode_any_update(data) == sent
+
+
 def test_header_of_a_small_topk_update_is_at_most_64_bytes() -> None:
     x = np.random.default_rng(0).standard_normal(9610).astype(np.float32)
     spec = codecs.parse_codec_arg("topk:0.02+int8")
@@ -165,7 +197,7 @@ def test_payload_is_a_view_not_a_copy() -> None:
 @pytest.mark.parametrize(
     ("items", "reason"),
     [
-        ([3, *GOOD[1:]], Reason.SCHEMA),  # unknown schema refused by name
+        ([4, *GOOD[1:]], Reason.SCHEMA),  # unknown schema refused by name
         (["2", *GOOD[1:]], Reason.SCHEMA),
         ([], Reason.SCHEMA),
         (GOOD[:-1], Reason.MALFORMED),  # missing field
@@ -198,6 +230,16 @@ def test_payload_is_a_view_not_a_copy() -> None:
         ([*GOOD[:9], {0: 1.0, "loss": 2.0}], Reason.FIELD),  # the same metric twice
         ([*GOOD[:9], [1.0]], Reason.FIELD),
         ([*GOOD[:9], {str(i): 1.0 for i in range(65)}], Reason.MALFORMED),  # over the map limit
+        # schema 3: the value codec by name, then flags
+        ([3, *GOOD[1:7], [6, 20000], *GOOD[8:]], Reason.CODEC),  # a schema 2 code, no name
+        ([3, *GOOD[1:7], ["int8"], *GOOD[8:]], Reason.CODEC),  # no flags
+        ([3, *GOOD[1:7], ["int8", 4], *GOOD[8:]], Reason.CODEC),  # flags out of range
+        ([3, *GOOD[1:7], ["int8", True], *GOOD[8:]], Reason.CODEC),
+        ([3, *GOOD[1:7], ["bf16", 0], *GOOD[8:]], Reason.CODEC),  # a codec this side lacks
+        ([3, *GOOD[1:7], ["x" * 40, 0], *GOOD[8:]], Reason.CODEC),
+        ([3, *GOOD[1:7], ["int8", 1], *GOOD[8:]], Reason.CODEC),  # topk without a fraction
+        ([3, *GOOD[1:7], ["topk", 1, 20000], *GOOD[8:]], Reason.CODEC),  # topk of topk
+        ([3, *GOOD[1:7], ["int8", 1, 20000, 256, 1], *GOOD[8:]], Reason.CODEC),
     ],
 )
 def test_hostile_header_is_refused_with_a_reason(items: list[Any], reason: Reason) -> None:

@@ -2,7 +2,7 @@
 
 Reference (the pre-fusion code, written out here): decode to a dense float32 vector, multiply by
 the clip factor when it is not 1, then `buffer += delta * float32(weight)`. The fused path adds
-straight from codes and scales (server/ingest_kernels.py). Compared bit for bit (uint32 views).
+straight from codes and scales (server/kernels/). Compared bit for bit (uint32 views).
 The norm is computed differently (float64 from exact integer code sums instead of a float32 BLAS
 dot), so it agrees to a stated tolerance: 1e-5 relative (float32 dot rounding on <= 4k values).
 """
@@ -21,10 +21,13 @@ from hypothesis import strategies as st
 
 from protocol import codecs
 from protocol.errors import ProtocolError, Reason
-from server import ingest
 from server.admission import Admission, AdmissionLimits
+from server.admitted import FusedDelta
 from server.core import ServerCore
-from server.ingest import FusedDelta, payload_digest, same_payload, scale_delta, sq_norm
+from server.ingest import payload_digest, same_payload
+from server.kernels import fused
+from server.kernels.fused import scale_delta, sq_norm
+from server.optimizers import ServerOptimizer, make_optimizer
 from server.staleness import make_staleness
 from server.strategies import FedBuff
 from tests.unit.protocol.codec_cases import SPECS
@@ -34,12 +37,12 @@ from tests.unit.server.factory import make_manifest, update_bytes
 @contextmanager
 def _path(kernel: bool) -> Iterator[None]:
     """Force the compiled kernels (True) or their numpy form (False) whatever the size."""
-    saved = ingest.KERNEL_MIN_VALUES
-    ingest.KERNEL_MIN_VALUES = 0 if kernel else 1 << 62
+    saved = fused.KERNEL_MIN_VALUES
+    fused.KERNEL_MIN_VALUES = 0 if kernel else 1 << 62
     try:
         yield
     finally:
-        ingest.KERNEL_MIN_VALUES = saved
+        fused.KERNEL_MIN_VALUES = saved
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -258,7 +261,7 @@ def test_small_updates_do_not_import_numba() -> None:
     code = (
         "import sys, numpy as np\n"
         "from protocol import codecs\n"
-        "from server.ingest import FusedDelta, sq_norm\n"
+        "from server.admitted import FusedDelta\nfrom server.kernels.fused import sq_norm\n"
         "spec = codecs.parse_codec_arg('topk:0.1+int8')\n"
         "x = np.ones(9610, np.float32)\n"
         "p = codecs.decode_parts(codecs.encode(x, spec), spec, 9610)\n"
@@ -274,7 +277,7 @@ def test_warm_up_leaves_numba_unloaded_for_a_model_the_kernels_never_see() -> No
     import sys
 
     code = (
-        "import sys; from server.ingest import KERNEL_MIN_VALUES, warm_up; "
+        "import sys; from server.kernels.fused import KERNEL_MIN_VALUES, warm_up; "
         "warm_up(KERNEL_MIN_VALUES - 1); print('numba' in sys.modules)"
     )
     done = subprocess.run(
@@ -286,7 +289,7 @@ def test_warm_up_leaves_numba_unloaded_for_a_model_the_kernels_never_see() -> No
 def _index_outcome(payload: bytes, spec: dict[str, Any], n: int, kernel: bool) -> Any:
     """The decoded topk positions, or the refusal's reason, through either index decoder."""
     with _path(kernel):
-        decoder = ingest.index_decoder(n)
+        decoder = fused.index_decoder(n)
     assert (decoder is not None) == kernel
     try:
         parts = codecs.decode_parts(payload, spec, n, index_decoder=decoder)
@@ -333,7 +336,7 @@ def test_compiled_index_decoder_accepts_and_refuses_exactly_what_numpy_does(
 )
 def test_compiled_index_decoder_names_each_refusal(varints: bytes, why: str) -> None:
     with _path(True):
-        decoder = ingest.index_decoder(10)
+        decoder = fused.index_decoder(10)
     assert decoder is not None
     with pytest.raises(ProtocolError, match=why) as refused:
         decoder(memoryview(varints), 2, 10)
@@ -386,9 +389,19 @@ def payload_delta(payload: bytes) -> bytes:
 def test_one_pass_sgd_flush_is_bit_identical_to_divide_step_refill(
     codec: str, lr: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """FedBuff's compiled flush (x + lr * S / W, S zeroed in the same pass) on a kernel-sized
-    model: the same model bits, flush after flush, as the divide + optimizer step + refill."""
-    m = make_manifest(ingest.KERNEL_MIN_VALUES + 100)
+    """FedBuff's flush through the optimiser's fused step (x + lr * S / W, S zeroed in the same
+    compiled pass) on a kernel-sized model: the same model bits, flush after flush, as the
+    divide + optimizer step + refill written out here."""
+
+    def divide_step_refill(
+        self: ServerOptimizer, x: np.ndarray, total: np.ndarray, weight: float
+    ) -> np.ndarray:
+        g = np.divide(total, np.float32(weight), out=total)
+        new = self.step(x, g)
+        total.fill(0.0)
+        return new
+
+    m = make_manifest(fused.KERNEL_MIN_VALUES + 100)
     n, spec = m.num_params, codecs.parse_codec_arg(codec)
     admission = Admission(m, AdmissionLimits(max_staleness=None))
     payloads = [
@@ -399,7 +412,7 @@ def test_one_pass_sgd_flush_is_bit_identical_to_divide_step_refill(
     runs = {}
     for mode in ("one-pass", "general"):
         if mode == "general":
-            monkeypatch.setattr(FedBuff, "_one_pass_step", lambda *_: None)
+            monkeypatch.setattr(ServerOptimizer, "step_from_sum", divide_step_refill)
         strat = FedBuff(buffer_size=4, server_lr=lr)
         model, version, seqs = np.zeros(n, np.float32), 0, {}
         for i, payload in enumerate(payloads):
@@ -412,3 +425,28 @@ def test_one_pass_sgd_flush_is_bit_identical_to_divide_step_refill(
     assert runs["one-pass"][1:] == runs["general"][1:] == (2, 2)
     np.testing.assert_array_equal(_bits(runs["one-pass"][0]), _bits(runs["general"][0]))
     assert np.abs(runs["one-pass"][0]).max() > 0
+
+
+@pytest.mark.parametrize("name", ["sgd", "avgm", "adam"])
+@pytest.mark.parametrize("kernel", [True, False])
+def test_the_optimisers_step_from_a_sum_is_its_step_on_the_mean_and_zeroes_the_sum(
+    name: str, kernel: bool
+) -> None:
+    """`step_from_sum` (the fused step the optimiser owns) against dividing and calling `step`,
+    bit for bit over three steps, compiled pass or numpy; the sum comes back zeroed."""
+    n = 300
+    rng = np.random.default_rng(7)
+    fast, slow = (
+        make_optimizer(name, lr=0.7),
+        make_optimizer(name, lr=0.7),
+    )
+    x_fast = x_slow = rng.standard_normal(n).astype(np.float32)
+    for _ in range(3):
+        total = rng.standard_normal(n).astype(np.float32)
+        expected_g = total / np.float32(3.0)
+        with _path(kernel):
+            x_fast = fast.step_from_sum(x_fast, total, 3.0)
+        x_slow = slow.step(x_slow, expected_g)
+        assert not total.any()
+    assert fast.steps == slow.steps == 3
+    np.testing.assert_array_equal(_bits(x_fast), _bits(x_slow))

@@ -85,14 +85,16 @@ def test_every_applied_contribution_is_clipped_after_dequantisation(tmp_path: Pa
     released: list[np.ndarray] = []
     real_clip, real_release = mech.clip, mech.release
 
-    def spy_clip(delta: np.ndarray, device_id: str) -> np.ndarray:
-        out = real_clip(delta, device_id)
+    def spy_clip(delta: np.ndarray) -> tuple[np.ndarray, bool]:
+        out, within = real_clip(delta)
         clipped.append(out.copy())
-        return out
+        return out, within
 
-    def spy_release(total: np.ndarray, version: int) -> np.ndarray | None:
+    def spy_release(
+        total: np.ndarray, version: int, *, unclipped: int, clipped: int
+    ) -> np.ndarray | None:
         released.append(total.copy())
-        return real_release(total, version)
+        return real_release(total, version, unclipped=unclipped, clipped=clipped)
 
     mech.clip, mech.release = spy_clip, spy_release  # type: ignore[method-assign]
     core = _core(tmp_path / "s", strategy)

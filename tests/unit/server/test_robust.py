@@ -21,12 +21,12 @@ from server.robust import (
     AdaptiveNormBound,
     Aggregator,
     BoundAction,
-    Defence,
     RobustConfig,
     aggregate,
 )
 from server.staleness import make_staleness
 from server.strategies import AdmittedUpdate, FedAsync, FedAvg, FedBuff, make_strategy
+from tests.unit.server.defended_buffer import DefendedBuffer
 from tests.unit.server.factory import make_manifest, update_bytes
 
 
@@ -224,7 +224,7 @@ def test_state_round_trip_mid_buffer(name: str) -> None:
     assert a.screen("x", 5.0) == b.screen("x", 5.0)
     if name != "fedasync":
         with pytest.raises(RejectedUpdate):
-            b.load_state_dict(a.state_dict() | {"robust_devices": "d0"})
+            b.load_state_dict(a.state_dict() | {"buffer.devices": "d0"})
             b.screen("d0", 0.1)
 
 
@@ -440,22 +440,22 @@ def test_fedbuff_hands_the_defence_each_rows_staleness_weight() -> None:
     np.testing.assert_allclose(r.model, expected, rtol=1e-5)
 
 
-def test_defence_state_keeps_the_row_weights_and_checks_them() -> None:
-    d = Defence(RobustConfig(), keeps_rows=True)
+def test_buffer_state_keeps_the_row_weights_and_checks_them() -> None:
+    d = DefendedBuffer(RobustConfig())
     d.accept("a", 1.0)
     d.add_row(f32(3, 4), 1.0)
     d.accept("b", 1.0)
     d.add_row(f32(1.5, 2), 0.5)
     state = d.state_dict()
-    np.testing.assert_array_equal(state["robust_row_weights"], [1.0, 0.5])
-    again = Defence(RobustConfig(), keeps_rows=True)
+    np.testing.assert_array_equal(state["buffer.row_weights"], [1.0, 0.5])
+    again = DefendedBuffer(RobustConfig())
     again.load_state_dict(state)
     np.testing.assert_array_equal(again.reduce(), d.reduce())
-    old = {k: v for k, v in state.items() if k != "robust_row_weights"}  # an older checkpoint
+    old = {k: v for k, v in state.items() if k != "buffer.row_weights"}  # an older checkpoint
     again.load_state_dict(old)  # loads: every weight 1
     for bad in (np.array([1.0]), np.array([1.0, 0.0]), np.array([1.0, np.nan])):
-        with pytest.raises(ValueError, match="robust_row_weights"):
-            again.load_state_dict(state | {"robust_row_weights": bad})
+        with pytest.raises(ValueError, match="row_weights"):
+            again.load_state_dict(state | {"buffer.row_weights": bad})
 
 
 def test_cosine_aggregate_cuts_a_boosted_agreeing_row_to_the_median_norm() -> None:

@@ -1,4 +1,4 @@
-"""The compiled robust-aggregation kernels (server/robust/kernels.py) against numpy.
+"""The compiled robust-aggregation kernels (server/kernels/robust.py) against numpy.
 
 The sorting network is proved by the 0-1 principle (a comparator network sorts every input iff it
 sorts every 0/1 input); the kernels then give numpy's order statistics bit for bit, and the
@@ -14,12 +14,14 @@ import pytest
 
 from server.admission import Admission, AdmissionLimits
 from server.core import ServerCore
-from server.robust import Aggregator, RobustConfig, aggregate, kernels
+from server.kernels import robust as kernels
+from server.robust import Aggregator, RobustConfig, aggregate
 from server.robust import aggregators as agg
-from server.robust.defence import Defence
+from server.robust.rows import RowBuffer
 from server.serving import ServingAverage
 from server.staleness import make_staleness
 from server.strategies import AdmittedUpdate, FedBuff, make_strategy
+from tests.unit.server.defended_buffer import DefendedBuffer
 from tests.unit.server.factory import make_manifest, update_bytes
 
 
@@ -101,14 +103,14 @@ def test_the_kernel_path_of_aggregate_matches_the_numpy_path(
 
 
 def test_defence_rows_reuse_one_matrix_across_buffers_and_round_trip() -> None:
-    d = Defence(RobustConfig(), keeps_rows=True)
+    d = DefendedBuffer(RobustConfig())
     data = _rows(7, 50, seed=4)
     for i, row in enumerate(data):  # past the first capacity of 4: the matrix grows
         d.accept(f"d{i}", float(np.linalg.norm(row)))
         d.add_row(row)
     np.testing.assert_array_equal(d.rows, data)
     state = d.state_dict()
-    again = Defence(RobustConfig(), keeps_rows=True)
+    again = DefendedBuffer(RobustConfig())
     again.load_state_dict(state)
     np.testing.assert_array_equal(again.rows, data)
     first, matrix = d.reduce(), d.rows.base
@@ -122,7 +124,7 @@ def test_defence_rows_reuse_one_matrix_across_buffers_and_round_trip() -> None:
 
 
 def test_a_row_of_another_length_mid_buffer_is_refused() -> None:
-    d = Defence(RobustConfig(), keeps_rows=True)
+    d = DefendedBuffer(RobustConfig())
     d.add_row(np.ones(5, np.float32))
     with pytest.raises(ValueError, match="a row of 6 values in a buffer of 5"):
         d.new_row(6)
@@ -211,8 +213,10 @@ def _sparse_rows(k: int, n: int, keep: int, seed: int) -> list[tuple[np.ndarray,
     return out
 
 
-def _defence_with(rows: list[tuple[np.ndarray, np.ndarray]], n: int, sparse: bool) -> Defence:
-    d = Defence(RobustConfig(norm_multiplier=None), keeps_rows=True)
+def _defence_with(
+    rows: list[tuple[np.ndarray, np.ndarray]], n: int, sparse: bool
+) -> DefendedBuffer:
+    d = DefendedBuffer(RobustConfig(norm_multiplier=None))
     for i, (index, values) in enumerate(rows):
         d.accept(f"d{i}", 1.0)
         if sparse:
@@ -233,7 +237,7 @@ def test_sparse_rows_aggregate_on_their_support_as_the_dense_rows_do(
     config = RobustConfig(aggregator=kind, norm_multiplier=None)
     sparse, dense = _defence_with(rows, n, True), _defence_with(rows, n, False)
     sparse.config = dense.config = config
-    support, compact = sparse._rows.compact()
+    support, compact = sparse.row_buffer.compact()
     assert support is not None and compact.shape == (10, support.size) < (10, n // 4)
     g_sparse, g_dense = sparse.reduce(), dense.reduce()
     if kind is Aggregator.COSINE:  # float32 weighted sums, summed in another order: 1e-6 of max
@@ -250,7 +254,7 @@ def test_a_dense_row_or_a_wide_support_expands_the_sparse_rows() -> None:
     n = 4_000
     rows = _sparse_rows(6, n, 300, seed=1)  # union of 6 x 300 > n / 4: not worth compacting
     d = _defence_with(rows, n, True)
-    assert d._rows.compact()[0] is None
+    assert d.row_buffer.compact()[0] is None
     np.testing.assert_array_equal(d.reduce(), _defence_with(rows, n, False).reduce())
     mixed = _defence_with(rows[:3], n, True)
     dense_row = np.full(n, 0.1, np.float32)
@@ -274,8 +278,8 @@ def test_sparse_rows_round_trip_through_the_state_as_dense_rows() -> None:
         d.accept(f"late{i}", 1.0)
         d.add_sparse_row(n, index, values)
     state = d.state_dict()
-    assert len(d._rows._sparse) == 5  # taking the state expanded nothing
-    again = Defence(RobustConfig(norm_multiplier=None), keeps_rows=True)
+    assert len(d.row_buffer._sparse) == 5  # taking the state expanded nothing
+    again = DefendedBuffer(RobustConfig(norm_multiplier=None))
     again.load_state_dict(state)
     np.testing.assert_array_equal(again.rows[3], np.full(n, 0.5, np.float32))
     np.testing.assert_array_equal(again.rows, d.rows)
@@ -312,7 +316,7 @@ def test_fedbuff_keeps_top_k_rows_sparse_and_builds_the_same_model(
         return model
 
     dense = run(fused=False)
-    monkeypatch.setattr(Defence, "new_row", lambda *_: pytest.fail("a dense row was written"))
+    monkeypatch.setattr(RowBuffer, "new_row", lambda *_: pytest.fail("a dense row was written"))
     sparse = run(fused=True)
     assert np.abs(dense).max() > 0
     np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-12)

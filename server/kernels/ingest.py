@@ -124,7 +124,7 @@ def sgd_step_from_sum(x, total, weight, eta, scaled, out):  # type: ignore[no-un
         total[i] = np.float32(0.0)
 
 
-# topk_positions' status codes (0 = accepted); server/ingest.py maps them to refusal reasons.
+# topk_positions' status codes (0 = accepted); server/kernels/fused.py maps them to refusal reasons.
 INDEX_OK, INDEX_TRUNCATED, INDEX_COUNT, INDEX_LONG, INDEX_OVERLONG, INDEX_DUPLICATE = range(6)
 INDEX_GAP_RANGE, INDEX_RANGE = 6, 7
 
