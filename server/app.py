@@ -42,6 +42,7 @@ from protocol.topics import (
     ack_topic,
     device_subscription,
     global_model_topic,
+    model_delta_topic,
     secagg_down_topic,
     serving_model_topic,
 )
@@ -49,6 +50,7 @@ from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
 from server.core import Commit, Outcome, ServerCore
 from server.device_inbox import Action, DeviceInbox
+from server.downlink import DownlinkChain, signed_delta_bytes
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.ingest import warm_up
 from server.metrics import ServerMetrics
@@ -154,6 +156,8 @@ class ServerApp:
         self._link: LinkLike = link or MqttLink(config.broker)
         self._topic = global_model_topic(config.fleet, manifest.model_id)
         self._serving_topic = serving_model_topic(config.fleet, manifest.model_id)
+        self._delta_topic = model_delta_topic(config.fleet, manifest.model_id)
+        self._downlink = DownlinkChain(manifest, config.publish.codec, config.publish.delta_codec)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the published snapshot and last eval
@@ -453,6 +457,7 @@ class ServerApp:
             self._publish(now, state)
 
     def _offer(self, model: np.ndarray, version: int) -> bytes:
+        """A whole, signed offer of `model` (the training topic's is the published chain's)."""
         privacy = self._privacy_status()
         offer = ModelOffer(
             model_id=self.core.manifest.model_id,
@@ -468,15 +473,33 @@ class ServerApp:
     def _publish(self, now: float, state: Commit | None = None) -> None:
         state = state or self.core.commit_start()  # None: at start-up, nothing in flight
         state.wait()  # an offer never carries an update that is not on disk
-        model, version = state.model.copy(), state.version
+        version = state.version
+        # Devices hold the published chain (server/downlink.py): what the whole offer and the
+        # delta carry, what is evaluated and what secure aggregation calls the base.
+        published, delta = self._downlink.propose(state.model, version)
+        model = published.weights.copy()
         serving = state.serving_model.copy()
         offers = [(self._topic, self._offer(model, version))]
+        if delta is not None:
+            privacy = self._privacy_status()
+            offers.append(
+                (
+                    self._delta_topic,
+                    signed_delta_bytes(
+                        delta,
+                        self._key,
+                        fedprox_mu=float(self.core.strategy.fedprox_mu),
+                        privacy=privacy.offer_fields() if privacy is not None else {},
+                    ),
+                )
+            )
         if self.core.serving.enabled and self.config.serving.publish:
             # Devices' inference model: same signed offer format, its own retained topic.
             offers.append((self._serving_topic, self._offer(serving, version)))
         self._offers = offers
         if not self._send_offers():
             return  # not published: the pacing rule offers it again on a later batch
+        self._downlink.commit(published)
         with self._lock:
             self._published = (version, model)
         self._published_at = now
