@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.conditions import Conditions, ConditionsSource
 from agent.config import AgentConfig, PartialWork
+from agent.held_model import HeldModel, HeldModelFile
 from agent.link import Link
+from agent.model_feed import OFFER_QOS, ModelFeed
 from agent.personal import ModelKind, PersonalModels
 from agent.policy import Decision, decide
 from agent.secagg import SecureRounds
@@ -41,7 +43,6 @@ from protocol.errors import ConfigError, FleetlearnError, ProtocolError, Reason
 from protocol.manifest import Manifest
 from protocol.messages import (
     DeviceStatus,
-    ModelOffer,
     decode_ack,
     decode_offer,
     decode_vector,
@@ -51,7 +52,6 @@ from protocol.secagg.identity import DeviceIdentity
 from protocol.signing import verify_offer
 from protocol.topics import (
     ack_topic,
-    global_model_topic,
     serving_model_topic,
     status_topic,
     update_topic,
@@ -62,12 +62,11 @@ __all__ = ["AgentRuntime", "offline_status"]
 
 _log = logging.getLogger("agent")
 
+# Offers at QoS 0 (agent/model_feed.py OFFER_QOS): a device needs only the latest offer, which
+# is retained and re-sent on every (re)subscribe. At QoS 1 a persistent session queued every
+# offer published while the device was away and replayed them all on reconnect (244 models).
 # Ack reasons after which the update is kept and re-sent later (the server could not decide,
 # or this device sent faster than its rate limit).
-# Offers at QoS 0: a device needs only the latest offer, which is retained and re-sent on every
-# (re)subscribe. At QoS 1 a persistent session queued every offer published while the device
-# was away and replayed them all on reconnect (issue 15: 244 full models).
-OFFER_QOS = 0
 _RETRY = frozenset({Reason.INTERNAL, Reason.RATE_LIMITED})
 
 
@@ -110,15 +109,22 @@ class AgentRuntime:
         self.codec: Mapping[str, Any] = codecs.validate_spec(
             dict(config.training.codec or {"name": "float32"})
         )
-        self.offer: ModelOffer | None = None
+        self.offer: HeldModel | None = None  # the global model held (whole offer or deltas)
         self.base: np.ndarray | None = None  # (n_params,) float32 weights of `offer`
+        self.feed = ModelFeed(
+            fleet=config.fleet,
+            manifest=manifest,
+            link=link,
+            fleet_key=fleet_key,
+            disk=HeldModelFile(config.state_dir, manifest),
+            clock=clock,
+        )
         self.decision: Decision | None = None
         self.last_conditions: Conditions | None = None
         self._sent_at: dict[int, float] = {}  # seq -> when we last published it
         self._was_connected = False
         self._status_at = -math.inf
         self._status_key: tuple[str, str, int | None] | None = None
-        self._offer_topic = global_model_topic(config.fleet, config.model_id)
         # The server's serving average (server/serving.py), when it publishes one, is the model
         # local apps run; the training iterate on _offer_topic is what this device trains from.
         self._serving_topic = serving_model_topic(config.fleet, config.model_id)
@@ -151,8 +157,9 @@ class AgentRuntime:
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self.link.subscribe(self._offer_topic, qos=OFFER_QOS)
-        self.link.subscribe(self._serving_topic, qos=OFFER_QOS)  # retained latest only
+        self._on_model(self.feed.start())  # subscribes to deltas, and to whole offers if needed
+        if self.models is not None:  # the serving model is for local apps only
+            self.link.subscribe(self._serving_topic, qos=OFFER_QOS)  # retained latest only
         self.link.subscribe(self._ack_topic, qos=1)
         if self.secure is not None:
             self.link.subscribe(self.secure.topic_down, qos=1)
@@ -183,6 +190,7 @@ class AgentRuntime:
     def poll(self, timeout: float) -> None:
         """One turn: wait up to `timeout` for messages, handle them, then act."""
         self._drain(timeout)
+        self.feed.tick(self.link.connected)
         self._resend_if_due()
         if not self._should_exit():  # e.g. the last acked round of --max-rounds: no new round
             self._maybe_train()
@@ -204,8 +212,10 @@ class AgentRuntime:
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
-            if topic == self._offer_topic:
-                self._on_offer(payload)
+            if topic == self.feed.offer_topic:
+                self._on_model(self.feed.on_offer(payload))
+            elif topic == self.feed.delta_topic:
+                self._on_model(self.feed.on_delta(payload))
             elif topic == self._ack_topic:
                 self._on_ack(payload)
             elif self.secure is not None and topic == self.secure.topic_down:
@@ -217,34 +227,22 @@ class AgentRuntime:
         except ProtocolError as exc:
             _log.warning("ignoring message on %s: %s", topic, exc)
 
-    def _on_offer(self, payload: bytes) -> None:
-        offer = decode_offer(payload)
-        verify_offer(offer, self.fleet_key)  # before touching the weights: cheap, and decisive
-        if offer.model_id != self.config.model_id or offer.manifest_digest != self.manifest.digest:
-            _log.warning(
-                "ignoring offer v%d: model %s / manifest %s is not ours",
-                offer.version,
-                offer.model_id[:16],
-                offer.manifest_digest[:16],
-            )
+    def _on_model(self, held: HeldModel | None) -> None:
+        """A newer global model arrived (whole or delta) and verified (agent/model_feed.py)."""
+        if held is None:
             return
-        if self.offer is not None and offer.version <= self.offer.version:
-            what = "duplicate" if offer.version == self.offer.version else "older"
-            _log.info("ignoring offer v%d: %s (have v%d)", offer.version, what, self.offer.version)
-            return
-        base = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
-        self.offer, self.base = offer, base
+        self.offer, self.base = held, held.weights
         if self.secure is not None:
-            self.secure.remember(offer.version, base)
-        _log.info("new global model v%d (fedprox_mu=%g)", offer.version, offer.fedprox_mu)
-        if offer.privacy.get("exhausted", 0.0):
+            self.secure.remember(held.version, held.weights)
+        _log.info("new global model v%d (fedprox_mu=%g)", held.version, held.fedprox_mu)
+        if held.privacy.get("exhausted", 0.0):
             _log.warning(
                 "privacy budget spent (epsilon %.3g): v%d is the final model; training stops",
-                offer.privacy.get("epsilon", math.nan),
-                offer.version,
+                held.privacy.get("epsilon", math.nan),
+                held.version,
             )
         if self.models is not None and self._serving_version < 0:  # no serving model yet
-            self._save_model(ModelKind.GLOBAL, base, offer.version)
+            self._save_model(ModelKind.GLOBAL, held.weights, held.version)
 
     def _on_serving(self, payload: bytes) -> None:
         """The server's serving model: checked like an offer, saved for local apps only."""
@@ -433,7 +431,7 @@ class AgentRuntime:
         )
         return keep
 
-    def _commit_update(self, offer: ModelOffer, base: np.ndarray, result: TrainResult) -> None:
+    def _commit_update(self, offer: HeldModel, base: np.ndarray, result: TrainResult) -> None:
         residual_before = self.store.residual()  # (n_params,) float32
         seq = self.store.next_sequence()
         update, residual_after = build_update(

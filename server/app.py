@@ -207,6 +207,8 @@ class ServerApp:
         remember_subscriptions(self.config.state_dir, plan)
         self._link.start()
         self._publish(self._clock())
+        if self.config.publish.delta_codec is None:  # agents waiting for deltas: none will come
+            self._send(self._delta_topic, b"", qos=1, retain=True)
         self._thread = threading.Thread(target=self._run, name="fleetlearn-server", daemon=True)
         self._thread.start()
         _log.info(

@@ -71,7 +71,8 @@ def test_deltas_reconstruct_the_whole_offers_bit_for_bit(tmp_path: Path, whole: 
 def test_delta_codec_none_publishes_whole_offers_of_the_iterate(tmp_path: Path) -> None:
     app, link = _run(tmp_path, PUBLISH | {"delta_codec": "none"}, steps=2)
     manifest = app.core.manifest
-    assert link.on(model_delta_topic(FLEET, manifest.model_id)) == []
+    # deltas off: the retained delta topic is cleared, so agents waiting on it take whole offers
+    assert link.on(model_delta_topic(FLEET, manifest.model_id)) == [b""]
     last = decode_offer(link.on(global_model_topic(FLEET, manifest.model_id))[-1])
     assert decode_vector(last.weights, manifest).tobytes() == app.core.model.tobytes()
 
