@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " repeat (default: fedavg, fedasync:polynomial, fedbuff:10:polynomial)",
     )
     a("--codec", action="append", help="e.g. float32, int8, topk:0.05+int8; repeat (an axis)")
+    a(
+        "--downlink-codec",
+        action="append",
+        help="new versions also as deltas to devices holding the last one: e.g. int8, int4;"
+        " 'none' = whole float32 offers only (default); repeat (an axis)",
+    )
     a("--alpha", type=float, default=0.3, help="Dirichlet non-IID alpha (default 0.3)")
     a("--seed", type=int, action="append", help="repeat for several seeds (default 0)")
     a("--data", type=Path, help="device folders with train.npz plus test.npz (else digits)")
@@ -164,7 +170,11 @@ def run(args: argparse.Namespace) -> int:
     if privacy is not None:  # FedAsync with DP is refused (a noised release per update)
         default = ["fedavg", "fedbuff:100:polynomial"]
     strategies = args.strategy or default
-    specs = specs_for(strategies, codec_specs)
+    downlink = [
+        None if c == "none" else codecs.parse_codec_arg(c)
+        for c in (args.downlink_codec or ["none"])
+    ]
+    specs = specs_for(strategies, codec_specs, downlink)
     opt = server_optimizer(args)
     if opt is not None:
         specs = [dataclasses.replace(s, optimizer=opt) if s.name == "fedbuff" else s for s in specs]

@@ -66,7 +66,8 @@ class SimCohorts:
         k = self.config.target_size
         while len(run.busy) + k <= run.c.concurrency and len(run.pool) >= k:
             self._count += 1
-            model, version = run.server.model, run.server.version
+            run._sync_downlink()
+            model, version = run.downlink.model, run.downlink.version  # what devices hold
             cohort = _Cohort(self._count, model, version, run.q.now, {})
             for _ in range(k):
                 d = run.pool.pick(run.rng)
