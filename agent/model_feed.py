@@ -9,7 +9,9 @@ retained whole offer when it does not.
 A delta verified by the fleet key proves the server publishes them; once this device holds a
 model the deltas lead on from, it unsubscribes from the global topic, so a new version costs it
 one delta instead of a whole model. An empty retained delta topic means the server stopped
-publishing deltas. Every model taken is persisted (agent/held_model.py).
+publishing deltas. The model taken is persisted (agent/held_model.py) at most every SAVE_EVERY_S
+and on stop: a flash card is not rewritten for every version, and a crash that loses the latest
+costs one whole offer (an older held model fails the next delta's base digest).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from protocol.messages import decode_offer, decode_vector
 from protocol.signing import verify_delta, verify_offer
 from protocol.topics import global_model_topic, model_delta_topic
 
-__all__ = ["PROBE_S", "ModelFeed"]
+__all__ = ["PROBE_S", "SAVE_EVERY_S", "ModelFeed"]
 
 _log = logging.getLogger("agent")
 
@@ -37,6 +39,7 @@ OFFER_QOS = 0  # the latest is retained; nothing older is worth queueing (agent/
 # After a (re)connect the broker sends the retained delta at once; a delta of a 1M-parameter
 # int8 model is ~1 MB, 30 s on a 256 kbit/s link. Without one by then, take the whole offer.
 PROBE_S = 30.0
+SAVE_EVERY_S = 60.0
 
 
 class ModelFeed:
@@ -62,6 +65,8 @@ class ModelFeed:
         self._deltas_published = False  # a signed delta arrived since the last (re)connect
         self._probe_until = math.inf
         self._was_connected = False
+        self._saved_at = -math.inf
+        self._unsaved = False
         self.deltas_applied = 0  # counters for logs and the demo
         self.deltas_refused = 0
 
@@ -84,6 +89,7 @@ class ModelFeed:
         self._was_connected = connected
         if connected and not self._deltas_published and now >= self._probe_until:
             self._want_whole(f"no delta within {PROBE_S:g} s of connecting")
+        self.save()
 
     # -- messages ---------------------------------------------------------------------------
     def on_offer(self, payload: bytes) -> HeldModel | None:
@@ -157,12 +163,24 @@ class ModelFeed:
     def _ours(self, model_id: str, manifest_digest: str) -> bool:
         return model_id == self.manifest.model_id and manifest_digest == self.manifest.digest
 
+    def save(self, *, force: bool = False) -> None:
+        """Persist the held model if it changed and SAVE_EVERY_S passed (or `force`: on stop)."""
+        now = self.clock()
+        if self.held is None or not self._unsaved:
+            return
+        if not force and now - self._saved_at < SAVE_EVERY_S:
+            return
+        try:
+            self.disk.save(self.held)
+        except OSError as exc:  # training goes on; a restart then starts from a whole offer
+            _log.error("could not persist the held model v%d: %s", self.held.version, exc)
+            return
+        self._saved_at, self._unsaved = now, False
+
     def _take(self, held: HeldModel) -> HeldModel:
         self.held = held
-        try:
-            self.disk.save(held)
-        except OSError as exc:  # training goes on; a restart then starts from a whole offer
-            _log.error("could not persist the held model v%d: %s", held.version, exc)
+        self._unsaved = True
+        self.save()
         if self._deltas_published:
             self._drop_whole()
         return held

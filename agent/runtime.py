@@ -173,6 +173,7 @@ class AgentRuntime:
 
     def stop(self) -> None:
         self.machine.to(AgentState.STOPPED, "shutting down")
+        self.feed.save(force=True)
         if self.link.connected:
             self.link.publish(
                 self._status_topic, offline_status(self.config.device_id, self.clock), 1, True

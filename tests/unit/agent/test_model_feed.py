@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.model_feed import PROBE_S
+from agent.model_feed import PROBE_S, SAVE_EVERY_S
 from protocol.downlink import decode_delta, encode_delta
 from protocol.messages import ModelOffer, encode_offer, encode_vector
 from protocol.signing import generate_keypair, sign_delta, sign_offer
@@ -153,7 +153,8 @@ def test_a_signed_delta_that_reconstructs_other_bits_is_refused(tmp_path: Path) 
 
 
 def test_the_held_model_survives_a_restart_and_takes_the_next_delta(tmp_path: Path) -> None:
-    _r, server = _following(tmp_path)
+    r, server = _following(tmp_path)
+    r.agent.stop()  # saves what SAVE_EVERY_S held back
     link = FakeLink()
     r2 = rig(tmp_path, link=link)  # same state folder
     _holds(r2, server, 2)
@@ -162,6 +163,31 @@ def test_the_held_model_survives_a_restart_and_takes_the_next_delta(tmp_path: Pa
     link.deliver(DELTA, server.deltas[3])
     _poll(r2)
     _holds(r2, server, 3)
+
+
+def test_a_crash_between_saves_costs_one_whole_offer(tmp_path: Path) -> None:
+    """v2 arrived within SAVE_EVERY_S of v1's save: a crash (no stop) restarts on v1, and the
+    next delta (v2 -> v3) fails its base digest: the whole offer, never a wrong model."""
+    _r, server = _following(tmp_path)
+    r2 = rig(tmp_path, link=FakeLink())
+    _holds(r2, server, 1)
+    server.publish(3)
+    r2.link.deliver(DELTA, server.deltas[3])
+    _poll(r2)
+    _holds(r2, server, 1)
+    assert WHOLE in r2.link.subscriptions
+    r2.link.deliver(WHOLE, server.whole[3])
+    _poll(r2)
+    _holds(r2, server, 3)
+
+
+def test_the_held_model_is_saved_at_most_every_save_period(tmp_path: Path) -> None:
+    r, _server = _following(tmp_path)  # v1 saved at once, v2 held back
+    meta = tmp_path / "state" / "held_model.json"
+    assert '"version": 1' in meta.read_text()
+    r.clock.now += SAVE_EVERY_S
+    _poll(r)
+    assert '"version": 2' in meta.read_text()
 
 
 def test_a_damaged_held_model_is_dropped_for_the_whole_offer(tmp_path: Path) -> None:
