@@ -1,8 +1,10 @@
 """The global model this device holds, and its copy on disk so a restart can take deltas.
 
-    <state_dir>/held_model.npy    (n_params,) float32 weights
-    <state_dir>/held_model.json   {"version", "digest", "model_id", "manifest_digest",
-                                   "fedprox_mu", "privacy"}
+    <state_dir>/<name>.npy    (n_params,) float32 weights
+    <state_dir>/<name>.json   {"version", "digest", "model_id", "manifest_digest",
+                               "fedprox_mu", "privacy"}
+
+(name: held_model for the training model, held_serving for the serving model.)
 
 The weights are written first, the JSON last (both atomically): a crash between them leaves a
 JSON whose digest does not match the weights, and the held model is then dropped (the device
@@ -66,10 +68,10 @@ class HeldModel:
 
 
 class HeldModelFile:
-    def __init__(self, state_dir: Path, manifest: Manifest) -> None:
+    def __init__(self, state_dir: Path, manifest: Manifest, name: str = "held_model") -> None:
         self.manifest = manifest
-        self._weights = state_dir / "held_model.npy"
-        self._meta = state_dir / "held_model.json"
+        self._weights = state_dir / f"{name}.npy"
+        self._meta = state_dir / f"{name}.json"
 
     def save(self, held: HeldModel) -> None:
         self._weights.parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,14 @@
-"""Where this device's global model comes from: signed deltas when it holds the base, the
-retained whole offer when it does not.
+"""Where this device's models come from: signed deltas when it holds the base, the retained
+whole offer when it does not. One feed per model: the global model (training) and, with local
+apps, the serving model.
 
     delta topic   always subscribed (retained: the latest step, a few bytes per parameter)
-    global topic  subscribed only while a whole model is wanted: no model yet, a delta that
+    whole topic   subscribed only while a whole model is wanted: no model yet, a delta that
                   does not apply (missed versions, or one that does not verify), the server
                   publishes no deltas, or no delta came within PROBE_S of a (re)connect
 
 A delta verified by the fleet key proves the server publishes them; once this device holds a
-model the deltas lead on from, it unsubscribes from the global topic, so a new version costs it
+model the deltas lead on from, it unsubscribes from the whole topic, so a new version costs it
 one delta instead of a whole model. An empty retained delta topic means the server stopped
 publishing deltas. The model taken is persisted (agent/held_model.py) at most every SAVE_EVERY_S
 and on stop: a flash card is not rewritten for every version, and a crash that loses the latest
@@ -29,7 +30,6 @@ from protocol.errors import ProtocolError
 from protocol.manifest import Manifest
 from protocol.messages import decode_offer, decode_vector
 from protocol.signing import verify_delta, verify_offer
-from protocol.topics import global_model_topic, model_delta_topic
 
 __all__ = ["PROBE_S", "SAVE_EVERY_S", "ModelFeed"]
 
@@ -46,7 +46,7 @@ class ModelFeed:
     def __init__(
         self,
         *,
-        fleet: str,
+        topics: tuple[str, str],  # (whole offer topic, delta topic)
         manifest: Manifest,
         link: Link,
         fleet_key: Ed25519PublicKey,
@@ -58,8 +58,7 @@ class ModelFeed:
         self.fleet_key = fleet_key
         self.disk = disk
         self.clock = clock
-        self.offer_topic = global_model_topic(fleet, manifest.model_id)
-        self.delta_topic = model_delta_topic(fleet, manifest.model_id)
+        self.offer_topic, self.delta_topic = topics
         self.held: HeldModel | None = None
         self.whole_subscribed = False
         self._deltas_published = False  # a signed delta arrived since the last (re)connect
@@ -81,7 +80,7 @@ class ModelFeed:
         return self.held
 
     def tick(self, connected: bool) -> None:
-        """Each (re)connect without the global topic starts a probe for the retained delta."""
+        """Each (re)connect without the whole topic starts a probe for the retained delta."""
         now = self.clock()
         if connected and not self._was_connected and not self.whole_subscribed:
             self._deltas_published = False
@@ -117,7 +116,7 @@ class ModelFeed:
 
     def on_delta(self, payload: bytes) -> HeldModel | None:
         """A delta: the new model when it applies to the held one and verifies, else None
-        (and the global topic is subscribed when this device needs the whole model)."""
+        (and the whole topic is subscribed when this device needs the whole model)."""
         if not payload:  # the server cleared the topic: it publishes whole offers only
             self._deltas_published = False
             self._probe_until = math.inf

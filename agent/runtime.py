@@ -29,7 +29,7 @@ from agent.conditions import Conditions, ConditionsSource
 from agent.config import AgentConfig, PartialWork
 from agent.held_model import HeldModel, HeldModelFile
 from agent.link import Link
-from agent.model_feed import OFFER_QOS, ModelFeed
+from agent.model_feed import ModelFeed
 from agent.personal import ModelKind, PersonalModels
 from agent.policy import Decision, decide
 from agent.secagg import SecureRounds
@@ -44,14 +44,14 @@ from protocol.manifest import Manifest
 from protocol.messages import (
     DeviceStatus,
     decode_ack,
-    decode_offer,
-    decode_vector,
     encode_status,
 )
 from protocol.secagg.identity import DeviceIdentity
-from protocol.signing import verify_offer
 from protocol.topics import (
     ack_topic,
+    global_model_topic,
+    model_delta_topic,
+    serving_delta_topic,
     serving_model_topic,
     status_topic,
     update_topic,
@@ -67,6 +67,7 @@ _log = logging.getLogger("agent")
 # offer published while the device was away and replayed them all on reconnect (244 models).
 # Ack reasons after which the update is kept and re-sent later (the server could not decide,
 # or this device sent faster than its rate limit).
+_TopicOf = Callable[[str, str], str]  # (fleet, model_id) -> topic, from protocol/topics.py
 _RETRY = frozenset({Reason.INTERNAL, Reason.RATE_LIMITED})
 
 
@@ -111,14 +112,7 @@ class AgentRuntime:
         )
         self.offer: HeldModel | None = None  # the global model held (whole offer or deltas)
         self.base: np.ndarray | None = None  # (n_params,) float32 weights of `offer`
-        self.feed = ModelFeed(
-            fleet=config.fleet,
-            manifest=manifest,
-            link=link,
-            fleet_key=fleet_key,
-            disk=HeldModelFile(config.state_dir, manifest),
-            clock=clock,
-        )
+        self.feed = self._feed(global_model_topic, model_delta_topic, "held_model")
         self.decision: Decision | None = None
         self.last_conditions: Conditions | None = None
         self._sent_at: dict[int, float] = {}  # seq -> when we last published it
@@ -126,8 +120,10 @@ class AgentRuntime:
         self._status_at = -math.inf
         self._status_key: tuple[str, str, int | None] | None = None
         # The server's serving average (server/serving.py), when it publishes one, is the model
-        # local apps run; the training iterate on _offer_topic is what this device trains from.
-        self._serving_topic = serving_model_topic(config.fleet, config.model_id)
+        # local apps run (only they need it); the global model is what this device trains from.
+        self.serving_feed: ModelFeed | None = None
+        if models is not None:
+            self.serving_feed = self._feed(serving_model_topic, serving_delta_topic, "held_serving")
         self._serving_version = -1
         self._ack_topic = ack_topic(config.fleet, config.device_id)
         self._update_topic = update_topic(config.fleet, config.device_id)
@@ -155,11 +151,26 @@ class AgentRuntime:
     def state(self) -> AgentState:
         return self.machine.state
 
+    def _feed(self, whole: _TopicOf, delta: _TopicOf, name: str) -> ModelFeed:
+        fleet, model_id = self.config.fleet, self.config.model_id
+        return ModelFeed(
+            topics=(whole(fleet, model_id), delta(fleet, model_id)),
+            manifest=self.manifest,
+            link=self.link,
+            fleet_key=self.fleet_key,
+            disk=HeldModelFile(self.config.state_dir, self.manifest, name),
+            clock=self.clock,
+        )
+
+    def _feeds(self) -> list[ModelFeed]:
+        return [self.feed] if self.serving_feed is None else [self.feed, self.serving_feed]
+
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.serving_feed is not None:  # its models were saved for the apps when taken
+            held = self.serving_feed.start()
+            self._serving_version = -1 if held is None else held.version
         self._on_model(self.feed.start())  # subscribes to deltas, and to whole offers if needed
-        if self.models is not None:  # the serving model is for local apps only
-            self.link.subscribe(self._serving_topic, qos=OFFER_QOS)  # retained latest only
         self.link.subscribe(self._ack_topic, qos=1)
         if self.secure is not None:
             self.link.subscribe(self.secure.topic_down, qos=1)
@@ -173,7 +184,8 @@ class AgentRuntime:
 
     def stop(self) -> None:
         self.machine.to(AgentState.STOPPED, "shutting down")
-        self.feed.save(force=True)
+        for feed in self._feeds():
+            feed.save(force=True)
         if self.link.connected:
             self.link.publish(
                 self._status_topic, offline_status(self.config.device_id, self.clock), 1, True
@@ -191,7 +203,8 @@ class AgentRuntime:
     def poll(self, timeout: float) -> None:
         """One turn: wait up to `timeout` for messages, handle them, then act."""
         self._drain(timeout)
-        self.feed.tick(self.link.connected)
+        for feed in self._feeds():
+            feed.tick(self.link.connected)
         self._resend_if_due()
         if not self._should_exit():  # e.g. the last acked round of --max-rounds: no new round
             self._maybe_train()
@@ -221,8 +234,10 @@ class AgentRuntime:
                 self._on_ack(payload)
             elif self.secure is not None and topic == self.secure.topic_down:
                 self.secure.on_message(payload)
-            elif topic == self._serving_topic:
-                self._on_serving(payload)
+            elif self.serving_feed is not None and topic == self.serving_feed.offer_topic:
+                self._on_serving(self.serving_feed.on_offer(payload))
+            elif self.serving_feed is not None and topic == self.serving_feed.delta_topic:
+                self._on_serving(self.serving_feed.on_delta(payload))
             else:
                 _log.debug("ignoring message on unexpected topic %s", topic)
         except ProtocolError as exc:
@@ -245,20 +260,14 @@ class AgentRuntime:
         if self.models is not None and self._serving_version < 0:  # no serving model yet
             self._save_model(ModelKind.GLOBAL, held.weights, held.version)
 
-    def _on_serving(self, payload: bytes) -> None:
-        """The server's serving model: checked like an offer, saved for local apps only."""
-        offer = decode_offer(payload)
-        verify_offer(offer, self.fleet_key)
-        if offer.model_id != self.config.model_id or offer.manifest_digest != self.manifest.digest:
-            _log.warning("ignoring serving model v%d: not our model", offer.version)
+    def _on_serving(self, held: HeldModel | None) -> None:
+        """A newer serving model arrived and verified: saved for local apps only."""
+        if held is None:
             return
-        if offer.version <= self._serving_version:
-            return
-        weights = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
-        self._serving_version = offer.version
-        _log.info("new serving model v%d", offer.version)
+        self._serving_version = held.version
+        _log.info("new serving model v%d", held.version)
         if self.models is not None:
-            self._save_model(ModelKind.GLOBAL, weights, offer.version)
+            self._save_model(ModelKind.GLOBAL, held.weights, held.version)
 
     def _on_ack(self, payload: bytes) -> None:
         ack = decode_ack(payload)

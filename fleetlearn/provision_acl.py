@@ -59,6 +59,7 @@ def device_grants(fleet: str, device: str) -> list[Grant]:
         Grant("read", topics.global_model_subscription(fleet)),
         Grant("read", topics.model_delta_subscription(fleet)),
         Grant("read", topics.serving_model_subscription(fleet)),
+        Grant("read", topics.serving_delta_subscription(fleet)),
     ]
 
 
@@ -77,6 +78,7 @@ def server_grants(fleet: str) -> list[Grant]:
         Grant("readwrite", topics.global_model_subscription(fleet)),
         Grant("readwrite", topics.model_delta_subscription(fleet)),
         Grant("readwrite", topics.serving_model_subscription(fleet)),
+        Grant("readwrite", topics.serving_delta_subscription(fleet)),
     ]
 
 

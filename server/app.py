@@ -33,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from protocol.downlink import PublishedModel
 from protocol.errors import FleetlearnError, Reason
 from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
 from protocol.secagg.identity import Trust
@@ -44,6 +45,7 @@ from protocol.topics import (
     global_model_topic,
     model_delta_topic,
     secagg_down_topic,
+    serving_delta_topic,
     serving_model_topic,
 )
 from server.artifacts import ServerArtifacts, load_server_artifacts
@@ -157,7 +159,11 @@ class ServerApp:
         self._topic = global_model_topic(config.fleet, manifest.model_id)
         self._serving_topic = serving_model_topic(config.fleet, manifest.model_id)
         self._delta_topic = model_delta_topic(config.fleet, manifest.model_id)
-        self._downlink = DownlinkChain(manifest, config.publish.codec, config.publish.delta_codec)
+        self._serving_delta_topic = serving_delta_topic(config.fleet, manifest.model_id)
+        # what devices hold of each published model (server/downlink.py)
+        pub = config.publish
+        self._downlink = DownlinkChain(manifest, pub.codec, pub.delta_codec)
+        self._serving_downlink = DownlinkChain(manifest, pub.codec, pub.delta_codec)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the published snapshot and last eval
@@ -208,7 +214,8 @@ class ServerApp:
         self._link.start()
         self._publish(self._clock())
         if self.config.publish.delta_codec is None:  # agents waiting for deltas: none will come
-            self._send(self._delta_topic, b"", qos=1, retain=True)
+            for topic in (self._delta_topic, self._serving_delta_topic):
+                self._send(topic, b"", qos=1, retain=True)
         self._thread = threading.Thread(target=self._run, name="fleetlearn-server", daemon=True)
         self._thread.start()
         _log.info(
@@ -476,32 +483,29 @@ class ServerApp:
         state = state or self.core.commit_start()  # None: at start-up, nothing in flight
         state.wait()  # an offer never carries an update that is not on disk
         version = state.version
-        # Devices hold the published chain (server/downlink.py): what the whole offer and the
-        # delta carry, what is evaluated and what secure aggregation calls the base.
-        published, delta = self._downlink.propose(state.model, version)
+        # Devices hold the published chains (server/downlink.py): what the whole offers and the
+        # deltas carry, what is evaluated and what secure aggregation calls the base.
+        published, offers = self._chain_offers(
+            self._downlink, state.model, version, (self._topic, self._delta_topic)
+        )
         model = published.weights.copy()
-        serving = state.serving_model.copy()
-        offers = [(self._topic, self._offer(model, version))]
-        if delta is not None:
-            privacy = self._privacy_status()
-            offers.append(
-                (
-                    self._delta_topic,
-                    signed_delta_bytes(
-                        delta,
-                        self._key,
-                        fedprox_mu=float(self.core.strategy.fedprox_mu),
-                        privacy=privacy.offer_fields() if privacy is not None else {},
-                    ),
-                )
-            )
+        serving, serving_published = state.serving_model.copy(), None
         if self.core.serving.enabled and self.config.serving.publish:
-            # Devices' inference model: same signed offer format, its own retained topic.
-            offers.append((self._serving_topic, self._offer(serving, version)))
+            # Devices' inference model: same signed offer formats, its own retained topics.
+            serving_published, more = self._chain_offers(
+                self._serving_downlink,
+                serving,
+                version,
+                (self._serving_topic, self._serving_delta_topic),
+            )
+            serving = serving_published.weights.copy()
+            offers += more
         self._offers = offers
         if not self._send_offers():
             return  # not published: the pacing rule offers it again on a later batch
         self._downlink.commit(published)
+        if serving_published is not None:
+            self._serving_downlink.commit(serving_published)
         with self._lock:
             self._published = (version, model)
         self._published_at = now
@@ -509,6 +513,24 @@ class ServerApp:
         _log.info("published model version %d", version)
         if self._evaluator is not None:
             self._evaluate(self._evaluator, model, serving, version)
+
+    def _chain_offers(
+        self, chain: DownlinkChain, model: np.ndarray, version: int, topics: tuple[str, str]
+    ) -> tuple[PublishedModel, list[tuple[str, bytes]]]:
+        """The model devices will hold for `version`: its whole offer and, when the chain has
+        a base, the signed delta to it."""
+        published, delta = chain.propose(model, version)
+        offers = [(topics[0], self._offer(published.weights, version))]
+        if delta is not None:
+            privacy = self._privacy_status()
+            signed = signed_delta_bytes(
+                delta,
+                self._key,
+                fedprox_mu=float(self.core.strategy.fedprox_mu),
+                privacy=privacy.offer_fields() if privacy is not None else {},
+            )
+            offers.append((topics[1], signed))
+        return published, offers
 
     def _send_offers(self) -> bool:
         """(Re)send the latest offers; False when the link refused one (counted, not raised)."""

@@ -13,10 +13,15 @@ from agent.model_feed import PROBE_S, SAVE_EVERY_S
 from protocol.downlink import decode_delta, encode_delta
 from protocol.messages import ModelOffer, encode_offer, encode_vector
 from protocol.signing import generate_keypair, sign_delta, sign_offer
-from protocol.topics import global_model_topic, model_delta_topic
+from protocol.topics import (
+    global_model_topic,
+    model_delta_topic,
+    serving_delta_topic,
+    serving_model_topic,
+)
 from server.downlink import DownlinkChain, signed_delta_bytes
 from tests.unit.agent.fakes import MANIFEST, FakeLink
-from tests.unit.agent.test_runtime import KEY, Rig, rig
+from tests.unit.agent.test_runtime import KEY, RecordingModels, Rig, rig
 
 WHOLE = global_model_topic("home", MANIFEST.model_id)
 DELTA = model_delta_topic("home", MANIFEST.model_id)
@@ -217,3 +222,22 @@ def test_no_delta_after_connecting_or_a_cleared_topic_means_whole_offers(tmp_pat
     r3.link.deliver(DELTA, b"")  # the server cleared the delta topic
     _poll(r3)
     assert WHOLE in r3.link.subscriptions
+
+
+def test_local_apps_get_the_serving_model_through_its_own_deltas(tmp_path: Path) -> None:
+    serving_whole = serving_model_topic("home", MANIFEST.model_id)
+    serving_delta = serving_delta_topic("home", MANIFEST.model_id)
+    assert serving_delta not in rig(tmp_path / "no-apps").link.subscriptions  # nothing to serve
+    models = RecordingModels()
+    r = rig(tmp_path, models=models)
+    assert serving_whole in r.link.subscriptions and serving_delta in r.link.subscriptions
+    server = Server()  # the serving average's own chain
+    server.publish(1)
+    server.publish(2)
+    r.link.deliver(serving_whole, server.whole[1])
+    r.link.deliver(serving_delta, server.deltas[2])
+    _poll(r)
+    assert [(k, v) for k, v, _ in models.saved] == [("global", 1), ("global", 2)]
+    assert models.saved[-1][2].tobytes() == server.published[2].tobytes()
+    assert serving_whole not in r.link.subscriptions  # on deltas from here
+    assert r.agent.offer is None  # the training model is another feed
