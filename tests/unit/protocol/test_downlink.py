@@ -229,3 +229,14 @@ def test_an_oversized_delta_is_refused_before_parsing() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_delta(b"\x00" * 2048, max_bytes=1024)
     assert info.value.reason is Reason.OVERSIZE
+
+
+def test_a_step_of_the_wrong_length_is_refused_before_it_is_added() -> None:
+    v0 = PublishedModel(0, np.zeros(N, np.float32), weights_digest(np.zeros(N, np.float32)))
+    short = encode_vector(np.ones(N - 1, np.float32), {"name": "int8"})
+    delta = ModelDelta(
+        "tiny", 1, 0, MANIFEST.digest, v0.digest, "ab" * 32, {"name": "float32"}, short, 1.7e9
+    )
+    with pytest.raises(ProtocolError) as info:
+        apply_delta(delta, v0, MANIFEST)
+    assert info.value.reason is Reason.SHAPE
