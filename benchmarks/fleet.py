@@ -12,7 +12,10 @@ as ratios to FedAvg; then how the simulator's wall cost scales with the fleet.
     /work/main/.venv/bin/python benchmarks/fleet.py [--quick] [--no-scaling]
 
 Writes benchmarks/results/fleet.json (and the full report with curves and plots under
-benchmarks/results/fleet/).
+benchmarks/results/fleet/). Every row also reports the model bytes pushed to devices until the
+target (downlink_bytes_to_target) beside the same pushes as whole float32 offers; these rows send
+whole offers (ratio 1.0). Deltas between versions: benchmarks/fleet_downlink.py, which writes the
+`downlink` block of the same file (kept by this script).
 
 What it measured (results/fleet.json, 3 seeds, --no-scaling so the scaling block is an earlier
 run's; re-run by the integrator on main after merging issue 16's two branches, i.e. with
