@@ -164,6 +164,9 @@ def serve(agent: Agent, max_rounds: int | None, started: float) -> dict[str, Any
         "round_s": rt.round_seconds,
         "rounds": rt.acked,
         "bytes_published": rt.bytes_published,
+        "model_version": rt.offer.version if rt.offer is not None else None,
+        "deltas_applied": rt.feed.deltas_applied,  # new versions taken as deltas, not whole
+        "deltas_refused": rt.feed.deltas_refused,
         "peak_rss_mb": peak_rss_mb(),
     }
 

@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.conditions import Conditions, ConditionsSource
 from agent.config import AgentConfig, PartialWork
+from agent.held_model import HeldModel, HeldModelFile
 from agent.link import Link
+from agent.model_feed import ModelFeed
 from agent.personal import ModelKind, PersonalModels
 from agent.policy import Decision, decide
 from agent.secagg import SecureRounds
@@ -41,17 +43,15 @@ from protocol.errors import ConfigError, FleetlearnError, ProtocolError, Reason
 from protocol.manifest import Manifest
 from protocol.messages import (
     DeviceStatus,
-    ModelOffer,
     decode_ack,
-    decode_offer,
-    decode_vector,
     encode_status,
 )
 from protocol.secagg.identity import DeviceIdentity
-from protocol.signing import verify_offer
 from protocol.topics import (
     ack_topic,
     global_model_topic,
+    model_delta_topic,
+    serving_delta_topic,
     serving_model_topic,
     status_topic,
     update_topic,
@@ -62,12 +62,12 @@ __all__ = ["AgentRuntime", "offline_status"]
 
 _log = logging.getLogger("agent")
 
+# Offers at QoS 0 (agent/model_feed.py OFFER_QOS): a device needs only the latest offer, which
+# is retained and re-sent on every (re)subscribe. At QoS 1 a persistent session queued every
+# offer published while the device was away and replayed them all on reconnect (244 models).
 # Ack reasons after which the update is kept and re-sent later (the server could not decide,
 # or this device sent faster than its rate limit).
-# Offers at QoS 0: a device needs only the latest offer, which is retained and re-sent on every
-# (re)subscribe. At QoS 1 a persistent session queued every offer published while the device
-# was away and replayed them all on reconnect (issue 15: 244 full models).
-OFFER_QOS = 0
+_TopicOf = Callable[[str, str], str]  # (fleet, model_id) -> topic, from protocol/topics.py
 _RETRY = frozenset({Reason.INTERNAL, Reason.RATE_LIMITED})
 
 
@@ -110,18 +110,20 @@ class AgentRuntime:
         self.codec: Mapping[str, Any] = codecs.validate_spec(
             dict(config.training.codec or {"name": "float32"})
         )
-        self.offer: ModelOffer | None = None
+        self.offer: HeldModel | None = None  # the global model held (whole offer or deltas)
         self.base: np.ndarray | None = None  # (n_params,) float32 weights of `offer`
+        self.feed = self._feed(global_model_topic, model_delta_topic, "held_model")
         self.decision: Decision | None = None
         self.last_conditions: Conditions | None = None
         self._sent_at: dict[int, float] = {}  # seq -> when we last published it
         self._was_connected = False
         self._status_at = -math.inf
         self._status_key: tuple[str, str, int | None] | None = None
-        self._offer_topic = global_model_topic(config.fleet, config.model_id)
         # The server's serving average (server/serving.py), when it publishes one, is the model
-        # local apps run; the training iterate on _offer_topic is what this device trains from.
-        self._serving_topic = serving_model_topic(config.fleet, config.model_id)
+        # local apps run (only they need it); the global model is what this device trains from.
+        self.serving_feed: ModelFeed | None = None
+        if models is not None:
+            self.serving_feed = self._feed(serving_model_topic, serving_delta_topic, "held_serving")
         self._serving_version = -1
         self._ack_topic = ack_topic(config.fleet, config.device_id)
         self._update_topic = update_topic(config.fleet, config.device_id)
@@ -149,10 +151,26 @@ class AgentRuntime:
     def state(self) -> AgentState:
         return self.machine.state
 
+    def _feed(self, whole: _TopicOf, delta: _TopicOf, name: str) -> ModelFeed:
+        fleet, model_id = self.config.fleet, self.config.model_id
+        return ModelFeed(
+            topics=(whole(fleet, model_id), delta(fleet, model_id)),
+            manifest=self.manifest,
+            link=self.link,
+            fleet_key=self.fleet_key,
+            disk=HeldModelFile(self.config.state_dir, self.manifest, name),
+            clock=self.clock,
+        )
+
+    def _feeds(self) -> list[ModelFeed]:
+        return [self.feed] if self.serving_feed is None else [self.feed, self.serving_feed]
+
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self.link.subscribe(self._offer_topic, qos=OFFER_QOS)
-        self.link.subscribe(self._serving_topic, qos=OFFER_QOS)  # retained latest only
+        if self.serving_feed is not None:  # its models were saved for the apps when taken
+            held = self.serving_feed.start()
+            self._serving_version = -1 if held is None else held.version
+        self._on_model(self.feed.start())  # subscribes to deltas, and to whole offers if needed
         self.link.subscribe(self._ack_topic, qos=1)
         if self.secure is not None:
             self.link.subscribe(self.secure.topic_down, qos=1)
@@ -166,6 +184,8 @@ class AgentRuntime:
 
     def stop(self) -> None:
         self.machine.to(AgentState.STOPPED, "shutting down")
+        for feed in self._feeds():
+            feed.save(force=True)
         if self.link.connected:
             self.link.publish(
                 self._status_topic, offline_status(self.config.device_id, self.clock), 1, True
@@ -183,6 +203,8 @@ class AgentRuntime:
     def poll(self, timeout: float) -> None:
         """One turn: wait up to `timeout` for messages, handle them, then act."""
         self._drain(timeout)
+        for feed in self._feeds():
+            feed.tick(self.link.connected)
         self._resend_if_due()
         if not self._should_exit():  # e.g. the last acked round of --max-rounds: no new round
             self._maybe_train()
@@ -204,62 +226,48 @@ class AgentRuntime:
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
-            if topic == self._offer_topic:
-                self._on_offer(payload)
+            if topic == self.feed.offer_topic:
+                self._on_model(self.feed.on_offer(payload))
+            elif topic == self.feed.delta_topic:
+                self._on_model(self.feed.on_delta(payload))
             elif topic == self._ack_topic:
                 self._on_ack(payload)
             elif self.secure is not None and topic == self.secure.topic_down:
                 self.secure.on_message(payload)
-            elif topic == self._serving_topic:
-                self._on_serving(payload)
+            elif self.serving_feed is not None and topic == self.serving_feed.offer_topic:
+                self._on_serving(self.serving_feed.on_offer(payload))
+            elif self.serving_feed is not None and topic == self.serving_feed.delta_topic:
+                self._on_serving(self.serving_feed.on_delta(payload))
             else:
                 _log.debug("ignoring message on unexpected topic %s", topic)
         except ProtocolError as exc:
             _log.warning("ignoring message on %s: %s", topic, exc)
 
-    def _on_offer(self, payload: bytes) -> None:
-        offer = decode_offer(payload)
-        verify_offer(offer, self.fleet_key)  # before touching the weights: cheap, and decisive
-        if offer.model_id != self.config.model_id or offer.manifest_digest != self.manifest.digest:
-            _log.warning(
-                "ignoring offer v%d: model %s / manifest %s is not ours",
-                offer.version,
-                offer.model_id[:16],
-                offer.manifest_digest[:16],
-            )
+    def _on_model(self, held: HeldModel | None) -> None:
+        """A newer global model arrived (whole or delta) and verified (agent/model_feed.py)."""
+        if held is None:
             return
-        if self.offer is not None and offer.version <= self.offer.version:
-            what = "duplicate" if offer.version == self.offer.version else "older"
-            _log.info("ignoring offer v%d: %s (have v%d)", offer.version, what, self.offer.version)
-            return
-        base = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
-        self.offer, self.base = offer, base
+        self.offer, self.base = held, held.weights
         if self.secure is not None:
-            self.secure.remember(offer.version, base)
-        _log.info("new global model v%d (fedprox_mu=%g)", offer.version, offer.fedprox_mu)
-        if offer.privacy.get("exhausted", 0.0):
+            self.secure.remember(held.version, held.weights)
+        _log.info("new global model v%d (fedprox_mu=%g)", held.version, held.fedprox_mu)
+        if held.privacy.get("exhausted", 0.0):
             _log.warning(
                 "privacy budget spent (epsilon %.3g): v%d is the final model; training stops",
-                offer.privacy.get("epsilon", math.nan),
-                offer.version,
+                held.privacy.get("epsilon", math.nan),
+                held.version,
             )
         if self.models is not None and self._serving_version < 0:  # no serving model yet
-            self._save_model(ModelKind.GLOBAL, base, offer.version)
+            self._save_model(ModelKind.GLOBAL, held.weights, held.version)
 
-    def _on_serving(self, payload: bytes) -> None:
-        """The server's serving model: checked like an offer, saved for local apps only."""
-        offer = decode_offer(payload)
-        verify_offer(offer, self.fleet_key)
-        if offer.model_id != self.config.model_id or offer.manifest_digest != self.manifest.digest:
-            _log.warning("ignoring serving model v%d: not our model", offer.version)
+    def _on_serving(self, held: HeldModel | None) -> None:
+        """A newer serving model arrived and verified: saved for local apps only."""
+        if held is None:
             return
-        if offer.version <= self._serving_version:
-            return
-        weights = decode_vector(offer.weights, self.manifest)  # (n_params,) float32, finite
-        self._serving_version = offer.version
-        _log.info("new serving model v%d", offer.version)
+        self._serving_version = held.version
+        _log.info("new serving model v%d", held.version)
         if self.models is not None:
-            self._save_model(ModelKind.GLOBAL, weights, offer.version)
+            self._save_model(ModelKind.GLOBAL, held.weights, held.version)
 
     def _on_ack(self, payload: bytes) -> None:
         ack = decode_ack(payload)
@@ -455,7 +463,7 @@ class AgentRuntime:
         )
         return keep
 
-    def _commit_update(self, offer: ModelOffer, base: np.ndarray, result: TrainResult) -> None:
+    def _commit_update(self, offer: HeldModel, base: np.ndarray, result: TrainResult) -> None:
         residual_before = self.store.residual()  # (n_params,) float32
         seq = self.store.next_sequence()
         update, residual_after = build_update(

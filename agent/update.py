@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from agent.trainer import TrainResult
 from protocol.error_feedback import compress_with_feedback
 from protocol.errors import ProtocolError, Reason
-from protocol.messages import ClientUpdate, EncodedVector, ModelOffer
+from protocol.messages import ClientUpdate, EncodedVector
 
-__all__ = ["build_update"]
+__all__ = ["BaseModel", "build_update"]
+
+
+class BaseModel(Protocol):
+    """What an update needs of the model it was trained from (a ModelOffer or a held model)."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def privacy(self) -> dict[str, float]: ...
 
 
 def build_update(
     *,
-    offer: ModelOffer,
+    offer: BaseModel,
     base: np.ndarray,
     result: TrainResult,
     residual: np.ndarray,

@@ -12,7 +12,10 @@ as ratios to FedAvg; then how the simulator's wall cost scales with the fleet.
     /work/main/.venv/bin/python benchmarks/fleet.py [--quick] [--no-scaling]
 
 Writes benchmarks/results/fleet.json (and the full report with curves and plots under
-benchmarks/results/fleet/).
+benchmarks/results/fleet/). Every row also reports the model bytes pushed to devices until the
+target (downlink_bytes_to_target) beside the same pushes as whole float32 offers; these rows send
+whole offers (ratio 1.0). Deltas between versions: benchmarks/fleet_downlink.py, which writes the
+`downlink` block of the same file (kept by this script).
 
 What it measured (results/fleet.json, 3 seeds, --no-scaling so the scaling block is an earlier
 run's; re-run by the integrator on main after merging issue 16's two branches, i.e. with
@@ -118,6 +121,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -497,6 +501,7 @@ def main() -> int:
         " results/fleet.json; replaces their rows there and keeps the rest",
     )
     ns = ap.parse_args()
+    load_start = os.getloadavg()
     seeds = [0] if ns.quick else [0, 1, 2]
     hours = 0.5 if ns.quick else ns.hours
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
@@ -550,16 +555,22 @@ def main() -> int:
     }
     if not ns.no_levers:
         doc["levers"] = _levers(setup, exp, seeds, report, work)
-    if ns.no_scaling and not ns.quick:
-        old = json.loads(RESULTS.read_text()).get("scaling")
-        if old is not None:
-            doc["scaling"] = {**old, "note": "from the previous full run (--no-scaling)"}
+    recorded = json.loads(RESULTS.read_text()) if RESULTS.exists() and not ns.quick else {}
+    if ns.no_scaling and recorded.get("scaling") is not None:
+        note = "from the previous full run (--no-scaling)"
+        doc["scaling"] = {**recorded["scaling"], "note": note}
+    if ns.no_levers and recorded.get("levers") is not None:
+        doc["levers"] = recorded["levers"]  # as recorded: --no-levers did not re-run them
+    if recorded.get("downlink") is not None:
+        doc["downlink"] = recorded["downlink"]  # benchmarks/fleet_downlink.py writes it
     if not ns.no_scaling and not ns.quick:
         doc["scaling"] = _scaling(setup, [1000, 4000, 16000], minutes=20, work=work)
         doc["scaling"]["fixed_concurrency_measured"] = _large_fleets(
             setup, [100_000, 1_000_000], work
         )
     doc["total_wall_s"] = time.perf_counter() - t0
+    # virtual clock: times, bytes and accuracies do not depend on the load, the wall times do
+    doc["load_average_start"], doc["load_average_end"] = load_start, os.getloadavg()
     RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
     plots = ROOT / "benchmarks/results/fleet"
     plots.mkdir(exist_ok=True)

@@ -57,7 +57,9 @@ def device_grants(fleet: str, device: str) -> list[Grant]:
         Grant("read", _device_topic(fleet, device, kinds.ACK)),
         Grant("read", _device_topic(fleet, device, kinds.SECAGG_DOWN)),
         Grant("read", topics.global_model_subscription(fleet)),
+        Grant("read", topics.model_delta_subscription(fleet)),
         Grant("read", topics.serving_model_subscription(fleet)),
+        Grant("read", topics.serving_delta_subscription(fleet)),
     ]
 
 
@@ -74,7 +76,9 @@ def server_grants(fleet: str) -> list[Grant]:
         Grant("write", topics.device_subscription(fleet, kinds.SECAGG_DOWN)),
         # readwrite: a restarted server reads back its own retained offer
         Grant("readwrite", topics.global_model_subscription(fleet)),
+        Grant("readwrite", topics.model_delta_subscription(fleet)),
         Grant("readwrite", topics.serving_model_subscription(fleet)),
+        Grant("readwrite", topics.serving_delta_subscription(fleet)),
     ]
 
 
@@ -116,7 +120,7 @@ def render_acl(
         lines += [
             f"# fleet {fleet}: every client writes only its own update, status and secure-",
             "# aggregation messages, reads only its own ack, its own cohort messages and the",
-            "# global and serving model offers",
+            "# model offers (global, delta, serving)",
             *(f"pattern {g.access} {g.topic}" for g in device_grants(fleet, DEVICE_PLACEHOLDER)),
             "",
         ]

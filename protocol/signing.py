@@ -8,6 +8,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from protocol.downlink import ModelDelta, delta_signing_bytes
 from protocol.errors import ProtocolError, Reason, SignatureError
 from protocol.messages import ModelOffer, offer_signing_bytes
 
@@ -17,7 +18,9 @@ __all__ = [
     "load_public_key",
     "private_key_to_pem",
     "public_key_to_pem",
+    "sign_delta",
     "sign_offer",
+    "verify_delta",
     "verify_offer",
 ]
 
@@ -69,11 +72,24 @@ def sign_offer(offer: ModelOffer, key: Ed25519PrivateKey) -> ModelOffer:
 
 def verify_offer(offer: ModelOffer, key: Ed25519PublicKey) -> None:
     """Raise SignatureError unless the fleet key signed exactly this offer."""
-    if len(offer.signature) != _SIGNATURE_BYTES:
-        raise SignatureError(f"offer v{offer.version} is unsigned or its signature is malformed")
+    _verify(key, offer.signature, offer_signing_bytes(offer), f"offer v{offer.version}")
+
+
+def sign_delta(delta: ModelDelta, key: Ed25519PrivateKey) -> ModelDelta:
+    return dataclasses.replace(delta, signature=key.sign(delta_signing_bytes(delta)))
+
+
+def verify_delta(delta: ModelDelta, key: Ed25519PublicKey) -> None:
+    """Raise SignatureError unless the fleet key signed exactly this delta (its result digest
+    included: what a device reconstructs is then checked against it, protocol/downlink.py)."""
+    what = f"delta v{delta.base_version}->v{delta.version}"
+    _verify(key, delta.signature, delta_signing_bytes(delta), what)
+
+
+def _verify(key: Ed25519PublicKey, signature: bytes, signed: bytes, what: str) -> None:
+    if len(signature) != _SIGNATURE_BYTES:
+        raise SignatureError(f"{what} is unsigned or its signature is malformed")
     try:
-        key.verify(offer.signature, offer_signing_bytes(offer))
+        key.verify(signature, signed)
     except InvalidSignature:
-        raise SignatureError(
-            f"offer v{offer.version} signature does not verify against the fleet key"
-        ) from None
+        raise SignatureError(f"{what} signature does not verify against the fleet key") from None

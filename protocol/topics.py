@@ -3,6 +3,9 @@
     fl/<fleet>/model/<model_id>/global       retained signed ModelOffer (server -> devices)
     fl/<fleet>/model/<model_id>/serving      retained signed ModelOffer of the serving average
                                              (for devices' inference; server/serving.py)
+    fl/<fleet>/model/<model_id>/delta        retained signed ModelDelta: the latest version as a
+                                             step from the one before (protocol/downlink.py)
+    fl/<fleet>/model/<model_id>/serving_delta  the same for the serving model
     fl/<fleet>/device/<device_id>/update     ClientUpdate (device -> server)
     fl/<fleet>/device/<device_id>/ack        Ack (server -> device)
     fl/<fleet>/device/<device_id>/status     retained DeviceStatus + last will (device)
@@ -29,10 +32,14 @@ __all__ = [
     "device_subscription",
     "global_model_subscription",
     "global_model_topic",
+    "model_delta_subscription",
+    "model_delta_topic",
     "parse_device_topic",
     "parse_global_model_topic",
     "secagg_down_topic",
     "secagg_up_topic",
+    "serving_delta_subscription",
+    "serving_delta_topic",
     "serving_model_subscription",
     "serving_model_topic",
     "shared_update_subscription",
@@ -96,6 +103,22 @@ def global_model_topic(fleet: str, model_id: str) -> str:
 
 def global_model_subscription(fleet: str) -> str:
     return f"{ROOT}/{validate_fleet(fleet)}/model/+/global"
+
+
+def model_delta_topic(fleet: str, model_id: str) -> str:
+    return f"{ROOT}/{validate_fleet(fleet)}/model/{validate_model_id(model_id)}/delta"
+
+
+def model_delta_subscription(fleet: str) -> str:
+    return f"{ROOT}/{validate_fleet(fleet)}/model/+/delta"
+
+
+def serving_delta_topic(fleet: str, model_id: str) -> str:
+    return f"{ROOT}/{validate_fleet(fleet)}/model/{validate_model_id(model_id)}/serving_delta"
+
+
+def serving_delta_subscription(fleet: str) -> str:
+    return f"{ROOT}/{validate_fleet(fleet)}/model/+/serving_delta"
 
 
 def serving_model_topic(fleet: str, model_id: str) -> str:

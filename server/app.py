@@ -33,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from protocol.downlink import PublishedModel
 from protocol.errors import FleetlearnError, Reason
 from protocol.messages import ModelOffer, encode_ack, encode_offer, encode_vector
 from protocol.secagg.identity import Trust
@@ -42,13 +43,16 @@ from protocol.topics import (
     ack_topic,
     device_subscription,
     global_model_topic,
+    model_delta_topic,
     secagg_down_topic,
+    serving_delta_topic,
     serving_model_topic,
 )
 from server.artifacts import ServerArtifacts, load_server_artifacts
 from server.config import FsyncMode, ServerConfig
 from server.core import Commit, Outcome, ServerCore
 from server.device_inbox import Action, DeviceInbox
+from server.downlink import DownlinkChain, signed_delta_bytes
 from server.evaluation import EvalResult, Evaluator, load_test_set
 from server.kernels.fused import warm_up
 from server.metrics import ServerMetrics
@@ -155,6 +159,12 @@ class ServerApp:
         self._link: LinkLike = link or MqttLink(config.broker)
         self._topic = global_model_topic(config.fleet, manifest.model_id)
         self._serving_topic = serving_model_topic(config.fleet, manifest.model_id)
+        self._delta_topic = model_delta_topic(config.fleet, manifest.model_id)
+        self._serving_delta_topic = serving_delta_topic(config.fleet, manifest.model_id)
+        # what devices hold of each published model (server/downlink.py)
+        pub = config.publish
+        self._downlink = DownlinkChain(manifest, pub.codec, pub.delta_codec)
+        self._serving_downlink = DownlinkChain(manifest, pub.codec, pub.delta_codec)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the published snapshot and last eval
@@ -205,6 +215,9 @@ class ServerApp:
         remember_subscriptions(self.config.state_dir, plan)
         self._link.start()
         self._publish(self._clock())
+        if self.config.publish.delta_codec is None:  # agents waiting for deltas: none will come
+            for topic in (self._delta_topic, self._serving_delta_topic):
+                self._send(topic, b"", qos=1, retain=True)
         self._thread = threading.Thread(target=self._run, name="fleetlearn-server", daemon=True)
         self._thread.start()
         _log.info(
@@ -470,6 +483,7 @@ class ServerApp:
             self._publish(now, state)
 
     def _offer(self, model: np.ndarray, version: int) -> bytes:
+        """A whole, signed offer of `model` (the training topic's is the published chain's)."""
         privacy = self._privacy_status()
         offer = ModelOffer(
             model_id=self.core.manifest.model_id,
@@ -485,15 +499,30 @@ class ServerApp:
     def _publish(self, now: float, state: Commit | None = None) -> None:
         state = state or self.core.commit_start()  # None: at start-up, nothing in flight
         state.wait()  # an offer never carries an update that is not on disk
-        model, version = state.model.copy(), state.version
-        serving = state.serving_model.copy()
-        offers = [(self._topic, self._offer(model, version))]
+        version = state.version
+        # Devices hold the published chains (server/downlink.py): what the whole offers and the
+        # deltas carry, what is evaluated and what secure aggregation calls the base.
+        published, offers = self._chain_offers(
+            self._downlink, state.model, version, (self._topic, self._delta_topic)
+        )
+        model = published.weights.copy()
+        serving, serving_published = state.serving_model.copy(), None
         if self.core.serving.enabled and self.config.serving.publish:
-            # Devices' inference model: same signed offer format, its own retained topic.
-            offers.append((self._serving_topic, self._offer(serving, version)))
+            # Devices' inference model: same signed offer formats, its own retained topics.
+            serving_published, more = self._chain_offers(
+                self._serving_downlink,
+                serving,
+                version,
+                (self._serving_topic, self._serving_delta_topic),
+            )
+            serving = serving_published.weights.copy()
+            offers += more
         self._offers = offers
         if not self._send_offers():
             return  # not published: the pacing rule offers it again on a later batch
+        self._downlink.commit(published)
+        if serving_published is not None:
+            self._serving_downlink.commit(serving_published)
         with self._lock:
             self._published = (version, model)
         self._published_at = now
@@ -502,6 +531,24 @@ class ServerApp:
         _log.info("published model version %d", version)
         if self._evaluator is not None:
             self._evaluate(self._evaluator, model, serving, version)
+
+    def _chain_offers(
+        self, chain: DownlinkChain, model: np.ndarray, version: int, topics: tuple[str, str]
+    ) -> tuple[PublishedModel, list[tuple[str, bytes]]]:
+        """The model devices will hold for `version`: its whole offer and, when the chain has
+        a base, the signed delta to it."""
+        published, delta = chain.propose(model, version)
+        offers = [(topics[0], self._offer(published.weights, version))]
+        if delta is not None:
+            privacy = self._privacy_status()
+            signed = signed_delta_bytes(
+                delta,
+                self._key,
+                fedprox_mu=float(self.core.strategy.fedprox_mu),
+                privacy=privacy.offer_fields() if privacy is not None else {},
+            )
+            offers.append((topics[1], signed))
+        return published, offers
 
     def _send_offers(self) -> bool:
         """(Re)send the latest offers; False when the link refused one (counted, not raised)."""

@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="update codec: float32|float16|int8[:chunk]|int4|topk:F+int8",
     )
     parser.add_argument(
+        "--downlink-codec",
+        default="int4",
+        help="new versions also as signed deltas in this codec to devices holding the last one;"
+        " none = whole offers only",
+    )
+    parser.add_argument(
         "--broker",
         default=None,
         metavar="URL",
@@ -132,6 +138,7 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fleet.demo.run import DemoOptions, run_demo  # heavy imports only when the demo runs
+    from fleet.demo.server_part import ServerTuning
 
     if args.duration <= 0:
         raise ConfigError(f"--duration: expected seconds > 0, got {args.duration}")
@@ -160,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         devices=args.devices,
         strategy=args.strategy,
         codec=args.codec,
+        server_tuning=ServerTuning(publish_delta_codec=args.downlink_codec),
         broker=args.broker,
         broker_username=args.broker_username,
         broker_password=args.broker_password,

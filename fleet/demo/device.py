@@ -42,6 +42,8 @@ class MqttLinkLike(Protocol):
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None: ...
 
+    def unsubscribe(self, topic_filter: str) -> None: ...
+
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Any: ...
 
     def incoming(self) -> queue.Queue[Any]: ...
@@ -128,6 +130,11 @@ class DemoLink:
         self._subscriptions.append((topic_filter, qos))
         if self._link is not None:
             self._link.subscribe(topic_filter, qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self._subscriptions = [(t, q) for t, q in self._subscriptions if t != topic_filter]
+        if self._link is not None:
+            self._link.unsubscribe(topic_filter)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Any:
         link = self._link

@@ -93,7 +93,13 @@ def _record(server: ServerHandle, agents: list[AgentHandle], watch: _Watch, t: f
     for e in evals[watch.seen_evals :]:
         watch.timeline.append(
             EvalPoint(
-                round(t, 2), e.version, e.accuracy, e.macro_f1, _uplink(agents), e.iterate_accuracy
+                round(t, 2),
+                e.version,
+                e.accuracy,
+                e.macro_f1,
+                _uplink(agents),
+                e.iterate_accuracy,
+                sum(a.counters().downlink_bytes for a in agents),
             )
         )
         watch.best = max(watch.best, e.accuracy)

@@ -10,6 +10,9 @@ Top-level keys (issue 7; every one always present):
     updates_accepted                            int
     updates_rejected                            {reason: count}
     uplink_bytes, downlink_bytes                MQTT payload bytes devices sent / received
+    uplink_bytes_to_target, downlink_bytes_to_target   the same when the target was reached
+                                                (null if never): models, as deltas or whole
+                                                offers, are most of the downlink
     bytes_per_update                            mean encoded ClientUpdate payload
     float32_bytes_per_update                    the same delta as raw float32 (num_params * 4)
     devices                                     [{device_id, slowdown, updates_sent,
@@ -70,6 +73,7 @@ class EvalPoint:
     macro_f1: float
     uplink_bytes: int  # cumulative, all devices, at the time of this evaluation
     iterate_accuracy: float | None = None  # the training iterate (accuracy: the serving model)
+    downlink_bytes: int = 0  # cumulative, all devices (offers, deltas, acks)
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,16 @@ class RunReport:
 
     @property
     def time_to_target_s(self) -> float | None:
-        hit = next((p for p in self.timeline if p.accuracy >= self.target_accuracy), None)
+        hit = self._hit()
         return None if hit is None else round(hit.t_s, 2)
+
+    def _hit(self) -> EvalPoint | None:
+        return next((p for p in self.timeline if p.accuracy >= self.target_accuracy), None)
 
     def to_json(self) -> dict[str, Any]:
         final = self.timeline[-1] if self.timeline else None
         best = max((p.accuracy for p in self.timeline), default=0.0)
+        hit = self._hit()
         out: dict[str, Any] = {
             "schema": REPORT_SCHEMA,
             "final_accuracy": final.accuracy if final else 0.0,  # the serving (published) model
@@ -126,6 +134,8 @@ class RunReport:
             "updates_rejected": dict(sorted(self.updates_rejected.items())),
             "uplink_bytes": self.uplink_bytes,
             "downlink_bytes": self.downlink_bytes,
+            "uplink_bytes_to_target": None if hit is None else hit.uplink_bytes,
+            "downlink_bytes_to_target": None if hit is None else hit.downlink_bytes,
             "bytes_per_update": (
                 round(self.update_payload_bytes / self.updates_sent) if self.updates_sent else 0
             ),

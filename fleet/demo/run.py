@@ -174,11 +174,19 @@ def _summary(console: Console, report: RunReport, report_path: Path, plot_path: 
         "uplink / downlink",
         lambda r: f"{format_bytes(r['uplink_bytes'])} / {format_bytes(r['downlink_bytes'])}",
     )
+    row("up / down to target", _to_target_cell)
     row("stopped by", lambda r: f"{r['stopped_by']} after {r['duration_s']:.0f} s")
     if any("privacy" in r for r in runs.values()):
         row("epsilon spent", _epsilon_cell)
     console.print(table)
     console.print(f"report: {report_path}\nplot:   {plot_path}")
+
+
+def _to_target_cell(r: dict[str, Any]) -> str:
+    up, down = r.get("uplink_bytes_to_target"), r.get("downlink_bytes_to_target")
+    if up is None or down is None:
+        return "target not reached"
+    return f"{format_bytes(up)} / {format_bytes(down)}"
 
 
 def _epsilon_cell(r: dict[str, Any]) -> str:

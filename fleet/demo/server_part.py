@@ -41,6 +41,7 @@ class ServerTuning:
     publish_every_versions: int = 5
     publish_every_seconds: float = 1.0
     publish_codec: str = "float16"  # half the downlink; the devices' deltas carry the precision
+    publish_delta_codec: str = "int4"  # new versions as deltas (server/downlink.py); "none": off
     # --secure-aggregation: a cohort is one FedBuff buffer of fedbuff_k devices; a demo round
     # trains in 1-3 s, so the phases wait seconds, not the minutes a real fleet would use
     secagg_min_size: int = 3
@@ -117,6 +118,7 @@ def server_config_doc(
             "every_versions": tuning.publish_every_versions,
             "every_seconds": tuning.publish_every_seconds,
             "codec": tuning.publish_codec,
+            "delta_codec": tuning.publish_delta_codec,
         },
         # fsync per group of updates: every update is still durable before its Ack.
         "durability": {"fsync": "batch"},

@@ -6,6 +6,7 @@ strategies, admission, codecs and ORT trainer (no second implementation of the m
     trace.py        availability from a CSV trace `device,start,end`
     training.py     one shared trainer re-pointed at each device's slice
     uplink.py       error feedback + codec + encode_update: the bytes counted are real messages
+    downlink.py     models pushed to connected devices: deltas or whole offers, real sizes
     server_side.py  Admission.admit + Strategy.apply/tick, optionally recorded for replay
     engine.py       one run: sync (rounds, over-selection, deadline) or async (concurrency)
     runner.py       strategy specs -> production strategy objects; one run per spec

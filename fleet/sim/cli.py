@@ -27,7 +27,14 @@ from server.optimizers import make_schedule
 from server.privacy import parse_privacy
 from server.robust import DEFENCES
 
-__all__ = ["add_arguments", "parse_duration", "parse_lr_schedule", "run", "server_optimizer"]
+__all__ = [
+    "add_arguments",
+    "downlink_codecs",
+    "parse_duration",
+    "parse_lr_schedule",
+    "run",
+    "server_optimizer",
+]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -50,6 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " repeat (default: fedavg, fedasync:polynomial, fedbuff:10:polynomial)",
     )
     a("--codec", action="append", help="e.g. float32, int8, topk:0.05+int8; repeat (an axis)")
+    a(
+        "--downlink-codec",
+        action="append",
+        help="new versions also as deltas to devices holding the last one: e.g. int8, int4;"
+        " 'none' = whole float32 offers only (default); repeat (an axis)",
+    )
     a("--alpha", type=float, default=0.3, help="Dirichlet non-IID alpha (default 0.3)")
     a("--seed", type=int, action="append", help="repeat for several seeds (default 0)")
     a("--data", type=Path, help="device folders with train.npz plus test.npz (else digits)")
@@ -156,6 +169,12 @@ def _attack(args: argparse.Namespace) -> Attack | None:
     return None if args.attack is None else Attack(AttackKind(args.attack))
 
 
+def downlink_codecs(args: argparse.Namespace) -> list[dict[str, Any] | None]:
+    """The --downlink-codec axis: codec specs, None for whole offers only ('none', default)."""
+    names = args.downlink_codec or ["none"]
+    return [None if c == "none" else codecs.parse_codec_arg(c) for c in names]
+
+
 def run(args: argparse.Namespace) -> int:
     codec_specs = [codecs.parse_codec_arg(c) for c in (args.codec or ["float32"])]
     table = privacy_table(args, args.devices)
@@ -164,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     if privacy is not None:  # FedAsync with DP is refused (a noised release per update)
         default = ["fedavg", "fedbuff:100:polynomial"]
     strategies = args.strategy or default
-    specs = specs_for(strategies, codec_specs)
+    specs = specs_for(strategies, codec_specs, downlink_codecs(args))
     opt = server_optimizer(args)
     if opt is not None:
         specs = [dataclasses.replace(s, optimizer=opt) if s.name == "fedbuff" else s for s in specs]

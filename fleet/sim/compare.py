@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 SUMMARY_KEYS = (
     "time_to_target_s",
     "uplink_bytes_to_target",
+    "downlink_bytes_to_target",
+    "downlink_whole_float32_bytes_to_target",
+    "downlink_reduction_vs_whole_float32",
     "speedup_vs_fedavg",
     "bytes_reduction_vs_fedavg",
     "final_accuracy",

@@ -12,9 +12,10 @@ Scheduling (the only thing that differs between sync and async; the maths is the
       Devices still training when a round closes are told to stop (their work is discarded, no
       uplink bytes). A round left with nobody training selects again.
 
-A session: download the model (bytes / downlink), train (samples * s_per_sample), upload (real
-message bytes / uplink). It dies if the device drops out (probability `dropout_p`, at a uniform
-point of download+training) or its eligibility window closes first. Training itself is real and
+A session: download the model (whole-model bytes / downlink, deltas or not; fleet/sim/downlink.py
+counts the bytes), train (samples * s_per_sample), upload (real message bytes / uplink). It dies
+if the device drops out (probability `dropout_p`, at a uniform point of download+training) or its
+eligibility window closes first. Training itself is real and
 runs lazily when the virtual training ends, from the model version the device downloaded.
 """
 
@@ -23,8 +24,9 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from fleet.sim.cohorts import (
     Timeout,
     masked_bytes,
 )
+from fleet.sim.downlink import SimDownlink
 from fleet.sim.events import EventKind, EventQueue
 from fleet.sim.profiles import DeviceProfile
 from fleet.sim.server_side import SimServer
@@ -70,6 +73,8 @@ class RunConfig:
     attack: Attack | None = None
     attackers: frozenset[int] = frozenset()
     secagg: CohortConfig | None = None  # async only: secure-aggregation cohorts (sim/cohorts.py)
+    # new versions also as deltas in this codec (server/downlink.py); None: whole offers only
+    downlink_codec: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,8 @@ class Point:
     # device time spent in sessions so far (any outcome, running ones up to t): what over-
     # committing concurrency costs the fleet, against what it saves in time
     device_seconds: float = 0.0
+    downlink_bytes: int = 0  # models pushed to devices so far (fleet/sim/downlink.py)
+    downlink_whole_float32_bytes: int = 0  # the same pushes as whole float32 offers
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ class RunResult:
     rejected: dict[str, int]
     counts: dict[str, int]  # sessions, dropouts, ineligible, aborted, ...
     uplink_bytes: int
-    downlink_bytes: int
+    downlink_bytes: int  # model pushes (deltas or whole offers) plus secure-aggregation messages
     wall_s: float
     wall_train_s: float
     wall_eval_s: float
@@ -102,6 +109,7 @@ class RunResult:
     # staleness of every accepted update: the "why is async not faster" measurements
     slot_seconds: dict[str, float] = field(default_factory=dict)  # straggler / other
     staleness: tuple[int, ...] = ()
+    downlink_whole_float32_bytes: int = 0  # the model pushes as whole float32 offers
 
     @property
     def final_accuracy(self) -> float:
@@ -173,8 +181,11 @@ class _Run:
         self.tokens = 0
         self.round_id = 0
         self.counts: Counter[str] = Counter()
-        self.uplink_bytes = self.downlink_bytes = 0
+        self.uplink_bytes = self.downlink_bytes = 0  # downlink_bytes: secure aggregation's
         self.model_bytes = int(server.model.size) * 4 + 256  # an offer: float32 weights + header
+        self.downlink = SimDownlink(
+            server.admission.manifest, server.model, len(fleet), config.downlink_codec
+        )
         self.curve: list[Point] = []
         self.durations: list[float] = []  # sorted: finished async sessions (timed-out: censored)
         self.slot_seconds: dict[str, float] = {"straggler": 0.0, "other": 0.0}  # session time held
@@ -210,6 +221,7 @@ class _Run:
                 return
             ev = self.q.pop()
             handlers[ev.kind](ev.device, ev.payload)
+            self._sync_downlink()
         if not self.curve or self.curve[-1].t < self.c.duration_s:
             self.q.now = self.c.duration_s
             self._record()
@@ -217,7 +229,14 @@ class _Run:
             kind = "straggler" if self.fleet[d].straggler else "other"
             self.slot_seconds[kind] += self.c.duration_s - s.started
 
+    def _sync_downlink(self) -> None:
+        """A new server version is published (pushed to connected devices) before anyone
+        starts from it."""
+        if self.server.version != self.downlink.version:
+            self.downlink.publish(self.server.model, self.server.version)
+
     def _record(self) -> None:
+        self._sync_downlink()
         t0 = time.perf_counter()
         s = self.server
         acc = self.trainer.accuracy(s.model, self.x_test, self.y_test)
@@ -228,8 +247,11 @@ class _Run:
         busy = sum(self.slot_seconds.values()) + sum(
             self.q.now - b.started for b in self.busy.values()
         )
+        down_bytes = self.downlink.bytes + self.downlink_bytes
+        whole = self.downlink.whole_float32_bytes
+        point = Point(self.q.now, self.uplink_bytes, acc, s.version, s.accepted, served, busy)
         self.curve.append(
-            Point(self.q.now, self.uplink_bytes, acc, s.version, s.accepted, served, busy)
+            replace(point, downlink_bytes=down_bytes, downlink_whole_float32_bytes=whole)
         )
 
     def _eval(self, _device: int, _payload: object) -> None:
@@ -240,12 +262,14 @@ class _Run:
 
     def _window_open(self, d: int, _payload: object) -> None:
         self.available[d] = True
+        self.downlink.connect(d)
         if d not in self.busy:
             self.pool.add(d)
         self._fill()
 
     def _window_close(self, d: int, _payload: object) -> None:
         self.available[d] = False
+        self.downlink.disconnect(d)
         self.pool.discard(d)
         if d in self.busy:
             self.counts["ineligible"] += 1  # unplugged/busy: training stops at the next step
@@ -260,10 +284,11 @@ class _Run:
         if len(idx) > self.c.budget.max_samples:
             idx = np.sort(self.rng.choice(idx, self.c.budget.max_samples, replace=False))
         self.tokens += 1
-        s = _Session(self.tokens, d, self.server.model, self.server.version, idx, now)
+        self._sync_downlink()
+        model, version = self.downlink.model, self.downlink.version  # what devices hold
+        s = _Session(self.tokens, d, model, version, idx, now)
         self.busy[d] = s
         self.counts["sessions"] += 1
-        self.downlink_bytes += self.model_bytes
         busy_s = (
             self.model_bytes / p.downlink_bps + len(idx) * self.c.budget.epochs * p.s_per_sample
         )
@@ -410,7 +435,8 @@ class _Run:
     def _fill_cohorts(self, cohorts: SimCohorts) -> None:
         """Start whole cohorts while the concurrency and the idle pool allow."""
         while cohorts.has_room(len(self.busy), self.c.concurrency, len(self.pool)):
-            model, version = self.server.model, self.server.version
+            self._sync_downlink()
+            model, version = self.downlink.model, self.downlink.version  # what devices hold
             members: dict[int, int] = {}
             for _ in range(cohorts.config.target_size):
                 d = self.pool.pick(self.rng)
@@ -488,7 +514,8 @@ def run_simulation(
         rejected=dict(server.rejected),
         counts=dict(r.counts),
         uplink_bytes=r.uplink_bytes,
-        downlink_bytes=r.downlink_bytes,
+        downlink_bytes=r.downlink.bytes + r.downlink_bytes,
+        downlink_whole_float32_bytes=r.downlink.whole_float32_bytes,
         wall_s=time.perf_counter() - t0,
         wall_train_s=r.wall_train,
         wall_eval_s=r.wall_eval,

@@ -120,6 +120,7 @@ def summarise(runs: Sequence[RunResult], baseline: RunResult, target: float) -> 
             "updates_accepted": r.accepted,
             "server_steps": r.curve[-1].version,
             "uplink_bytes_total": r.uplink_bytes,
+            **_downlink(r, target),
             "rejected": r.rejected,
             "counts": r.counts,
             "sim_wall_s": r.wall_s,
@@ -131,6 +132,23 @@ def summarise(runs: Sequence[RunResult], baseline: RunResult, target: float) -> 
             out[r.label]["epsilon_spent"] = r.privacy["epsilon"]
             out[r.label]["privacy"] = r.privacy
     return out
+
+
+def _downlink(run: RunResult, target: float) -> dict[str, Any]:
+    """Model bytes pushed to devices until the target (fleet/sim/downlink.py), beside the same
+    pushes as whole float32 offers, and their ratio (> 1: deltas sent fewer bytes)."""
+    first = _first(run, target)
+    ours = None if first is None else first.downlink_bytes
+    whole = None if first is None else first.downlink_whole_float32_bytes
+    return {
+        "downlink_bytes_to_target": ours,
+        "downlink_whole_float32_bytes_to_target": whole,
+        "downlink_reduction_vs_whole_float32": _ratio(
+            None if whole is None else float(whole), None if ours is None else float(ours)
+        ),
+        "downlink_bytes_total": run.downlink_bytes,
+        "downlink_whole_float32_bytes_total": run.downlink_whole_float32_bytes,
+    }
 
 
 def write_report(

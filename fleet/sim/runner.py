@@ -55,6 +55,9 @@ class StrategySpec:
     # server optimiser for fedbuff / fedavg: {"name": "adam", "lr": 0.01, "beta1": ..., "tau": ...,
     # "lr_schedule": {...}}; None: the strategy's own sgd step (FedBuff lr: Experiment.fedbuff_lr)
     optimizer: dict[str, Any] | None = None
+    # new versions also go to devices as deltas in this codec (fleet/sim/downlink.py); None:
+    # whole offers only
+    downlink_codec: dict[str, Any] | None = None
 
     @property
     def mode(self) -> Mode:
@@ -69,7 +72,10 @@ class StrategySpec:
         }[self.name]
         if self.optimizer is not None:
             base += f"+{self.optimizer['name']}{self.optimizer.get('lr', '')}"
-        return f"{base}/{codec_label(codecs.validate_spec(self.codec))}"
+        label = f"{base}/{codec_label(codecs.validate_spec(self.codec))}"
+        if self.downlink_codec is not None:
+            label += f"/down-{codec_label(codecs.validate_spec(self.downlink_codec))}"
+        return label
 
 
 def parse_strategy(
@@ -233,6 +239,7 @@ def run_one(
         if exp.attack is not None
         else frozenset(),
         secagg=secagg_config(spec, exp, manifest),
+        downlink_codec=spec.downlink_codec,
     )
     if config.secagg is not None:
         config = replace(config, label=f"{spec.label}+secagg")
@@ -265,7 +272,14 @@ def run_in_world(
 
 
 def specs_for(
-    strategies: Sequence[str], codec_specs: Sequence[dict[str, Any]]
+    strategies: Sequence[str],
+    codec_specs: Sequence[dict[str, Any]],
+    downlink_specs: Sequence[dict[str, Any] | None] = (None,),
 ) -> list[StrategySpec]:
-    """Every strategy with every codec (the codec is an axis)."""
-    return [parse_strategy(s, c) for s in strategies for c in codec_specs]
+    """Every strategy with every codec and downlink codec (each an axis)."""
+    return [
+        dataclasses.replace(parse_strategy(s, c), downlink_codec=d)
+        for s in strategies
+        for c in codec_specs
+        for d in downlink_specs
+    ]

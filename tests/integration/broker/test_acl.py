@@ -22,6 +22,7 @@ SERVER_VIEW = [
 FORBIDDEN_FOR_A = [
     topics.update_topic(FLEET, "dev-b"),  # another device's update
     topics.global_model_topic(FLEET, "m1"),  # the global model (server only)
+    topics.model_delta_topic(FLEET, "m1"),  # a downlink delta (server only)
     topics.status_topic(FLEET, "dev-b"),  # another device's status
     topics.ack_topic(FLEET, "dev-a"),  # acks come from the server only
 ]
@@ -72,6 +73,7 @@ def test_snooping_device_receives_nothing_of_others(
     snoop_filters = [
         topics.ack_topic(FLEET, "dev-a"),  # its own: allowed
         topics.global_model_subscription(FLEET),  # allowed
+        topics.model_delta_subscription(FLEET),  # allowed
         "#",
         topics.update_subscription(FLEET),
         topics.device_subscription(FLEET, topics.DeviceTopicKind.ACK),
@@ -88,10 +90,12 @@ def test_snooping_device_receives_nothing_of_others(
         server.publish(topics.ack_topic(FLEET, "dev-a"), b"ack-for-a").wait(5)
         offer = topics.global_model_topic(FLEET, "m1")
         server.publish(offer, b"offer", retain=True).wait(5)
+        delta = topics.model_delta_topic(FLEET, "m1")
+        server.publish(delta, b"delta", retain=True).wait(5)
         got = collect(dev_a.incoming())
-        # dev-a sees exactly what it may read: its own ack and the global offer (overlapping
-        # filters may deliver a message once per matching subscription)
-        assert {m.topic for m in got} == {topics.ack_topic(FLEET, "dev-a"), offer}
+        # dev-a sees exactly what it may read: its own ack, the global offer and the delta
+        # (overlapping filters may deliver a message once per matching subscription)
+        assert {m.topic for m in got} == {topics.ack_topic(FLEET, "dev-a"), offer, delta}
         assert all(b"b-" not in m.payload and m.payload != b"ack-for-b" for m in got)
 
 

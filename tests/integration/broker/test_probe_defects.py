@@ -147,12 +147,15 @@ def test_switching_subscription_mode_drops_the_old_subscription(
 
 def test_offline_device_gets_only_the_latest_offer_and_offers_are_paced(tmp_path: Path) -> None:
     """Many small updates while a device is away: the server coalesces offers, and the device
-    reconnecting to its persistent session receives one offer (the retained latest)."""
-    from agent.runtime import OFFER_QOS
+    reconnecting to its persistent session receives one offer and one delta (the retained
+    latest of each)."""
+    from agent.model_feed import OFFER_QOS
+    from protocol.downlink import decode_delta
 
     manifest = make_artifacts(tmp_path / "artifacts", 6)
     key, _ = write_key(tmp_path)
     offer_topic = topics.global_model_topic(FLEET, manifest.model_id)
+    delta_topic = topics.model_delta_topic(FLEET, manifest.model_id)
     with running_mosquitto(
         tmp_path / "mq", "prod", fleet=FLEET, devices=["dev-a", "dev-b"]
     ) as broker:
@@ -165,6 +168,7 @@ def test_offline_device_gets_only_the_latest_offer_and_offers_are_paced(tmp_path
             # dev-a: persistent session, subscribed the way the agent subscribes, then offline
             with link(broker.client_config("dev-a")) as away:
                 away.subscribe(offer_topic, OFFER_QOS)
+                away.subscribe(delta_topic, OFFER_QOS)
                 time.sleep(0.3)
             with link(broker.client_config("dev-b")) as busy:
                 for seq in range(1, 41):
@@ -184,13 +188,16 @@ def test_offline_device_gets_only_the_latest_offer_and_offers_are_paced(tmp_path
             offers_published = app.offers_published
             with link(broker.client_config("dev-a")) as back:
                 back.subscribe(offer_topic, OFFER_QOS)
-                got = [m for m in collect(back.incoming(), quiet=1.5) if m.topic == offer_topic]
-    versions = [decode_offer(m.payload).version for m in got]
+                back.subscribe(delta_topic, OFFER_QOS)
+                got = collect(back.incoming(), quiet=1.5)
+    versions = [decode_offer(m.payload).version for m in got if m.topic == offer_topic]
+    deltas = [decode_delta(m.payload).version for m in got if m.topic == delta_topic]
     print(
         f"\n40 versions -> {offers_published} offers published; reconnecting device got {versions}"
     )
     assert offers_published <= 5  # before the fix: one per version (40)
     assert versions == [40]  # before the fix: every offer queued in its session
+    assert deltas == [40]  # deltas are QoS 0 and retained too: nothing queued
 
 
 def test_retained_update_is_ignored_and_cleared_and_oversized_status_cleared(

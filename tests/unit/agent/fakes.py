@@ -38,11 +38,16 @@ class FakeLink:
 
     connected: bool = True
     subscriptions: list[str] = field(default_factory=list)
+    unsubscribed: list[str] = field(default_factory=list)
     published: list[Message] = field(default_factory=list)
     _inbox: queue.Queue[Any] = field(default_factory=queue.Queue)
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         self.subscriptions.append(topic_filter)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self.unsubscribed.append(topic_filter)
+        self.subscriptions.remove(topic_filter)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         assert self.connected, "the agent must not publish while disconnected"

@@ -61,7 +61,7 @@ class Rig:
         return [decode_any_update(p) for p in self.link.on("/update")]
 
 
-def rig(tmp_path: Path, link: FakeLink | None = None, **training: Any) -> Rig:
+def rig(tmp_path: Path, link: FakeLink | None = None, models: Any = None, **training: Any) -> Rig:
     link = link or FakeLink()
     trainer = StepTrainer()
     cond = FakeConditions()
@@ -78,6 +78,7 @@ def rig(tmp_path: Path, link: FakeLink | None = None, **training: Any) -> Rig:
         conditions=cond,
         fleet_key=PUB,
         clock=clock,
+        models=models,
     )
     agent.start()
     return Rig(agent, link, trainer, cond, clock)
@@ -347,10 +348,10 @@ class RecordingModels:
 
 
 def test_serving_model_is_what_local_apps_get(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    models = RecordingModels()
-    r.agent.models = models  # type: ignore[assignment]
     serving_topic = serving_model_topic("home", MANIFEST.model_id)
+    assert serving_topic not in rig(tmp_path / "no-apps").link.subscriptions  # nothing to serve
+    models = RecordingModels()
+    r = rig(tmp_path, models=models)
     assert serving_topic in r.link.subscriptions
     r.offer(1)
     r.agent.poll(0.0)

@@ -31,9 +31,9 @@ def make_report(**changes: Any) -> RunReport:
         duration_s=42.0,
         stopped_by="target",
         timeline=(
-            EvalPoint(1.0, 1, 0.30, 0.25, 2_000),
-            EvalPoint(2.5, 3, 0.92, 0.90, 6_000),
-            EvalPoint(4.0, 5, 0.91, 0.89, 9_000),
+            EvalPoint(1.0, 1, 0.30, 0.25, 2_000, downlink_bytes=5_000),
+            EvalPoint(2.5, 3, 0.92, 0.90, 6_000, downlink_bytes=12_000),
+            EvalPoint(4.0, 5, 0.91, 0.89, 9_000, downlink_bytes=20_000),
         ),
         updates_accepted=5,
         updates_rejected={"stale": 2},
@@ -57,6 +57,7 @@ def test_keys_and_hand_computed_values() -> None:
     assert doc["best_accuracy"] == 0.92
     assert doc["macro_f1"] == 0.89
     assert doc["time_to_target_s"] == 2.5  # first evaluation at or above 0.9
+    assert (doc["uplink_bytes_to_target"], doc["downlink_bytes_to_target"]) == (6_000, 12_000)
     assert doc["versions"] == 5
     assert doc["bytes_per_update"] == 1_100  # 7700 bytes / 7 updates
     assert doc["float32_bytes_per_update"] == 4_000  # 1000 params * 4 bytes
@@ -68,6 +69,7 @@ def test_keys_and_hand_computed_values() -> None:
 def test_never_reaching_the_target_gives_null() -> None:
     doc = make_report(target_accuracy=0.95).to_json()
     assert doc["time_to_target_s"] is None
+    assert doc["uplink_bytes_to_target"] is None and doc["downlink_bytes_to_target"] is None
     validate_report(doc)
 
 

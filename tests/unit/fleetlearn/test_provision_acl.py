@@ -22,7 +22,9 @@ def test_acl_by_hand() -> None:
         "pattern read fl/home/device/%u/ack",
         "pattern read fl/home/device/%u/secagg_down",
         "pattern read fl/home/model/+/global",
+        "pattern read fl/home/model/+/delta",  # read only: a device never writes a model
         "pattern read fl/home/model/+/serving",
+        "pattern read fl/home/model/+/serving_delta",
         "user agg",
         "topic readwrite fl/home/device/+/update",  # write: only to clear retained (issue 15)
         "topic readwrite fl/home/device/+/status",
@@ -30,7 +32,9 @@ def test_acl_by_hand() -> None:
         "topic read fl/home/device/+/secagg_up",
         "topic write fl/home/device/+/secagg_down",
         "topic readwrite fl/home/model/+/global",
+        "topic readwrite fl/home/model/+/delta",
         "topic readwrite fl/home/model/+/serving",
+        "topic readwrite fl/home/model/+/serving_delta",
     ]
 
 

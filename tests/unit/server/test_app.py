@@ -70,6 +70,7 @@ def _config(tmp: Path, **extra: object) -> ServerConfig:
             "every_seconds": 3600.0,
             "min_interval_seconds": 0,  # these tests count versions, not time
             "codec": "float32",
+            "delta_codec": "none",  # the offers carry the iterate (deltas: test_downlink_app.py)
         },
     }
     doc.update(extra)

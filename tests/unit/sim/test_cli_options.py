@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from fleet.sim.cli import add_arguments, parse_lr_schedule, server_optimizer
+from fleet.sim.cli import add_arguments, downlink_codecs, parse_lr_schedule, server_optimizer
+from fleet.sim.runner import specs_for
 from protocol.errors import ConfigError
 
 
@@ -61,3 +62,16 @@ def test_server_optimizer_from_the_flags() -> None:
 def test_async_concurrency_flag() -> None:
     assert _args().async_concurrency is None
     assert _args("--concurrency", "50", "--async-concurrency", "200").async_concurrency == 200
+
+
+def test_downlink_codec_axis() -> None:
+    assert downlink_codecs(_args()) == [None]  # whole offers only
+    axis = downlink_codecs(_args("--downlink-codec", "none", "--downlink-codec", "int4"))
+    assert axis[0] is None and axis[1] is not None and axis[1]["name"] == "int4"
+    specs = specs_for(["fedbuff:5"], [{"name": "float32"}], axis)
+    assert [s.label for s in specs] == [
+        "fedbuff-K5-polynomial/float32",
+        "fedbuff-K5-polynomial/float32/down-int4",
+    ]
+    with pytest.raises(ConfigError):
+        downlink_codecs(_args("--downlink-codec", "int9"))
