@@ -16,8 +16,8 @@ The committed JSON is the whole matrix from one run of the current code (config.
 Measured (seed 0, 60 virtual minutes): clean 0.938 without a defence, 0.932 with the default (a
 0.6-point cost; goal 1.0); at 20% hostile the undefended fleet falls to 0.22 (sign-flip), 0.11
 (scale), 0.79 (noise), and a backdoor succeeds 100%; the default keeps every attack within 1.5
-points of clean. The backdoor: 10% hostile 0.024 with the default (goal: within 0.05 of the clean
-fleet's 0.000), 0.619 without sign agreement (cosine_norm), 1.000 undefended; 20% hostile 0.302,
+points of clean. The backdoor: 10% hostile 0.033 with the default (goal: within 0.05 of the clean
+fleet's 0.000), 0.616 without sign agreement (cosine_norm), 1.000 undefended; 20% hostile 0.296,
 0.940 and 1.000. `--seeds 1,2,3,4` re-runs the rows that decide those goals on other seeds
 (seed_rows and seed_summary in the JSON; docs/security.md has the table).
 

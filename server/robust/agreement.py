@@ -15,7 +15,9 @@ moves it a third, 9 against 1 two thirds, 10 against 0 fully. A zero value votes
 side, so a coordinate that only one device moves does not move. Chosen on benchmarks/robustness.py
 over five seeds (docs/security.md has the rows): a 10% backdoor's success 0.23-0.62 -> 0.015-0.045;
 a gentler ramp (FULL 0.8) cost clean accuracy less (0.4 points against 0.9 on average) but let
-the backdoor reach 0.07 on two seeds.
+the backdoor reach 0.07 on two seeds. A device that alone holds a class looks the same as a
+backdoor here: strongly skewed fleets pay for the rule (parity_sign_agreement.json: 17 of 20
+rows at 0.95x central against 20 of 20), and `sign_agreement = false` turns it off.
 
 Sparse rows (top-k) are left alone: when fewer than half of the voting rows' values are non-zero
 there is no majority to ask (`DENSE_SHARE`), and the rule would stop learning altogether. A

@@ -51,7 +51,7 @@ class RobustConfig:
     # Defaults: the default defence, chosen on benchmarks/robustness.py (results/robustness.json,
     # 1,000 devices, 60 virtual minutes): the cosine filter against the buffer's median keeps every
     # attack at 20% within 1.5 points of clean; the norm bound caps scaled updates; sign agreement
-    # holds a 10% backdoor to 0.02 success (0.62 without it) at a 0.6-point clean cost. The cosine
+    # holds a 10% backdoor to 0.03 success (0.62 without it) at a 0.6-point clean cost. The cosine
     # aggregate (agreeing rows once, cut at s(tau) x the median delta length) was chosen on
     # fleet.py and parity.py too (docs/security.md, "Skewed fleets and the default defence").
     aggregator: Aggregator = Aggregator.COSINE
@@ -62,7 +62,7 @@ class RobustConfig:
     norm_action: BoundAction = BoundAction.CLIP
     one_per_device: bool = True  # a device's second update in an open buffer is refused
     # each coordinate moves as far as the kept rows agree on its sign (server/robust/agreement.py;
-    # a 10% backdoor's success 0.62 -> 0.02 on robustness.py). Row aggregators only: with
+    # a 10% backdoor's success 0.62 -> 0.03 on robustness.py). Row aggregators only: with
     # aggregator "mean" the server keeps a running sum, no rows, and there is nothing to vote on.
     sign_agreement: bool = True
 
