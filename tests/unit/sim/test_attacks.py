@@ -76,20 +76,28 @@ def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return d.x_train, d.y_train, d.x_test, d.y_test
 
 
-def _run(attack: Attack | None, defence: str) -> tuple[RunResult, SimServer]:
+def _run(
+    attack: Attack | None,
+    defence: str,
+    *,
+    fraction: float = 0.2,
+    devices: int = DEVICES,
+    strategy: str = "fedbuff:5:polynomial",
+    concurrency: int = 13,
+) -> tuple[RunResult, SimServer]:
     data = _data()
     exp = Experiment(
-        concurrency=13,
+        concurrency=concurrency,
         duration_s=2 * 3600.0,
         eval_every_s=600.0,
         robust=DEFENCES[defence],
         attack=attack,
-        attacker_fraction=0.2 if attack else 0.0,
+        attacker_fraction=fraction if attack else 0.0,
     )
-    slices = dirichlet_partition(data[1], DEVICES, alpha=0.5, seed=0, min_size=16)
-    fleet = make_fleet(DEVICES, FleetConfig(median_s_per_sample=2.0, start_hour=0.0), 7200, 0)
+    slices = dirichlet_partition(data[1], devices, alpha=0.5, seed=0, min_size=16)
+    fleet = make_fleet(devices, FleetConfig(median_s_per_sample=2.0, start_hour=0.0), 7200, 0)
     return run_one(
-        parse_strategy("fedbuff:5:polynomial"),
+        parse_strategy(strategy),
         exp,
         manifest=MANIFEST,
         initial=initial_weights(),
@@ -114,28 +122,11 @@ def test_sign_flip_attackers_go_through_admission_and_the_defence_holds() -> Non
 def _backdoor_run(defence: str) -> tuple[RunResult, float]:
     """100 devices, FedBuff K = 10, 10% of them backdooring (trigger -> class 0, boosted x5):
     the run and the backdoor's success on triggered test digits of the other classes."""
+    attack = Attack(AttackKind.BACKDOOR)
+    result, server = _run(
+        attack, defence, fraction=0.1, devices=100, strategy="fedbuff:10:polynomial", concurrency=25
+    )
     data = _data()
-    exp = Experiment(
-        concurrency=25,
-        duration_s=2 * 3600.0,
-        eval_every_s=600.0,
-        robust=DEFENCES[defence],
-        attack=Attack(AttackKind.BACKDOOR),
-        attacker_fraction=0.1,
-    )
-    slices = dirichlet_partition(data[1], 100, alpha=0.5, seed=0, min_size=16)
-    fleet = make_fleet(100, FleetConfig(median_s_per_sample=2.0, start_hour=0.0), 7200, 0)
-    result, server = run_one(
-        parse_strategy("fedbuff:10:polynomial"),
-        exp,
-        manifest=MANIFEST,
-        initial=initial_weights(),
-        fleet=fleet,
-        slices=slices,
-        data=data,
-        trainer=SoftmaxTrainer(),
-        seed=0,
-    )
     return result, SoftmaxTrainer().accuracy(server.model, *backdoor_test_set(data[2], data[3], 0))
 
 
