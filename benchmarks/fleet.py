@@ -73,8 +73,8 @@ agreeing rows counted once at full length 5.40x (weaker against attacks, docs/se
 "Skewed fleets and the default defence"); cut to the median row length 4.82x (held-out 3.69x); cut
 to s(tau) x the median delta length (adopted) 5.40x.
 Devices training SGD at lr 0.3 (the export default since the parity work; models/
-local_optimizer.py) with the same defended 6x default: 6.34x the AdamW FedAvg baseline's speed
-(serving 340 / 260 / 220 s; iterate 6.24x); held-out seeds 3-5 5.44x (scratch). FedAvg with SGD
+local_optimizer.py) with the same defended 6x default: 6.02x the AdamW FedAvg baseline's speed
+(serving 360 / 260 / 240 s; iterate 6.72x); held-out seeds 3-5 5.44x (scratch). FedAvg with SGD
 0.3 is its own lever row (NOT the baseline): 1,460 / 1,440 / 1,480 s, so against the same local
 optimizer async is ~5.5x (serving) and ~6.5x (iterate). `--rerun-levers TEXT` re-runs only the
 matching levers into fleet.json.

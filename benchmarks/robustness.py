@@ -8,23 +8,23 @@ scaled (x50), random-noise (norm 50x honest), label-flipped, or backdoored (trig
 boosted x5) updates. Defences (server/robust/presets.py): none, norm (adaptive bound + one update
 per device, plain mean), trimmed_mean, median, median_norm (median + norm: the first default),
 cosine (rows agreeing with the buffer's median, each cut at its staleness weight times the
-median delta length, no adaptive bound), cosine_norm (cosine + norm + one update per device),
-default (cosine_norm + sign agreement: each coordinate moves as far as the kept rows agree on its
-sign, server/robust/agreement.py).
+median delta length, no adaptive bound), default (cosine + norm + one update per device), sign
+(the default plus sign agreement: each coordinate moves as far as the kept rows agree on its sign,
+server/robust/agreement.py; `sign_agreement = true`).
 
 The committed JSON is the whole matrix from one run of the current code (config.command).
-Measured (seed 0, 60 virtual minutes): clean 0.938 without a defence, 0.932 with the default (a
+Measured (seed 0, 60 virtual minutes): clean 0.938 without a defence, 0.931 with the default (a
 0.6-point cost; goal 1.0); at 20% hostile the undefended fleet falls to 0.22 (sign-flip), 0.11
-(scale), 0.79 (noise), and a backdoor succeeds 100%; the default keeps every attack within 1.5
-points of clean. The backdoor: 10% hostile 0.033 with the default (goal: within 0.05 of the clean
-fleet's 0.000), 0.616 without sign agreement (cosine_norm), 1.000 undefended; 20% hostile 0.296,
-0.940 and 1.000. `--seeds 1,2,3,4` re-runs the rows that decide those goals on other seeds
-(seed_rows and seed_summary in the JSON; docs/security.md has the table).
+(scale), 0.79 (noise), and a backdoor succeeds 100%; the default keeps sign-flip, scale, noise and
+label-flip within 1.7 points of clean. NOT met by the default: the backdoor goal (10% hostile:
+0.616 success, goal within 0.05 of a clean fleet's 0.000; 20%: 0.940). `sign` meets it (0.033;
+20%: 0.296) at the costs docs/security.md lists. `--seeds 1,2,3,4` re-runs the rows that decide
+those goals on other seeds (seed_rows and seed_summary in the JSON).
 
     ./run bench robustness            (or .venv/bin/python benchmarks/robustness.py [--quick])
 
 Runs: every defence on a clean fleet; every attack x defence at 20% hostile; every attack with
-`none`, `default` and `cosine_norm` at 10% hostile. One seed (0), SHORTENED horizon (--minutes,
+`none`, `default` and `sign` at 10% hostile. One seed (0), SHORTENED horizon (--minutes,
 default 60 virtual minutes, concurrency 50: ~3,000 updates, about 300 FedBuff steps) so the
 whole matrix fits a shared 2-core machine; `final_accuracy` is the mean of the last three
 evaluations (one per 2 virtual minutes), which damps the async curve's noise. `clean_accuracy`
@@ -95,11 +95,11 @@ KEYS = ("attack", "fraction", "defence", "final_accuracy", "clean_accuracy", "dr
 # the clean default fleet's (triggered digits the clean model already calls the target)
 GOALS = {"max_drop_at_20pct_default": 0.02, "max_backdoor_over_clean_at_10pct": 0.05,
          "max_clean_cost_of_default": 0.01}  # fmt: skip
-TEN_PCT_DEFENCES = ("none", "default", "cosine_norm")  # cosine_norm: the default without sign
-# agreement, so the 10% rows show what it buys
+TEN_PCT_DEFENCES = ("none", "default", "sign")  # sign: the default plus sign agreement, so the
+# 10% rows show what it buys
 SEED_PLAN = [
     (attack, fraction, defence)
-    for defence in ("default", "cosine_norm")
+    for defence in ("default", "sign")
     for attack, fraction in (
         ("clean", 0.0),
         ("backdoor", 0.1),
@@ -286,12 +286,14 @@ def _seed_rows(ns: argparse.Namespace, artifacts: Path) -> int:
     for seed in seeds:
         verdict = _verdict([r for r in rows if r["seed"] == seed])
         summary[str(seed)] = verdict
-    costs = [v["clean_cost_of_default"] for v in summary.values()]
-    backdoors = [v["backdoor_over_clean_at_10pct_default"] for v in summary.values()]
-    summary["mean_clean_cost_of_default"] = float(np.mean(costs))
-    summary["max_clean_cost_of_default"] = float(np.max(costs))
-    summary["mean_backdoor_over_clean_at_10pct_default"] = float(np.mean(backdoors))
-    summary["max_backdoor_over_clean_at_10pct_default"] = float(np.max(backdoors))
+    verdicts = list(summary.values())
+    for name in ("default", "sign"):
+        costs = [v[f"clean_cost_of_{name}"] for v in verdicts]
+        backdoors = [v[f"backdoor_over_clean_at_10pct_{name}"] for v in verdicts]
+        summary[f"mean_clean_cost_of_{name}"] = float(np.mean(costs))
+        summary[f"max_clean_cost_of_{name}"] = float(np.max(costs))
+        summary[f"mean_backdoor_over_clean_at_10pct_{name}"] = float(np.mean(backdoors))
+        summary[f"max_backdoor_over_clean_at_10pct_{name}"] = float(np.max(backdoors))
     doc = json.loads(ns.out.read_text()) if ns.out.exists() else {}
     doc["seed_rows"] = rows
     doc["seed_summary"] = summary
@@ -436,10 +438,14 @@ def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 drops[kind.value] = r["drop"]
         out["drop_at_20pct_default"] = drops
         for fraction in (0.1, 0.2):
-            bd = pick(AttackKind.BACKDOOR.value, fraction, "default")
-            if bd:
-                key = f"backdoor_over_clean_at_{fraction:.0%}_default".replace("%", "pct")
-                out[key] = bd["backdoor_success"] - bd_base
+            for name in ("default", "sign"):
+                bd = pick(AttackKind.BACKDOOR.value, fraction, name)
+                if bd:
+                    key = f"backdoor_over_clean_at_{fraction:.0%}_{name}".replace("%", "pct")
+                    out[key] = bd["backdoor_success"] - bd_base
+        sign = pick("clean", 0.0, "sign")
+        if sign:
+            out["clean_cost_of_sign"] = clean_none["final_accuracy"] - sign["final_accuracy"]
         out["all_goals_met"] = bool(
             out["clean_cost_of_default"] <= GOALS["max_clean_cost_of_default"]
             and all(d <= GOALS["max_drop_at_20pct_default"] for d in drops.values())

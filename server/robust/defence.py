@@ -50,8 +50,8 @@ def _array(state: StateDict, key: str, dtype: type[np.generic]) -> np.ndarray:
 class RobustConfig:
     # Defaults: the default defence, chosen on benchmarks/robustness.py (results/robustness.json,
     # 1,000 devices, 60 virtual minutes): the cosine filter against the buffer's median keeps every
-    # attack at 20% within 1.5 points of clean; the norm bound caps scaled updates; sign agreement
-    # holds a 10% backdoor to 0.03 success (0.62 without it) at a 0.6-point clean cost. The cosine
+    # attack at 20% within 1.5 points of clean; the norm bound caps scaled updates. No default
+    # holds a backdoor (10%: 0.62 success); `sign_agreement` does, at a cost (below). The cosine
     # aggregate (agreeing rows once, cut at s(tau) x the median delta length) was chosen on
     # fleet.py and parity.py too (docs/security.md, "Skewed fleets and the default defence").
     aggregator: Aggregator = Aggregator.COSINE
@@ -61,10 +61,11 @@ class RobustConfig:
     norm_warmup: int = 10  # accepted updates before the adaptive bound applies
     norm_action: BoundAction = BoundAction.CLIP
     one_per_device: bool = True  # a device's second update in an open buffer is refused
-    # each coordinate moves as far as the kept rows agree on its sign (server/robust/agreement.py;
-    # a 10% backdoor's success 0.62 -> 0.03 on robustness.py). Row aggregators only: with
-    # aggregator "mean" the server keeps a running sum, no rows, and there is nothing to vote on.
-    sign_agreement: bool = True
+    # each coordinate moves as far as the kept rows agree on its sign (server/robust/agreement.py):
+    # a 10% backdoor's success 0.62 -> 0.03 on robustness.py, but off by default: it slowed the
+    # recommended fleet to target 6.0x -> 3.9x FedAvg's speed (fleet.py) and costs skewed fleets up
+    # to 6 points (parity). Row aggregators only (a plain mean keeps no rows to vote with).
+    sign_agreement: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.trim_fraction < 0.5:

@@ -11,7 +11,7 @@ from server.robust.defence import RobustConfig
 
 __all__ = ["DEFENCES", "defence"]
 
-_OFF = False  # sign agreement off: each preset but "default" isolates one mechanism
+_OFF = False  # sign agreement off (also the default): each preset isolates one mechanism
 
 DEFENCES: dict[str, RobustConfig | None] = {
     "none": None,
@@ -25,8 +25,8 @@ DEFENCES: dict[str, RobustConfig | None] = {
     # the first default, measured
     "median_norm": RobustConfig(aggregator=Aggregator.MEDIAN, sign_agreement=_OFF),
     "cosine": RobustConfig(aggregator=Aggregator.COSINE, norm_multiplier=None, sign_agreement=_OFF),
-    # the default without sign agreement (the default before it had one)
-    "cosine_norm": RobustConfig(sign_agreement=_OFF),
+    # the default plus sign agreement: what a fleet that must resist a planted backdoor sets
+    "sign": RobustConfig(sign_agreement=True),
 }
 
 

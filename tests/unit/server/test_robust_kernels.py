@@ -131,9 +131,9 @@ def test_a_row_of_another_length_mid_buffer_is_refused() -> None:
 
 
 def test_fedbuff_default_defence_on_a_large_model_matches_a_numpy_reference() -> None:
-    """FedBuff with the default defence (cosine to the coordinate-wise median, then each
-    coordinate scaled by the kept rows' sign agreement) on a model big enough for the kernels,
-    against the same aggregate written out in numpy and float64."""
+    """FedBuff with the default defence plus sign agreement (cosine to the coordinate-wise
+    median, then each coordinate scaled by the kept rows' sign agreement) on a model big enough
+    for the kernels, against the same aggregate written out in numpy and float64."""
     n, k = 40_000, 10
     common = _rows(1, n, seed=12)  # (1, n): the direction honest devices share
     deltas = (common + _rows(k, n, seed=11)) * np.float32(1e-2)  # (k, n) float32
@@ -141,7 +141,7 @@ def test_fedbuff_default_defence_on_a_large_model_matches_a_numpy_reference() ->
     strat = FedBuff(
         buffer_size=k,
         staleness=make_staleness("polynomial", {"a": 0.5}),
-        robust=RobustConfig(norm_multiplier=None),
+        robust=RobustConfig(norm_multiplier=None, sign_agreement=True),
     )
     model, version = np.zeros(n, np.float32), 0
     for i, delta in enumerate(deltas):

@@ -94,13 +94,12 @@ def test_aggregate_scales_the_cosine_aggregate_by_its_kept_rows() -> None:
 
 
 def test_config_switches_it_and_round_trips() -> None:
-    assert RobustConfig().sign_agreement
-    off = RobustConfig.from_mapping({"sign_agreement": False})
-    assert off is not None and not off.sign_agreement and "sign" not in off.label
-    assert RobustConfig.from_mapping(off.to_mapping()) == off
-    assert "sign" in RobustConfig().label
+    assert not RobustConfig().sign_agreement and "sign" not in RobustConfig().label
+    on = RobustConfig.from_mapping({"sign_agreement": True})
+    assert on is not None and on.sign_agreement and on.votes_on_signs and "sign" in on.label
+    assert RobustConfig.from_mapping(on.to_mapping()) == on
     # a plain mean keeps a running sum and no rows: nothing to vote on, and the label says so
-    mean = RobustConfig(aggregator=Aggregator.MEAN)
+    mean = RobustConfig(aggregator=Aggregator.MEAN, sign_agreement=True)
     assert mean.sign_agreement and not mean.votes_on_signs and "sign" not in mean.label
     with pytest.raises(ValueError, match="sign_agreement"):
         RobustConfig.from_mapping({"sign_agreement": "yes"})

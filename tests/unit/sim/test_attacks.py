@@ -134,11 +134,11 @@ def test_sign_agreement_holds_back_a_backdoor_the_cosine_filter_lets_through() -
     """The backdoor's updates look honest (they train on clean data too, and the norm bound and
     the cosine cut take their boost): only the coordinates they alone push give them away."""
     _, undefended = _backdoor_run("none")
-    without_agreement, cosine_only = _backdoor_run("cosine_norm")
-    with_agreement, default = _backdoor_run("default")
-    assert undefended > 0.9 and cosine_only > 0.9  # the attack works through the cosine filter
+    without_agreement, default = _backdoor_run("default")
+    with_agreement, sign = _backdoor_run("sign")
+    assert undefended > 0.9 and default > 0.9  # the attack works through the cosine filter
     assert with_agreement.counts["hostile_updates"] == without_agreement.counts["hostile_updates"]
-    assert default < cosine_only / 2  # and sign agreement holds most of it back
+    assert sign < default / 2  # and sign agreement holds most of it back
     assert with_agreement.final_accuracy > without_agreement.final_accuracy - 0.05
 
 
